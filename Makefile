@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Each creates the virtual
+# environment and installs what it needs; downloads and builds are cached in ~/.cache.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PYTEST_ARGS ?=
+
+# `make test` runs its own stack (own ports and state) so it never touches a stack you run.
+TEST_STACK_ENV := ROBOLAKE_STACK_DIR=$(HOME)/.cache/robolake/test-stack \
+	ROBOLAKE_KAFKA_PORT=19092 ROBOLAKE_KAFKA_CONTROLLER_PORT=19093 \
+	ROBOLAKE_S3_ENDPOINT=127.0.0.1:19000 ROBOLAKE_MINIO_CONSOLE_PORT=19001 \
+	ROBOLAKE_BUS=kafka://127.0.0.1:19092 ROBOLAKE_LAKE=s3://robolake/lake
+
+.PHONY: demo test clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.test-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(BIN)/robolake demo
+
+test: $(VENV)/.test-installed
+	@rm -rf $(HOME)/.cache/robolake/test-stack
+	@$(TEST_STACK_ENV) $(BIN)/robolake infra up || { \
+		echo "make test: the Kafka + MinIO test stack could not start (reason above)" >&2; exit 1; }
+	@$(TEST_STACK_ENV) ROBOLAKE_REQUIRE_STACK=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+		$(TEST_STACK_ENV) $(BIN)/robolake infra down; exit $$rc
+
+clean:
+	rm -rf $(VENV) lake *.egg-info

@@ -1,0 +1,112 @@
+"""`robolake infra up|down|status`: the native stack (Kafka KRaft + MinIO) as background processes.
+
+`up` checks every port before starting anything, starts what is not running, waits until each
+service answers, then creates the topics and the bucket. If anything fails, the services this
+call started are stopped again, so no half-started stack is left behind. `down` stops exactly
+the processes whose pid files we wrote (and whose command lines we recognise).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from infra.kafka_server import KafkaServer
+from infra.minio_server import MinioServer
+from infra.process import ServiceError, port_free, port_holder, wait_until
+from robolake.settings import Settings
+
+log = logging.getLogger(__name__)
+
+STARTUP_TIMEOUT_S = 120
+
+
+@dataclass
+class ServiceStatus:
+    name: str
+    pid: int | None
+    healthy: bool
+    endpoint: str
+
+    def line(self) -> str:
+        state = "healthy" if self.healthy else ("starting/unhealthy" if self.pid else "stopped")
+        pid = f"pid {self.pid}" if self.pid else "no process"
+        return f"{self.name:<6} {state:<18} {pid:<12} {self.endpoint}"
+
+
+def services(settings: Settings) -> list:
+    host, port = settings.s3_host_port
+    if host not in ("127.0.0.1", "localhost"):
+        raise ServiceError(f"the native stack runs MinIO on loopback, but s3_endpoint is {settings.s3_endpoint}")
+    return [
+        KafkaServer(settings.home, settings.stack_state, settings.kafka_port,
+                    settings.kafka_controller_port, settings.partitions),
+        MinioServer(settings.home, settings.stack_state, port, settings.minio_console_port,
+                    settings.s3_access_key, settings.s3_secret_key),
+    ]
+
+
+def status(settings: Settings) -> list[ServiceStatus]:
+    result = []
+    for service in services(settings):
+        pid = service.process.running_pid()
+        result.append(ServiceStatus(service.name, pid, pid is not None and service.healthy(), service.endpoint))
+    return result
+
+
+def up(settings: Settings, timeout_s: float = STARTUP_TIMEOUT_S) -> list[ServiceStatus]:
+    to_start = [s for s in services(settings) if s.process.running_pid() is None]
+    for service in to_start:
+        for port in service.ports:
+            if not port_free("127.0.0.1", port):
+                holder = port_holder(port)
+                raise ServiceError(f"{service.name} cannot start: port {port} is already in use"
+                                   + (f" by {holder}" if holder else ""))
+    started = []
+    try:
+        for service in to_start:
+            argv = service.argv()  # installs on first use
+            started.append(service)
+            pid = service.process.start(argv, service.env())
+            _wait_healthy(service, pid, timeout_s)
+        _provision(settings)
+    except BaseException:
+        for service in reversed(started):
+            service.process.stop()
+        raise
+    return status(settings)
+
+
+def down(settings: Settings) -> list[str]:
+    """Stop our services (MinIO first, then Kafka); returns the names that were running."""
+    return [s.name for s in reversed(services(settings)) if s.process.stop()]
+
+
+def _wait_healthy(service, pid: int, timeout_s: float) -> None:
+    failure: list[str] = []
+
+    def ready() -> bool:
+        reason = service.process.exited_early(pid)
+        if reason is not None:
+            failure.append(reason)
+            return True
+        return service.healthy()
+
+    if not wait_until(ready, timeout_s, interval=0.5):
+        raise ServiceError(f"{service.name} did not become healthy within {timeout_s:.0f}s; "
+                           f"see {service.process.log_file}")
+    if failure:
+        raise ServiceError(f"{service.name} exited during start-up; last lines of "
+                           f"{service.process.log_file}:\n{failure[0]}")
+    log.info("%s healthy at %s", service.name, service.endpoint)
+
+
+def _provision(settings: Settings) -> None:
+    """The topics and the bucket every robolake command expects."""
+    from infra.object_store import ensure_bucket
+    from infra.topics import ensure_topics
+    from schemas import topics
+
+    ensure_topics([f"127.0.0.1:{settings.kafka_port}"], list(topics.ALL), settings.partitions)
+    bucket = settings.lake_bucket if settings.lake_is_s3 else "robolake"
+    ensure_bucket(settings, bucket)

@@ -1,0 +1,165 @@
+"""One settings object, read from ROBOLAKE_* environment variables and overridden by CLI flags.
+
+The embedded default needs no services: an in-process bus and a lake on the local disk.
+`bus=kafka://127.0.0.1:9092` and `lake=s3://robolake/lake` make the same commands use the
+real stack; the S3 endpoint and credentials are shared by the MinIO launcher and every client.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ENV_PREFIX = "ROBOLAKE_"
+
+
+class SettingsError(ValueError):
+    """A setting has a value we cannot use; the message names the setting and the value."""
+
+
+def _default_home() -> Path:
+    return Path(os.path.expanduser("~/.cache/robolake"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where events travel: "memory" (in-process) or "kafka://host:port[,host:port…]".
+    bus: str = "memory"
+    # Where tables live: "file://<dir>" (relative paths are resolved from the working directory)
+    # or "s3://<bucket>/<prefix>" on the S3 endpoint below.
+    lake: str = "file://lake"
+    # Cache for downloads and builds (Kafka jars, MinIO binary) and the infra stack's state.
+    home: Path = field(default_factory=_default_home)
+    # State of the native infra stack (data, logs, pid files); default <home>/stack.
+    stack_dir: Path | None = None
+    # S3 endpoint (host:port) and credentials: the MinIO launcher's root user and every client's.
+    s3_endpoint: str = "127.0.0.1:9000"
+    s3_access_key: str = "robolake"
+    s3_secret_key: str = "robolake-secret"
+    s3_secure: bool = False
+    # Ports of the native stack (loopback only).
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    minio_console_port: int = 9001
+    # Partitions per topic when the stack creates topics.
+    partitions: int = 4
+    # Upper bound of one bus message; long episodes are split into chunks below it.
+    max_message_bytes: int = 512 * 1024
+
+    def __post_init__(self) -> None:
+        _parse_bus(self.bus)
+        _parse_lake(self.lake)
+        _parse_endpoint(self.s3_endpoint, "s3_endpoint")
+        for name in ("kafka_port", "kafka_controller_port", "minio_console_port"):
+            port = getattr(self, name)
+            if not 0 < port < 65536:
+                raise SettingsError(f"{name} must be a TCP port (1-65535), got {port}")
+        if self.partitions < 1:
+            raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
+        if self.max_message_bytes < 4096:
+            raise SettingsError(f"max_message_bytes must be >= 4096, got {self.max_message_bytes}")
+        if len(self.s3_secret_key) < 8:
+            raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
+
+    @classmethod
+    def load(cls, env: dict[str, str] | None = None, **overrides) -> "Settings":
+        """Defaults, then ROBOLAKE_<NAME> environment variables, then explicit overrides (flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        for f in fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for name in ("home", "stack_dir"):
+            if name in values:
+                values[name] = Path(os.path.expanduser(str(values[name])))
+        return cls(**values)
+
+    def replace(self, **changes) -> "Settings":
+        return dataclasses.replace(self, **changes)
+
+    # Derived views: parsed once from the URLs above, never stored twice.
+    @property
+    def kafka_bootstrap(self) -> list[str]:
+        """host:port pairs of the Kafka bootstrap servers; empty for the in-process bus."""
+        return _parse_bus(self.bus)
+
+    @property
+    def lake_root(self) -> str:
+        """The lake as a path DuckDB and pyarrow understand: an absolute directory or s3://…"""
+        scheme, location = _parse_lake(self.lake)
+        if scheme == "s3":
+            return f"s3://{location}"
+        return str(Path(location).expanduser().resolve())
+
+    @property
+    def lake_is_s3(self) -> bool:
+        return _parse_lake(self.lake)[0] == "s3"
+
+    @property
+    def lake_bucket(self) -> str:
+        scheme, location = _parse_lake(self.lake)
+        if scheme != "s3":
+            raise SettingsError(f"lake {self.lake!r} is not on S3, so it has no bucket")
+        return location.split("/", 1)[0]
+
+    @property
+    def s3_host_port(self) -> tuple[str, int]:
+        return _parse_endpoint(self.s3_endpoint, "s3_endpoint")
+
+    @property
+    def stack_state(self) -> Path:
+        """State of the native infra stack: data, logs and pid files of each service."""
+        return self.stack_dir or self.home / "stack"
+
+
+def _coerce(name: str, annotation: str, raw: str):
+    kind = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "bool":
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind}") from None
+    return raw
+
+
+def _parse_endpoint(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{what} must look like host:port, got {text!r}")
+    return host, int(port)
+
+
+def _parse_bus(url: str) -> list[str]:
+    if url == "memory":
+        return []
+    parts = urlsplit(url)
+    if parts.scheme != "kafka" or not parts.netloc or parts.path not in ("", "/"):
+        raise SettingsError(f"bus must be 'memory' or 'kafka://host:port[,host:port]', got {url!r}")
+    servers = parts.netloc.split(",")
+    for server in servers:
+        _parse_endpoint(server, f"bus {url!r}: server")
+    return servers
+
+
+def _parse_lake(url: str) -> tuple[str, str]:
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("file", "s3") or not rest.strip("/"):
+        raise SettingsError(f"lake must be 'file://<dir>' or 's3://<bucket>/<prefix>', got {url!r}")
+    if scheme == "s3":
+        bucket = rest.split("/", 1)[0]
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
+            raise SettingsError(f"lake {url!r}: {bucket!r} is not a valid S3 bucket name")
+        return scheme, rest.strip("/")
+    return scheme, rest

@@ -1,0 +1,10 @@
+"""Topic names: part of the contract between producers and consumers."""
+
+EPISODES = "robolake.episodes"      # episode.started / episode.steps / episode.ended, keyed by episode id
+CURRICULUM = "robolake.curriculum"  # curriculum.proposal / curriculum.decision, keyed by experiment id
+SKILLS = "robolake.skills"          # skill.added
+LEARNER = "robolake.learner"        # learner.metrics
+ANALYSIS = "robolake.analysis"      # analysis.verdict
+DLQ = "robolake.dlq"                # dead letters: raw bytes plus headers naming the reason and the source
+
+ALL = (EPISODES, CURRICULUM, SKILLS, LEARNER, ANALYSIS, DLQ)

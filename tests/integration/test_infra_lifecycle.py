@@ -1,0 +1,83 @@
+"""`robolake infra up/down/status` on a second, private stack (own ports and state directory)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def _free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _our_processes(marker: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if marker in (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(proc.name))
+            except OSError:
+                pass
+    return pids
+
+
+@pytest.fixture
+def private_stack(tmp_path):
+    kafka, controller, minio, console = _free_ports(4)
+    env = {**os.environ,
+           "ROBOLAKE_STACK_DIR": str(tmp_path / "stack"),
+           "ROBOLAKE_KAFKA_PORT": str(kafka), "ROBOLAKE_KAFKA_CONTROLLER_PORT": str(controller),
+           "ROBOLAKE_S3_ENDPOINT": f"127.0.0.1:{minio}", "ROBOLAKE_MINIO_CONSOLE_PORT": str(console)}
+
+    def robolake(*args):
+        return subprocess.run([sys.executable, "-m", "robolake.cli", *args], env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    yield robolake, env, str(tmp_path / "stack")
+    robolake("infra", "down")
+
+
+def test_up_is_idempotent_and_down_leaves_nothing_behind(private_stack):
+    robolake, env, marker = private_stack
+    first = robolake("infra", "up")
+    assert first.returncode == 0, first.stderr
+    pids = sorted(_our_processes(marker))
+    assert len(pids) == 2, f"expected kafka + minio, found {pids}"
+
+    second = robolake("infra", "up")
+    assert second.returncode == 0, second.stderr
+    assert sorted(_our_processes(marker)) == pids  # no second copy
+
+    status = robolake("infra", "status")
+    assert status.returncode == 0
+    assert status.stdout.count("healthy") == 2
+
+    down = robolake("infra", "down")
+    assert down.returncode == 0 and "stopped minio, kafka" in down.stdout
+    assert _our_processes(marker) == []
+    assert robolake("infra", "status").returncode == 1  # stopped is not healthy
+    assert "nothing was running" in robolake("infra", "down").stdout
+
+
+def test_port_in_use_is_named_and_nothing_is_started(private_stack):
+    robolake, env, marker = private_stack
+    port = int(env["ROBOLAKE_S3_ENDPOINT"].rsplit(":", 1)[1])
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        result = robolake("infra", "up")
+    assert result.returncode == 1
+    assert f"port {port} is already in use by pid {os.getpid()}" in result.stderr
+    assert _our_processes(marker) == []

@@ -1,0 +1,49 @@
+import argparse
+
+import pytest
+
+from robolake.cli import build_parser, main
+
+
+def _all_commands(parser, prefix=()):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _all_commands(sub, (*prefix, name))
+
+
+def test_every_command_has_help(capsys):
+    commands = list(_all_commands(build_parser()))
+    assert ("infra", "up") in commands and ("status",) in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exit_:
+            main([*command, "--help"])
+        assert exit_.value.code == 0
+        assert "usage: robolake " + " ".join(command) in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["infra", "sideways"], "invalid choice: 'sideways'"),
+    (["status", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["status", "--partitions", "many"], "invalid int value: 'many'"),
+    (["status", "--bus", "kafka:/oops"], "bus must be 'memory' or 'kafka://"),
+    (["status", "--lake", "ftp://x"], "lake must be"),
+])
+def test_bad_arguments_print_one_line_and_exit_2(argv, message, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+def test_status_runs_on_the_embedded_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ROBOLAKE_STACK_DIR", str(tmp_path))
+    assert main(["status", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
+    out = capsys.readouterr().out
+    assert "bus   memory" in out and f"{tmp_path}/lake" in out
+    assert "kafka  stopped" in out
