@@ -111,8 +111,9 @@ class KafkaServer:
     def _format(self, classpath: str) -> None:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         shutil.rmtree(self.data, ignore_errors=True)
+        # "--cluster-id=…" in one word: a base64 id may start with "-" and read as an option.
         cmd = ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-               "-t", cluster_id, "-c", str(self.config)]
+               f"--cluster-id={cluster_id}", f"--config={self.config}"]
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0:
             raise ServiceError(f"formatting Kafka storage failed:\n{(result.stdout + result.stderr)[-2000:]}")

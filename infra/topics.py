@@ -11,7 +11,7 @@ def admin_client(bootstrap: list[str], timeout_ms: int = 10000):
     from kafka.admin import KafkaAdminClient
 
     return KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=timeout_ms,
-                            client_id="robolake-admin")
+                            bootstrap_timeout_ms=timeout_ms, client_id="robolake-admin")
 
 
 def ensure_topics(bootstrap: list[str], names: list[str], partitions: int) -> list[str]:

@@ -12,14 +12,11 @@ import logging
 import sys
 
 from robolake import __version__
+from robolake.commands import EXIT_USAGE, Parser
 from robolake.settings import Settings, SettingsError
 
-EXIT_USAGE = 2
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # one line, not a usage dump
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "
+               "event-sourced data lake.")
 
 
 def _settings_flags() -> argparse.ArgumentParser:
@@ -35,23 +32,14 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from robolake.commands import demo, infra, log
+
     common = _settings_flags()
-    parser = _Parser(prog="robolake", description=__doc__.split("\n")[0],
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="robolake", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"robolake {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-
-    status = commands.add_parser("status", parents=[common], help="settings in force and stack health")
-    status.set_defaults(run=_status)
-
-    infra = commands.add_parser("infra", help="run the native Kafka + MinIO stack")
-    infra_commands = infra.add_subparsers(dest="infra_command", metavar="ACTION", required=True,
-                                          parser_class=_Parser)
-    for name, doc in (("up", "install on first use, start Kafka (KRaft) and MinIO, create topics and bucket"),
-                      ("down", "stop the processes 'infra up' started, and nothing else"),
-                      ("status", "health of each service")):
-        sub = infra_commands.add_parser(name, parents=[common], help=doc, description=doc)
-        sub.set_defaults(run=_infra, action=name)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    for group in (demo, infra, log):
+        group.register(commands, common)
     return parser
 
 
@@ -72,41 +60,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"robolake: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return args.run(args, settings) or 0
-
-
-def _status(args, settings: Settings) -> int:
-    print(f"robolake {__version__}")
-    print(f"bus   {settings.bus}")
-    print(f"lake  {settings.lake}  ->  {settings.lake_root}")
-    print(f"home  {settings.home}")
-    from infra import stack
-
-    for line in stack.status(settings):
-        print(line.line())
-    return 0
-
-
-def _infra(args, settings: Settings) -> int:
-    from infra import stack
-    from infra.process import ServiceError
-
-    try:
-        if args.action == "up":
-            for line in stack.up(settings):
-                print(line.line())
-            print(f"use it with: --bus kafka://127.0.0.1:{settings.kafka_port} --lake s3://robolake/lake")
-        elif args.action == "down":
-            stopped = stack.down(settings)
-            print("stopped " + ", ".join(stopped) if stopped else "nothing was running")
-        else:
-            lines = stack.status(settings)
-            for line in lines:
-                print(line.line())
-            return 0 if all(line.healthy for line in lines) else 1
-    except ServiceError as exc:
-        print(f"robolake infra {args.action}: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

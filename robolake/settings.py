@@ -45,6 +45,8 @@ class Settings:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     minio_console_port: int = 9001
+    # Kafka producer compression: lz4 | zstd | gzip | snappy | none (benchmarks/bus_throughput.py).
+    kafka_compression: str = "lz4"
     # Partitions per topic when the stack creates topics.
     partitions: int = 4
     # Upper bound of one bus message; long episodes are split into chunks below it.
@@ -58,6 +60,8 @@ class Settings:
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise SettingsError(f"{name} must be a TCP port (1-65535), got {port}")
+        if self.kafka_compression not in ("lz4", "zstd", "gzip", "snappy", "none"):
+            raise SettingsError(f"kafka_compression must be lz4, zstd, gzip, snappy or none, got {self.kafka_compression!r}")
         if self.partitions < 1:
             raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
         if self.max_message_bytes < 4096:

@@ -1,0 +1,62 @@
+"""The log as a conversation a person can read: one line per event batch, said by whoever
+produced it (the published system's modules talked in a chat room; this is ours)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from infra.bus.interface import Delivery, Message
+
+
+def _clock(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%H:%M:%S")
+
+
+def _short(identifier: str | None) -> str:
+    return (identifier or "-")[:8]
+
+
+def describe(delivery: Delivery) -> str:
+    """One readable line for a decoded event batch."""
+    batch, rows = delivery.batch, delivery.batch.rows()
+    first = rows[0] if rows else {}
+    when = _clock(delivery.timestamp_ms)
+    match batch.type:
+        case "episode.started":
+            return (f"[{when}] {first['worker_id']}: starting episode {_short(first['episode_id'])} — "
+                    f"\"{first['task']}\" via {' → '.join(first['skill_sequence'])} "
+                    f"(seed {first['seed']}, policy {first['policy_id']}@{first['policy_version']})")
+        case "episode.steps":
+            reward = sum(r["reward"] for r in rows)
+            skills = sorted({r["skill_id"] for r in rows})
+            return (f"[{when}] episode {_short(first.get('episode_id'))}: steps "
+                    f"{first.get('step', 0)}–{rows[-1]['step'] if rows else 0} "
+                    f"(chunk {first.get('chunk', 0)}, skill {', '.join(skills)}, reward {reward:.2f})")
+        case "episode.ended":
+            outcome = "succeeded" if first["task_success"] else "failed"
+            skills = ", ".join(f"{s['skill_id']} {'✓' if s['success'] else '✗'}" for s in first["skills"])
+            return (f"[{when}] episode {_short(first['episode_id'])} {outcome} after {first['length']} steps "
+                    f"({first['termination']}, return {first['task_return']:.2f}; {skills})")
+        case "curriculum.proposal":
+            return f"[{when}] {first['proposer']}: I propose \"{first['task']}\" — {first['rationale']}"
+        case "curriculum.decision":
+            return (f"[{when}] curriculum: run {first['episodes']} episodes of \"{first['task']}\" "
+                    f"as {' → '.join(first['skill_sequence'])}")
+        case "skill.added":
+            return f"[{when}] library: new skill {first['skill_id']} v{first['version']}: \"{first['caption']}\""
+        case "learner.metrics":
+            shown = ", ".join(f"{r['name']}={r['value']:.4g}" for r in rows[:4])
+            more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""
+            return f"[{when}] learner {first['run_id']} step {first['step']}: {shown}{more}"
+        case "analysis.verdict":
+            return f"[{when}] analyst: {first['skill_id']} is {first['verdict']} — {first['rationale']}"
+    return f"[{when}] {batch.type} v{batch.version}: {len(rows)} rows"
+
+
+def describe_dead_letter(message: Message) -> str:
+    return (f"[{_clock(int(message.header('dlq.time_ms') or message.timestamp_ms))}] "
+            f"{message.header('dlq.reason')} from {message.header('dlq.source.topic')}"
+            f"/{message.header('dlq.source.partition')}@{message.header('dlq.source.offset')} "
+            f"(type {message.header('robolake.type') or '?'} v{message.header('robolake.version') or '?'}, "
+            f"{len(message.value)} bytes, consumer {message.header('dlq.consumer') or '-'}): "
+            f"{message.header('dlq.detail')}")

@@ -1,0 +1,179 @@
+"""The bus: one small interface, two backends (in-process memory, Kafka), one contract test suite.
+
+Producer: `send(topic, key, batch)` then `flush()` (durable when it returns).
+Consumer: `poll()` returns decoded batches with topic/partition/offset; `commit()` commits
+everything polled so far, after the dead letters it wrote are durable; `seek_to_beginning()`
+replays. Messages that fail to decode go to the dead-letter topic with the reason and their
+source, and the consumer carries on: a poison message never stalls a partition. A reader without
+a group (tail, replay) owns no processing, so it only counts and logs them: one dead letter per
+poison message, however many people look at the topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from schemas import topics
+from schemas.codec import DecodeError, EventBatch, Headers, decode, encode
+from schemas.events import REGISTRY, Registry
+
+log = logging.getLogger(__name__)
+
+
+class BusError(RuntimeError):
+    """The bus could not do what was asked (unreachable broker, failed delivery)."""
+
+
+class MessageTooLarge(BusError):
+    def __init__(self, size: int, limit: int, topic: str):
+        super().__init__(f"message of {size} bytes for {topic} exceeds the {limit}-byte bound "
+                         "(split the batch, or raise max_message_bytes)")
+        self.size, self.limit = size, limit
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as it lies on a topic: raw bytes, before decoding."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Headers
+    timestamp_ms: int
+
+    def header(self, name: str) -> str | None:
+        for k, v in self.headers:
+            if k == name:
+                return v.decode(errors="replace")
+        return None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A decoded message."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    batch: EventBatch
+    timestamp_ms: int
+
+
+def key_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Producer(ABC):
+    def __init__(self, max_message_bytes: int):
+        self.max_message_bytes = max_message_bytes
+
+    def send(self, topic: str, key: str | bytes | None, batch: EventBatch) -> None:
+        """Queue one event batch as one message; MessageTooLarge if it exceeds the bound."""
+        value, headers = encode(batch)
+        if len(value) > self.max_message_bytes:
+            raise MessageTooLarge(len(value), self.max_message_bytes, topic)
+        self.send_raw(topic, key_bytes(key), value, headers)
+
+    @abstractmethod
+    def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        """Queue bytes as they are (dead letters, replays, tests of bad input)."""
+
+    @abstractmethod
+    def flush(self, timeout_s: float | None = None) -> None:
+        """Block until every queued message is durable on the bus; BusError if any failed."""
+
+    def close(self) -> None:
+        self.flush()
+
+
+class Consumer(ABC):
+    """Decoding, dead-lettering and commit ordering, shared by both backends."""
+
+    def __init__(self, bus: "Bus", group: str | None, topic_names: list[str],
+                 registry: Registry = REGISTRY, read_as: dict[str, int] | None = None):
+        self.bus, self.group, self.topics = bus, group, list(topic_names)
+        self.registry, self.read_as = registry, read_as
+        self._dead_letters: Producer | None = None
+        self.dead_lettered = 0
+        self.skipped = 0
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Delivery]:
+        deliveries = []
+        for message in self.poll_raw(timeout_s, max_records):
+            try:
+                batch = decode(message.value, message.headers, self.registry, self.read_as)
+            except DecodeError as exc:
+                if self.group is None:
+                    log.warning("skipping undecodable message %s/%d@%d: %s", message.topic,
+                                message.partition, message.offset, exc)
+                    self.skipped += 1
+                else:
+                    self._dead_letter(message, exc.reason, exc.detail)
+                continue
+            key = message.key.decode(errors="replace") if message.key is not None else None
+            deliveries.append(Delivery(message.topic, message.partition, message.offset, key, batch,
+                                       message.timestamp_ms))
+        return deliveries
+
+    def commit(self) -> None:
+        """Commit everything polled so far, once the dead letters written for it are durable."""
+        if self.group is None:
+            raise BusError("a consumer without a group has no offsets to commit")
+        if self._dead_letters is not None:
+            self._dead_letters.flush()
+        self._commit()
+
+    def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        if self._dead_letters is None:
+            self._dead_letters = self.bus.producer()
+        source = f"{message.topic}/{message.partition}/{message.offset}"
+        log.warning("dead letter from %s: %s: %s", source, reason, detail)
+        headers = [h for h in message.headers if not h[0].startswith("dlq.")] + [
+            ("dlq.reason", reason.encode()), ("dlq.detail", detail.encode()),
+            ("dlq.source.topic", message.topic.encode()),
+            ("dlq.source.partition", str(message.partition).encode()),
+            ("dlq.source.offset", str(message.offset).encode()),
+            ("dlq.consumer", (self.group or "").encode()),
+            ("dlq.time_ms", str(int(time.time() * 1000)).encode()),
+        ]
+        self._dead_letters.send_raw(topics.DLQ, message.key, message.value, headers)
+        self.dead_lettered += 1
+
+    @abstractmethod
+    def poll_raw(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]: ...
+
+    @abstractmethod
+    def _commit(self) -> None: ...
+
+    @abstractmethod
+    def seek_to_beginning(self) -> None:
+        """Read every assigned partition (now and after later rebalances) from its first offset."""
+
+    @abstractmethod
+    def committed(self) -> dict[tuple[str, int], int]:
+        """The group's committed offsets, (topic, partition) -> next offset to read."""
+
+    def close(self) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+
+
+class Bus(ABC):
+    def __init__(self, max_message_bytes: int, partitions: int):
+        self.max_message_bytes, self.partitions = max_message_bytes, partitions
+
+    @abstractmethod
+    def ensure_topics(self, names: list[str]) -> None: ...
+
+    @abstractmethod
+    def producer(self) -> Producer: ...
+
+    @abstractmethod
+    def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> Consumer:
+        """A consumer; with group=None it reads every partition and commits nothing (tail, replay)."""

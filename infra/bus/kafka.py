@@ -1,0 +1,156 @@
+"""The Kafka bus (kafka-python): idempotent producer with acks=all, consumers with manual commits."""
+
+from __future__ import annotations
+
+import logging
+
+from infra.bus.interface import Bus, BusError, Consumer, Message, Producer
+from schemas.codec import Headers
+
+log = logging.getLogger(__name__)
+
+# Long enough to ride out a broker restart: the idempotent producer resends without duplicates.
+DELIVERY_TIMEOUT_MS = 180_000
+
+
+def _connect(factory, bootstrap: list[str], what: str):
+    """Build a kafka-python client; it retries the bootstrap with exponential backoff
+    (reconnect_backoff_ms .. reconnect_backoff_max_ms) for bootstrap_timeout_ms."""
+    from kafka.errors import KafkaError
+
+    try:
+        return factory()
+    except (KafkaError, OSError) as exc:
+        raise BusError(f"cannot reach Kafka at {','.join(bootstrap)} for the {what}: {exc!r}") from exc
+
+
+class KafkaBusProducer(Producer):
+    def __init__(self, bootstrap: list[str], max_message_bytes: int, compression: str, connect_timeout_s: float):
+        super().__init__(max_message_bytes)
+        from kafka import KafkaProducer
+
+        self.bootstrap = bootstrap
+        self._pending = []
+        self._producer = _connect(lambda: KafkaProducer(
+            bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+            compression_type=None if compression == "none" else compression,
+            linger_ms=5, batch_size=1 << 20, max_request_size=4 * max_message_bytes,
+            retry_backoff_ms=200, reconnect_backoff_ms=200, reconnect_backoff_max_ms=5000,
+            request_timeout_ms=30_000, delivery_timeout_ms=DELIVERY_TIMEOUT_MS, max_block_ms=60_000,
+            bootstrap_timeout_ms=int(connect_timeout_s * 1000), client_id="robolake-producer",
+        ), bootstrap, "producer")
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes, headers: Headers) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._pending.append(self._producer.send(topic, key=key, value=value, headers=list(headers)))
+        except KafkaError as exc:
+            raise BusError(f"cannot send to {topic} at {','.join(self.bootstrap)}: {exc!r}") from exc
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            raise BusError(f"flush to {','.join(self.bootstrap)} failed: {exc!r}") from exc
+        pending, self._pending = self._pending, []
+        failed = [f.exception for f in pending if f.failed()]
+        if failed:
+            raise BusError(f"{len(failed)} of {len(pending)} messages were not delivered to "
+                           f"{','.join(self.bootstrap)}: {failed[0]!r}")
+
+    def close(self) -> None:
+        try:
+            self.flush()
+        finally:
+            self._producer.close()
+
+
+class KafkaBusConsumer(Consumer):
+    def __init__(self, bus: "KafkaBus", group: str | None, topic_names: list[str], **kwargs):
+        super().__init__(bus, group, topic_names, **kwargs)
+        from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
+
+        self._from_beginning = False
+        consumer = self
+
+        class _OnAssign(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                pass
+
+            def on_partitions_assigned(self, assigned):
+                if consumer._from_beginning and assigned:
+                    consumer._kafka.seek_to_beginning(*assigned)
+
+        self._kafka = _connect(lambda: KafkaConsumer(
+            bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
+            auto_offset_reset="earliest", client_id=f"robolake-{group or 'reader'}",
+            fetch_max_bytes=16 * bus.max_message_bytes, max_partition_fetch_bytes=4 * bus.max_message_bytes,
+            session_timeout_ms=30_000, heartbeat_interval_ms=3_000,
+            reconnect_backoff_ms=200, reconnect_backoff_max_ms=5000,
+            bootstrap_timeout_ms=int(bus.connect_timeout_s * 1000),
+        ), bus.bootstrap, "consumer")
+        if group is None:  # no group coordinator: read every partition ourselves
+            partitions = []
+            for name in self.topics:
+                ids = self._kafka.partitions_for_topic(name)
+                if not ids:
+                    raise BusError(f"topic {name!r} does not exist on {','.join(bus.bootstrap)}")
+                partitions += [TopicPartition(name, p) for p in sorted(ids)]
+            self._kafka.assign(partitions)
+        else:
+            self._kafka.subscribe(self.topics, listener=_OnAssign())
+
+    def poll_raw(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]:
+        records = self._kafka.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        return [Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []), r.timestamp)
+                for batch in records.values() for r in batch]
+
+    def _commit(self) -> None:
+        from kafka.errors import KafkaError
+
+        try:
+            self._kafka.commit()
+        except KafkaError as exc:
+            raise BusError(f"commit of group {self.group} failed: {exc!r}") from exc
+
+    def committed(self) -> dict[tuple[str, int], int]:
+        from kafka import TopicPartition
+
+        out = {}
+        for name in self.topics:
+            for p in sorted(self._kafka.partitions_for_topic(name) or ()):
+                offset = self._kafka.committed(TopicPartition(name, p))
+                if offset is not None:
+                    out[(name, p)] = offset
+        return out
+
+    def seek_to_beginning(self) -> None:
+        self._from_beginning = True
+        assigned = self._kafka.assignment()
+        if assigned:
+            self._kafka.seek_to_beginning(*assigned)
+
+    def close(self) -> None:
+        super().close()
+        self._kafka.close(autocommit=False)
+
+
+class KafkaBus(Bus):
+    def __init__(self, bootstrap: list[str], max_message_bytes: int, partitions: int,
+                 compression: str = "lz4", connect_timeout_s: float = 30.0):
+        super().__init__(max_message_bytes, partitions)
+        self.bootstrap, self.compression, self.connect_timeout_s = bootstrap, compression, connect_timeout_s
+
+    def ensure_topics(self, names: list[str]) -> None:
+        from infra.topics import ensure_topics
+
+        ensure_topics(self.bootstrap, names, self.partitions)
+
+    def producer(self) -> KafkaBusProducer:
+        return KafkaBusProducer(self.bootstrap, self.max_message_bytes, self.compression, self.connect_timeout_s)
+
+    def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> KafkaBusConsumer:
+        return KafkaBusConsumer(self, group, topic_names, **kwargs)

@@ -1,0 +1,108 @@
+"""The event log from the command line: `produce --synthetic`, `tail`, `dlq`."""
+
+from __future__ import annotations
+
+import sys
+
+from robolake.commands import usage_error
+from robolake.settings import Settings
+
+
+def register(commands, common) -> None:
+    produce = commands.add_parser(
+        "produce", parents=[common], help="stream episodes onto the bus",
+        description="Stream episodes onto the episodes topic. --synthetic N streams N random-but-valid "
+                    "episodes (no simulator needed).")
+    produce.add_argument("--synthetic", type=_positive, metavar="N", required=True,
+                         help="number of synthetic episodes")
+    produce.add_argument("--steps", type=_positive, default=100, help="steps per episode (default 100)")
+    produce.add_argument("--chunk-steps", type=_positive, default=50, help="steps per message (default 50)")
+    produce.add_argument("--experiment", default="synthetic", help="experiment id (default synthetic)")
+    produce.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    produce.set_defaults(run=run_produce)
+
+    tail = commands.add_parser("tail", parents=[common], help="print a topic as a readable conversation",
+                               description="Print a topic's events, oldest first, one readable line each.")
+    tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes)")
+    tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
+    tail.add_argument("--limit", type=_positive, help="stop after this many events")
+    tail.set_defaults(run=run_tail)
+
+    dlq = commands.add_parser("dlq", parents=[common], help="list dead letters and why they died",
+                              description="List the dead-letter topic: reason, source topic/partition/offset, detail.")
+    dlq.add_argument("--follow", "-f", action="store_true", help="keep waiting for new dead letters")
+    dlq.set_defaults(run=run_dlq, topic="robolake.dlq", limit=None)
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
+def run_produce(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from infra.bus import open_bus
+    from producers.synthetic import SyntheticConfig, produce
+
+    config = SyntheticConfig(episodes=args.synthetic, steps=args.steps, chunk_steps=args.chunk_steps,
+                             experiment_id=args.experiment, seed=args.seed)
+    producer = open_bus(settings).producer()
+    with tqdm(total=config.episodes, unit="episode", desc="producing", disable=None) as bar:
+        ids = produce(producer, config, progress=bar.update)
+    producer.close()
+    print(f"produced {len(ids)} episodes ({len(ids) * config.steps} steps) on {settings.bus}")
+    if settings.bus == "memory":
+        print("note: the in-process bus lives as long as this process; use --bus kafka://… to keep them")
+    return 0
+
+
+def resolve_topic(name: str) -> str | None:
+    from schemas import topics
+
+    for candidate in (name, f"robolake.{name}"):
+        if candidate in topics.ALL:
+            return candidate
+    return None
+
+
+def run_tail(args, settings: Settings) -> int:
+    from consumers.conversation import describe, describe_dead_letter
+    from infra.bus import BusError, open_bus
+    from schemas import topics
+
+    topic = resolve_topic(args.topic)
+    if topic is None:
+        known = ", ".join(t.removeprefix("robolake.") for t in topics.ALL)
+        return usage_error(args.command, f"unknown topic {args.topic!r}; known: {known}")
+    try:
+        reader = open_bus(settings).consumer(None, [topic])
+    except BusError as exc:
+        print(f"robolake {args.command}: {exc}", file=sys.stderr)
+        return 1
+    shown = 0
+    try:
+        while args.limit is None or shown < args.limit:
+            if topic == topics.DLQ:
+                lines = [describe_dead_letter(m) for m in reader.poll_raw(1.0)]
+            else:
+                lines = [describe(d) for d in reader.poll(1.0)]
+            for line in lines[: None if args.limit is None else args.limit - shown]:
+                print(line, flush=True)
+                shown += 1
+            if not lines and not args.follow:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    if reader.skipped:
+        print(f"({reader.skipped} undecodable messages skipped; a consumer group dead-letters them "
+              f"to {topics.DLQ}, see 'robolake dlq')", file=sys.stderr)
+    return 0
+
+
+run_dlq = run_tail

@@ -1,0 +1,143 @@
+"""Event batches <-> Arrow IPC bytes; the type and version travel in message headers.
+
+`decode` never crashes on bad input: it raises DecodeError with a reason code that the bus
+puts on the dead-letter topic (undecodable, unknown_type, unknown_version, schema_violation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Iterable
+
+import pyarrow as pa
+
+from schemas.events import REGISTRY, EventType, Registry
+
+HEADER_TYPE = "robolake.type"
+HEADER_VERSION = "robolake.version"
+CONTENT_TYPE = ("content-type", b"application/vnd.apache.arrow.stream")
+
+Headers = list[tuple[str, bytes]]
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Rows of one event type and version."""
+
+    type: str
+    version: int
+    table: pa.Table
+
+    @property
+    def num_rows(self) -> int:
+        return self.table.num_rows
+
+    def rows(self) -> list[dict]:
+        return self.table.to_pylist()
+
+
+class DecodeError(ValueError):
+    REASONS = ("undecodable", "unknown_type", "unknown_version", "schema_violation")
+
+    def __init__(self, reason: str, detail: str):
+        assert reason in self.REASONS, reason
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+def build(event_type: EventType, rows: list[dict] | pa.Table) -> EventBatch:
+    """An EventBatch from Python rows (or a table), validated like a consumer would validate it."""
+    try:
+        table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=event_type.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, KeyError, TypeError) as exc:
+        raise DecodeError("schema_violation", f"{event_type.name} v{event_type.version}: {exc}") from None
+    return EventBatch(event_type.name, event_type.version, _conform(table, event_type))
+
+
+def encode(batch: EventBatch) -> tuple[bytes, Headers]:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.table.schema) as writer:
+        writer.write_table(batch.table)
+    headers = [(HEADER_TYPE, batch.type.encode()), (HEADER_VERSION, str(batch.version).encode()), CONTENT_TYPE]
+    return sink.getvalue().to_pybytes(), headers
+
+
+def decode(payload: bytes, headers: Headers | None, registry: Registry = REGISTRY,
+           read_as: dict[str, int] | None = None) -> EventBatch:
+    """Decode and validate one message. `read_as` maps a type to the version this reader was
+    written for; newer versions of that type are projected down to it."""
+    found = {k: v for k, v in (headers or [])}
+    if HEADER_TYPE not in found or HEADER_VERSION not in found:
+        raise DecodeError("undecodable", f"headers {HEADER_TYPE!r} and {HEADER_VERSION!r} are required")
+    name = found[HEADER_TYPE].decode(errors="replace")
+    version_text = found[HEADER_VERSION].decode(errors="replace")
+    if not version_text.isdigit():
+        raise DecodeError("undecodable", f"version header {version_text!r} is not an integer")
+    version = int(version_text)
+    if name not in registry.names():
+        raise DecodeError("unknown_type", f"{name!r} is not a known event type")
+    event_type = registry.get(name, version)
+    if event_type is None:
+        known = sorted(v for n, v in registry.types if n == name)
+        raise DecodeError("unknown_version", f"{name} v{version} is unknown (known: {known})")
+    try:
+        table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
+    except (pa.ArrowInvalid, pa.ArrowException, OSError, ValueError) as exc:
+        raise DecodeError("undecodable", f"not an Arrow IPC stream: {exc}") from None
+    table = _conform(table, event_type)
+    wanted = (read_as or {}).get(name)
+    if wanted is not None and wanted < version:
+        reader = registry.get(name, wanted)
+        if reader is None:
+            raise DecodeError("unknown_version", f"reader asks for {name} v{wanted}, which is unknown")
+        return EventBatch(name, wanted, table.select(reader.schema.names))
+    return EventBatch(name, version, table)
+
+
+def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
+    """`table` with exactly the event type's fields and types, or a schema_violation."""
+    label = f"{event_type.name} v{event_type.version}"
+    expected = event_type.schema
+    extra = [n for n in table.schema.names if n not in expected.names]
+    missing = [n for n in expected.names if n not in table.schema.names]
+    if extra or missing:
+        raise DecodeError("schema_violation", f"{label}: missing fields {missing}, unexpected fields {extra}")
+    for f in expected:
+        actual = table.schema.field(f.name).type
+        if actual != f.type:
+            raise DecodeError("schema_violation", f"{label}: field {f.name!r} is {actual}, expected {f.type}")
+        if not f.nullable and table.column(f.name).null_count:
+            raise DecodeError("schema_violation", f"{label}: required field {f.name!r} has nulls")
+    table = table.select(expected.names).cast(expected)
+    if event_type.check is not None:
+        problem = event_type.check(table)
+        if problem:
+            raise DecodeError("schema_violation", f"{label}: {problem}")
+    return table
+
+
+class StepsChecksum:
+    """SHA-256 over the content of an episode's steps in chunk order: what `episode.ended`
+    carries so a consumer can prove it holds every step, whatever the transport did."""
+
+    def __init__(self):
+        self._digest = hashlib.sha256()
+
+    def update(self, steps: pa.Table) -> None:
+        import pyarrow.compute as pc
+
+        for name in ("step", "reward"):
+            self._digest.update(steps.column(name).to_numpy().tobytes())
+        for name in ("observation", "action"):
+            self._digest.update(pc.list_flatten(steps.column(name)).to_numpy().tobytes())
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+
+def steps_checksum(chunks: Iterable[pa.Table]) -> str:
+    checksum = StepsChecksum()
+    for table in chunks:
+        checksum.update(table)
+    return checksum.hexdigest()

@@ -1,0 +1,204 @@
+"""Event contracts: each event type has a name, integer versions and one Arrow schema per version.
+
+An event is a row; one bus message carries a batch of rows of one type and version. Every
+field added after version 1 must be nullable (optional), so a reader that asks for an older
+version still reads newer data: the codec drops the fields it does not know (see `project`).
+A type or version missing from the registry is never guessed at: it is a dead letter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pyarrow as pa
+
+TIME = pa.timestamp("us", tz="UTC")
+VECTOR = pa.list_(pa.float32())
+
+
+def _f(name: str, type_: pa.DataType, nullable: bool = False) -> pa.Field:
+    return pa.field(name, type_, nullable=nullable)
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    version: int
+    schema: pa.Schema
+    doc: str
+    # Extra checks beyond the schema (finite actions, vector lengths); return a reason or None.
+    check: Callable[[pa.Table], str | None] | None = None
+
+    @property
+    def required(self) -> list[str]:
+        return [f.name for f in self.schema if not f.nullable]
+
+
+@dataclass
+class Registry:
+    """The known event types and versions; readers pick the version they were written for."""
+
+    types: dict[tuple[str, int], EventType] = field(default_factory=dict)
+
+    def register(self, event_type: EventType) -> EventType:
+        key = (event_type.name, event_type.version)
+        if key in self.types:
+            raise ValueError(f"{event_type.name} v{event_type.version} is already registered")
+        older = self.types.get((event_type.name, event_type.version - 1))
+        if event_type.version > 1 and older is None:
+            raise ValueError(f"{event_type.name} v{event_type.version}: register v{event_type.version - 1} first")
+        if older is not None:
+            _check_additive(older, event_type)
+        self.types[key] = event_type
+        return event_type
+
+    def get(self, name: str, version: int) -> EventType | None:
+        return self.types.get((name, version))
+
+    def latest(self, name: str) -> EventType:
+        versions = [v for (n, v) in self.types if n == name]
+        if not versions:
+            raise KeyError(f"unknown event type {name!r}; known: {', '.join(self.names())}")
+        return self.types[(name, max(versions))]
+
+    def names(self) -> list[str]:
+        return sorted({n for n, _ in self.types})
+
+
+def _check_additive(old: EventType, new: EventType) -> None:
+    for f in old.schema:
+        if f.name not in new.schema.names or new.schema.field(f.name) != f:
+            raise ValueError(f"{new.name} v{new.version} changes or removes field {f.name!r}; "
+                             "only new optional fields may be added")
+    for f in new.schema:
+        if f.name not in old.schema.names and not f.nullable:
+            raise ValueError(f"{new.name} v{new.version} adds required field {f.name!r}; new fields must be nullable")
+
+
+# --- checks beyond the Arrow schema -----------------------------------------------------------
+
+def _vectors_consistent(table: pa.Table, *columns: str) -> str | None:
+    """Every row of `columns` has the same, non-zero length and only finite values."""
+    import pyarrow.compute as pc
+
+    for name in columns:
+        column = table.column(name)
+        lengths = pc.list_value_length(column)
+        if table.num_rows and pc.min(lengths).as_py() != pc.max(lengths).as_py():
+            return f"{name} vectors have different lengths in one batch ({pc.min(lengths)}..{pc.max(lengths)})"
+        if table.num_rows and pc.min(lengths).as_py() == 0:
+            return f"{name} vectors are empty"
+        values = pc.list_flatten(column)
+        if len(values) and not pc.all(pc.is_finite(values)).as_py():
+            return f"{name} contains NaN or infinite values"
+    return None
+
+
+def _check_steps(table: pa.Table) -> str | None:
+    import pyarrow.compute as pc
+
+    if table.num_rows and pc.count_distinct(table.column("episode_id")).as_py() != 1:
+        return "a steps chunk must hold steps of exactly one episode"
+    return _vectors_consistent(table, "observation", "action")
+
+
+# --- the contracts ----------------------------------------------------------------------------
+
+EPISODE_STARTED = EventType("episode.started", 1, pa.schema([
+    _f("episode_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("worker_id", pa.string()),
+    _f("env_name", pa.string()),
+    _f("env_version", pa.int32()),
+    _f("seed", pa.int64()),
+    _f("initial_state", VECTOR),                      # the scene's full physics state after reset
+    _f("task", pa.string()),
+    _f("skill_sequence", pa.list_(pa.string())),      # skill ids, executed in order
+    _f("decision_id", pa.string(), nullable=True),    # the curriculum.decision that asked for it
+    _f("policy_id", pa.string()),
+    _f("policy_version", pa.string()),
+    _f("time", TIME),
+]), doc="an episode began: who runs it, in which scene, to do what")
+
+EPISODE_STEPS = EventType("episode.steps", 1, pa.schema([
+    _f("episode_id", pa.string()),
+    _f("chunk", pa.int32()),                          # 0, 1, 2, … within the episode
+    _f("step", pa.int32()),
+    _f("sim_time", pa.float64()),
+    _f("observation", VECTOR),
+    _f("action", VECTOR),
+    _f("reward", pa.float32()),                       # reward of the active skill
+    _f("task_reward", pa.float32()),
+    _f("skill_id", pa.string()),
+    _f("skill_caption", pa.string()),
+    _f("terminated", pa.bool_()),
+    _f("truncated", pa.bool_()),
+    _f("frame", pa.binary(), nullable=True),          # PNG bytes of the wrist/scene camera
+]), doc="a chunk of consecutive steps of one episode", check=_check_steps)
+
+SKILL_OUTCOME = pa.struct([_f("skill_id", pa.string()), _f("return", pa.float64()), _f("success", pa.bool_())])
+
+EPISODE_ENDED = EventType("episode.ended", 1, pa.schema([
+    _f("episode_id", pa.string()),
+    _f("length", pa.int32()),
+    _f("task_return", pa.float64()),
+    _f("task_success", pa.bool_()),
+    _f("skills", pa.list_(SKILL_OUTCOME)),
+    _f("termination", pa.string()),                   # success | timeout | sim_error | stopped
+    _f("num_chunks", pa.int32()),
+    _f("checksum", pa.string()),                      # schemas.checksum.steps_checksum over all chunks
+    _f("time", TIME),
+]), doc="an episode finished; the commit marker that proves it complete")
+
+CURRICULUM_PROPOSAL = EventType("curriculum.proposal", 1, pa.schema([
+    _f("proposal_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("proposer", pa.string()),                      # which VLM backend and model
+    _f("task", pa.string()),
+    _f("rationale", pa.string()),
+    _f("time", TIME),
+]), doc="the curriculum proposes a task")
+
+CURRICULUM_DECISION = EventType("curriculum.decision", 1, pa.schema([
+    _f("decision_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("proposal_id", pa.string(), nullable=True),
+    _f("task", pa.string()),
+    _f("skill_sequence", pa.list_(pa.string())),
+    _f("episodes", pa.int32()),
+    _f("time", TIME),
+]), doc="the curriculum asks the workers for episodes of a skill sequence")
+
+SKILL_ADDED = EventType("skill.added", 1, pa.schema([
+    _f("skill_id", pa.string()),
+    _f("caption", pa.string()),
+    _f("version", pa.int32()),
+    _f("reward_fn", pa.string()),                     # registered reward function name
+    _f("reward_version", pa.int32()),
+    _f("time", TIME),
+]), doc="a skill joined the library")
+
+LEARNER_METRICS = EventType("learner.metrics", 1, pa.schema([
+    _f("experiment_id", pa.string()),
+    _f("run_id", pa.string()),
+    _f("step", pa.int64()),
+    _f("name", pa.string()),
+    _f("value", pa.float64()),
+    _f("skill_id", pa.string(), nullable=True),
+    _f("time", TIME),
+]), doc="training metrics of a learner run")
+
+ANALYSIS_VERDICT = EventType("analysis.verdict", 1, pa.schema([
+    _f("verdict_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("skill_id", pa.string()),
+    _f("verdict", pa.string()),                       # improving | converged | stalled | stop
+    _f("rationale", pa.string()),
+    _f("time", TIME),
+]), doc="the analyst's judgement of a skill's training progress")
+
+REGISTRY = Registry()
+for _t in (EPISODE_STARTED, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
+           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT):
+    REGISTRY.register(_t)
