@@ -28,7 +28,7 @@ def build_chunks(n_distinct: int, rows: int):
     for c in range(n_distinct):
         episode = str(uuid.uuid4())
         chunks.append((episode, build(EPISODE_STEPS, [{
-            "episode_id": episode, "chunk": 0, "step": i, "sim_time": 0.1 * i,
+            "episode_id": episode, "experiment_id": "bench", "chunk": 0, "step": i, "sim_time": 0.1 * i,
             "observation": rng.normal(size=OBS_DIM).astype(np.float32).tolist(),
             "action": rng.uniform(-1, 1, ACTION_DIM).astype(np.float32).tolist(),
             "reward": 0.0, "task_reward": 0.0, "skill_id": "reach_red", "skill_caption": "reach the red block",

@@ -57,6 +57,9 @@ class ServiceProcess:
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})}, start_new_session=True,  # survives our exit
             )
+        # Until exec() completes, /proc shows the parent's command line, and the pid file would
+        # look stale to anyone who checks it right away.
+        wait_until(lambda: self.marker in _cmdline(proc.pid) or proc.poll() is not None, 10, interval=0.01)
         self.pid_file.write_text(f"{proc.pid}\n")
         log.info("%s: started pid %d, log %s", self.name, proc.pid, self.log_file)
         return proc.pid

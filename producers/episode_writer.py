@@ -35,6 +35,7 @@ class EpisodeWriter:
         self._checksum = StepsChecksum()
         self._task_return = 0.0
         self._skill_returns: dict[str, float] = defaultdict(float)
+        self.experiment_id = fields["experiment_id"]
         row = {"episode_id": self.episode_id, "time": utc_now(), "decision_id": None, **fields}
         self.producer.send(self.topic, self.episode_id, build(EPISODE_STARTED, [row]))
         return self.episode_id
@@ -55,7 +56,7 @@ class EpisodeWriter:
         """Close the episode with its outcome; returns the episode.ended row."""
         self._flush_steps()
         row = {
-            "episode_id": self.episode_id, "length": self._length, "task_return": self._task_return,
+            "episode_id": self.episode_id, "experiment_id": self.experiment_id, "length": self._length, "task_return": self._task_return,
             "task_success": task_success, "termination": termination, "num_chunks": self._chunks,
             "skills": [{"skill_id": s, "return": r, "success": bool(skill_success.get(s, False))}
                        for s, r in self._skill_returns.items()],
@@ -72,7 +73,8 @@ class EpisodeWriter:
 
     def _send_chunk(self, rows: list[dict]) -> None:
         """Send rows as one chunk, halving it while it exceeds the bus's message bound."""
-        batch = build(EPISODE_STEPS, [{**r, "episode_id": self.episode_id, "chunk": self._chunks} for r in rows])
+        batch = build(EPISODE_STEPS, [{**r, "episode_id": self.episode_id, "experiment_id": self.experiment_id,
+                                      "chunk": self._chunks} for r in rows])
         try:
             self.producer.send(self.topic, self.episode_id, batch)
         except MessageTooLarge:

@@ -1,5 +1,6 @@
 """Random but valid episodes, so the pipeline (bus, sink, SQL, learner) can be built and
-benchmarked before, and independently of, the simulator. Seeded: same seed, same episodes."""
+benchmarked before, and independently of, the simulator. Seeded: same seed, same content
+(episode ids are always new, so producing twice never collides)."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def produce(producer: Producer, config: SyntheticConfig, topic: str = topics.EPI
     for index in range(config.episodes):
         seed = int(rng.integers(2**31))
         skills = SKILLS[: 1 + index % len(SKILLS)]
-        episode_id = str(uuid.UUID(int=int(rng.integers(2**63)) << 64 | index, version=4))
-        writer.start(
-            episode_id, experiment_id=config.experiment_id, worker_id=config.worker_id,
+        episode_id = writer.start(
+            str(uuid.uuid4()),  # unique on every run; the content is what the seed reproduces
+            experiment_id=config.experiment_id, worker_id=config.worker_id,
             env_name="synthetic", env_version=1, seed=seed,
             initial_state=rng.normal(size=OBS_DIM).astype(np.float32).tolist(),
             task=skills[-1][1], skill_sequence=[s for s, _ in skills],

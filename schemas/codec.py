@@ -19,6 +19,7 @@ HEADER_VERSION = "robolake.version"
 CONTENT_TYPE = ("content-type", b"application/vnd.apache.arrow.stream")
 
 Headers = list[tuple[str, bytes]]
+EXPERIMENT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,14 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
         if not f.nullable and table.column(f.name).null_count:
             raise DecodeError("schema_violation", f"{label}: required field {f.name!r} has nulls")
     table = table.select(expected.names).cast(expected)
+    if "experiment_id" in expected.names and table.num_rows:
+        import pyarrow.compute as pc
+
+        ids = table.column("experiment_id").drop_null()
+        bad = pc.filter(ids, pc.invert(pc.match_substring_regex(ids, EXPERIMENT_ID_PATTERN)))
+        if len(bad):
+            raise DecodeError("schema_violation", f"{label}: experiment_id {bad[0].as_py()!r} must match "
+                                                  f"{EXPERIMENT_ID_PATTERN} (it names a lake partition)")
     if event_type.check is not None:
         problem = event_type.check(table)
         if problem:

@@ -123,6 +123,7 @@ EPISODE_STARTED = EventType("episode.started", 1, pa.schema([
 
 EPISODE_STEPS = EventType("episode.steps", 1, pa.schema([
     _f("episode_id", pa.string()),
+    _f("experiment_id", pa.string()),                 # repeated so every event can be partitioned alone
     _f("chunk", pa.int32()),                          # 0, 1, 2, … within the episode
     _f("step", pa.int32()),
     _f("sim_time", pa.float64()),
@@ -141,6 +142,7 @@ SKILL_OUTCOME = pa.struct([_f("skill_id", pa.string()), _f("return", pa.float64(
 
 EPISODE_ENDED = EventType("episode.ended", 1, pa.schema([
     _f("episode_id", pa.string()),
+    _f("experiment_id", pa.string()),
     _f("length", pa.int32()),
     _f("task_return", pa.float64()),
     _f("task_success", pa.bool_()),

@@ -40,7 +40,7 @@ def metrics(n: int, run: str = "r", start: int = 0):
 
 
 def steps(episode: str = "e", n: int = 3, **override):
-    rows = [{"episode_id": episode, "chunk": 0, "step": i, "sim_time": 0.1 * i, "observation": [0.0, 1.0, 2.0],
+    rows = [{"episode_id": episode, "experiment_id": "x", "chunk": 0, "step": i, "sim_time": 0.1 * i, "observation": [0.0, 1.0, 2.0],
              "action": [0.1, 0.2, 0.3, 1.0], "reward": 0.0, "task_reward": 0.0, "skill_id": "reach_red",
              "skill_caption": "reach the red block", "terminated": False, "truncated": False, "frame": None}
             for i in range(n)]

@@ -19,3 +19,9 @@ def usage_error(command: str, message: str) -> int:
 
     print(f"robolake {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)

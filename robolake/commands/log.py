@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import usage_error
+from robolake.commands import positive_int, usage_error
 from robolake.settings import Settings
 
 
@@ -13,10 +13,10 @@ def register(commands, common) -> None:
         "produce", parents=[common], help="stream episodes onto the bus",
         description="Stream episodes onto the episodes topic. --synthetic N streams N random-but-valid "
                     "episodes (no simulator needed).")
-    produce.add_argument("--synthetic", type=_positive, metavar="N", required=True,
+    produce.add_argument("--synthetic", type=positive_int, metavar="N", required=True,
                          help="number of synthetic episodes")
-    produce.add_argument("--steps", type=_positive, default=100, help="steps per episode (default 100)")
-    produce.add_argument("--chunk-steps", type=_positive, default=50, help="steps per message (default 50)")
+    produce.add_argument("--steps", type=positive_int, default=100, help="steps per episode (default 100)")
+    produce.add_argument("--chunk-steps", type=positive_int, default=50, help="steps per message (default 50)")
     produce.add_argument("--experiment", default="synthetic", help="experiment id (default synthetic)")
     produce.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     produce.set_defaults(run=run_produce)
@@ -25,21 +25,13 @@ def register(commands, common) -> None:
                                description="Print a topic's events, oldest first, one readable line each.")
     tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
-    tail.add_argument("--limit", type=_positive, help="stop after this many events")
+    tail.add_argument("--limit", type=positive_int, help="stop after this many events")
     tail.set_defaults(run=run_tail)
 
     dlq = commands.add_parser("dlq", parents=[common], help="list dead letters and why they died",
                               description="List the dead-letter topic: reason, source topic/partition/offset, detail.")
     dlq.add_argument("--follow", "-f", action="store_true", help="keep waiting for new dead letters")
     dlq.set_defaults(run=run_dlq, topic="robolake.dlq", limit=None)
-
-
-def _positive(text: str) -> int:
-    import argparse
-
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return int(text)
 
 
 def run_produce(args, settings: Settings) -> int:
@@ -55,8 +47,12 @@ def run_produce(args, settings: Settings) -> int:
         ids = produce(producer, config, progress=bar.update)
     producer.close()
     print(f"produced {len(ids)} episodes ({len(ids) * config.steps} steps) on {settings.bus}")
-    if settings.bus == "memory":
-        print("note: the in-process bus lives as long as this process; use --bus kafka://… to keep them")
+    if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
+        from consumers.lake_sink import LakeSink
+
+        stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
+        print(f"wrote {stats.rows} rows in {stats.files} files to {settings.lake_root}; "
+              f"query them with: robolake sql \"SELECT * FROM episodes\"")
     return 0
 
 

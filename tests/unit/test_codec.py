@@ -75,6 +75,7 @@ def test_unknown_version_from_a_newer_writer_is_a_decode_error_not_a_crash():
     ({"observation": lambda i: []}, "empty"),
     ({"episode_id": lambda i: f"e{i}"}, "exactly one episode"),
     ({"skill_id": None}, "required field 'skill_id' has nulls"),
+    ({"experiment_id": "../../etc"}, "experiment_id '../../etc' must match"),
 ])
 def test_build_refuses_what_a_consumer_would_dead_letter(override, reason_text):
     with pytest.raises(DecodeError, match=reason_text) as error:

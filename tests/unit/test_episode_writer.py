@@ -35,10 +35,14 @@ def test_chunks_are_split_below_the_message_bound():
     assert {b.rows()[0]["episode_id"] for b in events if b.type != "episode.steps"} == {episode}
 
 
-def test_synthetic_episodes_are_reproducible():
-    ids = []
+def test_synthetic_content_is_reproducible_and_ids_are_unique():
+    runs = []
     for _ in range(2):
         bus = MemoryBus(MemoryBroker())
-        ids.append(produce(bus.producer(), SyntheticConfig(episodes=3, steps=10, seed=7)))
-        assert len(_episode_events(bus)) == 3 * (1 + 1 + 1)
-    assert ids[0] == ids[1]
+        ids = produce(bus.producer(), SyntheticConfig(episodes=3, steps=10, seed=7))
+        events = _episode_events(bus)
+        assert len(events) == 3 * (1 + 1 + 1)
+        steps = sorted((b.rows()[0]["seed"], b.rows()[0]["task"]) for b in events if b.type == "episode.started")
+        runs.append((set(ids), steps))
+    assert runs[0][1] == runs[1][1]
+    assert not runs[0][0] & runs[1][0]

@@ -1,0 +1,154 @@
+"""The lake from the command line: `sink` (log -> Parquet) and `sql` (read-only queries)."""
+
+from __future__ import annotations
+
+import sys
+
+from robolake.commands import positive_int, usage_error
+from robolake.settings import Settings
+
+FORMATS = ("table", "csv", "json", "parquet")
+
+
+def register(commands, common) -> None:
+    sink = commands.add_parser(
+        "sink", parents=[common], help="write the log into the lake (Parquet), exactly once",
+        description="Consume the episode and event topics and write Parquet tables to the lake. "
+                    "Offsets are committed only after the objects are durable. Stops on SIGTERM/Ctrl-C "
+                    "after a final flush, or with --until-idle once nothing arrives.")
+    sink.add_argument("--group", default="lake-sink", help="consumer group (default lake-sink)")
+    sink.add_argument("--flush-seconds", type=float, default=5.0,
+                      help="rotate files at least this often, also when topics go idle (default 5)")
+    sink.add_argument("--file-mb", type=positive_int, default=128, help="rotate files at this size (default 128)")
+    sink.add_argument("--until-idle", type=float, metavar="SECONDS",
+                      help="exit once nothing has arrived for this long and everything is committed")
+    sink.set_defaults(run=run_sink)
+
+    sql = commands.add_parser(
+        "sql", parents=[common], help="read-only SQL over the lake (a shell when no query is given)",
+        description="Query the lake with DuckDB. Views: episodes, steps, frames, partial_episodes, "
+                    "partial_steps, events, episode_starts, episode_ends, steps_all. Only reads are allowed.")
+    sql.add_argument("query", nargs="?", help="SQL; omit for an interactive shell")
+    sql.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
+    sql.add_argument("--output", "-o", help="write to this file instead of standard output (required for parquet)")
+    sql.add_argument("--explain", action="store_true", help="show the query plan instead of running it")
+    sql.set_defaults(run=run_sql)
+
+
+def run_sink(args, settings: Settings) -> int:
+    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import run_until_signalled
+    from infra.bus import BusError
+    from infra.lake_store import LakeUnavailable
+
+    sink = LakeSink(settings, group=args.group, flush_seconds=args.flush_seconds,
+                    file_bytes=args.file_mb * 1024 * 1024)
+    print(f"sinking {', '.join(sink.topics)} from {settings.bus} into {settings.lake_root} "
+          f"(group {args.group})", file=sys.stderr)
+    try:
+        stats = sink.run(until_idle_s=args.until_idle) if args.until_idle else run_until_signalled(sink)
+    except (LakeUnavailable, BusError) as exc:
+        print(f"robolake sink: {exc}", file=sys.stderr)
+        return 1
+    print(f"sink stopped: {stats.messages} messages, {stats.rows} rows, {stats.files} files, "
+          f"{stats.dead_letters} dead letters, {stats.retries} retries", file=sys.stderr)
+    return 0
+
+
+def run_sql(args, settings: Settings) -> int:
+    import duckdb
+
+    from infra.lake_sql import ReadOnlyError, open_lake
+
+    if args.format == "parquet" and not args.output:
+        return usage_error("sql", "--format parquet needs --output FILE")
+    con = open_lake(settings)
+    if args.query is None:
+        return _shell(con)
+    try:
+        _run_one(con, args.query, args.format, args.output, args.explain)
+    except ReadOnlyError as exc:
+        return usage_error("sql", str(exc))
+    except duckdb.Error as exc:
+        print(f"robolake sql: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_one(con, sql: str, fmt: str, output: str | None, explain: bool) -> None:
+    from infra.lake_sql import query
+
+    relation = query(con, sql)
+    if explain:
+        relation = con.sql(f"EXPLAIN {sql}")
+        print(relation.fetchall()[0][1])
+        return
+    if fmt == "table":
+        text = str(relation)
+        if output:
+            open(output, "w").write(text)
+        else:
+            print(text)
+        return
+    table = relation.to_arrow_table()
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        pq.write_table(table, output, compression="zstd")
+        print(f"wrote {table.num_rows} rows to {output}", file=sys.stderr)
+        return
+    out = open(output, "wb") if output else sys.stdout.buffer
+    try:
+        if fmt == "csv":
+            import pyarrow.csv as pacsv
+
+            pacsv.write_csv(table, out)
+        else:
+            import json
+
+            for row in table.to_pylist():
+                out.write((json.dumps(row, default=_json_value) + "\n").encode())
+        out.flush()
+    finally:
+        if output:
+            out.close()
+
+
+def _json_value(value):
+    """JSON for what json.dumps does not know: SUM() of integers is a DECIMAL, frames are bytes."""
+    from decimal import Decimal
+
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, bytes):
+        import base64
+
+        return base64.b64encode(value).decode()
+    return str(value)  # dates and timestamps as ISO text
+
+
+def _shell(con) -> int:
+    import duckdb
+
+    from infra.lake_sql import VIEWS, ReadOnlyError
+
+    try:
+        import readline  # noqa: F401  (line editing and history for input())
+    except ImportError:
+        pass
+    print(f"robolake sql (read-only). Views: {', '.join(VIEWS)}. End statements with ';', quit with Ctrl-D.")
+    buffer = ""
+    while True:
+        try:
+            line = input("lake> " if not buffer else "  ..> ")
+        except (EOFError, KeyboardInterrupt):
+            print()
+            return 0
+        buffer += line + "\n"
+        if not buffer.strip().endswith(";"):
+            continue
+        statement, buffer = buffer.strip(), ""
+        try:
+            _run_one(con, statement, "table", None, False)
+        except (ReadOnlyError, duckdb.Error) as exc:
+            print(f"error: {exc}")

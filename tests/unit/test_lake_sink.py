@@ -1,0 +1,168 @@
+"""The lake sink on the in-process bus and a local lake: exactly once, idle rotation, partials."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from consumers.lake_sink import LakeSink
+from infra.bus.memory import MemoryBroker, MemoryBus
+from infra.lake_store import LakeUnavailable, LocalStore
+from producers.episode_writer import EpisodeWriter, utc_now
+from producers.synthetic import SyntheticConfig, produce
+from robolake.settings import Settings
+from schemas import topics
+from schemas.codec import build
+from schemas.events import LEARNER_METRICS
+from tests.lake_helpers import count, lake_fingerprint
+
+
+class SimulatedCrash(BaseException):
+    """Not an Exception: like SIGKILL, nothing in the sink gets to handle it."""
+
+
+class CrashingStore(LocalStore):
+    def __init__(self, root, crash_after: int):
+        super().__init__(root)
+        self.puts_left = crash_after
+
+    def put(self, key, data):
+        if self.puts_left == 0:
+            raise SimulatedCrash()
+        self.puts_left -= 1
+        super().put(key, data)
+
+
+class FlakyStore(LocalStore):
+    """Fails the first `failures` writes, as a stopped MinIO would."""
+
+    def __init__(self, root, failures: int):
+        super().__init__(root)
+        self.failures = failures
+
+    def put(self, key, data):
+        if self.failures and not key.startswith("_robolake/"):
+            self.failures -= 1
+            raise ConnectionRefusedError("MinIO is down")
+        super().put(key, data)
+
+
+def _settings(tmp_path, name="lake"):
+    return Settings.load(env={}, lake=f"file://{tmp_path}/{name}")
+
+
+def _metrics_event():
+    return build(LEARNER_METRICS, [{"experiment_id": "exp-1", "run_id": "r", "step": 1, "name": "loss",
+                                    "value": 0.5, "skill_id": None, "time": utc_now()}])
+
+
+def _fill(bus, episodes=12):
+    producer = bus.producer()
+    produce(producer, SyntheticConfig(episodes=episodes, steps=40, chunk_steps=10, experiment_id="exp-1"))
+    producer.send(topics.LEARNER, "exp-1", _metrics_event())
+    producer.flush()
+
+
+def test_crashes_at_any_point_then_restart_give_the_same_lake(tmp_path):
+    bus = MemoryBus(MemoryBroker(partitions=3))
+    reference_bus = MemoryBus(MemoryBroker(partitions=3))
+    _fill(bus)
+    # The reference: the same log, sunk once without trouble.
+    reference_bus.broker.logs = bus.broker.logs
+    reference = _settings(tmp_path, "reference")
+    LakeSink(reference, bus=reference_bus, flush_seconds=0.05).run(until_idle_s=0.3)
+
+    crashed = _settings(tmp_path, "crashed")
+    rng, crashes = random.Random(7), 0
+    for _ in range(8):
+        store = CrashingStore(crashed.lake_root, crash_after=rng.randint(0, 6))
+        with pytest.raises(SimulatedCrash):
+            LakeSink(crashed, bus=bus, store=store, flush_seconds=0.05, file_bytes=20_000).run(until_idle_s=5)
+        crashes += 1
+    LakeSink(crashed, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+
+    assert crashes == 8
+    expected = lake_fingerprint(reference)
+    assert expected["episodes"][0] == 12 and expected["steps"][0] == 12 * 40 and expected["events"][0] == 1
+    assert lake_fingerprint(crashed) == expected
+    assert count(crashed, "SELECT count(*) - count(DISTINCT episode_id) FROM episodes") == 0
+
+
+def test_an_idle_topic_still_lands_within_flush_seconds(tmp_path):
+    bus, settings = MemoryBus(), _settings(tmp_path)
+    stop = threading.Event()
+    sink = LakeSink(settings, bus=bus, flush_seconds=0.3)
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    worker.start()
+    try:
+        produce(bus.producer(), SyntheticConfig(episodes=1, steps=5))
+        deadline = time.monotonic() + 5
+        while sink.stats.flushes == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sink.stats.flushes == 1, "no new record arrived, yet the buffer must be flushed"
+        assert count(settings, "SELECT count(*) FROM steps") == 5
+        assert bus.broker.committed["lake-sink"], "offsets are committed after the flush"
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_episodes_without_an_end_are_kept_apart(tmp_path):
+    bus, settings = MemoryBus(), _settings(tmp_path)
+    produce(bus.producer(), SyntheticConfig(episodes=2, steps=10))
+    writer = EpisodeWriter(bus.producer(), chunk_steps=4)
+    crashed = writer.start(experiment_id="synthetic", worker_id="w9", env_name="synthetic", env_version=1, seed=1,
+                           initial_state=[0.0], task="t", skill_sequence=["reach_red"], policy_id="p",
+                           policy_version="1")
+    for i in range(6):  # the worker dies after 6 steps: no episode.ended
+        writer.step(step=i, sim_time=0.1 * i, observation=[0.0] * 3, action=[0.0] * 4, reward=0.0, task_reward=0.0,
+                    skill_id="reach_red", skill_caption="reach", terminated=False, truncated=False)
+    writer._flush_steps()
+    LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+    assert count(settings, "SELECT count(*) FROM episodes") == 2
+    assert count(settings, "SELECT count(*) FROM steps") == 20
+    assert count(settings, f"SELECT count(*) FROM partial_steps WHERE episode_id = '{crashed}'") == 6
+    assert count(settings, "SELECT list(worker_id) FROM partial_episodes") == ["w9"]
+
+
+def test_poison_messages_are_dead_lettered_and_never_stall_the_partition(tmp_path):
+    bus, settings = MemoryBus(MemoryBroker(partitions=1)), _settings(tmp_path)
+    producer = bus.producer()
+    producer.send_raw(topics.EPISODES, b"x", b"poison", [("robolake.type", b"episode.steps"),
+                                                        ("robolake.version", b"1")])
+    produce(producer, SyntheticConfig(episodes=1, steps=5))
+    stats = LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+    assert stats.dead_letters == 1
+    assert count(settings, "SELECT count(*) FROM episodes") == 1
+    assert bus.broker.committed["lake-sink"][(topics.EPISODES, 0)] == 4  # past the poison and the episode
+    (letter,) = [m for p in bus.broker.logs[topics.DLQ] for m in p]
+    assert letter.header("dlq.source.offset") == "0" and letter.header("dlq.consumer") == "lake-sink"
+
+
+def test_a_lake_outage_is_retried_and_nothing_is_committed_meanwhile(tmp_path):
+    bus, settings = MemoryBus(), _settings(tmp_path)
+    produce(bus.producer(), SyntheticConfig(episodes=3, steps=5))
+    store = FlakyStore(settings.lake_root, failures=3)
+    committed_during_outage = []
+    original_put = store.put
+
+    def watching_put(key, data):
+        if store.failures:
+            committed_during_outage.append(dict(bus.broker.committed["lake-sink"]))
+        original_put(key, data)
+
+    store.put = watching_put
+    stats = LakeSink(settings, bus=bus, store=store, flush_seconds=0.05, retry_max_s=0.1).run(until_idle_s=0.3)
+    assert stats.retries == 3
+    assert committed_during_outage and all(c == {} for c in committed_during_outage)
+    assert count(settings, "SELECT count(*) FROM episodes") == 3
+
+
+def test_an_unwritable_lake_fails_at_start(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/a-file/lake")
+    with pytest.raises(LakeUnavailable, match="is not writable"):
+        LakeSink(settings, bus=MemoryBus()).run(until_idle_s=0.1)
