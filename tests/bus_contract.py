@@ -98,6 +98,18 @@ def test_commit_resumes_and_uncommitted_is_redelivered(bus, topic, group):
     second.close()
 
 
+def test_lag_counts_what_is_left_to_read(bus, topic, group):
+    producer = bus.producer()
+    for i in range(3):
+        producer.send(topic, "k", metrics(1, start=i))
+    producer.flush()
+    consumer = bus.consumer(group, [topic])
+    assert consumer.lag() in (None, 3)  # None: a Kafka group may not be assigned yet
+    assert len(drain(consumer, 3)) == 3
+    assert consumer.lag() == 0
+    consumer.close()
+
+
 def test_groups_are_independent_and_seek_replays(bus, topic):
     producer = bus.producer()
     for i in range(3):

@@ -72,7 +72,8 @@ class LakeSink:
 
     def run(self, stop: threading.Event | None = None, until_idle_s: float | None = None) -> SinkStats:
         """Consume until `stop` is set (or SIGTERM/SIGINT when run from the CLI), or, with
-        `until_idle_s`, until nothing has arrived for that long and everything is committed."""
+        `until_idle_s`, until caught up with the end of every partition, nothing has arrived
+        for that long, and everything is committed."""
         stop = stop or threading.Event()
         self.store.probe()
         consumer = self.bus.consumer(self.group, self.topics)
@@ -89,8 +90,8 @@ class LakeSink:
                     self._add(delivery)
                 if self._due():
                     self._flush_and_commit(consumer, stop)
-                idle = time.monotonic() - last_message
-                if until_idle_s is not None and idle >= until_idle_s and not self._buffers and not self._uncommitted:
+                if (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
+                        and not self._buffers and not self._uncommitted and consumer.lag() == 0):
                     break
             if not self._flush_and_commit(consumer, threading.Event(), attempts=3):
                 log.warning("stopped with unflushed data; it will be re-read from the committed offsets")

@@ -156,6 +156,11 @@ class Consumer(ABC):
         """Read every assigned partition (now and after later rebalances) from its first offset."""
 
     @abstractmethod
+    def lag(self) -> int | None:
+        """Messages between our position and the end of the assigned partitions; None while no
+        partitions are assigned yet (a group still rebalancing is not 'caught up')."""
+
+    @abstractmethod
     def committed(self) -> dict[tuple[str, int], int]:
         """The group's committed offsets, (topic, partition) -> next offset to read."""
 

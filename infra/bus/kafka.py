@@ -88,7 +88,8 @@ class KafkaBusConsumer(Consumer):
             bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id=f"robolake-{group or 'reader'}",
             fetch_max_bytes=16 * bus.max_message_bytes, max_partition_fetch_bytes=4 * bus.max_message_bytes,
-            session_timeout_ms=30_000, heartbeat_interval_ms=3_000,
+            # A consumer that died (kill -9) holds its partitions until this runs out.
+            session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             reconnect_backoff_ms=200, reconnect_backoff_max_ms=5000,
             bootstrap_timeout_ms=int(bus.connect_timeout_s * 1000),
         ), bus.bootstrap, "consumer")
@@ -107,6 +108,13 @@ class KafkaBusConsumer(Consumer):
         records = self._kafka.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []), r.timestamp)
                 for batch in records.values() for r in batch]
+
+    def lag(self) -> int | None:
+        assigned = list(self._kafka.assignment())
+        if not assigned:
+            return None
+        ends = self._kafka.end_offsets(assigned)
+        return sum(max(0, ends[tp] - self._kafka.position(tp)) for tp in assigned)
 
     def _commit(self) -> None:
         from kafka.errors import KafkaError

@@ -104,6 +104,11 @@ class MemoryConsumer(Consumer):
                     return out
                 self.broker.changed.wait(remaining)
 
+    def lag(self) -> int | None:
+        with self.broker.changed:
+            assigned = self._rebalance()
+            return sum(len(self.broker.logs[t][p]) - self.positions[(t, p)] for t, p in assigned)
+
     def _commit(self) -> None:
         with self.broker.changed:
             self.broker.committed[self.group].update(self.positions)

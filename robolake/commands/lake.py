@@ -17,6 +17,8 @@ def register(commands, common) -> None:
                     "Offsets are committed only after the objects are durable. Stops on SIGTERM/Ctrl-C "
                     "after a final flush, or with --until-idle once nothing arrives.")
     sink.add_argument("--group", default="lake-sink", help="consumer group (default lake-sink)")
+    sink.add_argument("--topics", nargs="+", metavar="TOPIC",
+                      help="topics to sink (default: episodes, curriculum, skills, learner, analysis)")
     sink.add_argument("--flush-seconds", type=float, default=5.0,
                       help="rotate files at least this often, also when topics go idle (default 5)")
     sink.add_argument("--file-mb", type=positive_int, default=128, help="rotate files at this size (default 128)")
@@ -41,7 +43,7 @@ def run_sink(args, settings: Settings) -> int:
     from infra.bus import BusError
     from infra.lake_store import LakeUnavailable
 
-    sink = LakeSink(settings, group=args.group, flush_seconds=args.flush_seconds,
+    sink = LakeSink(settings, group=args.group, source_topics=args.topics, flush_seconds=args.flush_seconds,
                     file_bytes=args.file_mb * 1024 * 1024)
     print(f"sinking {', '.join(sink.topics)} from {settings.bus} into {settings.lake_root} "
           f"(group {args.group})", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""The lake sink on real Kafka + MinIO under faults: SIGKILL at random points, MinIO stopped,
+broker killed. Each time the lake must equal one written by a sink that never failed."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+from consumers.lake_sink import LakeSink
+from infra import stack as native_stack
+from infra.bus.kafka import KafkaBus
+from infra.process import wait_until
+from producers.synthetic import SyntheticConfig, produce
+from tests.integration.test_broker_restart import private_broker  # noqa: F401  (fixture)
+from tests.lake_helpers import count, lake_fingerprint
+
+
+def _lake(stack, name: str):
+    return stack.replace(lake=f"s3://{stack.lake_bucket}/tests/{name}-{uuid.uuid4().hex[:8]}")
+
+
+def _produce(bus, topic: str, episodes: int, seed: int) -> list[str]:
+    producer = bus.producer()
+    ids = produce(producer, SyntheticConfig(episodes=episodes, steps=40, chunk_steps=10, seed=seed,
+                                            experiment_id="faults"), topic=topic)
+    producer.close()
+    return ids
+
+
+def _reference(stack, bus, topic: str):
+    reference = _lake(stack, "reference")
+    LakeSink(reference, bus=bus, group=f"ref-{uuid.uuid4().hex[:6]}", source_topics=[topic],
+             flush_seconds=0.2).run(until_idle_s=2)
+    return lake_fingerprint(reference)
+
+
+def test_sigkill_at_random_points_then_restart_gives_the_same_lake(stack):
+    bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
+    topic = f"faults.kill.{uuid.uuid4().hex[:6]}"
+    bus.ensure_topics([topic])
+    crashed, group = _lake(stack, "killed"), f"killed-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "ROBOLAKE_BUS": stack.bus, "ROBOLAKE_LAKE": crashed.lake,
+           "ROBOLAKE_S3_ENDPOINT": stack.s3_endpoint}
+    rng, kills = random.Random(11), 0
+    produced = _produce(bus, topic, 20, seed=1)
+    for round_ in range(8):
+        sink = subprocess.Popen([sys.executable, "-m", "robolake.cli", "sink", "--group", group,
+                                 "--topics", topic, "--flush-seconds", "0.2", "--file-mb", "1"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(1.0, 6.0))  # start-up, consuming, mid-flush: wherever it is
+        sink.send_signal(signal.SIGKILL)
+        sink.wait()
+        kills += 1
+        if round_ == 3:
+            produced += _produce(bus, topic, 10, seed=2)  # more data between kills
+    watcher = bus.consumer(group, [topic])
+    progress = sum(watcher.committed().values())
+    watcher.close()
+    final = LakeSink(crashed, bus=bus, group=group, source_topics=[topic], flush_seconds=0.2).run(until_idle_s=2)
+    print(f"killed sinks committed {progress} offsets; the final run removed {final.stale_files_removed} "
+          f"uncommitted objects and wrote {final.files}")
+
+    assert kills == 8 and progress > 0, "the killed sinks must have done (and committed) some of the work"
+    expected = _reference(stack, bus, topic)
+    assert expected["episodes"][0] == len(produced) == 30
+    assert expected["steps"][0] == 30 * 40
+    assert lake_fingerprint(crashed) == expected
+    assert count(crashed, "SELECT count(*) - count(DISTINCT episode_id) FROM episodes") == 0
+
+
+@pytest.fixture
+def minio(stack):
+    (service,) = [s for s in native_stack.services(stack) if s.name == "minio"]
+    yield service
+    if service.process.running_pid() is None:  # never leave the shared stack without MinIO
+        service.process.start(service.argv(), service.env())
+        wait_until(service.healthy, 60)
+
+
+def test_a_stopped_minio_is_retried_nothing_is_committed_and_the_sink_catches_up(stack, minio):
+    bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
+    topic, group = f"faults.minio.{uuid.uuid4().hex[:6]}", f"outage-{uuid.uuid4().hex[:6]}"
+    bus.ensure_topics([topic])
+    settings = _lake(stack, "outage")
+    sink = LakeSink(settings, bus=bus, group=group, source_topics=[topic], flush_seconds=0.3, retry_max_s=2)
+    stop = threading.Event()
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    worker.start()
+    try:
+        _produce(bus, topic, 5, seed=3)
+        assert wait_until(lambda: sink.stats.flushes >= 1 and not sink._uncommitted, 30)
+        watcher = bus.consumer(group, [topic])
+        before = watcher.committed()
+        minio.process.stop()
+        _produce(bus, topic, 5, seed=4)
+        assert wait_until(lambda: sink.stats.retries >= 2, 60), "the sink must keep retrying"
+        assert watcher.committed() == before, "nothing may be committed while MinIO is down"
+        watcher.close()
+        minio.process.start(minio.argv(), minio.env())
+        assert wait_until(minio.healthy, 60)
+        assert wait_until(lambda: count(settings, "SELECT count(*) FROM episodes") == 10, 90)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert count(settings, "SELECT count(*) FROM steps") == 10 * 40
+
+
+def test_a_killed_broker_loses_nothing_in_the_lake(stack, private_broker):  # noqa: F811
+    server, start = private_broker
+    bus = KafkaBus([f"127.0.0.1:{server.port}"], stack.max_message_bytes, partitions=4)
+    topic, group = "faults.broker", "broker-sink"
+    bus.ensure_topics([topic])
+    settings = _lake(stack, "broker")
+    sink = LakeSink(settings, bus=bus, group=group, source_topics=[topic], flush_seconds=0.3)
+    stop = threading.Event()
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    worker.start()
+    try:
+        produced = _produce(bus, topic, 10, seed=5)
+        assert wait_until(lambda: sink.stats.flushes >= 1, 30)
+        os.kill(server.process.running_pid(), signal.SIGKILL)
+        wait_until(lambda: server.process.running_pid() is None, 10)
+        time.sleep(2)
+        start()
+        produced += _produce(bus, topic, 10, seed=6)
+        assert wait_until(lambda: count(settings, "SELECT count(*) FROM episodes") == 20, 120)
+    finally:
+        stop.set()
+        worker.join(60)
+    assert count(settings, "SELECT count(DISTINCT episode_id) FROM steps") == len(produced) == 20
+    assert count(settings, "SELECT count(*) FROM steps") == 20 * 40
