@@ -7,20 +7,42 @@ from robolake.settings import Settings
 
 __all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "open_bus"]
 
-_shared_memory_bus = None
+_memory_buses: dict[str, Bus] = {}
 
 
 def open_bus(settings: Settings) -> Bus:
-    """The configured bus. The memory bus is one per process, so every part of an embedded
-    run (producers, sink, curriculum) talks through the same in-process log."""
-    global _shared_memory_bus
+    """The configured bus. The memory bus is one per process and lake, so every part of an
+    embedded run (producers, sink, curriculum) talks through the same in-process log."""
     if settings.bus == "memory":
         from infra.bus.memory import MemoryBroker, MemoryBus
+        from infra.lake_store import open_store
 
-        if _shared_memory_bus is None:
-            _shared_memory_bus = MemoryBus(MemoryBroker(settings.partitions), settings.max_message_bytes)
-        return _shared_memory_bus
+        if settings.lake_root not in _memory_buses:
+            state = _LakeObject(open_store(settings), "_robolake/memory-bus.json")
+            _memory_buses[settings.lake_root] = MemoryBus(MemoryBroker(settings.partitions, state),
+                                                          settings.max_message_bytes)
+        return _memory_buses[settings.lake_root]
     from infra.bus.kafka import KafkaBus
 
     return KafkaBus(settings.kafka_bootstrap, settings.max_message_bytes, settings.partitions,
                     compression=settings.kafka_compression)
+
+
+class _LakeObject:
+    """One small object in the lake; the memory bus keeps its offsets there (see memory.py)."""
+
+    def __init__(self, store, key: str):
+        self.store, self.key = store, key
+
+    def load(self) -> bytes | None:
+        try:
+            return self.store.get(self.key)
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # S3: NoSuchKey
+            if "NoSuchKey" in str(exc):
+                return None
+            raise
+
+    def save(self, data: bytes) -> None:
+        self.store.put(self.key, data)

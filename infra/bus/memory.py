@@ -1,9 +1,17 @@
 """The in-process bus: Kafka's semantics (partitions by key, offsets, groups, committed offsets,
-replay from the start) in one Python process, for the embedded default and unit tests."""
+replay from the start) in one Python process, for the embedded default and unit tests.
+
+Messages live as long as the process, but offsets must keep growing across processes: lake
+objects are named by offset, so a second `robolake produce` that restarted at offset 0 would
+overwrite the first one's files. With a `state` (open_bus keeps it in the lake, at
+_robolake/memory-bus.json) each partition's log starts where the previous process's ended, as
+a Kafka log does after retention removed its old segments.
+"""
 
 from __future__ import annotations
 
 import itertools
+import json
 import threading
 import time
 import zlib
@@ -15,15 +23,33 @@ from schemas.codec import Headers
 
 
 class MemoryBroker:
-    def __init__(self, partitions: int = 4):
+    def __init__(self, partitions: int = 4, state=None):
         self.partitions = partitions
+        self.state = state  # .load() -> bytes | None, .save(bytes): where offsets outlive the process
         self.logs: dict[str, list[list[Message]]] = {}
+        self.start_offsets: dict[tuple[str, int], int] = {}
         self.committed: dict[str, dict[tuple[str, int], int]] = defaultdict(dict)
         self.members: dict[str, list[int]] = defaultdict(list)  # group -> consumer ids, join order
         self.changed = threading.Condition()
         self._round_robin = itertools.count()
+        if state is not None and (saved := state.load()):
+            self.start_offsets = {(t, int(p)): n for t, ends in json.loads(saved).items() for p, n in ends.items()}
         for name in topics.ALL:
             self.ensure_topic(name)
+
+    def start(self, topic: str, partition: int) -> int:
+        return self.start_offsets.get((topic, partition), 0)
+
+    def end(self, topic: str, partition: int) -> int:
+        return self.start(topic, partition) + len(self.logs[topic][partition])
+
+    def save(self) -> None:
+        """Record every partition's end offset, the next process's start offsets."""
+        if self.state is None:
+            return
+        with self.changed:
+            ends = {t: {str(p): self.end(t, p) for p in range(len(parts))} for t, parts in self.logs.items()}
+        self.state.save(json.dumps(ends, sort_keys=True).encode())
 
     def ensure_topic(self, name: str) -> None:
         with self.changed:
@@ -37,7 +63,8 @@ class MemoryBroker:
             # Same key, same partition (so an episode's chunks stay ordered); no key: spread.
             index = (zlib.crc32(key) if key is not None else next(self._round_robin)) % len(partitions)
             log = partitions[index]
-            message = Message(topic, index, len(log), key, value, list(headers), int(time.time() * 1000))
+            message = Message(topic, index, self.end(topic, index), key, value, list(headers),
+                              int(time.time() * 1000))
             log.append(message)
             self.changed.notify_all()
             return message
@@ -52,7 +79,7 @@ class MemoryProducer(Producer):
         self.broker.append(topic, key, value, headers)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        pass  # appends are immediate: durable for as long as the process lives
+        self.broker.save()  # appends are immediate; only the offsets need to outlive us
 
 
 class MemoryConsumer(Consumer):
@@ -82,7 +109,9 @@ class MemoryConsumer(Consumer):
     def _rebalance(self) -> list[tuple[str, int]]:
         assigned = self._assignment()
         committed = self.broker.committed[self.group] if self.group is not None else {}
-        self.positions = {tp: self.positions.get(tp, 0 if self.from_beginning else committed.get(tp, 0))
+        start = self.broker.start
+        self.positions = {tp: max(start(*tp), self.positions.get(tp, start(*tp) if self.from_beginning
+                                                                else committed.get(tp, 0)))
                           for tp in assigned}
         return assigned
 
@@ -93,10 +122,10 @@ class MemoryConsumer(Consumer):
                 out: list[Message] = []
                 for tp in self._rebalance():
                     log = self.broker.logs[tp[0]][tp[1]]
-                    start = self.positions[tp]
-                    taken = log[start:start + max_records - len(out)]
+                    index = self.positions[tp] - self.broker.start(*tp)
+                    taken = log[index:index + max_records - len(out)]
                     out.extend(taken)
-                    self.positions[tp] = start + len(taken)
+                    self.positions[tp] += len(taken)
                     if len(out) >= max_records:
                         break
                 remaining = deadline - time.monotonic()
@@ -107,11 +136,12 @@ class MemoryConsumer(Consumer):
     def lag(self) -> int | None:
         with self.broker.changed:
             assigned = self._rebalance()
-            return sum(len(self.broker.logs[t][p]) - self.positions[(t, p)] for t, p in assigned)
+            return sum(self.broker.end(t, p) - self.positions[(t, p)] for t, p in assigned)
 
     def _commit(self) -> None:
         with self.broker.changed:
             self.broker.committed[self.group].update(self.positions)
+        self.broker.save()
 
     def committed(self) -> dict[tuple[str, int], int]:
         with self.broker.changed:
@@ -120,7 +150,7 @@ class MemoryConsumer(Consumer):
     def seek_to_beginning(self) -> None:
         with self.broker.changed:
             self.from_beginning = True
-            self.positions = {tp: 0 for tp in self.positions}
+            self.positions = {tp: self.broker.start(*tp) for tp in self.positions}
 
     def close(self) -> None:
         super().close()

@@ -87,3 +87,18 @@ def test_hive_partitions_are_columns(lake):
     con = open_lake(lake)
     assert con.execute("SELECT DISTINCT experiment_id FROM steps").fetchall() == [("exp-a",)]
     assert con.execute("SELECT typeof(date) FROM episodes LIMIT 1").fetchone() == ("DATE",)
+
+
+def test_producing_twice_in_two_processes_keeps_both_runs(tmp_path):
+    """Offsets of the embedded bus continue across processes, so lake names never collide."""
+    import subprocess
+    import sys
+
+    env = {"ROBOLAKE_BUS": "memory", "ROBOLAKE_LAKE": f"file://{tmp_path}/lake", "PATH": "/usr/bin:/bin"}
+    for seed in ("1", "2"):
+        subprocess.run([sys.executable, "-m", "robolake.cli", "produce", "--synthetic", "3", "--steps", "5",
+                        "--seed", seed], env=env, check=True, capture_output=True)
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
+    con = open_lake(settings)
+    assert con.execute("SELECT count(*), count(DISTINCT episode_id) FROM episodes").fetchone() == (6, 6)
+    assert con.execute("SELECT count(*) FROM steps").fetchone() == (30,)
