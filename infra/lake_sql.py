@@ -51,8 +51,12 @@ def open_lake(settings: Settings, read_only: bool = True):
     root = settings.lake_root
     for table, view in _PHYSICAL.items():
         pattern = f"{root}/{table}/*/*/*.parquet"
-        if con.execute("SELECT count(*) FROM glob(?)", [pattern]).fetchone()[0]:
-            source = (f"read_parquet('{pattern}', hive_partitioning = true, union_by_name = true, "
+        files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [pattern]).fetchall()]
+        live = lake.live_files(files)
+        if live:
+            # A plain glob while nothing was compacted; else the live files only (schemas/lake.py).
+            paths = f"'{pattern}'" if len(live) == len(files) else "[" + ", ".join(f"'{f}'" for f in live) + "]"
+            source = (f"read_parquet({paths}, hive_partitioning = true, union_by_name = true, "
                       "hive_types = {'experiment_id': VARCHAR, 'date': DATE})")
         else:  # no objects yet: an empty relation with the right columns, so queries still bind
             con.register(f"_empty_{table}", _empty(table))

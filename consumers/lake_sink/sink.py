@@ -161,7 +161,7 @@ class LakeSink:
             for table_name in lake.TABLES:
                 for key in self.store.list(f"{table_name}/"):
                     parsed = lake.parse_file_name(key)
-                    if parsed:
+                    if parsed:  # compacted files hold committed offsets only: never stale
                         self._existing[parsed[:2]].append((parsed[2], key))
         stale = [key for start, key in self._existing.pop(tp, []) if start >= resume_offset]
         if stale:

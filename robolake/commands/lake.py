@@ -1,4 +1,4 @@
-"""The lake from the command line: `sink` (log -> Parquet) and `sql` (read-only queries)."""
+"""The lake from the command line: `sink` (log -> Parquet), `compact`, `sql` (read-only queries)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,15 @@ def register(commands, common) -> None:
                       help="exit once nothing has arrived for this long and everything is committed")
     sink.set_defaults(run=run_sink)
 
+    compact = commands.add_parser(
+        "compact", parents=[common], help="merge small lake files without changing any query result",
+        description="Merge the lake's small Parquet files (those the sink has committed) into large ones. "
+                    "Safe while a sink runs and if interrupted.")
+    compact.add_argument("--group", default="lake-sink", help="the sink's consumer group (default lake-sink)")
+    compact.add_argument("--target-rows", type=positive_int, default=2_000_000,
+                         help="rows per merged file at most (default 2000000)")
+    compact.set_defaults(run=run_compact)
+
     sql = commands.add_parser(
         "sql", parents=[common], help="read-only SQL over the lake (a shell when no query is given)",
         description="Query the lake with DuckDB. Views: episodes, steps, frames, partial_episodes, "
@@ -35,6 +44,20 @@ def register(commands, common) -> None:
     sql.add_argument("--output", "-o", help="write to this file instead of standard output (required for parquet)")
     sql.add_argument("--explain", action="store_true", help="show the query plan instead of running it")
     sql.set_defaults(run=run_sql)
+
+
+def run_compact(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from consumers.lake_sink.compact import committed_offsets, compact
+    from infra.lake_store import open_store
+
+    committed = committed_offsets(settings, args.group)
+    with tqdm(unit="file", desc="compacting", disable=None) as bar:
+        stats = compact(open_store(settings), committed, target_rows=args.target_rows, progress=bar.update)
+    print(f"{stats.files_before} files -> {stats.files_after} ({stats.merged_files} merged, {stats.rows} rows) "
+          f"in {settings.lake_root}")
+    return 0
 
 
 def run_sink(args, settings: Settings) -> int:
