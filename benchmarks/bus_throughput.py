@@ -102,7 +102,7 @@ def main() -> None:
 
     print(f"{args.messages} episode.steps messages of {args.rows} steps each, acks=all, idempotent, "
           f"{settings.partitions} partitions, broker {settings.kafka_bootstrap[0]}\n")
-    print(f"| compression | record bytes | compressed/raw | ours msg/s | ours steps/s | ours MB/s | perf-test msg/s | perf-test MB/s | ratio (MB/s) |")
+    print("| compression | record bytes | compressed/raw | ours msg/s | ours steps/s | ours MB/s | perf-test msg/s | perf-test MB/s | ratio (MB/s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for compression in args.compression:
         ours_topic, their_topic = (f"bench.{compression}.{w}.{uuid.uuid4().hex[:6]}" for w in ("ours", "theirs"))

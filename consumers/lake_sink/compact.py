@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from consumers.lake_sink.writer import parquet_bytes
 from infra.lake_store import LakeStore
 from schemas import lake
 
@@ -70,9 +71,7 @@ def _merge(store: LakeStore, directory: str, topic: str, partition: int, run: li
     # Inputs are in offset order already; files of older schema versions gain nulls.
     merged = pa.concat_tables([t for *_, t in run], promote_options="default")
     name = lake.file_name(topic, partition, run[0][0], run[-1][1])
-    sink = io.BytesIO()
-    pq.write_table(merged, sink, compression="zstd", row_group_size=1_000_000)
-    store.put(f"{directory}/{name}", sink.getvalue())
+    store.put(f"{directory}/{name}", parquet_bytes(merged))
     store.delete([key for _, _, key, _ in run])  # only once the merged file is durable
     stats.merged_files += len(run)
     stats.rows += merged.num_rows

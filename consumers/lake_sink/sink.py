@@ -14,18 +14,13 @@ How, as the Kafka Connect S3 sink does it:
 
 from __future__ import annotations
 
-import io
 import logging
 import signal
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from consumers.lake_sink.projection import date_of, project
+from consumers.lake_sink.writer import LakeWriter, SinkStats
 from infra.bus import Bus, Delivery, open_bus
 from infra.lake_store import LakeStore, open_store
 from robolake.settings import Settings
@@ -34,25 +29,6 @@ from schemas import lake, topics
 log = logging.getLogger(__name__)
 
 SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS]
-
-
-@dataclass
-class SinkStats:
-    messages: int = 0
-    rows: int = 0
-    files: int = 0
-    flushes: int = 0
-    dead_letters: int = 0
-    retries: int = 0
-    stale_files_removed: int = 0
-
-
-@dataclass
-class _PartitionBuffer:
-    start_offset: int
-    first_seen: float
-    parts: dict[tuple[str, str, str], list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
-    nbytes: int = 0
 
 
 class LakeSink:
@@ -64,8 +40,8 @@ class LakeSink:
         self.store = store or open_store(settings)
         self.group, self.topics = group, source_topics or SOURCE_TOPICS
         self.file_bytes, self.flush_seconds, self.retry_max_s = file_bytes, flush_seconds, retry_max_s
-        self.stats = SinkStats()
-        self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
+        self.writer = LakeWriter(self.store)
+        self.stats = self.writer.stats
         self._seen_partitions: set[tuple[str, int]] = set()
         self._uncommitted = False
         self._existing: dict[tuple[str, int], list[tuple[int, str]]] | None = None
@@ -91,7 +67,7 @@ class LakeSink:
                 if self._due():
                     self._flush_and_commit(consumer, stop)
                 if (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
-                        and not self._buffers and not self._uncommitted and consumer.lag() == 0):
+                        and self.writer.empty and not self._uncommitted and consumer.lag() == 0):
                     break
             if not self._flush_and_commit(consumer, threading.Event(), attempts=3):
                 log.warning("stopped with unflushed data; it will be re-read from the committed offsets")
@@ -104,22 +80,12 @@ class LakeSink:
         if tp not in self._seen_partitions:
             self._seen_partitions.add(tp)
             self._remove_uncommitted(tp, delivery.offset)
-        buffer = self._buffers.get(tp)
-        if buffer is None:
-            buffer = self._buffers[tp] = _PartitionBuffer(delivery.offset, time.monotonic())
-        date = date_of(delivery.timestamp_ms)
-        for table_name, experiment, rows in project(delivery):
-            buffer.parts[(table_name, experiment, date)].append(rows)
-            buffer.nbytes += rows.nbytes
-            self.stats.rows += rows.num_rows
-        self.stats.messages += 1
+        self.writer.add(delivery)
 
     def _due(self) -> bool:
-        if not self._buffers:
+        if self.writer.empty:
             return self._uncommitted  # only dead letters since the last commit
-        oldest = min(b.first_seen for b in self._buffers.values())
-        return (sum(b.nbytes for b in self._buffers.values()) >= self.file_bytes
-                or time.monotonic() - oldest >= self.flush_seconds)
+        return self.writer.pending_bytes >= self.file_bytes or self.writer.oldest_age_s >= self.flush_seconds
 
     def _flush_and_commit(self, consumer, stop: threading.Event, attempts: int | None = None) -> bool:
         """Write every buffer, then commit. While the lake is down, retry with backoff and commit
@@ -127,7 +93,7 @@ class LakeSink:
         delay, tried = 0.5, 0
         while True:
             try:
-                self._write_buffers()
+                self.writer.write()
                 break
             except Exception as exc:  # the lake (MinIO, disk) failed: keep the buffers
                 tried += 1
@@ -141,19 +107,6 @@ class LakeSink:
             consumer.commit()
             self._uncommitted = False
         return True
-
-    def _write_buffers(self) -> None:
-        # Write everything first; only drop buffers when all objects are durable.
-        for (topic, partition), buffer in sorted(self._buffers.items()):
-            for (table_name, experiment, date), parts in sorted(buffer.parts.items()):
-                table = pa.concat_tables(parts)
-                key = lake.object_key(table_name, experiment, date, topic, partition, buffer.start_offset)
-                self.store.put(key, _parquet_bytes(table))
-                self.stats.files += 1
-        if self._buffers:
-            self.stats.flushes += 1
-            log.info("flushed %d partitions to %s", len(self._buffers), self.store.root)
-        self._buffers.clear()
 
     def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int) -> None:
         if self._existing is None:  # one listing per run, indexed by (topic, partition)
@@ -169,13 +122,6 @@ class LakeSink:
                         len(stale), tp[0], tp[1], resume_offset)
             self.store.delete(stale)
             self.stats.stale_files_removed += len(stale)
-
-
-def _parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    # One row group per file up to 1M rows: DuckDB scans large row groups far faster.
-    pq.write_table(table, sink, compression="zstd", row_group_size=1_000_000)
-    return sink.getvalue()
 
 
 def run_until_signalled(sink: LakeSink) -> SinkStats:

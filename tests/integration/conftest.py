@@ -7,9 +7,12 @@ says why; run by hand without the stack, these tests are skipped with the same r
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
+from infra.kafka_server import KafkaServer
+from infra.process import wait_until
 from robolake.settings import Settings
 
 
@@ -40,3 +43,31 @@ def stack() -> Settings:
             pytest.fail(reason, pytrace=False)
         pytest.skip(reason)
     return settings
+
+
+def free_ports(n: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+@pytest.fixture
+def private_broker(stack, tmp_path):
+    """A broker of our own on free ports, so killing it disturbs no other test."""
+    port, controller = free_ports(2)
+    server = KafkaServer(stack.home, tmp_path, port, controller, partitions=4)
+
+    def start():
+        pid = server.process.start(server.argv(), server.env())
+        assert wait_until(server.healthy, 90, interval=0.5), f"broker did not come up, see {server.process.log_file}"
+        return pid
+
+    start()
+    yield server, start
+    server.process.stop()
+
+

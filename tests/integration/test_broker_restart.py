@@ -8,31 +8,11 @@ import threading
 import time
 from collections import defaultdict
 
-import pytest
-
 from infra.bus.kafka import KafkaBus
-from infra.kafka_server import KafkaServer
 from infra.process import wait_until
 from producers.synthetic import SyntheticConfig, produce
 from schemas.codec import steps_checksum
 from tests.bus_contract import drain
-from tests.integration.test_infra_lifecycle import _free_ports
-
-
-@pytest.fixture
-def private_broker(stack, tmp_path):
-    """A broker of our own on free ports, so killing it disturbs no other test."""
-    port, controller = _free_ports(2)
-    server = KafkaServer(stack.home, tmp_path, port, controller, partitions=4)
-
-    def start():
-        pid = server.process.start(server.argv(), server.env())
-        assert wait_until(server.healthy, 90, interval=0.5), f"broker did not come up, see {server.process.log_file}"
-        return pid
-
-    start()
-    yield server, start
-    server.process.stop()
 
 
 def test_every_episode_arrives_exactly_once_across_a_broker_kill(private_broker):

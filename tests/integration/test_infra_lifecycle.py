@@ -10,15 +10,7 @@ from pathlib import Path
 
 import pytest
 
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
+from tests.integration.conftest import free_ports
 
 
 def _our_processes(marker: str) -> list[int]:
@@ -35,7 +27,7 @@ def _our_processes(marker: str) -> list[int]:
 
 @pytest.fixture
 def private_stack(tmp_path):
-    kafka, controller, minio, console = _free_ports(4)
+    kafka, controller, minio, console = free_ports(4)
     env = {**os.environ,
            "ROBOLAKE_STACK_DIR": str(tmp_path / "stack"),
            "ROBOLAKE_KAFKA_PORT": str(kafka), "ROBOLAKE_KAFKA_CONTROLLER_PORT": str(controller),

@@ -19,7 +19,6 @@ from infra import stack as native_stack
 from infra.bus.kafka import KafkaBus
 from infra.process import wait_until
 from producers.synthetic import SyntheticConfig, produce
-from tests.integration.test_broker_restart import private_broker  # noqa: F401  (fixture)
 from tests.lake_helpers import count, lake_fingerprint
 
 
@@ -113,7 +112,7 @@ def test_a_stopped_minio_is_retried_nothing_is_committed_and_the_sink_catches_up
     assert count(settings, "SELECT count(*) FROM steps") == 10 * 40
 
 
-def test_a_killed_broker_loses_nothing_in_the_lake(stack, private_broker):  # noqa: F811
+def test_a_killed_broker_loses_nothing_in_the_lake(stack, private_broker):
     server, start = private_broker
     bus = KafkaBus([f"127.0.0.1:{server.port}"], stack.max_message_bytes, partitions=4)
     topic, group = "faults.broker", "broker-sink"

@@ -1,6 +1,5 @@
 import os
 import socket
-import subprocess
 import sys
 
 import pytest
