@@ -41,6 +41,7 @@ def connect(settings: Settings, database: str = ":memory:", read_only: bool = Fa
         "autoload_known_extensions": "false",
     })
     con.execute(f"LOAD '{httpfs_extension_path()}'")
+    con.execute("SET TimeZone = 'UTC'")  # the lake's timestamps are UTC; show them so
     con.execute(
         f"CREATE OR REPLACE SECRET robolake_s3 (TYPE s3, KEY_ID {_sql_str(settings.s3_access_key)}, "
         f"SECRET {_sql_str(settings.s3_secret_key)}, ENDPOINT {_sql_str(settings.s3_endpoint)}, "

@@ -89,7 +89,7 @@ def committed_offsets(settings, group: str) -> dict[tuple[str, int], int] | None
 
     client = admin_client(settings.kafka_bootstrap)
     try:
-        offsets = client.list_consumer_group_offsets(group)
+        offsets = client.list_group_offsets({group: None}).get(group, {})
     finally:
         client.close()
     return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}

@@ -180,5 +180,10 @@ class Bus(ABC):
     def producer(self) -> Producer: ...
 
     @abstractmethod
+    def log_start_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        """The oldest offset still retained in each partition of the existing topics (older
+        messages were removed by retention, or lived in an in-process bus that has ended)."""
+
+    @abstractmethod
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> Consumer:
         """A consumer; with group=None it reads every partition and commits nothing (tail, replay)."""

@@ -160,5 +160,18 @@ class KafkaBus(Bus):
     def producer(self) -> KafkaBusProducer:
         return KafkaBusProducer(self.bootstrap, self.max_message_bytes, self.compression, self.connect_timeout_s)
 
+    def log_start_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        client = _connect(lambda: KafkaConsumer(bootstrap_servers=self.bootstrap,
+                                                bootstrap_timeout_ms=int(self.connect_timeout_s * 1000)),
+                          self.bootstrap, "offset lookup")
+        try:
+            partitions = [TopicPartition(t, p) for t in topic_names for p in sorted(client.partitions_for_topic(t) or ())]
+            starts = client.beginning_offsets(partitions) if partitions else {}
+        finally:
+            client.close()
+        return {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> KafkaBusConsumer:
         return KafkaBusConsumer(self, group, topic_names, **kwargs)

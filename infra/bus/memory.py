@@ -171,5 +171,10 @@ class MemoryBus(Bus):
     def producer(self) -> MemoryProducer:
         return MemoryProducer(self.broker, self.max_message_bytes)
 
+    def log_start_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        with self.broker.changed:
+            return {(t, p): self.broker.start(t, p) for t in topic_names if t in self.broker.logs
+                    for p in range(len(self.broker.logs[t]))}
+
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> MemoryConsumer:
         return MemoryConsumer(self, group, topic_names, **kwargs)

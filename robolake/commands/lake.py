@@ -35,6 +35,17 @@ def register(commands, common) -> None:
                          help="rows per merged file at most (default 2000000)")
     compact.set_defaults(run=run_compact)
 
+    replay = commands.add_parser(
+        "replay", parents=[common], help="rebuild the lake into a new one, or re-stream episodes onto a topic",
+        description="--to-lake: rebuild every table into a new lake from the retained log, and from this "
+                    "lake where the log no longer has the data. --to-topic: re-send the episodes matching "
+                    "--where (a predicate on the episodes view) onto a topic, in their original order.")
+    target = replay.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-lake", metavar="LAKE", help="file://<dir> or s3://<bucket>/<prefix> of the new lake")
+    target.add_argument("--to-topic", metavar="TOPIC", help="topic to re-stream onto (created if missing)")
+    replay.add_argument("--where", default="TRUE", help="predicate on the episodes view (with --to-topic)")
+    replay.set_defaults(run=run_replay)
+
     sql = commands.add_parser(
         "sql", parents=[common], help="read-only SQL over the lake (a shell when no query is given)",
         description="Query the lake with DuckDB. Views: episodes, steps, frames, partial_episodes, "
@@ -57,6 +68,36 @@ def run_compact(args, settings: Settings) -> int:
         stats = compact(open_store(settings), committed, target_rows=args.target_rows, progress=bar.update)
     print(f"{stats.files_before} files -> {stats.files_after} ({stats.merged_files} merged, {stats.rows} rows) "
           f"in {settings.lake_root}")
+    return 0
+
+
+def run_replay(args, settings: Settings) -> int:
+    import duckdb
+
+    from consumers.lake_sink.replay import replay_to_lake, replay_to_topic
+    from infra.bus import open_bus
+    from infra.lake_sql import ReadOnlyError
+    from robolake.settings import SettingsError
+
+    if args.to_lake and args.where != "TRUE":
+        return usage_error("replay", "--where filters episodes for --to-topic; --to-lake rebuilds everything")
+    bus = open_bus(settings)
+    try:
+        if args.to_lake:
+            target = settings.replace(lake=args.to_lake)
+            if target.lake_root == settings.lake_root:
+                return usage_error("replay", "--to-lake must name a different lake than the source")
+            stats = replay_to_lake(settings, target, bus)
+            print(f"rebuilt {target.lake_root}: {stats.from_lake} messages from {settings.lake_root}, "
+                  f"{stats.from_bus} from {settings.bus}")
+        else:
+            stats = replay_to_topic(settings, bus, args.to_topic, episodes=args.where)
+            print(f"re-streamed {stats.episodes} episodes ({stats.from_lake} messages) onto {args.to_topic}")
+    except (SettingsError, ReadOnlyError) as exc:
+        return usage_error("replay", str(exc))
+    except duckdb.Error as exc:
+        print(f"robolake replay: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
