@@ -12,6 +12,7 @@ from infra.bus.interface import Delivery
 from schemas import lake
 from schemas.codec import encode
 
+_EVENT_FIELDS = pa.schema([f for f in lake.SCHEMAS[lake.EVENTS] if not f.name.startswith("_")])
 _EPISODE_TABLES = {"episode.started": lake.EPISODE_STARTS, "episode.ended": lake.EPISODE_ENDS}
 
 
@@ -42,6 +43,7 @@ def _split_by_experiment(table_name: str, table: pa.Table, delivery: Delivery) -
 
 
 def _with_source(table_name: str, rows: pa.Table, delivery: Delivery) -> pa.Table:
+    """`rows` plus the source columns (cast to the table's schema once per file, by the writer)."""
     n = rows.num_rows
     columns = {
         "_topic": pa.array([delivery.topic] * n, pa.string()),
@@ -51,7 +53,7 @@ def _with_source(table_name: str, rows: pa.Table, delivery: Delivery) -> pa.Tabl
     }
     for name, column in columns.items():
         rows = rows.append_column(name, column)
-    return rows.cast(lake.SCHEMAS[table_name])
+    return rows
 
 
 def _event_experiment(table: pa.Table) -> str:
@@ -65,7 +67,7 @@ def _event_row(delivery: Delivery) -> pa.Table:
     payload, _ = encode(batch)
     row = {"type": batch.type, "version": batch.version, "key": delivery.key, "rows": batch.num_rows,
            "payload": payload, "payload_json": json.dumps(batch.rows(), default=str)}
-    return _with_source(lake.EVENTS, pa.Table.from_pylist([row]), delivery)
+    return _with_source(lake.EVENTS, pa.Table.from_pylist([row], schema=_EVENT_FIELDS), delivery)
 
 
 def date_of(timestamp_ms: int) -> str:

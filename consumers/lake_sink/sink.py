@@ -64,10 +64,11 @@ class LakeSink:
                     self.stats.dead_letters += consumer.dead_lettered - dead_before
                 for delivery in deliveries:
                     self._add(delivery)
-                if self._due():
+                caught_up = (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
+                             and consumer.lag() == 0)
+                if self._due() or (caught_up and (not self.writer.empty or self._uncommitted)):
                     self._flush_and_commit(consumer, stop)
-                if (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
-                        and self.writer.empty and not self._uncommitted and consumer.lag() == 0):
+                if caught_up and self.writer.empty and not self._uncommitted:
                     break
             if not self._flush_and_commit(consumer, threading.Event(), attempts=3):
                 log.warning("stopped with unflushed data; it will be re-read from the committed offsets")

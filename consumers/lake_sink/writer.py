@@ -77,7 +77,8 @@ class LakeWriter:
         for (topic, partition), buffer in sorted(self._buffers.items()):
             for (table_name, experiment, date), parts in sorted(buffer.parts.items()):
                 key = lake.object_key(table_name, experiment, date, topic, partition, buffer.start_offset)
-                self.store.put(key, parquet_bytes(pa.concat_tables(parts)))
+                table = pa.concat_tables(parts).cast(lake.SCHEMAS[table_name])
+                self.store.put(key, parquet_bytes(table))
                 self.stats.files += 1
         if self._buffers:
             self.stats.flushes += 1
