@@ -37,7 +37,7 @@ class _LakeObject:
     def load(self) -> bytes | None:
         try:
             return self.store.get(self.key)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # no state yet (or no lake: the sink says so)
             return None
         except Exception as exc:  # S3: NoSuchKey
             if "NoSuchKey" in str(exc):

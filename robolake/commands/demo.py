@@ -1,9 +1,9 @@
 """`robolake demo`: the main job on the embedded default (no services needed).
 
-Today it runs the event log end to end: synthetic episodes stream onto the in-process bus, a
+Today it runs the event log and the lake end to end: synthetic episodes stream onto the bus, a
 consumer group reads them back as a conversation, a poison message lands in the dead-letter
-topic with its reason, and offsets are committed. It grows with the loop (simulator, lake sink,
-learner, curriculum) as those parts land.
+topic with its reason, the lake sink writes the log as Parquet, and SQL answers from the lake.
+It grows with the loop (simulator, learner, curriculum) as those parts land.
 """
 
 from __future__ import annotations
@@ -51,6 +51,19 @@ def run_demo(args, settings: Settings) -> int:
     for letter in letters:
         print("  " + describe_dead_letter(letter))
     reader.close()
-    print("\nnext: `make test` runs the same contracts on real Kafka + MinIO; "
+
+    from consumers.lake_sink import LakeSink
+    from infra.lake_sql import open_lake, query
+
+    stats = LakeSink(settings, bus=bus, flush_seconds=1.0).run(until_idle_s=0.5)
+    print(f"\n-- the lake sink wrote {stats.rows} rows in {stats.files} Parquet files to {settings.lake_root}")
+    con = open_lake(settings)
+    for sql in ("SELECT experiment_id, count(*) AS episodes, avg(task_success::INT) AS success_rate, "
+                "sum(length) AS steps FROM episodes GROUP BY ALL ORDER BY ALL",
+                "SELECT skill_id, count(*) AS steps, round(avg(reward), 3) AS mean_reward FROM steps "
+                "WHERE experiment_id = 'demo' GROUP BY ALL ORDER BY ALL"):
+        print(f"\nrobolake sql \"{sql}\"")
+        print(query(con, sql))
+    print("next: `make test` runs the same contracts on real Kafka + MinIO; "
           "`robolake infra up` starts them for you.")
     return 0

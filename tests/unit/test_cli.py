@@ -47,3 +47,30 @@ def test_status_runs_on_the_embedded_default(tmp_path, capsys, monkeypatch):
     out = capsys.readouterr().out
     assert "bus   memory" in out and f"{tmp_path}/lake" in out
     assert "kafka  stopped" in out
+
+
+def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("starting episode") == 3 and out.count("succeeded after") + out.count("failed after") == 3
+    assert "undecodable from robolake.episodes" in out  # the poison message, dead-lettered with its reason
+    assert "│ demo          │        3 │" in out  # the lake answers
+
+
+def test_sink_refuses_an_unwritable_lake_at_start(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    code = main(["sink", "--bus", "memory", "--lake", f"file://{tmp_path}/file/lake", "--until-idle", "1"])
+    assert code == 1
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_sql_shell_reads_statements_from_standard_input(tmp_path):
+    import subprocess
+    import sys
+
+    shell = subprocess.run([sys.executable, "-m", "robolake.cli", "sql", "--bus", "memory",
+                            "--lake", f"file://{tmp_path}/lake"],
+                           input="SELECT 40 +\n 2 AS answer;\nDROP VIEW steps;\n", capture_output=True, text=True)
+    assert shell.returncode == 0
+    assert "42" in shell.stdout and "DROP statements are refused" in shell.stdout
