@@ -79,6 +79,7 @@ class LakeSink:
     def _add(self, delivery: Delivery) -> None:
         tp = (delivery.topic, delivery.partition)
         if tp not in self._seen_partitions:
+            log.info("first message of %s/%d is at offset %d", tp[0], tp[1], delivery.offset)
             self._seen_partitions.add(tp)
             self._remove_uncommitted(tp, delivery.offset)
         self.writer.add(delivery)
@@ -107,6 +108,7 @@ class LakeSink:
         if self._uncommitted:
             consumer.commit()
             self._uncommitted = False
+            log.info("committed %s", consumer.committed())
         return True
 
     def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int) -> None:

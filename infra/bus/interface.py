@@ -157,8 +157,10 @@ class Consumer(ABC):
 
     @abstractmethod
     def lag(self) -> int | None:
-        """Messages between our position and the end of the assigned partitions; None while no
-        partitions are assigned yet (a group still rebalancing is not 'caught up')."""
+        """Messages of the subscribed topics this consumer's group has still to read: from our
+        position on the partitions assigned to us, from the group's committed offset on the
+        others (a member that died holds its partitions until its session expires, and the work
+        is not done until someone reads them). None while no partition is assigned to us yet."""
 
     @abstractmethod
     def committed(self) -> dict[tuple[str, int], int]:

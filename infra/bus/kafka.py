@@ -110,11 +110,18 @@ class KafkaBusConsumer(Consumer):
                 for batch in records.values() for r in batch]
 
     def lag(self) -> int | None:
-        assigned = list(self._kafka.assignment())
+        from kafka import TopicPartition
+
+        assigned = set(self._kafka.assignment())
         if not assigned:
             return None
-        ends = self._kafka.end_offsets(assigned)
-        return sum(max(0, ends[tp] - self._kafka.position(tp)) for tp in assigned)
+        every = [TopicPartition(t, p) for t in self.topics for p in sorted(self._kafka.partitions_for_topic(t) or ())]
+        ends, starts = self._kafka.end_offsets(every), self._kafka.beginning_offsets(every)
+        lag = 0
+        for tp in every:
+            done = self._kafka.position(tp) if tp in assigned else (self._kafka.committed(tp) or starts[tp])
+            lag += max(0, ends[tp] - done)
+        return lag
 
     def _commit(self) -> None:
         from kafka.errors import KafkaError

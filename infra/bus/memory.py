@@ -136,7 +136,12 @@ class MemoryConsumer(Consumer):
     def lag(self) -> int | None:
         with self.broker.changed:
             assigned = self._rebalance()
-            return sum(self.broker.end(t, p) - self.positions[(t, p)] for t, p in assigned)
+            if not assigned:
+                return None
+            committed = self.broker.committed[self.group] if self.group is not None else {}
+            every = [(t, p) for t in self.topics for p in range(len(self.broker.logs[t]))]
+            return sum(self.broker.end(*tp) - self.positions.get(tp, max(committed.get(tp, 0), self.broker.start(*tp)))
+                       for tp in every)
 
     def _commit(self) -> None:
         with self.broker.changed:

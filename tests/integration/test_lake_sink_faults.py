@@ -41,7 +41,7 @@ def _reference(stack, bus, topic: str):
     return lake_fingerprint(reference)
 
 
-def test_sigkill_at_random_points_then_restart_gives_the_same_lake(stack):
+def test_sigkill_at_random_points_then_restart_gives_the_same_lake(stack, tmp_path):
     bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
     topic = f"faults.kill.{uuid.uuid4().hex[:6]}"
     bus.ensure_topics([topic])
@@ -51,9 +51,10 @@ def test_sigkill_at_random_points_then_restart_gives_the_same_lake(stack):
     rng, kills = random.Random(11), 0
     produced = _produce(bus, topic, 20, seed=1)
     for round_ in range(8):
+        log_file = open(tmp_path / f"sink-{round_}.log", "w")  # kept by pytest for a post-mortem
         sink = subprocess.Popen([sys.executable, "-m", "robolake.cli", "sink", "--group", group,
                                  "--topics", topic, "--flush-seconds", "0.2", "--file-mb", "1"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                env=env, stdout=log_file, stderr=log_file)
         time.sleep(rng.uniform(1.0, 6.0))  # start-up, consuming, mid-flush: wherever it is
         sink.send_signal(signal.SIGKILL)
         sink.wait()
