@@ -22,7 +22,8 @@ def httpfs_extension_path() -> Path:
     try:
         import duckdb_extension_httpfs
     except ImportError:
-        raise DuckDBSetupError("the httpfs extension is missing: pip install 'robolake[lake]'") from None
+        raise DuckDBSetupError("the httpfs extension is missing: pip install duckdb-extension-httpfs "
+                               "at the version of duckdb (see pyproject.toml)") from None
     version = duckdb.__version__
     path = Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{version}" / "httpfs.duckdb_extension"
     if not path.exists():

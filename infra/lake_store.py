@@ -120,4 +120,9 @@ class S3Store(LakeStore):
 
 
 def open_store(settings: Settings) -> LakeStore:
-    return S3Store(settings) if settings.lake_is_s3 else LocalStore(settings.lake_root)
+    if settings.lake_is_s3:
+        from infra.optional import require
+
+        require("minio", "s3")
+        return S3Store(settings)
+    return LocalStore(settings.lake_root)

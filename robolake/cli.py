@@ -59,7 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"robolake: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return args.run(args, settings) or 0
+    from infra.optional import MissingExtra
+
+    try:
+        return args.run(args, settings) or 0
+    except MissingExtra as exc:
+        print(f"robolake {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

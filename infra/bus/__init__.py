@@ -23,7 +23,9 @@ def open_bus(settings: Settings) -> Bus:
                                                           settings.max_message_bytes)
         return _memory_buses[settings.lake_root]
     from infra.bus.kafka import KafkaBus
+    from infra.optional import require
 
+    require("kafka", "kafka")
     return KafkaBus(settings.kafka_bootstrap, settings.max_message_bytes, settings.partitions,
                     compression=settings.kafka_compression)
 

@@ -74,3 +74,18 @@ def test_sql_shell_reads_statements_from_standard_input(tmp_path):
                            input="SELECT 40 +\n 2 AS answer;\nDROP VIEW steps;\n", capture_output=True, text=True)
     assert shell.returncode == 0
     assert "42" in shell.stdout and "DROP statements are refused" in shell.stdout
+
+
+def test_a_missing_extra_is_named(monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_kafka(name, *args, **kwargs):
+        if name == "kafka" or name.startswith("kafka."):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_kafka)
+    assert main(["tail", "episodes", "--bus", "kafka://127.0.0.1:1"]) == 1
+    assert "pip install 'robolake[kafka]'" in capsys.readouterr().err
