@@ -43,7 +43,9 @@ def describe(delivery: Delivery) -> str:
             return (f"[{when}] curriculum: run {first['episodes']} episodes of \"{first['task']}\" "
                     f"as {' → '.join(first['skill_sequence'])}")
         case "skill.added":
-            return f"[{when}] library: new skill {first['skill_id']} v{first['version']}: \"{first['caption']}\""
+            if len(rows) == 1:
+                return f"[{when}] library: new skill {first['skill_id']} v{first['version']}: \"{first['caption']}\""
+            return f"[{when}] library: {len(rows)} skills: " + ", ".join(f"{r['skill_id']} v{r['version']}" for r in rows)
         case "learner.metrics":
             shown = ", ".join(f"{r['name']}={r['value']:.4g}" for r in rows[:4])
             more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""

@@ -32,13 +32,13 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import demo, infra, lake, log
+    from robolake.commands import demo, infra, lake, log, rollout
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"robolake {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, log, lake):
+    for group in (demo, infra, rollout, log, lake):
         group.register(commands, common)
     return parser
 
@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.verbose:  # kafka-python narrates every connection attempt at INFO
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    if not args.verbose:  # kafka-python narrates every connection attempt; PyOpenGL its imports
+        for chatty in ("kafka", "OpenGL"):
+            logging.getLogger(chatty).setLevel(logging.WARNING)
     try:
         settings = Settings.load(bus=args.bus, lake=args.lake, home=args.home,
                                  s3_endpoint=args.s3_endpoint, partitions=args.partitions)

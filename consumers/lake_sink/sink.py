@@ -108,7 +108,7 @@ class LakeSink:
         if self._uncommitted:
             consumer.commit()
             self._uncommitted = False
-            log.info("committed %s", consumer.committed())
+            log.debug("committed %s", consumer.committed())
         return True
 
     def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int) -> None:

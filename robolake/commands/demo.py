@@ -1,9 +1,10 @@
 """`robolake demo`: the main job on the embedded default (no services needed).
 
-Today it runs the event log and the lake end to end: synthetic episodes stream onto the bus, a
-consumer group reads them back as a conversation, a poison message lands in the dead-letter
-topic with its reason, the lake sink writes the log as Parquet, and SQL answers from the lake.
-It grows with the loop (simulator, learner, curriculum) as those parts land.
+Today: the skill library is announced, two rollout workers run the scripted experts on "put the
+red block on the blue block" in the MuJoCo Panda scene with camera frames, a consumer group reads
+the log back as a conversation, a poison message lands in the dead-letter topic with its reason,
+the lake sink writes the log as Parquet, and SQL answers from the lake. It grows with the loop
+(learner, curriculum) as those parts land.
 """
 
 from __future__ import annotations
@@ -14,27 +15,32 @@ from robolake.settings import Settings
 def register(commands, common) -> None:
     demo = commands.add_parser("demo", parents=[common], help="run the main job on the embedded default",
                                description=__doc__.split("\n\n")[1].replace("\n", " "))
-    demo.add_argument("--episodes", type=int, default=3, help="synthetic episodes to stream (default 3)")
+    demo.add_argument("--episodes", type=int, default=4, help="simulated episodes to run (default 4)")
     demo.set_defaults(run=run_demo)
 
 
 def run_demo(args, settings: Settings) -> int:
     from consumers.conversation import describe, describe_dead_letter
     from infra.bus import open_bus
-    from producers.synthetic import SyntheticConfig, produce
+    from producers.rollout import RolloutConfig, task_for
+    from producers.sim.announce import announce_skills
+    from producers.workers import produce_episodes
     from schemas import topics
 
     bus = open_bus(settings)
     print(f"== robolake demo on bus={settings.bus}\n")
     producer = bus.producer()
-    ids = produce(producer, SyntheticConfig(episodes=args.episodes, steps=20, chunk_steps=10, experiment_id="demo"))
+    announce_skills(producer)
+    config = RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue", frames=True,
+                           experiment_id="demo", chunk_steps=10)
+    produce_episodes(settings, config, episodes=args.episodes, workers=2)
     producer.send_raw(topics.EPISODES, b"poison", b"these bytes are not an Arrow stream",
                       [("robolake.type", b"episode.steps"), ("robolake.version", b"1")])
     producer.flush()
-    print(f"streamed {len(ids)} synthetic episodes and one poison message to {topics.EPISODES}\n")
+    print(f"announced the skill library; 2 workers ran {args.episodes} episodes; one poison message sent\n")
 
     print("-- the log as a conversation (consumer group 'demo'):")
-    consumer = bus.consumer("demo", [topics.EPISODES])
+    consumer = bus.consumer("demo", [topics.SKILLS, topics.EPISODES])
     deliveries = []
     while batch := consumer.poll(0.5):
         deliveries += batch
@@ -60,8 +66,9 @@ def run_demo(args, settings: Settings) -> int:
     con = open_lake(settings)
     for sql in ("SELECT experiment_id, count(*) AS episodes, avg(task_success::INT) AS success_rate, "
                 "sum(length) AS steps FROM episodes GROUP BY ALL ORDER BY ALL",
-                "SELECT skill_id, count(*) AS steps, round(avg(reward), 3) AS mean_reward FROM steps "
-                "WHERE experiment_id = 'demo' GROUP BY ALL ORDER BY ALL"):
+                "SELECT skill_id, count(*) AS steps, round(avg(reward), 3) AS success_rate FROM steps "
+                "WHERE experiment_id = 'demo' GROUP BY ALL ORDER BY ALL",
+                "SELECT count(*) AS frames, round(avg(octet_length(frame))) AS png_bytes FROM frames"):
         print(f"\nrobolake sql \"{sql}\"")
         print(query(con, sql))
     print("next: `make test` runs the same contracts on real Kafka + MinIO; "

@@ -1,4 +1,4 @@
-"""The event log from the command line: `produce --synthetic`, `tail`, `dlq`."""
+"""The event log from the command line: `tail`, `dlq`."""
 
 from __future__ import annotations
 
@@ -9,18 +9,6 @@ from robolake.settings import Settings
 
 
 def register(commands, common) -> None:
-    produce = commands.add_parser(
-        "produce", parents=[common], help="stream episodes onto the bus",
-        description="Stream episodes onto the episodes topic. --synthetic N streams N random-but-valid "
-                    "episodes (no simulator needed).")
-    produce.add_argument("--synthetic", type=positive_int, metavar="N", required=True,
-                         help="number of synthetic episodes")
-    produce.add_argument("--steps", type=positive_int, default=100, help="steps per episode (default 100)")
-    produce.add_argument("--chunk-steps", type=positive_int, default=50, help="steps per message (default 50)")
-    produce.add_argument("--experiment", default="synthetic", help="experiment id (default synthetic)")
-    produce.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    produce.set_defaults(run=run_produce)
-
     tail = commands.add_parser("tail", parents=[common], help="print a topic as a readable conversation",
                                description="Print a topic's events, oldest first, one readable line each.")
     tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes)")
@@ -32,28 +20,6 @@ def register(commands, common) -> None:
                               description="List the dead-letter topic: reason, source topic/partition/offset, detail.")
     dlq.add_argument("--follow", "-f", action="store_true", help="keep waiting for new dead letters")
     dlq.set_defaults(run=run_dlq, topic="robolake.dlq", limit=None)
-
-
-def run_produce(args, settings: Settings) -> int:
-    from tqdm import tqdm
-
-    from infra.bus import open_bus
-    from producers.synthetic import SyntheticConfig, produce
-
-    config = SyntheticConfig(episodes=args.synthetic, steps=args.steps, chunk_steps=args.chunk_steps,
-                             experiment_id=args.experiment, seed=args.seed)
-    producer = open_bus(settings).producer()
-    with tqdm(total=config.episodes, unit="episode", desc="producing", disable=None) as bar:
-        ids = produce(producer, config, progress=bar.update)
-    producer.close()
-    print(f"produced {len(ids)} episodes ({len(ids) * config.steps} steps) on {settings.bus}")
-    if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink import LakeSink
-
-        stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
-        print(f"wrote {stats.rows} rows in {stats.files} files to {settings.lake_root}; "
-              f"query them with: robolake sql \"SELECT * FROM episodes\"")
-    return 0
 
 
 def resolve_topic(name: str) -> str | None:

@@ -53,9 +53,10 @@ def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path, capsys, monkeypa
     monkeypatch.chdir(tmp_path)
     assert main(["demo", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
     out = capsys.readouterr().out
-    assert out.count("starting episode") == 3 and out.count("succeeded after") + out.count("failed after") == 3
+    assert out.count("starting episode") == 4 and out.count("succeeded after") == 4
+    assert "library: 18 skills: reach_red v1" in out and "build_tower v1" in out
     assert "undecodable from robolake.episodes" in out  # the poison message, dead-lettered with its reason
-    assert "│ demo          │        3 │" in out  # the lake answers
+    assert "│ demo          │        4 │          1.0 │" in out  # the lake answers
 
 
 def test_sink_refuses_an_unwritable_lake_at_start(tmp_path, capsys):

@@ -1,0 +1,132 @@
+"""Rollout: run skill sequences in the simulator and stream every episode as events.
+
+The active skill switches when its success function fires (`switch="success"`) or after a fixed
+number of steps (`switch="fixed"`, as in the published system); each skill gets at most
+`steps_per_skill` steps. Rewards on every step: `reward` is the active skill's success (0/1),
+`task_reward` the task's. `episode.ended` is written last; a worker that dies mid-episode leaves
+that episode without it (the lake keeps it apart, in `partial_episodes`).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from infra.bus.interface import Producer
+from producers.episode_writer import EpisodeWriter
+from producers.policy import Policy, ScriptedExpert
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    skills: tuple[str, ...]              # the skill sequence, executed in order
+    task_skill: str                      # whose success function defines task success
+    switch: str = "success"              # "success" | "fixed"
+    steps_per_skill: int = 60
+    noise: float = 0.0
+    frames: bool = False                 # a 64x64 PNG on every step
+    experiment_id: str = "default"
+    worker_id: str = "worker-0"
+    decision_id: str | None = None
+    chunk_steps: int = 50
+
+    def __post_init__(self):
+        from producers.sim.skills import get_skill
+
+        for skill in (*self.skills, self.task_skill):
+            get_skill(skill)  # an unknown skill is an error listing the known ones
+        if self.switch not in ("success", "fixed"):
+            raise ValueError(f"switch must be 'success' or 'fixed', got {self.switch!r}")
+
+
+def task_for(skill_id: str) -> tuple[str, ...]:
+    """The natural skill sequence for a task named by its final skill."""
+    from producers.sim.skills import get_skill
+
+    skill = get_skill(skill_id)
+    if skill_id.startswith("place_"):
+        top = skill.target[0]
+        return (f"reach_{top}", f"grasp_{top}", f"lift_{top}", skill_id)
+    if skill_id == "build_tower":
+        return task_for("place_green_on_blue") + task_for("place_red_on_green")
+    if skill_id.startswith("lift_"):
+        c = skill.target[0]
+        return (f"reach_{c}", f"grasp_{c}", skill_id)
+    if skill_id.startswith("grasp_"):
+        return (f"reach_{skill.target[0]}", skill_id)
+    return (skill_id,)
+
+
+def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
+                policy: Policy | None = None) -> dict:
+    """One episode from `env.reset(seed)`; returns the episode.ended row."""
+    from producers.sim.env import ENV_NAME, ENV_VERSION
+    from producers.sim.skills import get_skill
+
+    policy = policy or ScriptedExpert(config.noise)
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    task = get_skill(config.task_skill)
+    writer.start(experiment_id=config.experiment_id, worker_id=config.worker_id, env_name=ENV_NAME,
+                 env_version=ENV_VERSION, seed=seed, initial_state=env.state_vector().tolist(),
+                 task=task.caption, skill_sequence=list(config.skills), decision_id=config.decision_id,
+                 policy_id=policy.id, policy_version=policy.version)
+    step, succeeded, termination = 0, {s: False for s in config.skills}, None
+    for skill_id in config.skills:
+        skill = get_skill(skill_id)
+        policy.start(env, skill, rng)
+        for _ in range(config.steps_per_skill):
+            action = policy.act(obs)
+            obs, _, terminated, _, info = env.step(action)
+            if terminated:
+                termination = info.get("termination") or "terminated"
+                log.warning("episode %s ended by %s at step %d", writer.episode_id, termination, step)
+                break
+            reward = skill.success(obs)
+            succeeded[skill_id] |= reward
+            writer.step(step=step, sim_time=float(env.data.time), observation=obs.tolist(),
+                        action=np.asarray(action, np.float32).tolist(), reward=float(reward),
+                        task_reward=float(task.success(obs)), skill_id=skill_id, skill_caption=skill.caption,
+                        terminated=False, truncated=False,
+                        frame=_png(env.frame()) if config.frames else None)
+            step += 1
+            if config.switch == "success" and reward:
+                break
+        if termination:
+            break
+    task_success = termination is None and task.success(obs)
+    return writer.end(termination or ("success" if task_success else "timeout"),
+                      task_success=task_success, skill_success=succeeded)
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(pixels).save(out, format="PNG")
+    return out.getvalue()
+
+
+def run_episodes(producer: Producer, config: RolloutConfig, seeds: list[int], topic: str = topics.EPISODES,
+                 progress=None) -> list[dict]:
+    """Run and stream one episode per seed in this process."""
+    from producers.sim.env import BlockStackingEnv
+
+    env = BlockStackingEnv()
+    writer = EpisodeWriter(producer, topic, chunk_steps=config.chunk_steps)
+    ended = []
+    try:
+        for seed in seeds:
+            ended.append(run_episode(env, writer, config, seed))
+            producer.flush()
+            if progress is not None:
+                progress(1)
+    finally:
+        env.close()
+    return ended

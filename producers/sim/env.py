@@ -1,0 +1,172 @@
+"""`BlockStackingEnv`: a Gymnasium environment of the Panda and three cubes, controlled at 10 Hz.
+
+Action (4 floats in [-1, 1]): end-effector displacement (dx, dy, dz) in units of `max_step_m`
+(default 5 cm per control step) in the world frame, and a gripper command (> 0 open, <= 0 close).
+Out-of-range values are clipped; a NaN anywhere makes the whole action a no-op (hold position,
+keep the gripper as it is) and is counted in `info["rejected_actions"]`. The hand stays pointing
+down; the target is kept inside the workspace box above the table.
+
+Observation (43 float32): arm joint positions (7) and velocities (7), gripper opening in metres
+(1), end-effector position (3) and quaternion (4), then for red, green, blue: position (3) and
+quaternion (4). `OBSERVATION_NAMES` labels them.
+
+A physics blow-up (non-finite state) ends the episode with `info["termination"] = "sim_error"`.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+
+from producers.sim.panda import FINGER_CLOSED, FINGER_OPEN, REST_POSTURE, PandaIK, finger_qadr
+from producers.sim.scene import ARM_JOINTS, COLOURS, CUBE_HALF, TABLE_TOP, scene_xml
+
+ENV_NAME, ENV_VERSION = "panda_block_stacking", 1
+HOME = np.array([0.45, 0.0, TABLE_TOP + 0.25])
+# The controlled point is between the fingertips: this far below the model's end-effector site
+# along the (downward) hand axis. The fingertips reach 8 mm further.
+GRIP_OFFSET = 0.035
+WORKSPACE = (np.array([0.25, -0.35, TABLE_TOP + 0.012]), np.array([0.75, 0.35, TABLE_TOP + 0.45]))
+SPAWN = (np.array([0.38, -0.2]), np.array([0.62, 0.2]))
+MIN_CUBE_DISTANCE = 0.08
+
+OBSERVATION_NAMES = (
+    [f"q{i}" for i in range(1, 8)] + [f"dq{i}" for i in range(1, 8)] + ["gripper_opening"]
+    + [f"ee_{a}" for a in ("x", "y", "z", "qw", "qx", "qy", "qz")]
+    + [f"{c}_{a}" for c in COLOURS for a in ("x", "y", "z", "qw", "qx", "qy", "qz")]
+)
+
+
+class BlockStackingEnv(gym.Env):
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, control_hz: float = 10.0, max_step_m: float = 0.05, frame_size: int = 64,
+                 render_mode: str | None = None, shadows: bool = False):
+        self.model = mujoco.MjModel.from_xml_string(scene_xml(shadows))
+        self.data = mujoco.MjData(self.model)
+        self.ik = PandaIK(self.model)
+        self.substeps = max(1, round(1.0 / control_hz / self.model.opt.timestep))
+        self.max_step_m, self.frame_size, self.render_mode = max_step_m, frame_size, render_mode
+        self.arm_act = np.array([self.model.actuator(f"panda0_joint{i}").id for i in range(1, 8)])
+        self.finger_act = np.array([self.model.actuator(n).id for n in ("r_gripper_finger_joint",
+                                                                          "l_gripper_finger_joint")])
+        self.arm_dofs = self.ik.dadr
+        self.fingers = finger_qadr(self.model)
+        self.cube_qadr = {c: self.model.joint(c).qposadr[0] for c in COLOURS}
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
+        self._renderer = None
+        self.target = HOME.copy()
+        self.gripper = FINGER_OPEN
+        self.rejected_actions = 0
+
+    # --- Gymnasium API ---------------------------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        mujoco.mj_resetData(self.model, self.data)
+        for colour, xy in zip(COLOURS, self._spawn_positions()):
+            adr = self.cube_qadr[colour]
+            self.data.qpos[adr:adr + 3] = [xy[0], xy[1], TABLE_TOP + CUBE_HALF]
+            self.data.qpos[adr + 3:adr + 7] = [1, 0, 0, 0]
+        self.target, self.gripper, self.rejected_actions = HOME.copy(), FINGER_OPEN, 0
+        q = self.ik.solve(self.data.qpos, REST_POSTURE, self._site_target())
+        self.data.qpos[self.ik.qadr] = q
+        self.data.qpos[self.fingers] = FINGER_OPEN
+        self.data.ctrl[self.arm_act] = q
+        self.data.ctrl[self.finger_act] = FINGER_OPEN
+        mujoco.mj_forward(self.model, self.data)
+        for _ in range(50):  # let the cubes settle
+            self._physics_step()
+        return self.observation(), self._info()
+
+    def step(self, action):
+        action = np.asarray(action, dtype=np.float64).reshape(-1)
+        if action.shape != (4,) or not np.all(np.isfinite(action)):
+            self.rejected_actions += 1  # the documented rule: a no-op, never a crashed simulator
+            action = np.array([0.0, 0.0, 0.0, 1.0 if self.gripper == FINGER_OPEN else -1.0])
+        action = np.clip(action, -1.0, 1.0)
+        self.target = np.clip(self.target + action[:3] * self.max_step_m, *WORKSPACE)
+        self.gripper = FINGER_OPEN if action[3] > 0 else FINGER_CLOSED
+        q = self.ik.solve(self.data.qpos, self.data.ctrl[self.arm_act].copy(), self._site_target())
+        self.data.ctrl[self.arm_act] = q
+        self.data.ctrl[self.finger_act] = self.gripper
+        blow_ups = self._instability_warnings()
+        for _ in range(self.substeps):
+            self._physics_step()
+        # MuJoCo resets the state itself when it diverges and only counts a warning: look at both.
+        if (self._instability_warnings() > blow_ups or not np.all(np.isfinite(self.data.qpos))
+                or not np.all(np.isfinite(self.data.qvel))):
+            info = self._info(termination="sim_error")
+            return np.zeros(self.observation_space.shape, np.float32), 0.0, True, False, info
+        return self.observation(), 0.0, False, False, self._info()
+
+    def render(self):
+        return self.frame("scene", 256)
+
+    def close(self):
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    # --- state -----------------------------------------------------------------------------
+
+    def observation(self) -> np.ndarray:
+        d = self.data
+        ee_rot = self.ik.site_pose(d)[1]
+        ee_pos = self.ee_position()
+        ee_quat = np.zeros(4)
+        mujoco.mju_mat2Quat(ee_quat, ee_rot.reshape(-1))
+        cubes = [d.qpos[self.cube_qadr[c]:self.cube_qadr[c] + 7] for c in COLOURS]
+        return np.concatenate([d.qpos[self.ik.qadr], d.qvel[self.arm_dofs], [d.qpos[self.fingers].sum()],
+                               ee_pos, ee_quat, *cubes]).astype(np.float32)
+
+    def cube_position(self, colour: str) -> np.ndarray:
+        adr = self.cube_qadr[colour]
+        return self.data.qpos[adr:adr + 3].copy()
+
+    def ee_position(self) -> np.ndarray:
+        """The grip point (between the fingertips)."""
+        position, rotation = self.ik.site_pose(self.data)
+        return position + GRIP_OFFSET * rotation[:, 2]
+
+    def gripper_opening(self) -> float:
+        return float(self.data.qpos[self.fingers].sum())
+
+    def state_vector(self) -> np.ndarray:
+        """The full physics state (for `episode.started.initial_state`)."""
+        return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float32)
+
+    def frame(self, camera: str = "front", size: int | None = None) -> np.ndarray:
+        size = size or self.frame_size
+        if self._renderer is None or self._renderer.height != size:
+            self.close()
+            self._renderer = mujoco.Renderer(self.model, size, size)
+        self._renderer.update_scene(self.data, camera=camera)
+        return self._renderer.render()
+
+    # --- internals -------------------------------------------------------------------------
+
+    def _instability_warnings(self) -> int:
+        kinds = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
+        return sum(int(self.data.warning[k].number) for k in kinds)
+
+    def _site_target(self) -> np.ndarray:
+        return self.target + np.array([0.0, 0.0, GRIP_OFFSET])  # the hand points straight down
+
+    def _physics_step(self) -> None:
+        # Position servos sag under gravity: cancel it on the arm (gravity compensation).
+        self.data.qfrc_applied[self.arm_dofs] = self.data.qfrc_bias[self.arm_dofs]
+        mujoco.mj_step(self.model, self.data)
+
+    def _spawn_positions(self) -> list[np.ndarray]:
+        positions: list[np.ndarray] = []
+        while len(positions) < len(COLOURS):
+            xy = self.np_random.uniform(*SPAWN)
+            if all(np.linalg.norm(xy - p) >= MIN_CUBE_DISTANCE for p in positions):
+                positions.append(xy)
+        return positions
+
+    def _info(self, termination: str | None = None) -> dict:
+        return {"termination": termination, "rejected_actions": self.rejected_actions}

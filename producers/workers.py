@@ -1,0 +1,126 @@
+"""Parallel rollout workers: W worker processes (threads on the in-process bus, which lives in one
+process) that run episodes and stream them, or serve `curriculum.decision` events (the
+embodiment module): each decision's skill sequence is run for its number of episodes, and the
+decision's offset is committed only after those episodes are on the bus."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import multiprocessing
+import threading
+import time
+
+from producers.rollout import RolloutConfig, run_episodes
+from robolake.settings import Settings
+from schemas import topics
+
+log = logging.getLogger(__name__)
+
+
+def produce_episodes(settings: Settings, config: RolloutConfig, episodes: int, workers: int, seed: int = 0,
+                     progress=None) -> None:
+    """`episodes` episodes (seeds seed, seed+1, …) split over `workers` workers."""
+    seeds = list(range(seed, seed + episodes))
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), seeds[w::workers])
+            for w in range(workers) if seeds[w::workers]]
+    _launch(_episodes_job, jobs, settings, progress)
+
+
+def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, until_idle_s: float | None,
+                    progress=None) -> None:
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s)
+            for w in range(workers)]
+    _launch(_decisions_job, jobs, settings, progress)
+
+
+def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report) -> None:
+    from infra.bus import open_bus
+
+    producer = open_bus(settings).producer()
+    run_episodes(producer, config, seeds, progress=report)
+    producer.close()
+
+
+def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, report) -> None:
+    from infra.bus import open_bus
+    from producers.sim.skills import UnknownSkill
+
+    bus = open_bus(settings)
+    producer = bus.producer()
+    consumer = bus.consumer("rollout-workers", [topics.CURRICULUM])
+    idle_since = time.monotonic()
+    try:
+        while until_idle_s is None or time.monotonic() - idle_since < until_idle_s or consumer.lag() != 0:
+            deliveries = consumer.poll(1.0)
+            for delivery in deliveries:
+                if delivery.batch.type != "curriculum.decision":
+                    continue
+                for decision in delivery.batch.rows():
+                    try:
+                        wanted = dataclasses.replace(
+                            config, skills=tuple(decision["skill_sequence"]),
+                            task_skill=decision["skill_sequence"][-1], decision_id=decision["decision_id"],
+                            experiment_id=decision["experiment_id"])
+                    except (UnknownSkill, IndexError) as exc:
+                        log.error("decision %s cannot be run, skipped: %s", decision["decision_id"], exc)
+                        continue
+                    log.info("running decision %s: %d episodes of %s", decision["decision_id"],
+                             decision["episodes"], " -> ".join(wanted.skills))
+                    run_episodes(producer, wanted, _seeds(decision["decision_id"], decision["episodes"]),
+                                 progress=report)
+            if deliveries:
+                producer.flush()
+                consumer.commit()  # only once the decision's episodes are on the bus
+                idle_since = time.monotonic()
+    finally:
+        consumer.close()
+        producer.close()
+
+
+def _seeds(decision_id: str, n: int) -> list[int]:
+    base = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:4], "big")
+    return [base + i for i in range(n)]
+
+
+def _launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
+    """Run `job(*args, report)` once per args tuple: threads on the in-process bus, processes on
+    Kafka. Raises if any worker failed."""
+    report = progress or (lambda n: None)
+    if settings.bus == "memory" or len(jobs) == 1:
+        errors: list[BaseException] = []
+
+        def guarded(*args):
+            try:
+                job(*args, report)
+            except BaseException as exc:  # surfaced below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=guarded, args=args) for args in jobs]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+        return
+    context = multiprocessing.get_context("spawn")  # MuJoCo and Kafka clients do not survive fork
+    done = context.Queue()
+    processes = [context.Process(target=_process_main, args=(job, args, done), daemon=False) for args in jobs]
+    for process in processes:
+        process.start()
+    while any(p.is_alive() for p in processes) or not done.empty():
+        try:
+            report(done.get(timeout=0.5))
+        except Exception:  # queue.Empty
+            pass
+    failed = [p.exitcode for p in processes if p.exitcode != 0]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(processes)} workers failed (exit codes {failed}); see their logs")
+
+
+def _process_main(job, args: tuple, done) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    job(*args, done.put)

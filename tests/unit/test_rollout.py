@@ -1,0 +1,68 @@
+"""Rollout workers on the in-process bus: valid, complete episodes; decisions are executed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from consumers.lake_sink import LakeSink
+from infra.bus import open_bus
+from producers.episode_writer import utc_now
+from producers.rollout import RolloutConfig, task_for
+from producers.workers import produce_episodes, serve_decisions
+from robolake.settings import Settings
+from schemas import topics
+from schemas.codec import build
+from schemas.events import CURRICULUM_DECISION
+from tests.lake_helpers import count
+
+
+def _settings(tmp_path):
+    return Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
+
+
+def test_workers_stream_complete_episodes_with_frames(tmp_path):
+    settings = _settings(tmp_path)
+    config = RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue",
+                           frames=True, experiment_id="rollout-test")
+    produce_episodes(settings, config, episodes=4, workers=2)
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 4
+    assert count(settings, "SELECT count(DISTINCT worker_id) FROM episodes") == 2
+    assert count(settings, "SELECT count(*) FROM steps") == count(settings, "SELECT sum(length) FROM episodes")
+    assert count(settings, "SELECT count(*) FROM frames WHERE frame[1:4] = '\\x89PNG'::BLOB") == \
+        count(settings, "SELECT count(*) FROM steps")
+    assert count(settings, "SELECT count(*) FROM partial_episodes") == 0
+
+
+def test_skills_switch_at_fixed_intervals_when_asked(tmp_path):
+    settings = _settings(tmp_path)
+    config = RolloutConfig(skills=("reach_red", "go_home"), task_skill="go_home", switch="fixed",
+                           steps_per_skill=12)
+    produce_episodes(settings, config, episodes=1, workers=1)
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    assert count(settings, "SELECT list(length) FROM episodes") == [24]
+    assert count(settings, "SELECT count(*) FROM steps WHERE skill_id = 'reach_red'") == 12
+
+
+def test_curriculum_decisions_are_executed_and_traced(tmp_path):
+    settings = _settings(tmp_path)
+    producer = open_bus(settings).producer()
+    producer.send(topics.CURRICULUM, "exp-7", build(CURRICULUM_DECISION, [{
+        "decision_id": "d-1", "experiment_id": "exp-7", "proposal_id": None, "task": "lift the green block",
+        "skill_sequence": ["reach_green", "grasp_green", "lift_green"], "episodes": 2, "time": utc_now()}]))
+    producer.flush()
+    config = RolloutConfig(skills=("go_home",), task_skill="go_home")
+    serve_decisions(settings, config, workers=1, until_idle_s=0.5)
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    assert count(settings, "SELECT count(*) FROM episodes WHERE decision_id = 'd-1' AND experiment_id = 'exp-7'") == 2
+    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 2
+
+
+def test_config_rejects_unknown_skills():
+    import pytest
+
+    from producers.sim.skills import UnknownSkill
+
+    with pytest.raises(UnknownSkill):
+        RolloutConfig(skills=("reach_red", "fly"), task_skill="reach_red")
+    assert dataclasses.replace(RolloutConfig(skills=("reach_red",), task_skill="reach_red"), noise=0.2).noise == 0.2
