@@ -20,7 +20,7 @@ import mujoco
 import numpy as np
 
 from producers.sim.panda import FINGER_CLOSED, FINGER_OPEN, REST_POSTURE, PandaIK, finger_qadr
-from producers.sim.scene import ARM_JOINTS, COLOURS, CUBE_HALF, TABLE_TOP, scene_xml
+from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP, scene_xml
 
 ENV_NAME, ENV_VERSION = "panda_block_stacking", 1
 HOME = np.array([0.45, 0.0, TABLE_TOP + 0.25])
