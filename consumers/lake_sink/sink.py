@@ -7,9 +7,11 @@ How, as the Kafka Connect S3 sink does it:
   an idle topic still lands within `flush_seconds` (the flaw other sinks have).
 - Offsets are committed only after every object of a flush is durable. If MinIO is down, the
   flush is retried with backoff and nothing is committed until it succeeds.
-- After a restart, the first record seen from a partition is its committed offset; objects of
-  that partition starting at or after it were written by a run that died before committing,
-  so they are deleted before anything new is written. Nothing duplicated, nothing lost.
+- Whenever a partition (re)starts — the first record after a restart, or a rewind to the
+  committed offset after a rebalance or a failed commit — objects of that partition starting at
+  or after that offset were written but never committed, so they and any buffered rows of the
+  partition are dropped before anything new is written. Nothing duplicated, nothing lost.
+- A failed commit (broker restarting) is logged and retried with the next flush.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import time
 from collections import defaultdict
 
 from consumers.lake_sink.writer import LakeWriter, SinkStats
-from infra.bus import Bus, Delivery, open_bus
+from infra.bus import Bus, BusError, Delivery, open_bus
 from infra.lake_store import LakeStore, open_store
 from robolake.settings import Settings
 from schemas import lake, topics
@@ -42,7 +44,7 @@ class LakeSink:
         self.file_bytes, self.flush_seconds, self.retry_max_s = file_bytes, flush_seconds, retry_max_s
         self.writer = LakeWriter(self.store)
         self.stats = self.writer.stats
-        self._seen_partitions: set[tuple[str, int]] = set()
+        self._next_offset: dict[tuple[str, int], int] = {}
         self._uncommitted = False
         self._existing: dict[tuple[str, int], list[tuple[int, str]]] | None = None
 
@@ -78,10 +80,13 @@ class LakeSink:
 
     def _add(self, delivery: Delivery) -> None:
         tp = (delivery.topic, delivery.partition)
-        if tp not in self._seen_partitions:
-            log.info("first message of %s/%d is at offset %d", tp[0], tp[1], delivery.offset)
-            self._seen_partitions.add(tp)
-            self._remove_uncommitted(tp, delivery.offset)
+        expected = self._next_offset.get(tp)
+        if expected is None or delivery.offset < expected:  # (re)starting from the committed offset
+            log.info("%s/%d starts at offset %d%s", tp[0], tp[1], delivery.offset,
+                     "" if expected is None else f" (rewound from {expected})")
+            self.writer.discard(tp)
+            self._remove_uncommitted(tp, delivery.offset, fresh=expected is not None)
+        self._next_offset[tp] = delivery.offset + 1
         self.writer.add(delivery)
 
     def _due(self) -> bool:
@@ -106,13 +111,16 @@ class LakeSink:
                     return False
                 delay = min(delay * 2, self.retry_max_s)
         if self._uncommitted:
-            consumer.commit()
+            try:
+                consumer.commit()
+            except BusError as exc:  # the files are durable; the offsets go with the next commit
+                log.warning("commit failed, retrying with the next flush: %s", exc)
+                return True
             self._uncommitted = False
-            log.debug("committed %s", consumer.committed())
         return True
 
-    def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int) -> None:
-        if self._existing is None:  # one listing per run, indexed by (topic, partition)
+    def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int, fresh: bool = False) -> None:
+        if self._existing is None or fresh:  # one listing per run (again after a rewind)
             self._existing = defaultdict(list)
             for table_name in lake.TABLES:
                 for key in self.store.list(f"{table_name}/"):

@@ -60,6 +60,12 @@ class LakeWriter:
             self.stats.rows += rows.num_rows
         self.stats.messages += 1
 
+    def discard(self, tp: tuple[str, int]) -> None:
+        """Forget the buffered rows of one partition (it is being re-read from an earlier offset)."""
+        buffer = self._buffers.pop(tp, None)
+        if buffer is not None:
+            log.warning("dropping %d buffered bytes of %s/%d: the partition is re-read", buffer.nbytes, *tp)
+
     @property
     def empty(self) -> bool:
         return not self._buffers

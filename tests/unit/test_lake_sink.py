@@ -166,3 +166,24 @@ def test_an_unwritable_lake_fails_at_start(tmp_path):
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/a-file/lake")
     with pytest.raises(LakeUnavailable, match="is not writable"):
         LakeSink(settings, bus=MemoryBus()).run(until_idle_s=0.1)
+
+
+def test_a_rewound_partition_replaces_what_it_wrote_but_never_committed(tmp_path):
+    """After a failed commit and a rebalance, a partition is re-read from the committed offset:
+    the objects and buffer of that partition from that offset on must go first."""
+    bus, settings = MemoryBus(MemoryBroker(partitions=1)), _settings(tmp_path)
+    produce(bus.producer(), SyntheticConfig(episodes=4, steps=10, chunk_steps=5))
+    reader = bus.consumer(None, [topics.EPISODES])
+    deliveries = reader.poll(0.5, max_records=1000)
+    reader.close()
+    sink = LakeSink(settings, bus=bus)
+    for delivery in deliveries[:8]:
+        sink._add(delivery)
+    sink.writer.write()  # durable, but the commit "failed"
+    for delivery in deliveries[8:12]:
+        sink._add(delivery)  # buffered, not written
+    for delivery in deliveries:  # the rebalance rewinds to the committed offset 0
+        sink._add(delivery)
+    sink.writer.write()
+    assert count(settings, "SELECT count(*), count(DISTINCT episode_id) FROM episodes") == 4
+    assert count(settings, "SELECT count(*) FROM steps") == 40
