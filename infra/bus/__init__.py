@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
 from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer
 from robolake.settings import Settings
 
 __all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "open_bus"]
 
 _memory_buses: dict[str, Bus] = {}
+_memory_buses_lock = threading.Lock()
 
 
 def open_bus(settings: Settings) -> Bus:
@@ -17,11 +20,12 @@ def open_bus(settings: Settings) -> Bus:
         from infra.bus.memory import MemoryBroker, MemoryBus
         from infra.lake_store import open_store
 
-        if settings.lake_root not in _memory_buses:
-            state = _LakeObject(open_store(settings), "_robolake/memory-bus.json")
-            _memory_buses[settings.lake_root] = MemoryBus(MemoryBroker(settings.partitions, state),
-                                                          settings.max_message_bytes)
-        return _memory_buses[settings.lake_root]
+        with _memory_buses_lock:  # worker threads open it at the same moment: one bus, not two
+            if settings.lake_root not in _memory_buses:
+                state = _LakeObject(open_store(settings), "_robolake/memory-bus.json")
+                _memory_buses[settings.lake_root] = MemoryBus(MemoryBroker(settings.partitions, state),
+                                                              settings.max_message_bytes)
+            return _memory_buses[settings.lake_root]
     from infra.bus.kafka import KafkaBus
     from infra.optional import require
 

@@ -111,17 +111,23 @@ class KafkaBusConsumer(Consumer):
 
     def lag(self) -> int | None:
         from kafka import TopicPartition
+        from kafka.errors import KafkaError
 
         assigned = set(self._kafka.assignment())
         if not assigned:
             return None
         every = [TopicPartition(t, p) for t in self.topics for p in sorted(self._kafka.partitions_for_topic(t) or ())]
-        ends, starts = self._kafka.end_offsets(every), self._kafka.beginning_offsets(every)
-        lag = 0
-        for tp in every:
-            done = self._kafka.position(tp) if tp in assigned else (self._kafka.committed(tp) or starts[tp])
-            lag += max(0, ends[tp] - done)
-        return lag
+        wait = 5000  # never block the caller's loop on a rebalancing group: unknown is "not caught up"
+        try:
+            ends = self._kafka.end_offsets(every, timeout_ms=wait)
+            starts = self._kafka.beginning_offsets(every, timeout_ms=wait)
+            done = {tp: self._kafka.position(tp, timeout_ms=wait) if tp in assigned
+                    else (self._kafka.committed(tp, timeout_ms=wait) or starts[tp]) for tp in every}
+        except KafkaError:
+            return None
+        if any(offset is None for offset in done.values()):
+            return None
+        return sum(max(0, ends[tp] - done[tp]) for tp in every)
 
     def _commit(self) -> None:
         from kafka.errors import KafkaError

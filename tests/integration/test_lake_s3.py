@@ -18,8 +18,11 @@ from tests.lake_helpers import count, lake_fingerprint
 def _cli(settings, *args):
     env = {**os.environ, "ROBOLAKE_BUS": settings.bus, "ROBOLAKE_LAKE": settings.lake,
            "ROBOLAKE_S3_ENDPOINT": settings.s3_endpoint}
-    return subprocess.run([sys.executable, "-m", "robolake.cli", *args], env=env, capture_output=True,
-                          text=True, timeout=300)
+    try:
+        return subprocess.run([sys.executable, "-m", "robolake.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=150)
+    except subprocess.TimeoutExpired as exc:  # say what it was doing
+        raise AssertionError(f"robolake {' '.join(args)} hung; its log:\n{exc.stderr}") from None
 
 
 def test_sink_sql_compact_and_replay_on_kafka_and_minio(stack):

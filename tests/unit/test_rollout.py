@@ -26,7 +26,8 @@ def test_workers_stream_complete_episodes_with_frames(tmp_path):
                            frames=True, experiment_id="rollout-test")
     produce_episodes(settings, config, episodes=4, workers=2)
     LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
-    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 4
+    outcomes = count(settings, "SELECT list((worker_id, seed, task_success, termination, length)) FROM episodes")
+    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 4, outcomes
     assert count(settings, "SELECT count(DISTINCT worker_id) FROM episodes") == 2
     assert count(settings, "SELECT count(*) FROM steps") == count(settings, "SELECT sum(length) FROM episodes")
     assert count(settings, "SELECT count(*) FROM frames WHERE frame[1:4] = '\\x89PNG'::BLOB") == \
