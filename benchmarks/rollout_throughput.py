@@ -20,7 +20,7 @@ from _common import table  # noqa: E402
 
 
 def control_rate(env, steps: int, frames: bool) -> float:
-    from producers.rollout import _png
+    from producers.rollout import encode_png
 
     env.reset(seed=0)
     rng = np.random.default_rng(0)
@@ -28,7 +28,7 @@ def control_rate(env, steps: int, frames: bool) -> float:
     for _ in range(steps):
         env.step(np.concatenate([rng.uniform(-0.3, 0.3, 3), [1.0]]))
         if frames:
-            _png(env.frame())
+            encode_png(env.frame())
     return steps / (time.perf_counter() - started)
 
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from pathlib import Path
 
-from infra.process import ServiceError, ServiceProcess
+from infra.process import ServiceError, ServiceProcess, port_open
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,6 @@ class KafkaServer:
         log.info("formatted Kafka storage %s (cluster %s)", self.data, cluster_id)
 
     def healthy(self) -> bool:
-        from infra.process import port_open
-
         if not port_open("127.0.0.1", self.port):
             return False
         try:

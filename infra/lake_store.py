@@ -25,7 +25,8 @@ class LakeStore(ABC):
     def put(self, key: str, data: bytes) -> None: ...
 
     @abstractmethod
-    def get(self, key: str) -> bytes: ...
+    def get(self, key: str) -> bytes:
+        """The object's bytes; FileNotFoundError if there is none."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
@@ -101,9 +102,16 @@ class S3Store(LakeStore):
         put_bytes(self.client, self.bucket, self._key(key), data)
 
     def get(self, key: str) -> bytes:
+        from minio.error import S3Error
+
         from infra.object_store import get_bytes
 
-        return get_bytes(self.client, self.bucket, self._key(key))
+        try:
+            return get_bytes(self.client, self.bucket, self._key(key))
+        except S3Error as exc:
+            if exc.code == "NoSuchKey":  # the same error a local store raises
+                raise FileNotFoundError(f"{self.root}/{key}") from None
+            raise
 
     def list(self, prefix: str = "") -> list[str]:
         start = len(self.prefix) + 1 if self.prefix else 0

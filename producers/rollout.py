@@ -94,7 +94,7 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                         action=np.asarray(action, np.float32).tolist(), reward=float(reward),
                         task_reward=float(task.success(obs)), skill_id=skill_id, skill_caption=skill.caption,
                         terminated=False, truncated=False,
-                        frame=_png(env.frame()) if config.frames else None)
+                        frame=encode_png(env.frame()) if config.frames else None)
             step += 1
             if config.switch == "success" and reward:
                 break
@@ -105,7 +105,7 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                       task_success=task_success, skill_success=succeeded)
 
 
-def _png(pixels: np.ndarray) -> bytes:
+def encode_png(pixels: np.ndarray) -> bytes:
     from PIL import Image
 
     out = io.BytesIO()

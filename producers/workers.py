@@ -9,6 +9,7 @@ import dataclasses
 import hashlib
 import logging
 import multiprocessing
+import queue
 import threading
 import time
 
@@ -113,7 +114,7 @@ def _launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
     while any(p.is_alive() for p in processes) or not done.empty():
         try:
             report(done.get(timeout=0.5))
-        except Exception:  # queue.Empty
+        except queue.Empty:
             pass
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:

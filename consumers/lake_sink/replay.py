@@ -32,7 +32,6 @@ from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
 
 log = logging.getLogger(__name__)
 
-_SOURCE = ["_topic", "_partition", "_offset", "_timestamp"]
 _EPISODE_VIEWS = {"episode_starts": EPISODE_STARTED, "episode_ends": EPISODE_ENDED}
 _STEPS_WITH_FRAMES = """
     SELECT s.*, f.frame FROM steps_all s
@@ -46,8 +45,7 @@ class ReplayStats:
     episodes: int = 0
 
 
-def lake_deliveries(settings: Settings, where: str = "TRUE", episodes: str | None = None,
-                    include_events: bool = True) -> Iterator[Delivery]:
+def lake_deliveries(settings: Settings, where: str = "TRUE", episodes: str | None = None) -> Iterator[Delivery]:
     """The messages the lake was built from, in log order. `where` filters on the source columns
     (_topic, _partition, _offset); `episodes` is a predicate on the `episodes` view."""
     con = open_lake(settings)
@@ -61,7 +59,7 @@ def lake_deliveries(settings: Settings, where: str = "TRUE", episodes: str | Non
     deliveries += _episode_messages(con.sql(f"SELECT * FROM ({_STEPS_WITH_FRAMES}) WHERE {where} "
                                             "ORDER BY _topic, _partition, _offset, step").to_arrow_table(),
                                     EPISODE_STEPS)
-    if include_events and episodes is None:
+    if episodes is None:  # other events belong to no episode
         for row in con.sql(f"SELECT * FROM events WHERE {where}").to_arrow_table().to_pylist():
             headers = [(HEADER_TYPE, row["type"].encode()), (HEADER_VERSION, str(row["version"]).encode())]
             deliveries.append(_delivery(row, row["key"], decode(row["payload"], headers)))

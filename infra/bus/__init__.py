@@ -45,10 +45,6 @@ class _LakeObject:
             return self.store.get(self.key)
         except (FileNotFoundError, NotADirectoryError):  # no state yet (or no lake: the sink says so)
             return None
-        except Exception as exc:  # S3: NoSuchKey
-            if "NoSuchKey" in str(exc):
-                return None
-            raise
 
     def save(self, data: bytes) -> None:
         self.store.put(self.key, data)

@@ -68,3 +68,14 @@ def test_sink_sql_compact_and_replay_on_kafka_and_minio(stack):
     assert len(drain(reader, 20)) == 20
     reader.close()
     assert count(settings, "SELECT count(*) FROM steps") == 12 * 15
+
+
+def test_in_process_bus_with_a_lake_on_minio(stack):
+    """The embedded bus keeps its offsets in the lake: on S3 the first run finds no state object."""
+    from consumers.lake_sink import LakeSink
+    from infra.bus import open_bus
+
+    settings = stack.replace(bus="memory", lake=f"s3://{stack.lake_bucket}/tests/memory-{uuid.uuid4().hex[:8]}")
+    produce(open_bus(settings).producer(), SyntheticConfig(episodes=2, steps=5))
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    assert count(settings, "SELECT count(*) FROM episodes") == 2
