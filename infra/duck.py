@@ -1,8 +1,9 @@
-"""DuckDB connections to the lake, with `httpfs` loaded offline.
+"""DuckDB connections to the lake, with their extensions loaded offline.
 
-DuckDB would download extensions at run time; we cannot and should not. The PyPI package
-`duckdb-extension-httpfs` ships the extension file for exactly one DuckDB version (duckdb is
-pinned to it in pyproject.toml), and we LOAD that file with auto-install turned off.
+DuckDB would download extensions at run time; we cannot and should not. The PyPI packages
+`duckdb-extension-<name>` (httpfs, ducklake, sqlite-scanner) each ship the
+extension file for exactly one DuckDB version (duckdb is pinned to it in pyproject.toml), and we
+LOAD that file with auto-install turned off.
 """
 
 from __future__ import annotations
@@ -16,21 +17,30 @@ class DuckDBSetupError(RuntimeError):
     pass
 
 
-def httpfs_extension_path() -> Path:
+def extension_path(name: str) -> Path:
+    """The file of extension `name` (httpfs, ducklake, sqlite_scanner) shipped
+    by its PyPI package for the installed duckdb version."""
+    import importlib
+
     import duckdb
 
+    package = "duckdb-extension-" + name.replace("_", "-")
     try:
-        import duckdb_extension_httpfs
+        module = importlib.import_module("duckdb_extension_" + name)
     except ImportError:
-        raise DuckDBSetupError("the httpfs extension is missing: pip install duckdb-extension-httpfs "
+        raise DuckDBSetupError(f"the {name} extension is missing: pip install {package} "
                                "at the version of duckdb (see pyproject.toml)") from None
     version = duckdb.__version__
-    path = Path(duckdb_extension_httpfs.__file__).parent / "extensions" / f"v{version}" / "httpfs.duckdb_extension"
+    path = Path(module.__file__).parent / "extensions" / f"v{version}" / f"{name}.duckdb_extension"
     if not path.exists():
         raise DuckDBSetupError(
-            f"duckdb {version} has no matching httpfs extension in {path.parent.parent}; "
-            "install duckdb at the version of duckdb-extension-httpfs (see pyproject.toml)")
+            f"duckdb {version} has no matching {name} extension in {path.parent.parent}; "
+            f"install duckdb at the version of {package} (see pyproject.toml)")
     return path
+
+
+def load_extension(con, name: str) -> None:
+    con.execute(f"LOAD {sql_str(str(extension_path(name)))}")
 
 
 def connect(settings: Settings, database: str = ":memory:", read_only: bool = False):
@@ -41,14 +51,15 @@ def connect(settings: Settings, database: str = ":memory:", read_only: bool = Fa
         "autoinstall_known_extensions": "false",
         "autoload_known_extensions": "false",
     })
-    con.execute(f"LOAD '{httpfs_extension_path()}'")
+    load_extension(con, "httpfs")
     con.execute("SET TimeZone = 'UTC'")  # the lake's timestamps are UTC; show them so
     con.execute(
-        f"CREATE OR REPLACE SECRET robolake_s3 (TYPE s3, KEY_ID {_sql_str(settings.s3_access_key)}, "
-        f"SECRET {_sql_str(settings.s3_secret_key)}, ENDPOINT {_sql_str(settings.s3_endpoint)}, "
+        f"CREATE OR REPLACE SECRET robolake_s3 (TYPE s3, KEY_ID {sql_str(settings.s3_access_key)}, "
+        f"SECRET {sql_str(settings.s3_secret_key)}, ENDPOINT {sql_str(settings.s3_endpoint)}, "
         f"URL_STYLE 'path', USE_SSL {str(settings.s3_secure).lower()}, REGION 'us-east-1')")
     return con
 
 
-def _sql_str(value: str) -> str:
+def sql_str(value: str) -> str:
+    """A SQL string literal: paths and names are data, never SQL."""
     return "'" + value.replace("'", "''") + "'"

@@ -1,72 +1,97 @@
-"""Read-only SQL over the lake: DuckDB views of the sink's tables, local or on S3 alike.
+"""Read-only SQL over the lake: DuckDB views over the lake's tables, local or on S3 alike.
 
-Views (all read the Parquet objects directly; hive partitions experiment_id and date prune):
-    episodes          one row per complete episode (started and ended), with task and outcome
+Views:
+    episodes          one row per episode proven complete: one start, one end, and chunks that
+                      match the end's num_chunks, length and checksum exactly once
     steps, frames     steps / camera frames of complete episodes only
-    partial_episodes  episodes whose `episode.ended` never arrived (crashed workers), kept apart
+    episode_status    every episode id seen, with `problem` (NULL when complete)
+    partial_episodes  the others, with the reason: no start, no end, duplicate start or end,
+                      duplicate chunks, missing chunks, length mismatch, checksum mismatch
     partial_steps     their steps, for inspection
     events            every other event (curriculum, skills, metrics, verdicts), raw and as JSON
-    episode_starts, episode_ends, steps_all   the physical tables
+    episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets   the tables
 
-Read-only three ways: only SELECT/EXPLAIN statements are accepted, file access is limited to the
-lake, and the configuration is locked so a query cannot undo either.
+Read-only by construction: the lake is attached READ_ONLY, and after that the connection loses
+all file access (`enable_external_access = false`: no COPY, EXPORT, ATTACH or file reads) and its
+configuration is locked. Data files and catalog live apart (data under <lake>/data/), so the
+only files left readable are the data files, and DuckLake reads only the files its catalog
+lists: a file dropped there is never part of a table. Only SELECT statements (and EXPLAIN of
+one) are accepted, which also keeps writes away from the data directory.
 """
 
 from __future__ import annotations
 
-import pyarrow as pa
+import re
 
-from robolake.settings import Settings
+from infra.duck import sql_str
+from infra.lake_catalog import attach, data_path
 from schemas import lake
+from schemas.codec import CHECKSUM_SCHEME
 
 
 class ReadOnlyError(ValueError):
     pass
 
 
-ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
+_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+)?", re.IGNORECASE)
+
+_TABLES = {"episode_starts": lake.EPISODE_STARTS, "episode_ends": lake.EPISODE_ENDS, "steps_all": lake.STEPS,
+           "chunks": lake.CHUNKS, "frames_all": lake.FRAMES, "events": lake.EVENTS, "lake_offsets": lake.OFFSETS}
+
+_STATUS = f"""
+    WITH s AS (SELECT episode_id, count(*) AS n FROM lake.episode_starts GROUP BY ALL),
+         e AS (SELECT episode_id, count(*) AS n, any_value(num_chunks) AS num_chunks,
+                      any_value(length) AS length, any_value(checksum) AS checksum
+               FROM lake.episode_ends GROUP BY ALL),
+         c AS (SELECT episode_id, count(*) AS n, count(DISTINCT chunk) AS distinct_chunks,
+                      max(chunk) AS last_chunk, sum(rows) AS rows,
+                      '{CHECKSUM_SCHEME}' || sha256(string_agg(digest, '' ORDER BY chunk)) AS checksum
+               FROM lake.chunks GROUP BY ALL)
+    SELECT episode_id, CASE
+        WHEN s.n IS NULL THEN 'no start'
+        WHEN e.n IS NULL THEN 'no end'
+        WHEN s.n > 1 OR e.n > 1 THEN 'duplicate start or end'
+        WHEN coalesce(c.n, 0) > coalesce(c.distinct_chunks, 0) THEN 'duplicate chunks'
+        WHEN coalesce(c.distinct_chunks, 0) <> e.num_chunks OR coalesce(c.last_chunk, -1) <> e.num_chunks - 1
+            THEN 'missing chunks'
+        WHEN coalesce(c.rows, 0) <> e.length THEN 'length mismatch'
+        WHEN coalesce(c.checksum, '{CHECKSUM_SCHEME}' || sha256('')) <> e.checksum THEN 'checksum mismatch'
+    END AS problem
+    FROM s FULL JOIN e USING (episode_id) FULL JOIN c USING (episode_id)"""
 
 _DERIVED = {
+    "episode_status": _STATUS,
     "episodes": """
         SELECT s.experiment_id, s.episode_id, s.task, s.skill_sequence, e.task_success, e.task_return,
                e.length, e.termination, e.skills, s.worker_id, s.env_name, s.env_version, s.seed,
                s.policy_id, s.policy_version, s.decision_id, s.initial_state, s.time AS started_at,
-               e.time AS ended_at, e.num_chunks, e.checksum, s.date
-        FROM episode_starts s JOIN episode_ends e USING (episode_id)""",
-    "steps": "SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_ends)",
-    "frames": "SELECT * FROM frames_all WHERE episode_id IN (SELECT episode_id FROM episode_ends)",
-    "partial_episodes": "SELECT * FROM episode_starts WHERE episode_id NOT IN (SELECT episode_id FROM episode_ends)",
-    "partial_steps": "SELECT * FROM steps_all WHERE episode_id NOT IN (SELECT episode_id FROM episode_ends)",
+               e.time AS ended_at, e.num_chunks, e.checksum
+        FROM lake.episode_starts s JOIN lake.episode_ends e USING (episode_id)
+        WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)""",
+    "steps": "SELECT * FROM lake.steps WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
+    "frames": "SELECT * FROM lake.frames WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
+    "partial_episodes": """
+        SELECT st.episode_id, st.problem, s.experiment_id, s.task, s.worker_id, s.time AS started_at,
+               e.termination, e.length, e.num_chunks
+        FROM episode_status st LEFT JOIN lake.episode_starts s USING (episode_id)
+             LEFT JOIN lake.episode_ends e USING (episode_id)
+        WHERE st.problem IS NOT NULL""",
+    "partial_steps": """
+        SELECT * FROM lake.steps WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
 }
-_PHYSICAL = {lake.EPISODE_STARTS: "episode_starts", lake.EPISODE_ENDS: "episode_ends",
-             lake.STEPS: "steps_all", lake.FRAMES: "frames_all", lake.EVENTS: "events"}
-VIEWS = sorted([*_PHYSICAL.values(), *_DERIVED])
+VIEWS = sorted([*_TABLES, *_DERIVED])
 
 
-def open_lake(settings: Settings, read_only: bool = True):
-    """A DuckDB connection with the lake's views; locked down unless read_only=False (tools)."""
-    from infra.duck import connect
-
-    con = connect(settings)
-    root = settings.lake_root
-    for table, view in _PHYSICAL.items():
-        pattern = f"{root}/{table}/*/*/*.parquet"
-        files = [row[0] for row in con.execute("SELECT file FROM glob(?)", [pattern]).fetchall()]
-        live = lake.live_files(files)
-        if live:
-            # A plain glob while nothing was compacted; else the live files only (schemas/lake.py).
-            paths = f"'{pattern}'" if len(live) == len(files) else "[" + ", ".join(f"'{f}'" for f in live) + "]"
-            source = (f"read_parquet({paths}, hive_partitioning = true, union_by_name = true, "
-                      "hive_types = {'experiment_id': VARCHAR, 'date': DATE})")
-        else:  # no objects yet: an empty relation with the right columns, so queries still bind
-            con.register(f"_empty_{table}", _empty(table))
-            source = f"_empty_{table}"
-        con.execute(f"CREATE VIEW {view} AS SELECT * FROM {source}")
+def open_lake(settings, read_only: bool = True):
+    """A DuckDB connection with the lake's views; locked down unless read_only=False (tools).
+    LakeNotFound if there is no lake yet."""
+    con = attach(settings, read_only=True)
+    for view, table in _TABLES.items():
+        con.execute(f"CREATE VIEW {view} AS SELECT * FROM lake.{table}")
     for view, query in _DERIVED.items():
         con.execute(f"CREATE VIEW {view} AS {query}")
     if read_only:
-        lake_dir = root.rstrip("/") + "/"
-        con.execute(f"SET allowed_directories = ['{lake_dir}']")
+        con.execute(f"SET allowed_directories = [{sql_str(data_path(settings))}]")
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
@@ -84,17 +109,17 @@ def check_read_only(con, sql: str) -> None:
         raise ReadOnlyError("no statement given")
     for statement in statements:
         kind = statement.type.name
-        if kind not in ALLOWED_STATEMENTS:
+        if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs what it explains: that must be a read too
+            inner = con.extract_statements(_EXPLAIN.sub("", statement.query, count=1))
+            kind = "EXPLAIN " + ",".join(s.type.name for s in inner)
+            if len(inner) == 1 and inner[0].type.name == "SELECT":
+                continue
+        if kind != "SELECT":
             raise ReadOnlyError(f"the lake is read-only here: {kind} statements are refused "
-                                "(only SELECT, EXPLAIN, DESCRIBE, SHOW, SUMMARIZE)")
+                                "(only SELECT, EXPLAIN of a SELECT, DESCRIBE, SHOW, SUMMARIZE)")
 
 
 def query(con, sql: str):
     """A DuckDB relation for one read-only query."""
     check_read_only(con, sql)
     return con.sql(sql)
-
-
-def _empty(table: str) -> pa.Table:
-    schema = lake.SCHEMAS[table].append(pa.field("date", pa.date32())).append(pa.field("experiment_id", pa.string()))
-    return schema.empty_table()

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 from infra.bus.interface import MessageTooLarge, Producer
 from schemas import topics
-from schemas.codec import StepsChecksum, build
+from schemas.codec import build, chunk_digest, episode_checksum
 from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
 
 
@@ -32,7 +32,7 @@ class EpisodeWriter:
         self._buffer: list[dict] = []
         self._chunks = 0
         self._length = 0
-        self._checksum = StepsChecksum()
+        self._digests: list[str] = []
         self._task_return = 0.0
         self._skill_returns: dict[str, float] = defaultdict(float)
         self.experiment_id = fields["experiment_id"]
@@ -60,7 +60,7 @@ class EpisodeWriter:
             "task_success": task_success, "termination": termination, "num_chunks": self._chunks,
             "skills": [{"skill_id": s, "return": r, "success": bool(skill_success.get(s, False))}
                        for s, r in self._skill_returns.items()],
-            "checksum": self._checksum.hexdigest(), "time": utc_now(),
+            "checksum": episode_checksum(self._digests), "time": utc_now(),
         }
         self.producer.send(self.topic, self.episode_id, build(EPISODE_ENDED, [row]))
         self.episode_id = None
@@ -84,5 +84,5 @@ class EpisodeWriter:
             self._send_chunk(rows[:half])
             self._send_chunk(rows[half:])
             return
-        self._checksum.update(batch.table)
+        self._digests.append(chunk_digest(batch.table))
         self._chunks += 1

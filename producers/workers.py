@@ -1,7 +1,8 @@
 """Parallel rollout workers: W worker processes (threads on the in-process bus, which lives in one
 process) that run episodes and stream them, or serve `curriculum.decision` events (the
 embodiment module): each decision's skill sequence is run for its number of episodes, and the
-decision's offset is committed only after those episodes are on the bus."""
+decision's offset is committed only after those episodes are on the bus. A worker serves every
+decision in one environment (one compiled model, one renderer)."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
     bus = open_bus(settings)
     producer = bus.producer()
     consumer = bus.consumer("rollout-workers", [topics.CURRICULUM])
+    env = None  # made at the first decision, reused for every later one
     idle_since = time.monotonic()
     try:
         while until_idle_s is None or time.monotonic() - idle_since < until_idle_s or consumer.lag() != 0:
@@ -69,13 +71,19 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
                         continue
                     log.info("running decision %s: %d episodes of %s", decision["decision_id"],
                              decision["episodes"], " -> ".join(wanted.skills))
+                    if env is None:
+                        from producers.sim.env import BlockStackingEnv
+
+                        env = BlockStackingEnv()
                     run_episodes(producer, wanted, _seeds(decision["decision_id"], decision["episodes"]),
-                                 progress=report)
+                                 progress=report, env=env)
             if deliveries:
                 producer.flush()
                 consumer.commit()  # only once the decision's episodes are on the bus
                 idle_since = time.monotonic()
     finally:
+        if env is not None:
+            env.close()
         consumer.close()
         producer.close()
 

@@ -32,6 +32,9 @@ class Settings:
     # Where tables live: "file://<dir>" (relative paths are resolved from the working directory)
     # or "s3://<bucket>/<prefix>" on the S3 endpoint below.
     lake: str = "file://lake"
+    # The lake's table catalog, "sqlite:<file>"; empty: <lake>/catalog.sqlite for a local lake,
+    # <stack_dir>/catalogs/<bucket>/<prefix>/catalog.sqlite for a lake on S3.
+    catalog: str = ""
     # Cache for downloads and builds (Kafka jars, MinIO binary) and the infra stack's state.
     home: Path = field(default_factory=_default_home)
     # State of the native infra stack (data, logs, pid files); default <home>/stack.
@@ -56,6 +59,8 @@ class Settings:
         _parse_bus(self.bus)
         _parse_lake(self.lake)
         _parse_endpoint(self.s3_endpoint, "s3_endpoint")
+        if self.catalog and not self.catalog.startswith("sqlite:"):
+            raise SettingsError(f"catalog must be 'sqlite:<file>', got {self.catalog!r}")
         for name in ("kafka_port", "kafka_controller_port", "minio_console_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:

@@ -149,7 +149,7 @@ EPISODE_ENDED = EventType("episode.ended", 1, pa.schema([
     _f("skills", pa.list_(SKILL_OUTCOME)),
     _f("termination", pa.string()),                   # success | timeout | sim_error | stopped
     _f("num_chunks", pa.int32()),
-    _f("checksum", pa.string()),                      # schemas.checksum.steps_checksum over all chunks
+    _f("checksum", pa.string()),                      # schemas.codec.episode_checksum over its chunks
     _f("time", TIME),
 ]), doc="an episode finished; the commit marker that proves it complete")
 

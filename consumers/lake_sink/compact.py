@@ -1,23 +1,16 @@
-"""`robolake compact`: merge small lake files into large ones without changing any query result.
+"""`robolake compact`: merge small data files, then remove files no snapshot needs any more.
 
-Only files whose offsets the sink has committed are merged (a running sink may still rewrite
-the others). The merged file is written first and named by the range it covers; the inputs are
-deleted after. A compaction that dies in between leaves both, and readers skip the inputs
-(schemas.lake.live_files), so the lake reads the same at every moment.
+Each step is a catalog transaction (DuckLake's own maintenance functions), so a running sink,
+a reader and another compaction are all safe beside it: a reader keeps the snapshot it started
+with, and files are deleted only once no snapshot younger than `keep_s` refers to them.
 """
 
 from __future__ import annotations
 
-import io
 import logging
-from collections import defaultdict
 from dataclasses import dataclass
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from consumers.lake_sink.writer import parquet_bytes
-from infra.lake_store import LakeStore
+from infra.lake_catalog import LakeTables
 from schemas import lake
 
 log = logging.getLogger(__name__)
@@ -27,69 +20,48 @@ log = logging.getLogger(__name__)
 class CompactionStats:
     files_before: int = 0
     files_after: int = 0
-    merged_files: int = 0
-    rows: int = 0
+    files_deleted: int = 0
 
 
-def compact(store: LakeStore, committed: dict[tuple[str, int], int] | None,
-            target_rows: int = 2_000_000, progress=None) -> CompactionStats:
-    """Merge runs of live files per table, hive partition, topic and partition.
-    `committed` maps (topic, partition) to the sink's committed offset; None means no sink is
-    running and every file is final (the embedded default)."""
+def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
+    """Merge adjacent small files of every table; expire snapshots older than `keep_s` and delete
+    the files that were replaced more than `keep_s` ago. Files left by failed commits are not
+    deleted here: a running sink's next commit may be about to list the ones it just wrote."""
+    tables = LakeTables(settings, writer="compact")
     stats = CompactionStats()
-    for table_name in lake.TABLES:
-        keys = store.list(f"{table_name}/")
-        live = set(lake.live_files(keys))
-        stats.files_before += len(keys)
-        groups: dict[tuple, list[tuple[int, int, str]]] = defaultdict(list)
-        for key in keys:
-            topic, partition, start, last = lake.parse_file_name(key) or (None, 0, 0, 0)
-            if topic is None:
-                continue
-            if key not in live:  # the input of an earlier compaction that died before deleting it
-                store.delete([key])
-                continue
-            if committed is None or start < committed.get((topic, partition), 0):
-                groups[(key.rsplit("/", 1)[0], topic, partition)].append((start, last, key))
-        for (directory, topic, partition), files in sorted(groups.items()):
-            run: list[tuple[int, int, str, pa.Table]] = []
-            for start, last, key in sorted(files):
-                table = pq.read_table(io.BytesIO(store.get(key)))
-                if run and sum(t.num_rows for *_, t in run) + table.num_rows > target_rows:
-                    _merge(store, directory, topic, partition, run, stats, progress)
-                    run = []
-                run.append((start, last, key, table))
-            _merge(store, directory, topic, partition, run, stats, progress)
-        stats.files_after += len(store.list(f"{table_name}/"))
+    try:
+        stats.files_before = _data_files(tables)
+        tables.execute_serialised("CALL ducklake_merge_adjacent_files('lake')")
+        if progress is not None:
+            progress(1)
+        # The age cut-off is applied here: DuckLake 1.5.5 on a SQLite catalog compares `older_than`
+        # as text and so ignores the time of day (measured: a cut-off an hour before the files
+        # were replaced still deleted them).
+        cutoff = f"now() - to_seconds({float(keep_s)})"
+        old = [r[0] for r in tables.con.execute(
+            f"SELECT snapshot_id FROM lake.snapshots() WHERE snapshot_time < {cutoff} "
+            "AND snapshot_id < (SELECT max(snapshot_id) FROM lake.snapshots())").fetchall()]
+        if old:
+            tables.execute_serialised(f"CALL ducklake_expire_snapshots('lake', versions := {old})")
+        young = tables.con.execute(
+            "SELECT count(*) FROM __ducklake_metadata_lake.ducklake_files_scheduled_for_deletion "
+            f"WHERE CAST(schedule_start AS TIMESTAMPTZ) >= {cutoff}").fetchone()[0]
+        if young:  # all or nothing: the function cannot pick files
+            log.info("%d replaced files are younger than %.0fs and kept for running readers; "
+                     "run compact again later to delete them", young, keep_s)
+        else:
+            stats.files_deleted = len(tables.execute_serialised(
+                "CALL ducklake_cleanup_old_files('lake', cleanup_all := true)"))
+        if progress is not None:
+            progress(1)
+        stats.files_after = _data_files(tables)
+    finally:
+        tables.close()
+    log.info("compacted %s: %d data files -> %d, %d deleted", settings.lake_root, stats.files_before,
+             stats.files_after, stats.files_deleted)
     return stats
 
 
-def _merge(store: LakeStore, directory: str, topic: str, partition: int, run: list, stats: CompactionStats,
-           progress) -> None:
-    if len(run) < 2:
-        return
-    # Inputs are in offset order already; files of older schema versions gain nulls.
-    merged = pa.concat_tables([t for *_, t in run], promote_options="default")
-    name = lake.file_name(topic, partition, run[0][0], run[-1][1])
-    store.put(f"{directory}/{name}", parquet_bytes(merged))
-    store.delete([key for _, _, key, _ in run])  # only once the merged file is durable
-    stats.merged_files += len(run)
-    stats.rows += merged.num_rows
-    log.info("merged %d files (%d rows) into %s/%s", len(run), merged.num_rows, directory, name)
-    if progress is not None:
-        progress(len(run))
-
-
-def committed_offsets(settings, group: str) -> dict[tuple[str, int], int] | None:
-    """The sink group's committed offsets on Kafka (read without joining the group), or None
-    on the in-process bus, whose sink has finished before any other command runs."""
-    if settings.bus == "memory":
-        return None
-    from infra.topics import admin_client
-
-    client = admin_client(settings.kafka_bootstrap)
-    try:
-        offsets = client.list_group_offsets({group: None}).get(group, {})
-    finally:
-        client.close()
-    return {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items()}
+def _data_files(tables: LakeTables) -> int:
+    return sum(tables.con.execute(f"SELECT count(*) FROM ducklake_list_files('lake', '{name}')").fetchone()[0]
+               for name in lake.TABLES)

@@ -3,49 +3,46 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from infra.bus.interface import Delivery
 from schemas import lake
-from schemas.codec import encode
+from schemas.codec import chunk_digest, encode
 
-_EVENT_FIELDS = pa.schema([f for f in lake.SCHEMAS[lake.EVENTS] if not f.name.startswith("_")])
 _EPISODE_TABLES = {"episode.started": lake.EPISODE_STARTS, "episode.ended": lake.EPISODE_ENDS}
 
 
-def project(delivery: Delivery) -> list[tuple[str, str, pa.Table]]:
-    """(table, experiment_id, rows) for one message; rows follow schemas.lake.SCHEMAS."""
+def project(delivery: Delivery, log_id: str) -> list[tuple[str, pa.Table]]:
+    """(table, rows) for one message; rows carry the columns of schemas.lake.SCHEMAS
+    (the writer casts them once per flush)."""
     batch = delivery.batch
     if batch.num_rows == 0:
         return []
+    source = (log_id, delivery)
     if batch.type in _EPISODE_TABLES:
-        return _split_by_experiment(_EPISODE_TABLES[batch.type], batch.table, delivery)
+        return [(_EPISODE_TABLES[batch.type], _with_source(batch.table, *source))]
     if batch.type == "episode.steps":
-        out = _split_by_experiment(lake.STEPS, batch.table.drop_columns(["frame"]), delivery)
-        framed = batch.table.filter(pc.is_valid(batch.table.column("frame")))
+        steps = batch.table  # one episode per chunk (schemas.events checks it)
+        first = steps.slice(0, 1).to_pylist()[0]
+        chunk = pa.table({"episode_id": [first["episode_id"]], "experiment_id": [first["experiment_id"]],
+                          "chunk": pa.array([first["chunk"]], pa.int32()),
+                          "rows": pa.array([steps.num_rows], pa.int32()), "digest": [chunk_digest(steps)]})
+        out = [(lake.STEPS, _with_source(steps.drop_columns(["frame"]), *source)),
+               (lake.CHUNKS, _with_source(chunk, *source))]
+        framed = steps.filter(pc.is_valid(steps.column("frame")))
         if framed.num_rows:
-            out += _split_by_experiment(lake.FRAMES, framed.select(["episode_id", "step", "frame", "experiment_id"]),
-                                        delivery)
+            out.append((lake.FRAMES, _with_source(framed.select(["episode_id", "experiment_id", "step", "frame"]),
+                                                  *source)))
         return out
-    return [(lake.EVENTS, _event_experiment(batch.table), _event_row(delivery))]
+    return [(lake.EVENTS, _with_source(_event_row(delivery), *source))]
 
 
-def _split_by_experiment(table_name: str, table: pa.Table, delivery: Delivery) -> list:
-    experiments = table.column("experiment_id").unique().to_pylist()
-    out = []
-    for experiment in experiments:
-        rows = table if len(experiments) == 1 else table.filter(pc.equal(table.column("experiment_id"), experiment))
-        out.append((table_name, experiment, _with_source(table_name, rows.drop_columns(["experiment_id"]), delivery)))
-    return out
-
-
-def _with_source(table_name: str, rows: pa.Table, delivery: Delivery) -> pa.Table:
-    """`rows` plus the source columns (cast to the table's schema once per file, by the writer)."""
+def _with_source(rows: pa.Table, log_id: str, delivery: Delivery) -> pa.Table:
     n = rows.num_rows
     columns = {
+        "_log": pa.array([log_id] * n, pa.string()),
         "_topic": pa.array([delivery.topic] * n, pa.string()),
         "_partition": pa.array([delivery.partition] * n, pa.int32()),
         "_offset": pa.array([delivery.offset] * n, pa.int64()),
@@ -56,19 +53,13 @@ def _with_source(table_name: str, rows: pa.Table, delivery: Delivery) -> pa.Tabl
     return rows
 
 
-def _event_experiment(table: pa.Table) -> str:
-    if "experiment_id" in table.column_names and table.column("experiment_id")[0].is_valid:
-        return table.column("experiment_id")[0].as_py()
-    return lake.NO_EXPERIMENT
-
-
 def _event_row(delivery: Delivery) -> pa.Table:
     batch = delivery.batch
+    experiment = lake.NO_EXPERIMENT
+    if "experiment_id" in batch.table.column_names and batch.table.column("experiment_id")[0].is_valid:
+        experiment = batch.table.column("experiment_id")[0].as_py()
     payload, _ = encode(batch)
-    row = {"type": batch.type, "version": batch.version, "key": delivery.key, "rows": batch.num_rows,
-           "payload": payload, "payload_json": json.dumps(batch.rows(), default=str)}
-    return _with_source(lake.EVENTS, pa.Table.from_pylist([row], schema=_EVENT_FIELDS), delivery)
-
-
-def date_of(timestamp_ms: int) -> str:
-    return datetime.fromtimestamp(timestamp_ms / 1000, timezone.utc).strftime("%Y-%m-%d")
+    row = {"experiment_id": experiment, "type": batch.type, "version": batch.version, "key": delivery.key,
+           "rows": batch.num_rows, "payload": payload, "payload_json": json.dumps(batch.rows(), default=str)}
+    return pa.Table.from_pylist([row], schema=pa.schema([f for f in lake.SCHEMAS[lake.EVENTS]
+                                                          if not f.name.startswith("_")]))

@@ -1,14 +1,15 @@
-"""Replay: rebuild a lake from the log, or re-stream historic episodes onto a topic.
+"""Replay: rebuild a lake from a lake (and the log), or re-stream historic episodes onto a topic.
 
 The lake keeps everything needed to rebuild the messages it came from: episode rows carry all
-their event fields plus their source topic, partition, offset and timestamp, and other events
-are kept as their original Arrow payload. So `lake_deliveries` turns lake rows back into the
-messages they were, in log order, and both replays are built on it:
+their event fields plus their source log, topic, partition, offset and timestamp, and other
+events are kept as their original Arrow payload. `lake_deliveries` turns lake rows back into the
+messages they were, in log order, a window of offsets at a time (bounded memory), and both
+replays are built on it:
 
-- to a new lake: messages still retained on the bus are sunk from the bus; older ones (gone from
-  Kafka by retention, or from a finished in-process run) are rebuilt from the source lake.
-  Both land under the same offset-based names, so the new lake answers every query alike.
-- to a topic: the messages of the episodes matching a predicate, re-sent in their original order.
+- to a lake: every message is written to the target under its original source offsets, and the
+  target's offsets end where the source's do; then a sink on the target catches up with whatever
+  the log holds beyond that. Poison is not re-sent: it was dead-lettered when first consumed.
+- to a topic: the messages of the complete episodes matching a predicate, in their original order.
 """
 
 from __future__ import annotations
@@ -18,68 +19,78 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
-import pyarrow as pa
-import pyarrow.compute as pc
-
 from consumers.lake_sink.sink import SOURCE_TOPICS, LakeSink
 from consumers.lake_sink.writer import LakeWriter
 from infra.bus import Bus, Delivery
+from infra.duck import sql_str
+from infra.lake_catalog import LakeTables, OffsetKey, lake_exists
 from infra.lake_sql import check_read_only, open_lake
-from infra.lake_store import open_store
-from robolake.settings import Settings
 from schemas.codec import HEADER_TYPE, HEADER_VERSION, build, decode
 from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
 
 log = logging.getLogger(__name__)
 
-_EPISODE_VIEWS = {"episode_starts": EPISODE_STARTED, "episode_ends": EPISODE_ENDED}
+WINDOW = 2000  # offsets per query: ~100k step rows at 50 steps a message
+_EPISODE_TABLES = {"episode_starts": EPISODE_STARTED, "episode_ends": EPISODE_ENDED}
 _STEPS_WITH_FRAMES = """
     SELECT s.*, f.frame FROM steps_all s
-    LEFT JOIN frames_all f USING (_topic, _partition, _offset, episode_id, step)"""
+    LEFT JOIN frames_all f USING (_log, _topic, _partition, _offset, episode_id, step)"""
+
+
+class ReplayError(ValueError):
+    pass
 
 
 @dataclass
 class ReplayStats:
     from_lake: int = 0      # messages rebuilt from the source lake
-    from_bus: int = 0       # messages sunk from the retained log
+    from_bus: int = 0       # messages sunk from the log afterwards
     episodes: int = 0
 
 
-def lake_deliveries(settings: Settings, where: str = "TRUE", episodes: str | None = None) -> Iterator[Delivery]:
-    """The messages the lake was built from, in log order. `where` filters on the source columns
-    (_topic, _partition, _offset); `episodes` is a predicate on the `episodes` view."""
+def lake_deliveries(settings, episodes: str | None = None) -> Iterator[tuple[OffsetKey, Delivery]]:
+    """The messages the lake was built from, in log order per (log, topic, partition), with that
+    key. `episodes` is a predicate on the `episodes` view (then only those episodes' messages)."""
     con = open_lake(settings)
+    where = "TRUE"
     if episodes is not None:
         check_read_only(con, f"SELECT episode_id FROM episodes WHERE {episodes}")
-        where = f"({where}) AND episode_id IN (SELECT episode_id FROM episodes WHERE {episodes})"
-    deliveries: list[Delivery] = []
-    for view, event_type in _EPISODE_VIEWS.items():
-        deliveries += _episode_messages(con.sql(f"SELECT * FROM {view} WHERE {where}").to_arrow_table(),
-                                        event_type)
-    deliveries += _episode_messages(con.sql(f"SELECT * FROM ({_STEPS_WITH_FRAMES}) WHERE {where} "
-                                            "ORDER BY _topic, _partition, _offset, step").to_arrow_table(),
-                                    EPISODE_STEPS)
-    if episodes is None:  # other events belong to no episode
-        for row in con.sql(f"SELECT * FROM events WHERE {where}").to_arrow_table().to_pylist():
-            headers = [(HEADER_TYPE, row["type"].encode()), (HEADER_VERSION, str(row["version"]).encode())]
-            deliveries.append(_delivery(row, row["key"], decode(row["payload"], headers)))
-    con.close()
-    yield from sorted(deliveries, key=lambda d: (d.topic, d.partition, d.offset))
+        where = f"episode_id IN (SELECT episode_id FROM episodes WHERE {episodes})"
+    keys = con.execute("SELECT _log, _topic, _partition, next_offset FROM lake_offsets ORDER BY ALL").fetchall()
+    try:
+        for log_id, topic, partition, end in keys:
+            for low in range(0, end, WINDOW):
+                source = (f"_log = {sql_str(log_id)} AND _topic = {sql_str(topic)} AND _partition = {partition} "
+                          f"AND _offset >= {low} AND _offset < {low + WINDOW}")
+                window: list[Delivery] = []
+                for view, event_type in _EPISODE_TABLES.items():
+                    window += _messages(con.sql(f"SELECT * FROM {view} WHERE {source} AND {where}"), event_type)
+                window += _messages(con.sql(f"SELECT * FROM ({_STEPS_WITH_FRAMES}) WHERE {source} AND {where} "
+                                            "ORDER BY _offset, step"), EPISODE_STEPS)
+                if episodes is None:  # other events belong to no episode
+                    for row in con.sql(f"SELECT * FROM events WHERE {source}").to_arrow_table().to_pylist():
+                        headers = [(HEADER_TYPE, row["type"].encode()), (HEADER_VERSION, str(row["version"]).encode())]
+                        window.append(_delivery(row, row["key"], decode(row["payload"], headers)))
+                for delivery in sorted(window, key=lambda d: d.offset):
+                    yield (log_id, topic, partition), delivery
+    finally:
+        con.close()
 
 
-def _episode_messages(table: pa.Table, event_type) -> list[Delivery]:
-    """Rows -> one delivery per source message (rows sharing topic, partition and offset)."""
+def _messages(relation, event_type) -> list[Delivery]:
+    """Rows -> one delivery per source message (rows sharing an offset)."""
+    table = relation.to_arrow_table()
     if table.num_rows == 0:
         return []
-    keys = pc.binary_join_element_wise(table["_topic"], pc.cast(table["_partition"], pa.string()),
-                                       pc.cast(table["_offset"], pa.string()), "/")
-    out = []
-    boundaries = [0] + [i for i in range(1, table.num_rows) if keys[i] != keys[i - 1]] + [table.num_rows]
-    for start, end in zip(boundaries, boundaries[1:]):
+    table = table.sort_by([("_offset", "ascending")]) if event_type is not EPISODE_STEPS else table
+    offsets = table["_offset"].to_numpy()
+    out, start = [], 0
+    for end in [i for i in range(1, len(offsets)) if offsets[i] != offsets[i - 1]] + [len(offsets)]:
         rows = table.slice(start, end - start)
         first = rows.slice(0, 1).to_pylist()[0]
         batch = build(event_type, rows.select(event_type.schema.names).cast(event_type.schema))
         out.append(_delivery(first, first["episode_id"], batch))
+        start = end
     return out
 
 
@@ -88,41 +99,58 @@ def _delivery(row: dict, key, batch) -> Delivery:
     return Delivery(row["_topic"], row["_partition"], row["_offset"], key, batch, timestamp_ms)
 
 
-def replay_to_lake(source: Settings, target: Settings, bus: Bus, topics: list[str] | None = None,
-                   progress=None) -> ReplayStats:
-    """Rebuild every table of `source`'s lake into `target`'s lake."""
-    topics = topics or SOURCE_TOPICS
+def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | None = None,
+                   merge: bool = False, progress=None) -> ReplayStats:
+    """Rebuild every table of `source`'s lake into `target`'s lake, then catch up from `bus`."""
+    if not lake_exists(source):
+        raise ReplayError(f"no lake at {source.lake_root} to replay from")
     stats = ReplayStats()
-    retained = bus.log_start_offsets(topics)
-    # Everything below a partition's log start exists only in the lake.
-    gone = " OR ".join(f"(_topic = '{t}' AND _partition = {p} AND _offset >= {start})"
-                       for (t, p), start in sorted(retained.items()))
-    writer = LakeWriter(open_store(target))
-    for delivery in lake_deliveries(source, where=f"NOT ({gone})" if gone else "TRUE"):
-        writer.add(delivery)
-        stats.from_lake += 1
-        if writer.pending_bytes >= 128 * 1024 * 1024:
-            writer.write()
-        if progress is not None:
-            progress(1)
-    writer.write()
-    sink = LakeSink(target, bus=bus, group=f"replay-{uuid.uuid4().hex[:8]}", source_topics=topics,
-                    flush_seconds=2.0)
-    stats.from_bus = sink.run(until_idle_s=1.0).messages
-    log.info("rebuilt %s: %d messages from the lake, %d from the log", target.lake_root, stats.from_lake,
-             stats.from_bus)
+    tables = LakeTables(target, writer=f"replay-from:{source.lake_root}")
+    try:
+        existing = tables.all_offsets()
+        if existing and not merge:
+            raise ReplayError(f"{target.lake_root} already holds data from {len(existing)} partitions; "
+                              "replay into an empty lake, or pass --merge to add what it lacks")
+        con = open_lake(source)
+        ends = {(lg, t, p): o for lg, t, p, o in con.execute("SELECT * EXCLUDE (writer, committed_at) FROM lake_offsets").fetchall()}
+        con.close()
+        writer = LakeWriter(tables, contiguous=False)
+        for key, delivery in lake_deliveries(source):
+            if writer.position(key) is None:
+                writer.track(key, existing.get(key), existing.get(key) or 0)
+            if delivery.offset >= writer.position(key):  # with --merge: only what the target lacks
+                writer.add(key, delivery)
+                stats.from_lake += 1
+            if writer.pending_bytes >= 64 * 1024 * 1024:
+                writer.commit()
+            if progress is not None:
+                progress(1)
+        for key, end in ends.items():  # offsets end where the source's do, dead letters included
+            if writer.position(key) is None:
+                writer.track(key, existing.get(key), existing.get(key) or 0)
+            writer.advance(key, end)
+        writer.commit()
+    finally:
+        tables.close()
+    if bus is not None:
+        sink = LakeSink(target, bus=bus, group=f"replay-{uuid.uuid4().hex[:8]}", source_topics=topics or SOURCE_TOPICS,
+                        flush_seconds=2.0, dead_letter=False)
+        stats.from_bus = sink.run(until_idle_s=1.0).messages
+    log.info("rebuilt %s: %d messages from %s, %d from the log", target.lake_root, stats.from_lake,
+             source.lake_root, stats.from_bus)
     return stats
 
 
-def replay_to_topic(source: Settings, bus: Bus, topic: str, episodes: str = "TRUE") -> ReplayStats:
+def replay_to_topic(source, bus: Bus, topic: str, episodes: str = "TRUE") -> ReplayStats:
     """Re-send the messages of the complete episodes matching `episodes` onto `topic`."""
     bus.ensure_topics([topic])
     producer = bus.producer()
     stats, seen = ReplayStats(), set()
-    for delivery in lake_deliveries(source, episodes=episodes):
+    for _, delivery in lake_deliveries(source, episodes=episodes):
         producer.send(topic, delivery.key, delivery.batch)
         seen.add(delivery.key)
         stats.from_lake += 1
     producer.close()
     stats.episodes = len(seen)
     return stats
+

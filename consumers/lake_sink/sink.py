@@ -1,142 +1,181 @@
-"""Kafka (or the in-process bus) -> Parquet in the lake, exactly once.
+"""Kafka (or the in-process bus) -> the lake's tables, exactly once, with any number of sinks.
 
-How, as the Kafka Connect S3 sink does it:
-- Rows are buffered per (topic, partition) and written as objects named by topic, partition and
-  the offset of their first record (schemas/lake.py), so the same input yields the same names.
-- Files rotate by size and by age, and the age is checked on every poll, including empty ones:
-  an idle topic still lands within `flush_seconds` (the flaw other sinks have).
-- Offsets are committed only after every object of a flush is durable. If MinIO is down, the
-  flush is retried with backoff and nothing is committed until it succeeds.
-- Whenever a partition (re)starts — the first record after a restart, or a rewind to the
-  committed offset after a rebalance or a failed commit — objects of that partition starting at
-  or after that offset were written but never committed, so they and any buffered rows of the
-  partition are dropped before anything new is written. Nothing duplicated, nothing lost.
-- A failed commit (broker restarting) is logged and retried with the next flush.
+The protocol (consumers/lake_sink/writer.py, infra/lake_catalog.py):
+- The lake, not Kafka, says how far each (log, topic, partition) has been written: a sink that
+  meets a partition (at start, after a rebalance, after a gap) reads the lake's next offset and
+  seeks there. Kafka's committed offsets are only a mirror, for monitoring tools.
+- Rows and the new offsets are committed in one catalog transaction, fenced: if another sink
+  moved the partition meanwhile (we are a zombie after a rebalance, or were paused past the poll
+  interval), nothing of ours becomes visible, and we re-read from the lake's offset.
+- Commits happen by size, by age (checked on every poll, so an idle topic still lands within
+  `flush_seconds`), and when caught up. While the lake is down, commits are retried with backoff.
+- A message that cannot be decoded or projected, whatever the exception, goes to the dead-letter
+  topic (flushed before the commit that moves past it); it never stalls the partition.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import socket
 import threading
 import time
-from collections import defaultdict
 
 from consumers.lake_sink.writer import LakeWriter, SinkStats
-from infra.bus import Bus, BusError, Delivery, open_bus
-from infra.lake_store import LakeStore, open_store
-from robolake.settings import Settings
-from schemas import lake, topics
+from infra.bus import Bus, BusError, Consumer, Delivery, Skipped, open_bus
+from infra.lake_catalog import LakeTables, OffsetKey
+from schemas import topics
 
 log = logging.getLogger(__name__)
 
 SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS]
 
 
+class LakeUnavailable(RuntimeError):
+    """The lake cannot be written now; the message says where and why."""
+
+
 class LakeSink:
-    def __init__(self, settings: Settings, bus: Bus | None = None, store: LakeStore | None = None,
+    def __init__(self, settings, bus: Bus | None = None, tables: LakeTables | None = None,
                  group: str = "lake-sink", source_topics: list[str] | None = None,
                  file_bytes: int = 128 * 1024 * 1024, flush_seconds: float = 5.0,
-                 retry_max_s: float = 30.0):
+                 retry_max_s: float = 30.0, dead_letter: bool = True):
+        self.settings = settings
         self.bus = bus or open_bus(settings)
-        self.store = store or open_store(settings)
+        self._tables = tables
         self.group, self.topics = group, source_topics or SOURCE_TOPICS
         self.file_bytes, self.flush_seconds, self.retry_max_s = file_bytes, flush_seconds, retry_max_s
-        self.writer = LakeWriter(self.store)
-        self.stats = self.writer.stats
-        self._next_offset: dict[tuple[str, int], int] = {}
-        self._uncommitted = False
-        self._existing: dict[tuple[str, int], list[tuple[int, str]]] | None = None
+        self.dead_letter = dead_letter
+        self.stats = SinkStats()
+        self._log_ids: dict[str, str] = {}
+        self._seeking: dict[OffsetKey, int] = {}
+        self._seeked_in_batch: set[OffsetKey] = set()
 
     def run(self, stop: threading.Event | None = None, until_idle_s: float | None = None) -> SinkStats:
         """Consume until `stop` is set (or SIGTERM/SIGINT when run from the CLI), or, with
         `until_idle_s`, until caught up with the end of every partition, nothing has arrived
         for that long, and everything is committed."""
         stop = stop or threading.Event()
-        self.store.probe()
-        consumer = self.bus.consumer(self.group, self.topics)
-        last_message = time.monotonic()
+        tables = self._tables or self._open_tables()
+        self.writer = LakeWriter(tables, self.stats)
+        consumer = self.bus.consumer(self.group, self.topics, dead_letter=self.dead_letter)
+        last_message = last_commit = time.monotonic()
         try:
             while not stop.is_set():
-                dead_before = consumer.dead_lettered
-                deliveries = consumer.poll(timeout_s=min(0.5, self.flush_seconds))
-                if deliveries or consumer.dead_lettered != dead_before:
+                records = consumer.poll_records(timeout_s=min(0.5, self.flush_seconds))
+                if records:
                     last_message = time.monotonic()
-                    self._uncommitted = True
-                    self.stats.dead_letters += consumer.dead_lettered - dead_before
-                for delivery in deliveries:
-                    self._add(delivery)
+                self._seeked_in_batch: set[OffsetKey] = set()
+                for record in records:
+                    self._take(consumer, record)
+                    if self.writer.pending_bytes >= self.file_bytes and self._commit(consumer, stop):
+                        last_commit = time.monotonic()
+                self._drop_revoked(consumer)
                 caught_up = (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
                              and consumer.lag() == 0)
-                if self._due() or (caught_up and (not self.writer.empty or self._uncommitted)):
-                    self._flush_and_commit(consumer, stop)
-                if caught_up and self.writer.empty and not self._uncommitted:
+                due = self.writer.dirty and (caught_up or time.monotonic() - last_commit >= self.flush_seconds)
+                if due and self._commit(consumer, stop):
+                    last_commit = time.monotonic()
+                if caught_up and not self.writer.dirty:
                     break
-            if not self._flush_and_commit(consumer, threading.Event(), attempts=3):
-                log.warning("stopped with unflushed data; it will be re-read from the committed offsets")
+            if not self._commit(consumer, threading.Event(), attempts=3):
+                log.warning("stopped with uncommitted data; it will be re-read from the lake's offsets")
         finally:
             consumer.close()
+            if self._tables is None:
+                tables.close()
         return self.stats
 
-    def _add(self, delivery: Delivery) -> None:
-        tp = (delivery.topic, delivery.partition)
-        expected = self._next_offset.get(tp)
-        if expected is None or delivery.offset < expected:  # (re)starting from the committed offset
-            log.info("%s/%d starts at offset %d%s", tp[0], tp[1], delivery.offset,
-                     "" if expected is None else f" (rewound from {expected})")
-            self.writer.discard(tp)
-            self._remove_uncommitted(tp, delivery.offset, fresh=expected is not None)
-        self._next_offset[tp] = delivery.offset + 1
-        self.writer.add(delivery)
+    def _open_tables(self) -> LakeTables:
+        writer = f"{self.group}@{socket.gethostname()}:{os.getpid()}"
+        try:
+            return LakeTables(self.settings, writer)
+        except Exception as exc:
+            raise LakeUnavailable(f"the lake at {self.settings.lake_root} cannot be opened for writing: {exc}") from exc
 
-    def _due(self) -> bool:
-        if self.writer.empty:
-            return self._uncommitted  # only dead letters since the last commit
-        return self.writer.pending_bytes >= self.file_bytes or self.writer.oldest_age_s >= self.flush_seconds
+    def _key(self, consumer: Consumer, topic: str, partition: int) -> OffsetKey:
+        if topic not in self._log_ids:
+            self._log_ids[topic] = consumer.log_id(topic)
+        return self._log_ids[topic], topic, partition
 
-    def _flush_and_commit(self, consumer, stop: threading.Event, attempts: int | None = None) -> bool:
-        """Write every buffer, then commit. While the lake is down, retry with backoff and commit
-        nothing; give up (False) when `stop` is set or after `attempts` tries."""
+    def _take(self, consumer: Consumer, record: Delivery | Skipped) -> None:
+        key = self._key(consumer, record.topic, record.partition)
+        if key in self._seeking:
+            if key in self._seeked_in_batch or record.offset < self._seeking[key]:
+                return  # read before our seek took effect: the next poll starts at the seek
+            del self._seeking[key]
+        if self.writer.position(key) != record.offset and not self._restart(consumer, key, record.offset):
+            return
+        if isinstance(record, Skipped):
+            self.stats.dead_letters += 1
+            self.writer.skip(key, record.offset)
+            return
+        try:
+            self.writer.add(key, record)
+        except Exception as exc:  # decoded but not projectable: still only poison
+            consumer.dead_letter(record.message, "unprojectable", f"{type(exc).__name__}: {exc}")
+            self.stats.dead_letters += 1
+            self.writer.skip(key, record.offset)
+
+    def _restart(self, consumer: Consumer, key: OffsetKey, offset: int) -> bool:
+        """(Re)start `key` where the lake says it continues; True if `offset` is that place."""
+        log_id, topic, partition = key
+        lake_next = self.writer.tables.offsets(log_id, topic).get(partition)
+        start = consumer.log_start(topic, partition)
+        if lake_next is not None and lake_next < start:
+            log.error("%s/%d: the lake has offsets up to %d but the log starts at %d: those messages were "
+                      "removed by retention before they reached the lake", topic, partition, lake_next, start)
+        start = max(start, lake_next or 0)
+        log.info("%s/%d: the lake continues at offset %d", topic, partition, start)
+        self.writer.track(key, lake_next, start)
+        if offset == start:
+            return True
+        consumer.seek(topic, partition, start)
+        self._seeking[key] = start
+        self._seeked_in_batch.add(key)
+        return False
+
+    def _drop_revoked(self, consumer: Consumer) -> None:
+        assigned = consumer.assignment()
+        for key in self.writer.keys():
+            if (key[1], key[2]) not in assigned:
+                self.writer.drop(key)  # another sink owns it now; its rows are its to write
+                self._seeking.pop(key, None)
+
+    def _commit(self, consumer: Consumer, stop: threading.Event, attempts: int | None = None) -> bool:
+        """Commit what is buffered. While the lake is down, retry with backoff; give up (False)
+        when `stop` is set or after `attempts` tries."""
+        if not self.writer.dirty:
+            return True
         delay, tried = 0.5, 0
         while True:
             try:
-                self.writer.write()
+                consumer.flush_dead_letters()  # durable before the commit that moves past them
+                fenced = self.writer.commit()
                 break
-            except Exception as exc:  # the lake (MinIO, disk) failed: keep the buffers
+            except Exception as exc:  # the lake (MinIO, disk, catalog) or the bus failed
                 tried += 1
                 self.stats.retries += 1
-                log.warning("writing to the lake at %s failed (%s); retry in %.1fs, nothing committed",
-                            self.store.root, exc, delay)
+                log.warning("committing to the lake at %s failed (%s); retry in %.1fs",
+                            self.writer.tables.root, str(exc).splitlines()[0] if str(exc) else repr(exc), delay)
                 if (attempts is not None and tried >= attempts) or stop.wait(delay):
                     return False
                 delay = min(delay * 2, self.retry_max_s)
-        if self._uncommitted:
-            try:
-                consumer.commit()
-            except BusError as exc:  # the files are durable; the offsets go with the next commit
-                log.warning("commit failed, retrying with the next flush: %s", exc)
-                return True
-            self._uncommitted = False
+        assigned = consumer.assignment()
+        for key in fenced:
+            if (key[1], key[2]) in assigned:  # still ours: continue from where the other writer left it
+                self._restart(consumer, key, -1)
+        mirror = {(t, p): self.writer.position((lg, t, p)) for lg, t, p in self.writer.keys()}
+        try:
+            consumer.commit(mirror)
+        except BusError as exc:  # only a mirror: the lake holds the offsets that count
+            log.warning("mirroring offsets to the bus failed: %s", exc)
         return True
-
-    def _remove_uncommitted(self, tp: tuple[str, int], resume_offset: int, fresh: bool = False) -> None:
-        if self._existing is None or fresh:  # one listing per run (again after a rewind)
-            self._existing = defaultdict(list)
-            for table_name in lake.TABLES:
-                for key in self.store.list(f"{table_name}/"):
-                    parsed = lake.parse_file_name(key)
-                    if parsed:  # compacted files hold committed offsets only: never stale
-                        self._existing[parsed[:2]].append((parsed[2], key))
-        stale = [key for start, key in self._existing.pop(tp, []) if start >= resume_offset]
-        if stale:
-            log.warning("removing %d objects of %s/%d written after offset %d by a run that never committed them",
-                        len(stale), tp[0], tp[1], resume_offset)
-            self.store.delete(stale)
-            self.stats.stale_files_removed += len(stale)
 
 
 def run_until_signalled(sink: LakeSink) -> SinkStats:
-    """Run a sink in the foreground; SIGTERM or Ctrl-C flushes, commits and exits."""
+    """Run a sink in the foreground; SIGTERM or Ctrl-C commits and exits."""
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -1,23 +1,24 @@
-"""Buffers decoded messages per (topic, partition) and writes them as lake objects.
+"""Buffers decoded messages per (log, topic, partition) and commits them to the lake's tables.
 
-Shared by the sink (which adds commits and crash recovery) and replay (which feeds it messages
-rebuilt from the lake). Objects are named by topic, partition and first offset (schemas/lake.py).
+Shared by the sink (which reads from the bus) and replay (which feeds it messages rebuilt from a
+lake). A partition is tracked from the offset the lake says comes next; messages must follow on
+without a gap, and a commit moves the lake's offset to the end of what was buffered in the same
+transaction as the rows (infra/lake_catalog.py). A partition another writer moved meanwhile is
+fenced: its buffer is dropped, never written, and the caller re-reads it from the lake's offset.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from consumers.lake_sink.projection import date_of, project
+from consumers.lake_sink.projection import project
 from infra.bus import Delivery
-from infra.lake_store import LakeStore
+from infra.lake_catalog import Fenced, LakeTables, OffsetKey
 from schemas import lake
 
 log = logging.getLogger(__name__)
@@ -27,73 +28,125 @@ log = logging.getLogger(__name__)
 class SinkStats:
     messages: int = 0
     rows: int = 0
-    files: int = 0
-    flushes: int = 0
+    commits: int = 0
     dead_letters: int = 0
     retries: int = 0
-    stale_files_removed: int = 0
+    fenced: int = 0
 
 
 @dataclass
-class _PartitionBuffer:
-    start_offset: int
-    first_seen: float
-    parts: dict[tuple[str, str, str], list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
+class _Partition:
+    expected: int | None      # the lake's next offset when the buffer began (None: the lake has none)
+    next: int                 # the offset that must come next
+    first_seen: float = 0.0
+    parts: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     nbytes: int = 0
+
+    @property
+    def dirty(self) -> bool:
+        return self.next != self.expected
+
+
+class Gap(ValueError):
+    """A message does not follow on from what the writer holds for its partition."""
 
 
 class LakeWriter:
-    def __init__(self, store: LakeStore, stats: SinkStats | None = None):
-        self.store = store
+    def __init__(self, tables: LakeTables, stats: SinkStats | None = None, contiguous: bool = True):
+        self.tables, self.contiguous = tables, contiguous  # replay from a lake has gaps (dead letters)
         self.stats = stats or SinkStats()
-        self._buffers: dict[tuple[str, int], _PartitionBuffer] = {}
+        self._partitions: dict[OffsetKey, _Partition] = {}
 
-    def add(self, delivery: Delivery) -> None:
-        tp = (delivery.topic, delivery.partition)
-        buffer = self._buffers.get(tp)
-        if buffer is None:
-            buffer = self._buffers[tp] = _PartitionBuffer(delivery.offset, time.monotonic())
-        date = date_of(delivery.timestamp_ms)
-        for table_name, experiment, rows in project(delivery):
-            buffer.parts[(table_name, experiment, date)].append(rows)
-            buffer.nbytes += rows.nbytes
+    def track(self, key: OffsetKey, lake_next: int | None, start: int) -> None:
+        """Start (or restart) buffering `key` at `start`; the lake's offset for it is `lake_next`."""
+        self.drop(key)
+        self._partitions[key] = _Partition(lake_next, start)
+
+    def position(self, key: OffsetKey) -> int | None:
+        """The offset `key` must continue at, or None if it is not tracked."""
+        partition = self._partitions.get(key)
+        return None if partition is None else partition.next
+
+    def add(self, key: OffsetKey, delivery: Delivery) -> None:
+        partition = self._expect(key, delivery.offset)
+        if not partition.parts:
+            partition.first_seen = time.monotonic()
+        for table_name, rows in project(delivery, key[0]):
+            partition.parts[table_name].append(rows)
+            partition.nbytes += rows.nbytes
             self.stats.rows += rows.num_rows
+        partition.next = delivery.offset + 1
         self.stats.messages += 1
 
-    def discard(self, tp: tuple[str, int]) -> None:
-        """Forget the buffered rows of one partition (it is being re-read from an earlier offset)."""
-        buffer = self._buffers.pop(tp, None)
-        if buffer is not None:
-            log.warning("dropping %d buffered bytes of %s/%d: the partition is re-read", buffer.nbytes, *tp)
+    def skip(self, key: OffsetKey, offset: int) -> None:
+        """A message that was dead-lettered: read, but nothing to write."""
+        self._expect(key, offset).next = offset + 1
+
+    def advance(self, key: OffsetKey, offset: int) -> None:
+        """Replay: the source's offsets go on to `offset` (messages it dead-lettered, or no rows)."""
+        partition = self._partitions[key]
+        partition.next = max(partition.next, offset)
+
+    def drop(self, key: OffsetKey) -> None:
+        """Forget `key` and its buffered rows (it is re-read from the lake's offset, or no longer ours)."""
+        partition = self._partitions.pop(key, None)
+        if partition is not None and partition.nbytes:
+            log.warning("dropping %d buffered bytes of %s/%d: the partition is re-read or no longer ours",
+                        partition.nbytes, key[1], key[2])
+
+    def keys(self) -> list[OffsetKey]:
+        return list(self._partitions)
 
     @property
-    def empty(self) -> bool:
-        return not self._buffers
+    def dirty(self) -> bool:
+        return any(p.dirty for p in self._partitions.values())
 
     @property
     def pending_bytes(self) -> int:
-        return sum(b.nbytes for b in self._buffers.values())
+        return sum(p.nbytes for p in self._partitions.values())
 
     @property
     def oldest_age_s(self) -> float:
-        return time.monotonic() - min(b.first_seen for b in self._buffers.values()) if self._buffers else 0.0
+        seen = [p.first_seen for p in self._partitions.values() if p.parts]
+        return time.monotonic() - min(seen) if seen else 0.0
 
-    def write(self) -> None:
-        """Write every buffer; they are dropped only once all their objects are durable."""
-        for (topic, partition), buffer in sorted(self._buffers.items()):
-            for (table_name, experiment, date), parts in sorted(buffer.parts.items()):
-                key = lake.object_key(table_name, experiment, date, topic, partition, buffer.start_offset)
-                table = pa.concat_tables(parts).cast(lake.SCHEMAS[table_name])
-                self.store.put(key, parquet_bytes(table))
-                self.stats.files += 1
-        if self._buffers:
-            self.stats.flushes += 1
-            log.info("flushed %d partitions to %s", len(self._buffers), self.store.root)
-        self._buffers.clear()
+    def commit(self) -> set[OffsetKey]:
+        """Commit every dirty partition in one transaction. Returns the partitions that were
+        fenced (dropped, not written); the others are committed when this returns."""
+        fenced: set[OffsetKey] = set()
+        while True:
+            dirty = {k: p for k, p in self._partitions.items() if p.dirty}
+            if not dirty:
+                return fenced
+            parts: dict[str, list[pa.Table]] = defaultdict(list)
+            for partition in dirty.values():
+                for table_name, tables in partition.parts.items():
+                    parts[table_name] += tables
+            try:
+                self.tables.commit({name: _sorted(name, tables) for name, tables in parts.items()},
+                                   {k: (p.expected, p.next) for k, p in dirty.items()})
+            except Fenced as exc:
+                log.warning("%s; dropping our rows of those partitions", exc)
+                for key in exc.stored:
+                    self.drop(key)
+                    fenced.add(key)
+                self.stats.fenced += len(exc.stored)
+                continue
+            for partition in dirty.values():
+                partition.expected, partition.parts, partition.nbytes = partition.next, defaultdict(list), 0
+            self.stats.commits += 1
+            log.info("committed %d partitions to %s", len(dirty), self.tables.root)
+            return fenced
+
+    def _expect(self, key: OffsetKey, offset: int) -> _Partition:
+        partition = self._partitions.get(key)
+        if partition is None or offset < partition.next or (self.contiguous and offset != partition.next):
+            raise Gap(f"{key[1]}/{key[2]}: offset {offset} does not follow "
+                      f"{'nothing' if partition is None else partition.next}")
+        return partition
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = io.BytesIO()
-    # One row group per file up to 1M rows: DuckDB scans large row groups far faster.
-    pq.write_table(table, sink, compression="zstd", row_group_size=1_000_000)
-    return sink.getvalue()
+def _sorted(table_name: str, tables: list[pa.Table]) -> pa.Table:
+    # Older event versions lack later optional fields: promote, then cast to the lake's schema.
+    table = pa.concat_tables(tables, promote_options="default").cast(lake.SCHEMAS[table_name])
+    return table.sort_by([(k, "ascending") for k in lake.SORT_KEYS[table_name]])

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import threading
 
-from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer
+from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer, Skipped
 from robolake.settings import Settings
 
-__all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "open_bus"]
+__all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "Skipped",
+           "open_bus"]
 
 _memory_buses: dict[str, Bus] = {}
 _memory_buses_lock = threading.Lock()
@@ -18,12 +19,10 @@ def open_bus(settings: Settings) -> Bus:
     embedded run (producers, sink, curriculum) talks through the same in-process log."""
     if settings.bus == "memory":
         from infra.bus.memory import MemoryBroker, MemoryBus
-        from infra.lake_store import open_store
 
         with _memory_buses_lock:  # worker threads open it at the same moment: one bus, not two
             if settings.lake_root not in _memory_buses:
-                state = _LakeObject(open_store(settings), "_robolake/memory-bus.json")
-                _memory_buses[settings.lake_root] = MemoryBus(MemoryBroker(settings.partitions, state),
+                _memory_buses[settings.lake_root] = MemoryBus(MemoryBroker(settings.partitions),
                                                               settings.max_message_bytes)
             return _memory_buses[settings.lake_root]
     from infra.bus.kafka import KafkaBus
@@ -33,18 +32,3 @@ def open_bus(settings: Settings) -> Bus:
     return KafkaBus(settings.kafka_bootstrap, settings.max_message_bytes, settings.partitions,
                     compression=settings.kafka_compression)
 
-
-class _LakeObject:
-    """One small object in the lake; the memory bus keeps its offsets there (see memory.py)."""
-
-    def __init__(self, store, key: str):
-        self.store, self.key = store, key
-
-    def load(self) -> bytes | None:
-        try:
-            return self.store.get(self.key)
-        except (FileNotFoundError, NotADirectoryError):  # no state yet (or no lake: the sink says so)
-            return None
-
-    def save(self, data: bytes) -> None:
-        self.store.put(self.key, data)

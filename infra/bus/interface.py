@@ -55,7 +55,7 @@ class Message:
 
 @dataclass(frozen=True)
 class Delivery:
-    """A decoded message."""
+    """A decoded message (`message`: the bytes it came from, for a consumer that must dead-letter it)."""
 
     topic: str
     partition: int
@@ -63,6 +63,18 @@ class Delivery:
     key: str | None
     batch: EventBatch
     timestamp_ms: int
+    message: Message | None = None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A message that was dead-lettered (or, for a reader without a group, skipped): its offset
+    still counts as read, so a consumer that tracks positions itself sees no gap."""
+
+    topic: str
+    partition: int
+    offset: int
+    reason: str
 
 
 def key_bytes(key: str | bytes | None) -> bytes | None:
@@ -96,40 +108,56 @@ class Consumer(ABC):
     """Decoding, dead-lettering and commit ordering, shared by both backends."""
 
     def __init__(self, bus: "Bus", group: str | None, topic_names: list[str],
-                 registry: Registry = REGISTRY, read_as: dict[str, int] | None = None):
+                 registry: Registry = REGISTRY, read_as: dict[str, int] | None = None,
+                 dead_letter: bool = True):
         self.bus, self.group, self.topics = bus, group, list(topic_names)
         self.registry, self.read_as = registry, read_as
+        # A reader without a group, or a replay of a log whose poison was dead-lettered when it was
+        # first consumed, only counts: one dead letter per poison message, however often it is read.
+        self.dead_letters_on = dead_letter and group is not None
         self._dead_letters: Producer | None = None
         self.dead_lettered = 0
         self.skipped = 0
 
     def poll(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Delivery]:
-        deliveries = []
+        return [d for d in self.poll_records(timeout_s, max_records) if isinstance(d, Delivery)]
+
+    def poll_records(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Delivery | Skipped]:
+        """Every message polled, in log order: decoded, or Skipped after it was dead-lettered."""
+        out: list[Delivery | Skipped] = []
         for message in self.poll_raw(timeout_s, max_records):
             try:
                 batch = decode(message.value, message.headers, self.registry, self.read_as)
-            except DecodeError as exc:
-                if self.group is None:
-                    log.warning("skipping undecodable message %s/%d@%d: %s", message.topic,
-                                message.partition, message.offset, exc)
-                    self.skipped += 1
-                else:
-                    self._dead_letter(message, exc.reason, exc.detail)
+            except Exception as exc:  # whatever the exception, one message is only poison
+                reason, detail = ((exc.reason, exc.detail) if isinstance(exc, DecodeError)
+                                  else ("undecodable", f"{type(exc).__name__}: {exc}"))
+                self.dead_letter(message, reason, detail)
+                out.append(Skipped(message.topic, message.partition, message.offset, reason))
                 continue
             key = message.key.decode(errors="replace") if message.key is not None else None
-            deliveries.append(Delivery(message.topic, message.partition, message.offset, key, batch,
-                                       message.timestamp_ms))
-        return deliveries
+            out.append(Delivery(message.topic, message.partition, message.offset, key, batch,
+                                message.timestamp_ms, message))
+        return out
 
-    def commit(self) -> None:
-        """Commit everything polled so far, once the dead letters written for it are durable."""
+    def commit(self, offsets: dict[tuple[str, int], int] | None = None) -> None:
+        """Commit everything polled so far (or exactly `offsets`: (topic, partition) -> next
+        offset), once the dead letters written for it are durable."""
         if self.group is None:
             raise BusError("a consumer without a group has no offsets to commit")
+        self.flush_dead_letters()
+        self._commit(offsets)
+
+    def flush_dead_letters(self) -> None:
         if self._dead_letters is not None:
             self._dead_letters.flush()
-        self._commit()
 
-    def _dead_letter(self, message: Message, reason: str, detail: str) -> None:
+    def dead_letter(self, message: Message, reason: str, detail: str) -> None:
+        """Send `message` to the dead-letter topic with the reason (or only count it, see __init__)."""
+        if not self.dead_letters_on:
+            log.warning("skipping undecodable message %s/%d@%d: %s: %s", message.topic,
+                        message.partition, message.offset, reason, detail)
+            self.skipped += 1
+            return
         if self._dead_letters is None:
             self._dead_letters = self.bus.producer()
         source = f"{message.topic}/{message.partition}/{message.offset}"
@@ -149,7 +177,24 @@ class Consumer(ABC):
     def poll_raw(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]: ...
 
     @abstractmethod
-    def _commit(self) -> None: ...
+    def _commit(self, offsets: dict[tuple[str, int], int] | None) -> None: ...
+
+    @abstractmethod
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        """Read `partition` from `offset` on (it must be assigned to this consumer now)."""
+
+    @abstractmethod
+    def assignment(self) -> set[tuple[str, int]]:
+        """The partitions this consumer reads now (a group rebalance changes them)."""
+
+    @abstractmethod
+    def log_start(self, topic: str, partition: int) -> int:
+        """The oldest offset `partition` still holds (older ones were removed by retention)."""
+
+    @abstractmethod
+    def log_id(self, topic: str) -> str:
+        """Names this incarnation of `topic`'s log: offsets are only comparable within one log
+        (a topic deleted and recreated, or a second in-process bus, starts a new one)."""
 
     @abstractmethod
     def seek_to_beginning(self) -> None:

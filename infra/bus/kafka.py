@@ -90,6 +90,8 @@ class KafkaBusConsumer(Consumer):
             fetch_max_bytes=16 * bus.max_message_bytes, max_partition_fetch_bytes=4 * bus.max_message_bytes,
             # A consumer that died (kill -9) holds its partitions until this runs out.
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
+            # A member that does not poll for this long is out of the group (its partitions move).
+            max_poll_interval_ms=int(bus.max_poll_interval_s * 1000),
             reconnect_backoff_ms=200, reconnect_backoff_max_ms=5000,
             bootstrap_timeout_ms=int(bus.connect_timeout_s * 1000),
         ), bus.bootstrap, "consumer")
@@ -129,13 +131,42 @@ class KafkaBusConsumer(Consumer):
             return None
         return sum(max(0, ends[tp] - done[tp]) for tp in every)
 
-    def _commit(self) -> None:
+    def _commit(self, offsets: dict[tuple[str, int], int] | None) -> None:
+        from kafka import OffsetAndMetadata, TopicPartition
         from kafka.errors import KafkaError
 
         try:
-            self._kafka.commit()
+            if offsets is None:
+                self._kafka.commit()
+            elif offsets:
+                self._kafka.commit({TopicPartition(t, p): OffsetAndMetadata(o, "", -1)
+                                    for (t, p), o in offsets.items()})
         except KafkaError as exc:
             raise BusError(f"commit of group {self.group} failed: {exc!r}") from exc
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        from kafka import TopicPartition
+
+        self._kafka.seek(TopicPartition(topic, partition), offset)
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._kafka.assignment()}
+
+    def log_start(self, topic: str, partition: int) -> int:
+        from kafka import TopicPartition
+
+        tp = TopicPartition(topic, partition)
+        return self._kafka.beginning_offsets([tp])[tp]
+
+    def log_id(self, topic: str) -> str:
+        cluster = self._kafka._client.cluster  # topic ids arrive with metadata (Kafka >= 2.8)
+        topic_id = cluster.topic_id(topic)
+        if topic_id is None:
+            self._kafka.partitions_for_topic(topic)  # refreshes metadata
+            topic_id = cluster.topic_id(topic)
+        if topic_id is None:
+            raise BusError(f"Kafka at {','.join(self.bus.bootstrap)} reports no topic id for {topic!r}")
+        return f"kafka-{topic_id}"
 
     def committed(self) -> dict[tuple[str, int], int]:
         from kafka import TopicPartition
@@ -161,9 +192,10 @@ class KafkaBusConsumer(Consumer):
 
 class KafkaBus(Bus):
     def __init__(self, bootstrap: list[str], max_message_bytes: int, partitions: int,
-                 compression: str = "lz4", connect_timeout_s: float = 30.0):
+                 compression: str = "lz4", connect_timeout_s: float = 30.0, max_poll_interval_s: float = 300.0):
         super().__init__(max_message_bytes, partitions)
         self.bootstrap, self.compression, self.connect_timeout_s = bootstrap, compression, connect_timeout_s
+        self.max_poll_interval_s = max_poll_interval_s
 
     def ensure_topics(self, names: list[str]) -> None:
         from infra.topics import ensure_topics

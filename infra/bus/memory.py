@@ -1,19 +1,17 @@
 """The in-process bus: Kafka's semantics (partitions by key, offsets, groups, committed offsets,
 replay from the start) in one Python process, for the embedded default and unit tests.
 
-Messages live as long as the process, but offsets must keep growing across processes: lake
-objects are named by offset, so a second `robolake produce` that restarted at offset 0 would
-overwrite the first one's files. With a `state` (open_bus keeps it in the lake, at
-_robolake/memory-bus.json) each partition's log starts where the previous process's ended, as
-a Kafka log does after retention removed its old segments.
+Messages live as long as the process. Each broker is a log of its own (`log_id`, new per
+process), so the offsets of two processes that share one lake never meet: the lake keys its
+progress by (log, topic, partition).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
+import uuid
 import zlib
 from collections import defaultdict
 
@@ -23,17 +21,15 @@ from schemas.codec import Headers
 
 
 class MemoryBroker:
-    def __init__(self, partitions: int = 4, state=None):
+    def __init__(self, partitions: int = 4):
         self.partitions = partitions
-        self.state = state  # .load() -> bytes | None, .save(bytes): where offsets outlive the process
+        self.log_id = f"memory-{uuid.uuid4().hex}"
         self.logs: dict[str, list[list[Message]]] = {}
         self.start_offsets: dict[tuple[str, int], int] = {}
         self.committed: dict[str, dict[tuple[str, int], int]] = defaultdict(dict)
         self.members: dict[str, list[int]] = defaultdict(list)  # group -> consumer ids, join order
         self.changed = threading.Condition()
         self._round_robin = itertools.count()
-        if state is not None and (saved := state.load()):
-            self.start_offsets = {(t, int(p)): n for t, ends in json.loads(saved).items() for p, n in ends.items()}
         for name in topics.ALL:
             self.ensure_topic(name)
 
@@ -42,14 +38,6 @@ class MemoryBroker:
 
     def end(self, topic: str, partition: int) -> int:
         return self.start(topic, partition) + len(self.logs[topic][partition])
-
-    def save(self) -> None:
-        """Record every partition's end offset, the next process's start offsets."""
-        if self.state is None:
-            return
-        with self.changed:
-            ends = {t: {str(p): self.end(t, p) for p in range(len(parts))} for t, parts in self.logs.items()}
-        self.state.save(json.dumps(ends, sort_keys=True).encode())
 
     def ensure_topic(self, name: str) -> None:
         with self.changed:
@@ -79,7 +67,7 @@ class MemoryProducer(Producer):
         self.broker.append(topic, key, value, headers)
 
     def flush(self, timeout_s: float | None = None) -> None:
-        self.broker.save()  # appends are immediate; only the offsets need to outlive us
+        pass  # appends are immediate
 
 
 class MemoryConsumer(Consumer):
@@ -143,10 +131,23 @@ class MemoryConsumer(Consumer):
             return sum(self.broker.end(*tp) - self.positions.get(tp, max(committed.get(tp, 0), self.broker.start(*tp)))
                        for tp in every)
 
-    def _commit(self) -> None:
+    def _commit(self, offsets: dict[tuple[str, int], int] | None) -> None:
         with self.broker.changed:
-            self.broker.committed[self.group].update(self.positions)
-        self.broker.save()
+            self.broker.committed[self.group].update(self.positions if offsets is None else offsets)
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        with self.broker.changed:
+            self.positions[(topic, partition)] = max(offset, self.broker.start(topic, partition))
+
+    def assignment(self) -> set[tuple[str, int]]:
+        with self.broker.changed:
+            return set(self._assignment())
+
+    def log_start(self, topic: str, partition: int) -> int:
+        return self.broker.start(topic, partition)
+
+    def log_id(self, topic: str) -> str:
+        return self.broker.log_id
 
     def committed(self) -> dict[tuple[str, int], int]:
         with self.broker.changed:

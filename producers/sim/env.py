@@ -19,8 +19,10 @@ import gymnasium as gym
 import mujoco
 import numpy as np
 
+from producers.sim import scene
 from producers.sim.panda import FINGER_CLOSED, FINGER_OPEN, REST_POSTURE, PandaIK, finger_qadr
-from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP, scene_xml
+from producers.sim.render import DETAILS, FrameRenderer
+from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
 
 ENV_NAME, ENV_VERSION = "panda_block_stacking", 1
 HOME = np.array([0.45, 0.0, TABLE_TOP + 0.25])
@@ -30,6 +32,8 @@ GRIP_OFFSET = 0.035
 WORKSPACE = (np.array([0.25, -0.35, TABLE_TOP + 0.012]), np.array([0.75, 0.35, TABLE_TOP + 0.45]))
 SPAWN = (np.array([0.38, -0.2]), np.array([0.62, 0.2]))
 MIN_CUBE_DISTANCE = 0.08
+_BLOW_UP_WARNINGS = np.array([mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
+                              mujoco.mjtWarning.mjWARN_BADQACC], dtype=int)
 
 OBSERVATION_NAMES = (
     [f"q{i}" for i in range(1, 8)] + [f"dq{i}" for i in range(1, 8)] + ["gripper_opening"]
@@ -42,8 +46,10 @@ class BlockStackingEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, control_hz: float = 10.0, max_step_m: float = 0.05, frame_size: int = 64,
-                 render_mode: str | None = None, shadows: bool = False):
-        self.model = mujoco.MjModel.from_xml_string(scene_xml(shadows))
+                 render_mode: str | None = None, shadows: bool = False, frame_detail: str = "low"):
+        if frame_detail not in DETAILS:
+            raise ValueError(f"frame detail must be one of {DETAILS}, got {frame_detail!r}")
+        self.model = scene.build_model(shadows)
         self.data = mujoco.MjData(self.model)
         self.ik = PandaIK(self.model)
         self.substeps = max(1, round(1.0 / control_hz / self.model.opt.timestep))
@@ -56,7 +62,8 @@ class BlockStackingEnv(gym.Env):
         self.cube_qadr = {c: self.model.joint(c).qposadr[0] for c in COLOURS}
         self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
-        self._renderer = None
+        self.frame_detail = frame_detail
+        self._renderer: FrameRenderer | None = None  # made on the first frame, kept until close()
         self.target = HOME.copy()
         self.gripper = FINGER_OPEN
         self.rejected_actions = 0
@@ -77,8 +84,7 @@ class BlockStackingEnv(gym.Env):
         self.data.ctrl[self.arm_act] = q
         self.data.ctrl[self.finger_act] = FINGER_OPEN
         mujoco.mj_forward(self.model, self.data)
-        for _ in range(50):  # let the cubes settle
-            self._physics_step()
+        mujoco.mj_step(self.model, self.data, nstep=50)  # let the cubes settle
         return self.observation(), self._info()
 
     def step(self, action):
@@ -93,8 +99,7 @@ class BlockStackingEnv(gym.Env):
         self.data.ctrl[self.arm_act] = q
         self.data.ctrl[self.finger_act] = self.gripper
         blow_ups = self._instability_warnings()
-        for _ in range(self.substeps):
-            self._physics_step()
+        mujoco.mj_step(self.model, self.data, nstep=self.substeps)  # gravity compensation is in the model
         # MuJoCo resets the state itself when it diverges and only counts a warning: look at both.
         if (self._instability_warnings() > blow_ups or not np.all(np.isfinite(self.data.qpos))
                 or not np.all(np.isfinite(self.data.qvel))):
@@ -139,26 +144,18 @@ class BlockStackingEnv(gym.Env):
         return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float32)
 
     def frame(self, camera: str = "front", size: int | None = None) -> np.ndarray:
-        size = size or self.frame_size
-        if self._renderer is None or self._renderer.height != size:
-            self.close()
-            self._renderer = mujoco.Renderer(self.model, size, size)
-        self._renderer.update_scene(self.data, camera=camera)
-        return self._renderer.render()
+        """An RGB frame (uint8, size x size x 3); see producers/sim/render.py for `frame_detail`."""
+        if self._renderer is None:
+            self._renderer = FrameRenderer(self.model, self.frame_detail)
+        return self._renderer.frame(self.data, camera, size or self.frame_size)
 
     # --- internals -------------------------------------------------------------------------
 
     def _instability_warnings(self) -> int:
-        kinds = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL, mujoco.mjtWarning.mjWARN_BADQACC)
-        return sum(int(self.data.warning[k].number) for k in kinds)
+        return int(self.data.warning.number[_BLOW_UP_WARNINGS].sum())
 
     def _site_target(self) -> np.ndarray:
         return self.target + np.array([0.0, 0.0, GRIP_OFFSET])  # the hand points straight down
-
-    def _physics_step(self) -> None:
-        # Position servos sag under gravity: cancel it on the arm (gravity compensation).
-        self.data.qfrc_applied[self.arm_dofs] = self.data.qfrc_bias[self.arm_dofs]
-        mujoco.mj_step(self.model, self.data)
 
     def _spawn_positions(self) -> list[np.ndarray]:
         positions: list[np.ndarray] = []

@@ -3,13 +3,15 @@ with three 4 cm cubes. The robot model is theirs; the scene around it is ours.
 
 Quirks of these assets (shared/FACTS.md): link6/link7 are rotated relative to the usual Franka
 description, so the ready pose has q6 = q7 = 0; the fingers are scaled 1.75x; the actuators are
-position servos, so the environment adds gravity compensation.
+position servos, so `build_model` turns on MuJoCo's gravity compensation for the robot's bodies.
 """
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+import mujoco
 
 COLOURS = {"red": "0.85 0.1 0.1 1", "green": "0.1 0.7 0.2 1", "blue": "0.15 0.3 0.9 1"}
 CUBE_HALF = 0.02
@@ -58,3 +60,13 @@ def scene_xml(shadows: bool = False) -> str:
   </worldbody>
   <include file="{root}/actuator.xml"/>
 </mujoco>"""
+
+
+def build_model(shadows: bool = False) -> mujoco.MjModel:
+    """The compiled scene. Position servos sag under gravity, so every robot body is gravity
+    compensated by MuJoCo itself (`gravcomp`, a passive force computed inside `mj_step`): no Python
+    runs per physics step, and a control step can be one `mj_step(..., nstep=N)` call."""
+    spec = mujoco.MjSpec.from_string(scene_xml(shadows))
+    for body in spec.body("robot").find_all(mujoco.mjtObj.mjOBJ_BODY):
+        body.gravcomp = 1.0
+    return spec.compile()

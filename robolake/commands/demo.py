@@ -62,7 +62,7 @@ def run_demo(args, settings: Settings) -> int:
     from infra.lake_sql import open_lake, query
 
     stats = LakeSink(settings, bus=bus, flush_seconds=1.0).run(until_idle_s=0.5)
-    print(f"\n-- the lake sink wrote {stats.rows} rows in {stats.files} Parquet files to {settings.lake_root}")
+    print(f"\n-- the lake sink wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
     con = open_lake(settings)
     for sql in ("SELECT experiment_id, count(*) AS episodes, avg(task_success::INT) AS success_rate, "
                 "sum(length) AS steps FROM episodes GROUP BY ALL ORDER BY ALL",

@@ -28,11 +28,11 @@ def register(commands, common) -> None:
 
     compact = commands.add_parser(
         "compact", parents=[common], help="merge small lake files without changing any query result",
-        description="Merge the lake's small Parquet files (those the sink has committed) into large ones. "
-                    "Safe while a sink runs and if interrupted.")
-    compact.add_argument("--group", default="lake-sink", help="the sink's consumer group (default lake-sink)")
-    compact.add_argument("--target-rows", type=positive_int, default=2_000_000,
-                         help="rows per merged file at most (default 2000000)")
+        description="Merge the lake's small data files into large ones, then delete the files that no "
+                    "snapshot younger than --keep-seconds needs. Each step is a catalog transaction: safe "
+                    "while sinks and readers run, and if interrupted.")
+    compact.add_argument("--keep-seconds", type=float, default=600.0,
+                         help="keep snapshots (and their files) this young for running readers (default 600)")
     compact.set_defaults(run=run_compact)
 
     replay = commands.add_parser(
@@ -44,12 +44,16 @@ def register(commands, common) -> None:
     target.add_argument("--to-lake", metavar="LAKE", help="file://<dir> or s3://<bucket>/<prefix> of the new lake")
     target.add_argument("--to-topic", metavar="TOPIC", help="topic to re-stream onto (created if missing)")
     replay.add_argument("--where", default="TRUE", help="predicate on the episodes view (with --to-topic)")
+    replay.add_argument("--merge", action="store_true",
+                        help="with --to-lake: add to a lake that already holds data (only what it lacks)")
     replay.set_defaults(run=run_replay)
 
     sql = commands.add_parser(
         "sql", parents=[common], help="read-only SQL over the lake (a shell when no query is given)",
-        description="Query the lake with DuckDB. Views: episodes, steps, frames, partial_episodes, "
-                    "partial_steps, events, episode_starts, episode_ends, steps_all. Only reads are allowed.")
+        description="Query the lake with DuckDB. Views: episodes, steps, frames (complete episodes only), "
+                    "episode_status, partial_episodes (with the problem), partial_steps, events, and the "
+                    "tables episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets. "
+                    "The lake is opened read-only: only SELECT (and EXPLAIN of one) runs.")
     sql.add_argument("query", nargs="?", help="SQL; omit for an interactive shell")
     sql.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     sql.add_argument("--output", "-o", help="write to this file instead of standard output (required for parquet)")
@@ -60,13 +64,15 @@ def register(commands, common) -> None:
 def run_compact(args, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from consumers.lake_sink.compact import committed_offsets, compact
-    from infra.lake_store import open_store
+    from consumers.lake_sink.compact import compact
+    from infra.lake_catalog import lake_exists
 
-    committed = committed_offsets(settings, args.group)
-    with tqdm(unit="file", desc="compacting", disable=None) as bar:
-        stats = compact(open_store(settings), committed, target_rows=args.target_rows, progress=bar.update)
-    print(f"{stats.files_before} files -> {stats.files_after} ({stats.merged_files} merged, {stats.rows} rows) "
+    if not lake_exists(settings):
+        print(f"robolake compact: no lake at {settings.lake_root}", file=sys.stderr)
+        return 1
+    with tqdm(total=2, unit="step", desc="compacting", disable=None) as bar:
+        stats = compact(settings, keep_s=args.keep_seconds, progress=bar.update)
+    print(f"{stats.files_before} data files -> {stats.files_after} ({stats.files_deleted} deleted) "
           f"in {settings.lake_root}")
     return 0
 
@@ -74,8 +80,9 @@ def run_compact(args, settings: Settings) -> int:
 def run_replay(args, settings: Settings) -> int:
     import duckdb
 
-    from consumers.lake_sink.replay import replay_to_lake, replay_to_topic
+    from consumers.lake_sink.replay import ReplayError, replay_to_lake, replay_to_topic
     from infra.bus import open_bus
+    from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import ReadOnlyError
     from robolake.settings import SettingsError
 
@@ -87,7 +94,7 @@ def run_replay(args, settings: Settings) -> int:
             target = settings.replace(lake=args.to_lake)
             if target.lake_root == settings.lake_root:
                 return usage_error("replay", "--to-lake must name a different lake than the source")
-            stats = replay_to_lake(settings, target, bus)
+            stats = replay_to_lake(settings, target, bus, merge=args.merge)
             print(f"rebuilt {target.lake_root}: {stats.from_lake} messages from {settings.lake_root}, "
                   f"{stats.from_bus} from {settings.bus}")
         else:
@@ -95,6 +102,9 @@ def run_replay(args, settings: Settings) -> int:
             print(f"re-streamed {stats.episodes} episodes ({stats.from_lake} messages) onto {args.to_topic}")
     except (SettingsError, ReadOnlyError) as exc:
         return usage_error("replay", str(exc))
+    except (ReplayError, LakeNotFound) as exc:
+        print(f"robolake replay: {exc}", file=sys.stderr)
+        return 1
     except duckdb.Error as exc:
         print(f"robolake replay: {exc}", file=sys.stderr)
         return 1
@@ -103,9 +113,8 @@ def run_replay(args, settings: Settings) -> int:
 
 def run_sink(args, settings: Settings) -> int:
     from consumers.lake_sink import LakeSink
-    from consumers.lake_sink.sink import run_until_signalled
+    from consumers.lake_sink.sink import LakeUnavailable, run_until_signalled
     from infra.bus import BusError
-    from infra.lake_store import LakeUnavailable
 
     sink = LakeSink(settings, group=args.group, source_topics=args.topics, flush_seconds=args.flush_seconds,
                     file_bytes=args.file_mb * 1024 * 1024)
@@ -116,19 +125,24 @@ def run_sink(args, settings: Settings) -> int:
     except (LakeUnavailable, BusError) as exc:
         print(f"robolake sink: {exc}", file=sys.stderr)
         return 1
-    print(f"sink stopped: {stats.messages} messages, {stats.rows} rows, {stats.files} files, "
-          f"{stats.dead_letters} dead letters, {stats.retries} retries", file=sys.stderr)
+    print(f"sink stopped: {stats.messages} messages, {stats.rows} rows, {stats.commits} commits, "
+          f"{stats.dead_letters} dead letters, {stats.retries} retries, {stats.fenced} fenced", file=sys.stderr)
     return 0
 
 
 def run_sql(args, settings: Settings) -> int:
     import duckdb
 
+    from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import ReadOnlyError, open_lake
 
     if args.format == "parquet" and not args.output:
         return usage_error("sql", "--format parquet needs --output FILE")
-    con = open_lake(settings)
+    try:
+        con = open_lake(settings)
+    except LakeNotFound as exc:
+        print(f"robolake sql: {exc}", file=sys.stderr)
+        return 1
     if args.query is None:
         return _shell(con)
     try:

@@ -30,6 +30,8 @@ def register(commands, common) -> None:
                          help="switch skills when the success function fires, or after --steps-per-skill")
     produce.add_argument("--steps-per-skill", type=positive_int, default=60, help="steps per skill at most (60)")
     produce.add_argument("--frames", action="store_true", help="a 64x64 PNG camera frame on every step")
+    produce.add_argument("--frame-every", type=positive_int, metavar="K",
+                         help="frames on steps 0, K, 2K, ... only (implies --frames)")
     produce.add_argument("--until-idle", type=float, metavar="S", help="with --from-decisions: stop when idle")
     produce.add_argument("--steps", type=positive_int, default=100, help="with --synthetic: steps per episode")
     produce.add_argument("--chunk-steps", type=positive_int, default=50, help="steps per message (default 50)")
@@ -76,7 +78,7 @@ def run_produce(args, settings: Settings) -> int:
         from consumers.lake_sink import LakeSink
 
         stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
-        print(f"wrote {stats.rows} rows in {stats.files} files to {settings.lake_root}; "
+        print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}; "
               f"query them with: robolake sql \"SELECT * FROM episodes\"")
     return 0
 
@@ -93,7 +95,8 @@ def _rollout_config(args):
     else:
         raise ValueError("say what to run: --skills SKILL [SKILL ...] or --task SKILL")
     return RolloutConfig(skills=skills, task_skill=args.task or skills[-1], switch=args.switch,
-                         steps_per_skill=args.steps_per_skill, noise=args.noise, frames=args.frames,
+                         steps_per_skill=args.steps_per_skill, noise=args.noise,
+                         frames=args.frames or args.frame_every is not None, frame_every=args.frame_every or 1,
                          experiment_id=args.experiment, chunk_steps=args.chunk_steps)
 
 

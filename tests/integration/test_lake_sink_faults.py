@@ -17,6 +17,7 @@ import pytest
 from consumers.lake_sink import LakeSink
 from infra import stack as native_stack
 from infra.bus.kafka import KafkaBus
+from infra.lake_catalog import LakeTables
 from infra.process import wait_until
 from producers.synthetic import SyntheticConfig, produce
 from tests.lake_helpers import count, lake_fingerprint
@@ -65,8 +66,7 @@ def test_sigkill_at_random_points_then_restart_gives_the_same_lake(stack, tmp_pa
     progress = sum(watcher.committed().values())
     watcher.close()
     final = LakeSink(crashed, bus=bus, group=group, source_topics=[topic], flush_seconds=0.2).run(until_idle_s=2)
-    print(f"killed sinks committed {progress} offsets; the final run removed {final.stale_files_removed} "
-          f"uncommitted objects and wrote {final.files}")
+    print(f"killed sinks committed {progress} offsets; the final run wrote {final.messages} messages")
 
     assert kills == 8 and progress > 0, "the killed sinks must have done (and committed) some of the work"
     expected = _reference(stack, bus, topic)
@@ -96,7 +96,7 @@ def test_a_stopped_minio_is_retried_nothing_is_committed_and_the_sink_catches_up
     worker.start()
     try:
         _produce(bus, topic, 5, seed=3)
-        assert wait_until(lambda: sink.stats.flushes >= 1 and not sink._uncommitted, 30)
+        assert wait_until(lambda: sink.stats.commits >= 1 and not sink.writer.dirty, 30)
         watcher = bus.consumer(group, [topic])
         before = watcher.committed()
         minio.process.stop()
@@ -125,7 +125,7 @@ def test_a_killed_broker_loses_nothing_in_the_lake(stack, private_broker):
     worker.start()
     try:
         produced = _produce(bus, topic, 10, seed=5)
-        assert wait_until(lambda: sink.stats.flushes >= 1, 30)
+        assert wait_until(lambda: sink.stats.commits >= 1, 30)
         os.kill(server.process.running_pid(), signal.SIGKILL)
         wait_until(lambda: server.process.running_pid() is None, 10)
         time.sleep(2)
@@ -137,3 +137,49 @@ def test_a_killed_broker_loses_nothing_in_the_lake(stack, private_broker):
         worker.join(60)
     assert count(settings, "SELECT count(DISTINCT episode_id) FROM steps") == len(produced) == 20
     assert count(settings, "SELECT count(*) FROM steps") == 20 * 40
+
+
+class _PausingTables(LakeTables):
+    """Stalls inside its first commit (a GC pause, a hung disk) for longer than the poll interval."""
+
+    def __init__(self, settings, pause_s: float):
+        super().__init__(settings, "pausing")
+        self.pause_s, self.paused = pause_s, threading.Event()
+
+    def commit(self, tables, offsets):
+        if not self.paused.is_set():
+            self.paused.set()
+            time.sleep(self.pause_s)
+        super().commit(tables, offsets)
+
+
+def test_two_sinks_in_one_group_a_rebalance_and_a_paused_zombie_lose_and_duplicate_nothing(stack):
+    topic, group = f"faults.zombie.{uuid.uuid4().hex[:6]}", f"zombie-{uuid.uuid4().hex[:6]}"
+    bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions, max_poll_interval_s=6)
+    bus.ensure_topics([topic])
+    settings = _lake(stack, "zombie")
+    produced = _produce(bus, topic, 12, seed=7)
+    pausing = _PausingTables(settings, pause_s=15)  # past the 6 s poll interval: it leaves the group
+    zombie = LakeSink(settings, bus=bus, tables=pausing, group=group, source_topics=[topic], flush_seconds=0.2)
+    healthy = LakeSink(settings, bus=bus, group=group, source_topics=[topic], flush_seconds=0.2)
+    stop = threading.Event()
+    threads = [threading.Thread(target=s.run, kwargs={"stop": stop}) for s in (zombie, healthy)]
+    threads[0].start()
+    assert wait_until(pausing.paused.is_set, 60), "the first sink must reach a commit"
+    threads[1].start()  # joins the group (a rebalance), then gets every partition when the zombie is out
+    try:
+        produced += _produce(bus, topic, 12, seed=8)
+        assert wait_until(lambda: count(settings, "SELECT count(*) FROM episodes") == 24, 120)
+        time.sleep(8)  # the zombie wakes up, tries to commit what it held, and polls again
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    print(f"zombie: {zombie.stats}; healthy: {healthy.stats}")
+    assert zombie.stats.fenced + healthy.stats.fenced >= 1, "someone must have been fenced"
+    assert count(settings, "SELECT count(*), count(DISTINCT episode_id) FROM episodes") == 24
+    assert count(settings, "SELECT count(*) FROM steps") == 24 * 40
+    assert count(settings, "SELECT count(*) FROM partial_episodes") == 0
+    assert count(settings, "SELECT count(*) FROM (SELECT _offset FROM chunks GROUP BY _partition, _offset "
+                           "HAVING count(*) > 1)") == 0
+    assert len(produced) == 24

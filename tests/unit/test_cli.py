@@ -63,13 +63,14 @@ def test_sink_refuses_an_unwritable_lake_at_start(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     code = main(["sink", "--bus", "memory", "--lake", f"file://{tmp_path}/file/lake", "--until-idle", "1"])
     assert code == 1
-    assert "is not writable" in capsys.readouterr().err
+    assert "cannot be opened for writing" in capsys.readouterr().err
 
 
 def test_sql_shell_reads_statements_from_standard_input(tmp_path):
     import subprocess
     import sys
 
+    assert main(["produce", "--synthetic", "1", "--steps", "3", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
     shell = subprocess.run([sys.executable, "-m", "robolake.cli", "sql", "--bus", "memory",
                             "--lake", f"file://{tmp_path}/lake"],
                            input="SELECT 40 +\n 2 AS answer;\nDROP VIEW steps;\n", capture_output=True, text=True)

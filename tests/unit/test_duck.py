@@ -1,12 +1,13 @@
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from infra.duck import connect, httpfs_extension_path
+from infra.duck import connect, extension_path
 from robolake.settings import Settings
 
 
 def test_httpfs_loads_offline_and_local_parquet_queries(tmp_path):
-    assert httpfs_extension_path().name == "httpfs.duckdb_extension"
+    assert extension_path("httpfs").name == "httpfs.duckdb_extension"
+    assert extension_path("ducklake").name == "ducklake.duckdb_extension"
     con = connect(Settings.load(env={}))
     loaded = con.execute("SELECT loaded FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchone()
     assert loaded == (True,)

@@ -1,4 +1,4 @@
-"""The lake sink on the in-process bus and a local lake: exactly once, idle rotation, partials."""
+"""The lake sink on the in-process bus and a local lake: exactly once, idle commits, partials."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import time
 import pytest
 
 from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeUnavailable
 from infra.bus.memory import MemoryBroker, MemoryBus
-from infra.lake_store import LakeUnavailable, LocalStore
+from infra.lake_catalog import LakeTables
 from producers.episode_writer import EpisodeWriter, utc_now
 from producers.synthetic import SyntheticConfig, produce
 from robolake.settings import Settings
@@ -24,30 +25,34 @@ class SimulatedCrash(BaseException):
     """Not an Exception: like SIGKILL, nothing in the sink gets to handle it."""
 
 
-class CrashingStore(LocalStore):
-    def __init__(self, root, crash_after: int):
-        super().__init__(root)
-        self.puts_left = crash_after
+class CrashingTables(LakeTables):
+    """Dies on the n-th commit, before or after the catalog transaction."""
 
-    def put(self, key, data):
-        if self.puts_left == 0:
+    def __init__(self, settings, crash_after: int, after_commit: bool):
+        super().__init__(settings, "crashing")
+        self.commits_left, self.after_commit = crash_after, after_commit
+
+    def commit(self, tables, offsets):
+        if self.commits_left == 0:
+            if self.after_commit:
+                super().commit(tables, offsets)
             raise SimulatedCrash()
-        self.puts_left -= 1
-        super().put(key, data)
+        self.commits_left -= 1
+        super().commit(tables, offsets)
 
 
-class FlakyStore(LocalStore):
-    """Fails the first `failures` writes, as a stopped MinIO would."""
+class FlakyTables(LakeTables):
+    """Fails the first `failures` commits, as a stopped MinIO would."""
 
-    def __init__(self, root, failures: int):
-        super().__init__(root)
+    def __init__(self, settings, failures: int):
+        super().__init__(settings, "flaky")
         self.failures = failures
 
-    def put(self, key, data):
-        if self.failures and not key.startswith("_robolake/"):
+    def commit(self, tables, offsets):
+        if self.failures:
             self.failures -= 1
             raise ConnectionRefusedError("MinIO is down")
-        super().put(key, data)
+        super().commit(tables, offsets)
 
 
 def _settings(tmp_path, name="lake"):
@@ -68,25 +73,26 @@ def _fill(bus, episodes=12):
 
 def test_crashes_at_any_point_then_restart_give_the_same_lake(tmp_path):
     bus = MemoryBus(MemoryBroker(partitions=3))
-    reference_bus = MemoryBus(MemoryBroker(partitions=3))
-    _fill(bus)
+    crashed = _settings(tmp_path, "crashed")
+    rng, crashes = random.Random(7), 0
+    for _ in range(8):  # more data, then a crash before or after a random commit
+        _fill(bus, episodes=3)
+        tables = CrashingTables(crashed, crash_after=rng.randint(0, 2), after_commit=rng.random() < 0.5)
+        try:
+            LakeSink(crashed, bus=bus, tables=tables, flush_seconds=0.05, file_bytes=20_000).run(until_idle_s=0.3)
+        except SimulatedCrash:
+            crashes += 1
+        tables.close()
+    LakeSink(crashed, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
     # The reference: the same log, sunk once without trouble.
-    reference_bus.broker.logs = bus.broker.logs
+    reference_bus = MemoryBus(MemoryBroker(partitions=3))
+    reference_bus.broker.logs, reference_bus.broker.log_id = bus.broker.logs, bus.broker.log_id
     reference = _settings(tmp_path, "reference")
     LakeSink(reference, bus=reference_bus, flush_seconds=0.05).run(until_idle_s=0.3)
 
-    crashed = _settings(tmp_path, "crashed")
-    rng, crashes = random.Random(7), 0
-    for _ in range(8):
-        store = CrashingStore(crashed.lake_root, crash_after=rng.randint(0, 6))
-        with pytest.raises(SimulatedCrash):
-            LakeSink(crashed, bus=bus, store=store, flush_seconds=0.05, file_bytes=20_000).run(until_idle_s=5)
-        crashes += 1
-    LakeSink(crashed, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
-
-    assert crashes == 8
+    assert crashes >= 6
     expected = lake_fingerprint(reference)
-    assert expected["episodes"][0] == 12 and expected["steps"][0] == 12 * 40 and expected["events"][0] == 1
+    assert expected["episodes"][0] == 24 and expected["steps"][0] == 24 * 40 and expected["events"][0] == 8
     assert lake_fingerprint(crashed) == expected
     assert count(crashed, "SELECT count(*) - count(DISTINCT episode_id) FROM episodes") == 0
 
@@ -100,9 +106,9 @@ def test_an_idle_topic_still_lands_within_flush_seconds(tmp_path):
     try:
         produce(bus.producer(), SyntheticConfig(episodes=1, steps=5))
         deadline = time.monotonic() + 5
-        while sink.stats.flushes == 0 and time.monotonic() < deadline:
+        while sink.stats.commits == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sink.stats.flushes == 1, "no new record arrived, yet the buffer must be flushed"
+        assert sink.stats.commits == 1, "no new record arrived, yet the buffer must be committed"
         assert count(settings, "SELECT count(*) FROM steps") == 5
         assert bus.broker.committed["lake-sink"], "offsets are committed after the flush"
     finally:
@@ -125,7 +131,7 @@ def test_episodes_without_an_end_are_kept_apart(tmp_path):
     assert count(settings, "SELECT count(*) FROM episodes") == 2
     assert count(settings, "SELECT count(*) FROM steps") == 20
     assert count(settings, f"SELECT count(*) FROM partial_steps WHERE episode_id = '{crashed}'") == 6
-    assert count(settings, "SELECT list(worker_id) FROM partial_episodes") == ["w9"]
+    assert count(settings, "SELECT list((worker_id, problem)) FROM partial_episodes") == [("w9", "no end")]
 
 
 def test_poison_messages_are_dead_lettered_and_never_stall_the_partition(tmp_path):
@@ -145,17 +151,17 @@ def test_poison_messages_are_dead_lettered_and_never_stall_the_partition(tmp_pat
 def test_a_lake_outage_is_retried_and_nothing_is_committed_meanwhile(tmp_path):
     bus, settings = MemoryBus(), _settings(tmp_path)
     produce(bus.producer(), SyntheticConfig(episodes=3, steps=5))
-    store = FlakyStore(settings.lake_root, failures=3)
+    tables = FlakyTables(settings, failures=3)
     committed_during_outage = []
-    original_put = store.put
+    original = tables.commit
 
-    def watching_put(key, data):
-        if store.failures:
+    def watching_commit(rows, offsets):
+        if tables.failures:
             committed_during_outage.append(dict(bus.broker.committed["lake-sink"]))
-        original_put(key, data)
+        original(rows, offsets)
 
-    store.put = watching_put
-    stats = LakeSink(settings, bus=bus, store=store, flush_seconds=0.05, retry_max_s=0.1).run(until_idle_s=0.3)
+    tables.commit = watching_commit
+    stats = LakeSink(settings, bus=bus, tables=tables, flush_seconds=0.05, retry_max_s=0.1).run(until_idle_s=0.3)
     assert stats.retries == 3
     assert committed_during_outage and all(c == {} for c in committed_during_outage)
     assert count(settings, "SELECT count(*) FROM episodes") == 3
@@ -164,26 +170,5 @@ def test_a_lake_outage_is_retried_and_nothing_is_committed_meanwhile(tmp_path):
 def test_an_unwritable_lake_fails_at_start(tmp_path):
     (tmp_path / "a-file").write_text("not a directory")
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/a-file/lake")
-    with pytest.raises(LakeUnavailable, match="is not writable"):
+    with pytest.raises(LakeUnavailable, match="cannot be opened for writing"):
         LakeSink(settings, bus=MemoryBus()).run(until_idle_s=0.1)
-
-
-def test_a_rewound_partition_replaces_what_it_wrote_but_never_committed(tmp_path):
-    """After a failed commit and a rebalance, a partition is re-read from the committed offset:
-    the objects and buffer of that partition from that offset on must go first."""
-    bus, settings = MemoryBus(MemoryBroker(partitions=1)), _settings(tmp_path)
-    produce(bus.producer(), SyntheticConfig(episodes=4, steps=10, chunk_steps=5))
-    reader = bus.consumer(None, [topics.EPISODES])
-    deliveries = reader.poll(0.5, max_records=1000)
-    reader.close()
-    sink = LakeSink(settings, bus=bus)
-    for delivery in deliveries[:8]:
-        sink._add(delivery)
-    sink.writer.write()  # durable, but the commit "failed"
-    for delivery in deliveries[8:12]:
-        sink._add(delivery)  # buffered, not written
-    for delivery in deliveries:  # the rebalance rewinds to the committed offset 0
-        sink._add(delivery)
-    sink.writer.write()
-    assert count(settings, "SELECT count(*), count(DISTINCT episode_id) FROM episodes") == 4
-    assert count(settings, "SELECT count(*) FROM steps") == 40

@@ -1,4 +1,4 @@
-"""`robolake sql`: views over the lake, read-only three ways, output formats."""
+"""`robolake sql`: views over the lake, read-only by how the lake is opened, output formats."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
+from infra.lake_catalog import LakeNotFound, LakeTables
 from infra.lake_sql import VIEWS, ReadOnlyError, open_lake, query
 from robolake.cli import main
 from robolake.settings import Settings
@@ -22,8 +23,13 @@ def lake(tmp_path, monkeypatch):
     return Settings.load()
 
 
-def test_every_view_binds_on_an_empty_lake(tmp_path):
-    con = open_lake(Settings.load(env={}, lake=f"file://{tmp_path}/nothing-yet"))
+def test_no_lake_is_a_clear_error_and_an_empty_lake_binds_every_view(tmp_path):
+    missing = Settings.load(env={}, lake=f"file://{tmp_path}/nothing-yet")
+    with pytest.raises(LakeNotFound, match="no lake at"):
+        open_lake(missing)
+    assert not (tmp_path / "nothing-yet").exists(), "a reader creates nothing"
+    LakeTables(missing, "test").close()  # what a sink does first
+    con = open_lake(missing)
     for view in VIEWS:
         assert con.execute(f"SELECT count(*) FROM {view}").fetchone() == (0,)
 
@@ -39,12 +45,79 @@ def test_every_view_binds_on_an_empty_lake(tmp_path):
     "INSTALL httpfs",
     "EXPORT DATABASE 'dump'",
     "SELECT 1; DROP VIEW steps",
+    "EXPLAIN ANALYZE COPY (SELECT 1) TO 'lake/data/x.parquet'",
+    "EXPLAIN COPY (SELECT 1) TO 'out.csv'",
+    "/* a comment */ EXPLAIN ANALYZE INSERT INTO steps_all SELECT * FROM steps_all",
+    "-- comment\nDELETE FROM steps_all",
+    "WITH x AS (SELECT 1) INSERT INTO episode_starts SELECT * FROM x",
+    "CALL ducklake_merge_adjacent_files('lake')",
+    "DETACH lake",
+    "CHECKPOINT",
+    "LOAD httpfs",
+    "UPDATE lake.steps SET reward = 1",
 ])
 def test_anything_but_a_read_is_refused(lake, statement):
+    before = _state(lake)
     con = open_lake(lake)
-    with pytest.raises(ReadOnlyError, match="read-only here: [A-Z_]+ statements are refused"):
+    with pytest.raises(ReadOnlyError, match="read-only here: [A-Z_, ]+ statements are refused"):
         query(con, statement)
     assert con.execute("SELECT count(*) FROM episodes").fetchone() == (4,)
+    con.close()
+    assert _state(lake) == before
+
+
+@pytest.mark.parametrize("statement", [
+    "COPY (SELECT 1) TO '{root}/out.csv'",
+    "COPY (SELECT * FROM lake.episode_starts) TO '{root}/data/main/episode_starts/forged.parquet'",
+    "EXPORT DATABASE '{root}/dump'",
+    "ATTACH '{root}/catalog.sqlite' AS cat (TYPE sqlite)",
+    "ATTACH '{root}/other.duckdb' AS other",
+    "INSERT INTO lake.episode_starts SELECT * FROM lake.episode_starts",
+    "DELETE FROM lake.steps",
+    "CREATE TABLE lake.forged (a INT)",
+    "CALL ducklake_merge_adjacent_files('lake')",
+    "CHECKPOINT lake",
+    "SET enable_external_access = true",
+    "SELECT * FROM read_text('{root}/catalog.sqlite')",
+])
+def test_the_connection_itself_cannot_write_even_past_the_statement_check(lake, statement):
+    """Executed directly, as if the statement check had a hole: the read-only attachment, the
+    lost file access and the locked configuration still stop it, and nothing changes."""
+    import duckdb
+
+    before = _state(lake)
+    con = open_lake(lake)
+    try:
+        con.execute(statement.format(root=lake.lake_root)).fetchall()
+    except duckdb.Error:
+        pass
+    assert con.execute("SELECT count(*) FROM episodes").fetchone() == (4,)
+    con.close()
+    after = _state(lake)
+    assert after["snapshots"] == before["snapshots"] and after["catalog"] == before["catalog"]
+    assert after["counts"] == before["counts"]
+    # At most new files that no table lists (DuckLake reads only listed files; compact deletes them).
+    assert all(f.startswith("data/") for f in set(after["files"]) - set(before["files"]))
+    assert all(after["files"][f] == digest for f, digest in before["files"].items()), "a data file changed"
+
+
+def _state(settings) -> dict:
+    """Everything a write could change: catalog bytes, snapshots, every file's digest, row counts."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(settings.lake_root)
+    files = {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(root.rglob("*")) if p.is_file() and "catalog.sqlite" not in p.name}
+    con = open_lake(settings, read_only=False)  # through DuckDB's SQLite: one SQLite per open file
+    catalog = "__ducklake_metadata_lake"
+    state = {"files": files,
+             "catalog": con.execute(f"SELECT (SELECT max(snapshot_id) FROM {catalog}.ducklake_snapshot), "
+                                    f"(SELECT count(*) FROM {catalog}.ducklake_data_file)").fetchone(),
+             "snapshots": con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone(),
+             "counts": [con.execute(f"SELECT count(*) FROM {v}").fetchone() for v in VIEWS]}
+    con.close()
+    return state
 
 
 def test_queries_cannot_reach_files_outside_the_lake_or_unlock_that(lake):
@@ -83,14 +156,15 @@ def test_cli_errors_are_one_line(lake, capsys):
     assert "--format parquet needs --output" in capsys.readouterr().err
 
 
-def test_hive_partitions_are_columns(lake):
+def test_data_files_are_partitioned_by_experiment(lake):
     con = open_lake(lake)
     assert con.execute("SELECT DISTINCT experiment_id FROM steps").fetchall() == [("exp-a",)]
-    assert con.execute("SELECT typeof(date) FROM episodes LIMIT 1").fetchone() == ("DATE",)
+    paths = [r[0] for r in con.execute("SELECT data_file FROM ducklake_list_files('lake', 'steps')").fetchall()]
+    assert paths and all("experiment_id=exp-a" in p for p in paths)
 
 
 def test_producing_twice_in_two_processes_keeps_both_runs(tmp_path):
-    """Offsets of the embedded bus continue across processes, so lake names never collide."""
+    """Each process's in-process bus is a log of its own: its offsets never meet another's."""
     import subprocess
     import sys
 

@@ -45,18 +45,67 @@ def test_skills_switch_at_fixed_intervals_when_asked(tmp_path):
     assert count(settings, "SELECT count(*) FROM steps WHERE skill_id = 'reach_red'") == 12
 
 
-def test_curriculum_decisions_are_executed_and_traced(tmp_path):
+def test_curriculum_decisions_are_executed_and_traced_in_one_environment(tmp_path, monkeypatch):
+    from producers.sim import scene
+
+    compiled = []
+    build_model = scene.build_model
+    monkeypatch.setattr(scene, "build_model", lambda *a, **kw: compiled.append(1) or build_model(*a, **kw))
     settings = _settings(tmp_path)
     producer = open_bus(settings).producer()
     producer.send(topics.CURRICULUM, "exp-7", build(CURRICULUM_DECISION, [{
         "decision_id": "d-1", "experiment_id": "exp-7", "proposal_id": None, "task": "lift the green block",
         "skill_sequence": ["reach_green", "grasp_green", "lift_green"], "episodes": 2, "time": utc_now()}]))
+    producer.send(topics.CURRICULUM, "exp-7", build(CURRICULUM_DECISION, [{
+        "decision_id": "d-2", "experiment_id": "exp-7", "proposal_id": None, "task": "reach the red block",
+        "skill_sequence": ["reach_red"], "episodes": 1, "time": utc_now()}]))
     producer.flush()
     config = RolloutConfig(skills=("go_home",), task_skill="go_home")
     serve_decisions(settings, config, workers=1, until_idle_s=0.5)
     LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
     assert count(settings, "SELECT count(*) FROM episodes WHERE decision_id = 'd-1' AND experiment_id = 'exp-7'") == 2
-    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 2
+    assert count(settings, "SELECT count(*) FROM episodes WHERE decision_id = 'd-2'") == 1
+    assert count(settings, "SELECT count(*) FROM episodes WHERE task_success") == 3
+    assert len(compiled) == 1  # one MuJoCo model for the worker, not one per decision
+
+
+class _StepRecorder:
+    """Stands in for EpisodeWriter: keeps the step rows."""
+
+    episode_id = "recorded"
+
+    def __init__(self):
+        self.steps = []
+
+    def start(self, **fields):
+        return self.episode_id
+
+    def step(self, **fields):
+        self.steps.append(fields)
+
+    def end(self, termination, task_success, skill_success):
+        return {"termination": termination, "task_success": task_success}
+
+
+def test_frames_every_k_steps_are_pngs_on_exactly_those_steps():
+    from producers.rollout import run_episode
+    from producers.sim.env import BlockStackingEnv
+
+    env, recorder = BlockStackingEnv(), _StepRecorder()
+    config = RolloutConfig(skills=("reach_red", "go_home"), task_skill="go_home", switch="fixed",
+                           steps_per_skill=6, frames=True, frame_every=3)
+    run_episode(env, recorder, config, seed=0)
+    env.close()
+    assert [s["step"] for s in recorder.steps] == list(range(12))
+    assert [s["step"] for s in recorder.steps if s["frame"] is not None] == [0, 3, 6, 9]
+    assert all(s["frame"][:4] == b"\x89PNG" for s in recorder.steps if s["frame"] is not None)
+
+
+def test_frame_every_must_be_positive():
+    import pytest
+
+    with pytest.raises(ValueError, match="frame_every"):
+        RolloutConfig(skills=("reach_red",), task_skill="reach_red", frames=True, frame_every=0)
 
 
 def test_config_rejects_unknown_skills():

@@ -73,3 +73,52 @@ def test_reward_functions_are_registered_by_name_and_version_and_read_observatio
 def test_unknown_skills_list_the_known_ones():
     with pytest.raises(UnknownSkill, match="unknown skill 'lift_purple'; known: reach_red"):
         get_skill("lift_purple")
+
+
+def test_gravity_compensation_is_mujocos_and_holds_the_arm_where_it_was_sent(env):
+    env.reset(seed=0)
+    assert env.model.ngravcomp == 10  # every robot body; nothing is applied from Python per physics step
+    for _ in range(10):
+        env.step([0.0, 0.0, 0.0, 1.0])
+    assert not env.data.qfrc_applied.any()
+    assert np.linalg.norm(env.ee_position() - env.target) < 0.002
+
+
+def test_ik_equals_damped_least_squares_with_a_null_space_pull():
+    """The single-solve form in PandaIK is the textbook one: J^T A^-1 e + (I - J^T A^-1 J) v."""
+    import mujoco
+
+    from producers.sim.panda import HAND_DOWN, REST_POSTURE, PandaIK
+    from producers.sim.scene import build_model
+
+    model = build_model()
+    ik, data = PandaIK(model), mujoco.MjData(model)
+
+    def reference(q, target):
+        jacp, jacr = np.zeros((3, model.nv)), np.zeros((3, model.nv))
+        for _ in range(ik.iterations):
+            data.qpos[ik.qadr] = q
+            mujoco.mj_kinematics(model, data)
+            mujoco.mj_comPos(model, data)
+            current = data.site_xmat[ik.site].reshape(3, 3)
+            err_pos = target - data.site_xpos[ik.site]
+            err_rot = 0.5 * sum(np.cross(current[:, i], HAND_DOWN[:, i]) for i in range(3))
+            mujoco.mj_jacSite(model, data, jacp, jacr, ik.site)
+            jac = np.vstack([jacp[:, ik.dadr], jacr[:, ik.dadr]])
+            jjt = jac @ jac.T + ik.damping**2 * np.eye(6)
+            step = jac.T @ np.linalg.solve(jjt, np.concatenate([err_pos, err_rot]))
+            step += (np.eye(7) - jac.T @ np.linalg.solve(jjt, jac)) @ (0.1 * (REST_POSTURE - q))
+            q = np.clip(q + step, ik.lower, ik.upper)
+            if np.linalg.norm(err_pos) < 5e-4 and np.linalg.norm(err_rot) < 5e-3:
+                break
+        return q
+
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        q0 = REST_POSTURE + rng.normal(0.0, 0.3, 7)
+        target = np.array([0.45, 0.0, 0.65]) + rng.uniform(-0.2, 0.2, 3)
+        np.testing.assert_allclose(ik.solve(data.qpos, q0, target), reference(q0.copy(), target), atol=1e-9)
+    reached = ik.solve(data.qpos, REST_POSTURE, np.array([0.5, 0.1, 0.6]))
+    data.qpos[ik.qadr] = reached
+    mujoco.mj_kinematics(model, data)
+    assert np.linalg.norm(data.site_xpos[ik.site] - [0.5, 0.1, 0.6]) < 1e-3

@@ -1,0 +1,225 @@
+"""The lake as tables in an open table format: DuckLake (Parquet data files + a catalog database).
+
+Every write is one catalog transaction that appends rows to any number of tables *and* moves the
+writer's offsets in `lake_offsets` — with a check: each (log, topic, partition) must still be
+where the writer last saw it. A writer whose view is stale (a zombie after a rebalance, a second
+process on the same partition) fails that check and its rows never become visible (`Fenced`).
+Every transaction also bumps the one row of `lake_commits`, so any two overlapping transactions
+conflict and one of them retries with fresh offsets, whatever the catalog database does about
+concurrency. Readers see consistent snapshots; files are never deleted by listing.
+
+The catalog is a SQLite file (`sqlite:<file>`; by default <lake>/catalog.sqlite, in WAL mode so
+readers never block writers), and writers on one machine take turns through a file lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import random
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+
+from infra.duck import connect, load_extension, sql_str
+from schemas import lake
+
+log = logging.getLogger(__name__)
+
+OffsetKey = tuple[str, str, int]  # (log, topic, partition)
+
+
+class LakeNotFound(FileNotFoundError):
+    """There is no lake (no catalog) where one was expected."""
+
+
+class Fenced(RuntimeError):
+    """Another writer moved these partitions since we read them: our rows were not committed."""
+
+    def __init__(self, stored: dict[OffsetKey, int | None]):
+        self.stored = stored
+        moved = ", ".join(f"{t}/{p}@{o}" for (_, t, p), o in sorted(stored.items(), key=str))
+        super().__init__(f"fenced: another writer committed {moved}")
+
+
+def catalog_url(settings) -> str:
+    """The catalog of the settings' lake (see the module docstring)."""
+    if settings.catalog:
+        return settings.catalog
+    if settings.lake_is_s3:  # beside the stack's MinIO data (one machine; see the README)
+        location = settings.lake_root.removeprefix("s3://").strip("/")
+        return f"sqlite:{settings.stack_state / 'catalogs' / location / 'catalog.sqlite'}"
+    return f"sqlite:{settings.lake_root}/catalog.sqlite"
+
+
+def data_path(settings) -> str:
+    """Where the data files live: apart from the catalog, so a reader allowed to read the data
+    is not allowed near the catalog."""
+    return settings.lake_root.rstrip("/") + "/data/"
+
+
+def _sqlite_path(url: str) -> Path:
+    return Path(url.removeprefix("sqlite:"))
+
+
+def lake_exists(settings) -> bool:
+    return _sqlite_path(catalog_url(settings)).exists()
+
+
+def attach(settings, read_only: bool):
+    """A DuckDB connection with the lake attached as `lake` (created if missing, unless read-only)."""
+    url = catalog_url(settings)
+    path = _sqlite_path(url)
+    if not path.exists():
+        if read_only:
+            raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {path}); "
+                               "`robolake produce` or `robolake sink` creates one")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # WAL: readers never block the writer. Python's sqlite3 touches the file only here, before
+        # anyone has it open: two SQLite libraries in one process must never share an open file
+        # (their POSIX locks do not see each other).
+        with sqlite3.connect(path) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+    con = connect(settings)
+    load_extension(con, "ducklake")
+    load_extension(con, "sqlite_scanner")
+    options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_str(data_path(settings))}"]
+    con.execute(f"ATTACH {sql_str('ducklake:' + url)} AS lake ({', '.join(options)})")
+    return con
+
+
+class LakeTables:
+    """The write side: one catalog transaction per commit, fenced by offsets."""
+
+    def __init__(self, settings, writer: str):
+        self.settings, self.writer = settings, writer
+        self.root = settings.lake_root
+        path = _sqlite_path(catalog_url(settings))
+        self._lock_path = path.with_name(path.name + ".lock")
+        with self._serialised():
+            self.con = attach(settings, read_only=False)
+            self._retry(self._create_tables)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def offsets(self, log_id: str, topic: str) -> dict[int, int]:
+        """partition -> next offset to write, as the lake's latest snapshot says."""
+        rows = self.con.execute(f"SELECT _partition, next_offset FROM lake.{lake.OFFSETS} "
+                                "WHERE _log = ? AND _topic = ?", [log_id, topic]).fetchall()
+        return dict(rows)
+
+    def all_offsets(self) -> dict[OffsetKey, int]:
+        rows = self.con.execute(f"SELECT _log, _topic, _partition, next_offset FROM lake.{lake.OFFSETS}").fetchall()
+        return {(lg, t, p): o for lg, t, p, o in rows}
+
+    def commit(self, tables: dict[str, pa.Table], offsets: dict[OffsetKey, tuple[int | None, int]]) -> None:
+        """Append `tables` and move each key of `offsets` from its expected next offset (None: the
+        lake has none yet) to the new one, atomically; Fenced if any expectation is stale."""
+        with self._serialised():
+            self._retry(lambda: self._transaction(tables, offsets))
+
+    def execute_serialised(self, sql: str, params: list | None = None):
+        """One maintenance statement (compaction, clean-up) as a writer: in turn, retried on conflict."""
+        with self._serialised():
+            return self._retry(lambda: self.con.execute(sql, params or []).fetchall())
+
+    def _transaction(self, tables: dict[str, pa.Table], offsets: dict[OffsetKey, tuple[int | None, int]]) -> None:
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            stored = self._stored(list(offsets))
+            stale = {key: stored.get(key) for key, (expected, _) in offsets.items() if stored.get(key) != expected}
+            if stale:
+                raise Fenced(stale)
+            for name, table in tables.items():
+                if table.num_rows:
+                    con.register("_rows", table)
+                    con.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
+                    con.unregister("_rows")
+            for (log_id, topic, partition), (_, new) in offsets.items():
+                con.execute(f"DELETE FROM lake.{lake.OFFSETS} WHERE _log = ? AND _topic = ? AND _partition = ?",
+                            [log_id, topic, partition])
+                con.execute(f"INSERT INTO lake.{lake.OFFSETS} VALUES (?, ?, ?, ?, ?, now())",
+                            [log_id, topic, partition, new, self.writer])
+            con.execute("UPDATE lake.lake_commits SET commits = commits + 1")  # any two commits conflict
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+
+    def _stored(self, keys: list[OffsetKey]) -> dict[OffsetKey, int]:
+        if not keys:
+            return {}
+        logs = sorted({k[0] for k in keys})
+        rows = self.con.execute(f"SELECT _log, _topic, _partition, next_offset FROM lake.{lake.OFFSETS} "
+                                f"WHERE _log IN ({', '.join('?' * len(logs))})", logs).fetchall()
+        return {(lg, t, p): o for lg, t, p, o in rows}
+
+    def _create_tables(self) -> None:
+        con = self.con
+        existing = {r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+        if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing:
+            return
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("CALL lake.set_option('parquet_compression', 'zstd')")
+            for name in lake.TABLES:
+                if name not in existing:
+                    con.register("_empty", lake.SCHEMAS[name].empty_table())
+                    con.execute(f"CREATE TABLE lake.{name} AS SELECT * FROM _empty")
+                    con.unregister("_empty")
+                    con.execute(f"ALTER TABLE lake.{name} SET PARTITIONED BY ({lake.PARTITION_COLUMN})")
+            if lake.OFFSETS not in existing:
+                con.execute(f"CREATE TABLE lake.{lake.OFFSETS} (_log VARCHAR, _topic VARCHAR, _partition INTEGER, "
+                            "next_offset BIGINT, writer VARCHAR, committed_at TIMESTAMPTZ)")
+            if "lake_commits" not in existing:
+                con.execute("CREATE TABLE lake.lake_commits (commits BIGINT)")
+                con.execute("INSERT INTO lake.lake_commits VALUES (0)")
+            con.execute("COMMIT")
+        except BaseException:
+            _rollback(con)
+            raise
+        log.info("created the lake's tables at %s", self.root)
+
+    def _retry(self, action, attempts: int = 20):
+        """Run `action` again while the catalog reports a conflicting concurrent transaction."""
+        import duckdb
+
+        for attempt in range(attempts):
+            try:
+                return action()
+            except duckdb.Error as exc:
+                if not _is_conflict(exc) or attempt == attempts - 1:
+                    raise
+                delay = min(2.0, 0.02 * 2 ** attempt) * (0.5 + random.random())
+                log.info("catalog conflict (%s); retrying in %.2fs", str(exc).splitlines()[0][:120], delay)
+                time.sleep(delay)
+
+    @contextmanager
+    def _serialised(self):
+        """Writers of one SQLite catalog take turns (its locks make overlapping ones fail anyway)."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # releases the lock; a killed process releases it too
+
+
+def _rollback(con) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except Exception:  # no transaction left to roll back
+        pass
+
+
+def _is_conflict(exc: Exception) -> bool:
+    text = str(exc).lower()
+    return any(word in text for word in ("conflict", "database is locked", "busy", "retry"))
