@@ -21,6 +21,7 @@ from _common import percentile, table  # noqa: E402
 
 def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: int) -> list:
     from consumers.lake_sink import LakeSink
+    from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce
 
@@ -58,7 +59,11 @@ def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: i
     producer.start()
     polls, started = 0, time.monotonic()
     while producer.is_alive() or len(visible) < len(ended_at):
-        con = open_lake(lake)
+        try:
+            con = open_lake(lake)
+        except LakeNotFound:  # the sink has not created it yet
+            time.sleep(0.05)
+            continue
         now = time.monotonic()
         for (episode,) in con.execute("SELECT episode_id FROM episodes").fetchall():
             visible.setdefault(episode, now)

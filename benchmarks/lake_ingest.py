@@ -1,7 +1,8 @@
-"""End-to-end ingest: producer -> Kafka -> lake sink -> Parquet on MinIO, against a plain pyarrow
-write of the same rows to MinIO in the same run. Needs the stack (`robolake infra up`).
+"""End-to-end ingest: producer -> Kafka -> lake sink -> DuckLake tables on MinIO, against a plain
+pyarrow write of the same steps to MinIO in the same run. Needs the stack (`robolake infra up`);
+`--profile` prints where the sink's time goes.
 
-    python benchmarks/lake_ingest.py [--episodes 400] [--steps 100]
+    python benchmarks/lake_ingest.py [--episodes 400] [--steps 100] [--bus kafka://host:port] [--profile]
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--bus", default="kafka://127.0.0.1:9092")
+    parser.add_argument("--profile", action="store_true", help="cProfile the sink stage")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
     settings = Settings.load(bus=args.bus, lake=f"s3://robolake/bench/ingest-{run}")
@@ -43,13 +45,25 @@ def main() -> None:
     total_steps = args.episodes * args.steps
 
     sink = LakeSink(settings, bus=bus, group=f"bench-{run}", source_topics=[topic], flush_seconds=2.0)
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
     started = time.perf_counter()
     sink.run(until_idle_s=0.5)
     sink_s = time.perf_counter() - started - 0.5  # minus the idle wait that ends the run
+    if profiler is not None:
+        import pstats
 
-    lake_bytes = sum(sink.store.client.stat_object(sink.store.bucket, sink.store._key(k)).size
-                     for k in sink.store.list(""))
-    steps = open_lake(settings, read_only=False).sql("SELECT * FROM steps").to_arrow_table()
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(25)
+
+    con = open_lake(settings, read_only=False)
+    lake_bytes = sum(con.execute(f"SELECT coalesce(sum(data_file_size_bytes), 0) FROM ducklake_list_files('lake', '{t}')")
+                     .fetchone()[0] for t in ("steps", "chunks", "episode_starts", "episode_ends"))
+    steps = con.sql("SELECT * FROM steps").to_arrow_table()
 
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq

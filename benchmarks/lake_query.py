@@ -32,7 +32,6 @@ def main() -> None:
     from consumers.lake_sink.compact import compact
     from infra.bus.memory import MemoryBroker, MemoryBus
     from infra.lake_sql import open_lake
-    from infra.lake_store import open_store
     from producers.synthetic import SyntheticConfig, produce
     from robolake.settings import Settings
 
@@ -40,6 +39,7 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=10_000)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--explain", action="store_true", help="print EXPLAIN ANALYZE of each query on the lake")
     args = parser.parse_args()
     settings = Settings.load(lake=f"s3://robolake/bench/query-{uuid.uuid4().hex[:8]}")
 
@@ -64,7 +64,10 @@ def main() -> None:
         return {name: timed(lambda q=q: connection.execute(q).to_arrow_table(), args.repeat)
                 for name, q in queries.items()}
 
-    files = len(open_store(settings).list(""))
+    def data_files(connection) -> int:
+        return connection.execute("SELECT count(*) FROM ducklake_list_files('lake', 'steps')").fetchone()[0]
+
+    files = data_files(con)
     lake_times = run_all(con)
     with tempfile.TemporaryDirectory() as tmp:
         native = duckdb.connect(f"{tmp}/compacted.duckdb")
@@ -72,19 +75,24 @@ def main() -> None:
             native.register(f"lake_{view}", con.execute(f"SELECT * FROM {view}").to_arrow_table())
             native.execute(f"CREATE TABLE {view} AS SELECT * FROM lake_{view}")
         native_times = run_all(native)
-    compact(open_store(settings), committed=None)
-    compacted_files = len(open_store(settings).list(""))
-    compacted_times = run_all(open_lake(settings))
+    compact(settings, keep_s=0)
+    compacted = open_lake(settings)
+    compacted_files = data_files(compacted)
+    compacted_times = run_all(compacted)
 
     print(f"\n{n_steps} steps in {len(ids)} episodes; lake on MinIO {settings.s3_endpoint}; median of "
           f"{args.repeat} runs\n")
     rows = []
     for name in queries:
-        rows.append([name, f"lake as sunk ({files} files)", lake_times[name], lake_times[name] / native_times[name]])
-        rows.append([name, f"lake after compact ({compacted_files} files)", compacted_times[name],
+        rows.append([name, f"lake as sunk ({files} steps files)", lake_times[name], lake_times[name] / native_times[name]])
+        rows.append([name, f"lake after compact ({compacted_files} steps files)", compacted_times[name],
                      compacted_times[name] / native_times[name]])
         rows.append([name, "one DuckDB table (baseline)", native_times[name], 1.0])
     print(table(["query", "data", "seconds", "ratio to DuckDB table"], rows))
+    if args.explain:
+        for name, q in queries.items():
+            print(f"\nEXPLAIN ANALYZE {name} (lake after compact):")
+            print(compacted.execute(f"EXPLAIN ANALYZE {q}").fetchall()[0][1])
 
 
 if __name__ == "__main__":

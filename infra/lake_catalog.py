@@ -88,7 +88,12 @@ def attach(settings, read_only: bool):
     load_extension(con, "ducklake")
     load_extension(con, "sqlite_scanner")
     options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_str(data_path(settings))}"]
-    con.execute(f"ATTACH {sql_str('ducklake:' + url)} AS lake ({', '.join(options)})")
+    try:
+        con.execute(f"ATTACH {sql_str('ducklake:' + url)} AS lake ({', '.join(options)})")
+    except Exception as exc:  # the catalog file exists, but its first writer has not initialised it yet
+        if read_only and "does not exist" in str(exc):
+            raise LakeNotFound(f"no lake at {settings.lake_root} yet (its catalog is being created)") from None
+        raise
     return con
 
 

@@ -58,23 +58,29 @@ def lake_deliveries(settings, episodes: str | None = None) -> Iterator[tuple[Off
         where = f"episode_id IN (SELECT episode_id FROM episodes WHERE {episodes})"
     keys = con.execute("SELECT _log, _topic, _partition, next_offset FROM lake_offsets ORDER BY ALL").fetchall()
     try:
-        for log_id, topic, partition, end in keys:
-            for low in range(0, end, WINDOW):
-                source = (f"_log = {sql_str(log_id)} AND _topic = {sql_str(topic)} AND _partition = {partition} "
-                          f"AND _offset >= {low} AND _offset < {low + WINDOW}")
-                window: list[Delivery] = []
-                for view, event_type in _EPISODE_TABLES.items():
-                    window += _messages(con.sql(f"SELECT * FROM {view} WHERE {source} AND {where}"), event_type)
-                window += _messages(con.sql(f"SELECT * FROM ({_STEPS_WITH_FRAMES}) WHERE {source} AND {where} "
-                                            "ORDER BY _offset, step"), EPISODE_STEPS)
-                if episodes is None:  # other events belong to no episode
-                    for row in con.sql(f"SELECT * FROM events WHERE {source}").to_arrow_table().to_pylist():
-                        headers = [(HEADER_TYPE, row["type"].encode()), (HEADER_VERSION, str(row["version"]).encode())]
-                        window.append(_delivery(row, row["key"], decode(row["payload"], headers)))
-                for delivery in sorted(window, key=lambda d: d.offset):
-                    yield (log_id, topic, partition), delivery
+        yield from table_deliveries(con, keys, where, events=episodes is None)
     finally:
         con.close()
+
+
+def table_deliveries(con, keys, where: str = "TRUE", events: bool = True) -> Iterator[tuple[OffsetKey, Delivery]]:
+    """Messages rebuilt from the views episode_starts, episode_ends, steps_all, frames_all and
+    events of `con`, for each (log, topic, partition, end offset) of `keys`, a window at a time."""
+    for log_id, topic, partition, end in keys:
+        for low in range(0, end, WINDOW):
+            source = (f"_log = {sql_str(log_id)} AND _topic = {sql_str(topic)} AND _partition = {partition} "
+                      f"AND _offset >= {low} AND _offset < {low + WINDOW}")
+            window: list[Delivery] = []
+            for view, event_type in _EPISODE_TABLES.items():
+                window += _messages(con.sql(f"SELECT * FROM {view} WHERE {source} AND {where}"), event_type)
+            window += _messages(con.sql(f"SELECT * FROM ({_STEPS_WITH_FRAMES}) WHERE {source} AND {where} "
+                                        "ORDER BY _offset, step"), EPISODE_STEPS)
+            if events:  # other events belong to no episode
+                for row in con.sql(f"SELECT * FROM events WHERE {source}").to_arrow_table().to_pylist():
+                    headers = [(HEADER_TYPE, row["type"].encode()), (HEADER_VERSION, str(row["version"]).encode())]
+                    window.append(_delivery(row, row["key"], decode(row["payload"], headers)))
+            for delivery in sorted(window, key=lambda d: d.offset):
+                yield (log_id, topic, partition), delivery
 
 
 def _messages(relation, event_type) -> list[Delivery]:

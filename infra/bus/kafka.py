@@ -87,7 +87,8 @@ class KafkaBusConsumer(Consumer):
         self._kafka = _connect(lambda: KafkaConsumer(
             bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id=f"robolake-{group or 'reader'}",
-            fetch_max_bytes=16 * bus.max_message_bytes, max_partition_fetch_bytes=4 * bus.max_message_bytes,
+            # Large fetches: the sink reads whole partitions in few round trips (benchmarks/lake_ingest.py).
+            fetch_max_bytes=128 * bus.max_message_bytes, max_partition_fetch_bytes=32 * bus.max_message_bytes,
             # A consumer that died (kill -9) holds its partitions until this runs out.
             session_timeout_ms=10_000, heartbeat_interval_ms=2_000,
             # A member that does not poll for this long is out of the group (its partitions move).

@@ -48,6 +48,14 @@ def register(commands, common) -> None:
                         help="with --to-lake: add to a lake that already holds data (only what it lacks)")
     replay.set_defaults(run=run_replay)
 
+    migrate = commands.add_parser(
+        "migrate", parents=[common], help="convert a lake written by robolake 0.1 into this lake",
+        description="Read a v1 lake (Parquet files named <topic>+<partition>+<offset>.parquet under "
+                    "hive directories) and write every message it holds into --lake's tables, verifying "
+                    "each episode's checksum on the way. Running it again adds only what is missing.")
+    migrate.add_argument("--from-v1", required=True, metavar="LAKE", help="the v1 lake: a directory or s3://bucket/prefix")
+    migrate.set_defaults(run=run_migrate)
+
     sql = commands.add_parser(
         "sql", parents=[common], help="read-only SQL over the lake (a shell when no query is given)",
         description="Query the lake with DuckDB. Views: episodes, steps, frames (complete episodes only), "
@@ -74,6 +82,27 @@ def run_compact(args, settings: Settings) -> int:
         stats = compact(settings, keep_s=args.keep_seconds, progress=bar.update)
     print(f"{stats.files_before} data files -> {stats.files_after} ({stats.files_deleted} deleted) "
           f"in {settings.lake_root}")
+    return 0
+
+
+def run_migrate(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from consumers.lake_sink.migrate import migrate_v1
+
+    source = args.from_v1.removeprefix("file://")
+    if not source.startswith("s3://"):
+        from pathlib import Path
+
+        source = str(Path(source).expanduser().resolve())
+    try:
+        with tqdm(unit="message", desc="migrating", disable=None) as bar:
+            stats = migrate_v1(source.rstrip("/"), settings, progress=bar.update)
+    except FileNotFoundError as exc:
+        print(f"robolake migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"migrated {stats.messages} messages from {source} into {settings.lake_root}: "
+          f"{stats.episodes_verified} episodes verified, {stats.episodes_failed} failed their v1 checksum")
     return 0
 
 
