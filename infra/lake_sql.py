@@ -9,6 +9,8 @@ Views:
                       duplicate chunks, missing chunks, length mismatch, checksum mismatch
     partial_steps     their steps, for inspection
     events            every other event (curriculum, skills, metrics, verdicts), raw and as JSON
+    rewards           what `robolake relabel` computed: one row per dataset, step and reward function version
+    achievements      per dataset, episode and reward function version: achieved or not, first step achieved
     episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets   the tables
 
 Read-only by construction: the lake is attached READ_ONLY, and after that the connection loses
@@ -24,7 +26,7 @@ from __future__ import annotations
 import re
 
 from infra.duck import sql_str
-from infra.lake_catalog import attach, data_path
+from infra.lake_catalog import LakeNotFound, attach, data_path
 from schemas import lake
 from schemas.codec import CHECKSUM_SCHEME
 
@@ -36,17 +38,18 @@ class ReadOnlyError(ValueError):
 _EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+)?", re.IGNORECASE)
 
 _TABLES = {"episode_starts": lake.EPISODE_STARTS, "episode_ends": lake.EPISODE_ENDS, "steps_all": lake.STEPS,
-           "chunks": lake.CHUNKS, "frames_all": lake.FRAMES, "events": lake.EVENTS, "lake_offsets": lake.OFFSETS}
+           "chunks": lake.CHUNKS, "frames_all": lake.FRAMES, "events": lake.EVENTS, "lake_offsets": lake.OFFSETS,
+           "rewards": lake.REWARDS}
 
 _STATUS = f"""
-    WITH s AS (SELECT episode_id, count(*) AS n FROM lake.episode_starts GROUP BY ALL),
+    WITH s AS (SELECT episode_id, count(*) AS n FROM episode_starts GROUP BY ALL),
          e AS (SELECT episode_id, count(*) AS n, any_value(num_chunks) AS num_chunks,
                       any_value(length) AS length, any_value(checksum) AS checksum
-               FROM lake.episode_ends GROUP BY ALL),
+               FROM episode_ends GROUP BY ALL),
          c AS (SELECT episode_id, count(*) AS n, count(DISTINCT chunk) AS distinct_chunks,
                       max(chunk) AS last_chunk, sum(rows) AS rows,
                       '{CHECKSUM_SCHEME}' || sha256(string_agg(digest, '' ORDER BY chunk)) AS checksum
-               FROM lake.chunks GROUP BY ALL)
+               FROM chunks GROUP BY ALL)
     SELECT episode_id, CASE
         WHEN s.n IS NULL THEN 'no start'
         WHEN e.n IS NULL THEN 'no end'
@@ -66,18 +69,23 @@ _DERIVED = {
                e.length, e.termination, e.skills, s.worker_id, s.env_name, s.env_version, s.seed,
                s.policy_id, s.policy_version, s.decision_id, s.initial_state, s.time AS started_at,
                e.time AS ended_at, e.num_chunks, e.checksum
-        FROM lake.episode_starts s JOIN lake.episode_ends e USING (episode_id)
+        FROM episode_starts s JOIN episode_ends e USING (episode_id)
         WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)""",
-    "steps": "SELECT * FROM lake.steps WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
-    "frames": "SELECT * FROM lake.frames WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
+    "steps": "SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
+    "frames": "SELECT * FROM frames_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
     "partial_episodes": """
         SELECT st.episode_id, st.problem, s.experiment_id, s.task, s.worker_id, s.time AS started_at,
                e.termination, e.length, e.num_chunks
-        FROM episode_status st LEFT JOIN lake.episode_starts s USING (episode_id)
-             LEFT JOIN lake.episode_ends e USING (episode_id)
+        FROM episode_status st LEFT JOIN episode_starts s USING (episode_id)
+             LEFT JOIN episode_ends e USING (episode_id)
         WHERE st.problem IS NOT NULL""",
     "partial_steps": """
-        SELECT * FROM lake.steps WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
+        SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
+    # per episode and reward function version: did it fire, and first on which step
+    "achievements": """
+        SELECT dataset, experiment_id, episode_id, reward_fn, reward_version, bool_or(success) AS achieved,
+               min(step) FILTER (WHERE success) AS first_step, count(*) AS steps, sum(reward) AS return
+        FROM rewards GROUP BY ALL""",
 }
 VIEWS = sorted([*_TABLES, *_DERIVED])
 
@@ -86,7 +94,14 @@ def open_lake(settings, read_only: bool = True):
     """A DuckDB connection with the lake's views; locked down unless read_only=False (tools).
     LakeNotFound if there is no lake yet."""
     con = attach(settings, read_only=True)
+    existing = {r[0] for r in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
     for view, table in _TABLES.items():
+        if table not in existing and table in lake.SCHEMAS:  # a lake older than the table: empty until written
+            con.register("_empty", lake.SCHEMAS[table].empty_table())
+            con.execute(f"CREATE TABLE {view} AS SELECT * FROM _empty")
+            con.unregister("_empty")
+            continue
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM lake.{table}")
     for view, query in _DERIVED.items():
         con.execute(f"CREATE VIEW {view} AS {query}")

@@ -170,3 +170,38 @@ def test_a_reader_opened_before_a_compaction_reads_the_same_during_and_after(tmp
     reader.close()
     assert compact(settings, keep_s=0).files_deleted > 0  # no reader left: the merged inputs go
     assert lake_fingerprint(settings) == before
+
+
+def test_offsets_that_restart_never_touch_committed_history(tmp_path):
+    """A lake made by replay, then produced onto; partition counts 8 -> 4 -> 8: every episode stays."""
+    from consumers.lake_sink.replay import replay_to_lake
+
+    def produce_into(lake, partitions, seed):
+        env = {"ROBOLAKE_BUS": "memory", "ROBOLAKE_LAKE": f"file://{tmp_path}/{lake}", "PATH": "/usr/bin:/bin",
+               "ROBOLAKE_PARTITIONS": str(partitions)}
+        subprocess.run([sys.executable, "-m", "robolake.cli", "produce", "--synthetic", "4", "--steps", "6",
+                        "--seed", str(seed)], env=env, check=True, capture_output=True)
+
+    for seed, partitions in enumerate((8, 4, 8)):
+        produce_into("source", partitions, seed)
+    assert count(_settings(tmp_path, "source"), "SELECT count(*) FROM episodes") == 12
+    replay_to_lake(_settings(tmp_path, "source"), _settings(tmp_path, "rebuilt"))
+    produce_into("rebuilt", 4, 9)
+    assert count(_settings(tmp_path, "rebuilt"), "SELECT count(DISTINCT episode_id) FROM episodes") == 16
+    assert count(_settings(tmp_path, "rebuilt"), "SELECT count(*) FROM episodes") == 16
+
+
+def test_a_replay_through_the_log_does_not_dead_letter_poison_again(tmp_path):
+    from consumers.lake_sink.replay import replay_to_lake
+
+    bus = MemoryBus(MemoryBroker(partitions=1))
+    bus.producer().send_raw(topics.EPISODES, b"x", b"poison", [("robolake.type", b"episode.steps"),
+                                                              ("robolake.version", b"1")])
+    produce(bus.producer(), SyntheticConfig(episodes=1, steps=5))
+    LakeSink(_settings(tmp_path), bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+    letters = sum(len(p) for p in bus.broker.logs[topics.DLQ])
+    assert letters == 1
+    rebuilt = _settings(tmp_path, "rebuilt")
+    replay_to_lake(_settings(tmp_path), rebuilt, bus)
+    assert sum(len(p) for p in bus.broker.logs[topics.DLQ]) == letters
+    assert count(rebuilt, "SELECT count(*) FROM episodes") == 1
