@@ -57,21 +57,22 @@ def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: i
         t.start()
     producer = threading.Thread(target=producer_loop)
     producer.start()
-    polls, started = 0, time.monotonic()
+    polls, started, con = 0, time.monotonic(), None
     while producer.is_alive() or len(visible) < len(ended_at):
-        try:
-            con = open_lake(lake)
-        except LakeNotFound:  # the sink has not created it yet
-            time.sleep(0.05)
-            continue
+        if con is None:  # one reader, as a dashboard keeps: every query sees the latest snapshot
+            try:
+                con = open_lake(lake)
+            except LakeNotFound:  # the sink has not created it yet
+                time.sleep(0.05)
+                continue
         now = time.monotonic()
         for (episode,) in con.execute("SELECT episode_id FROM episodes").fetchall():
             visible.setdefault(episode, now)
-        con.close()
         polls += 1
         if time.monotonic() - started > seconds + 120:
             break
     poll_s = (time.monotonic() - started) / polls
+    con.close()
     stop.set()
     for t in threads:
         t.join()

@@ -96,6 +96,9 @@ def open_lake(settings, read_only: bool = True):
     con = attach(settings, read_only=True)
     existing = {r[0] for r in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
+    if lake.OFFSETS not in existing:  # attached between the catalog's creation and its tables'
+        con.close()
+        raise LakeNotFound(f"no lake at {settings.lake_root} yet (its tables are being created)")
     for view, table in _TABLES.items():
         if table not in existing and table in lake.SCHEMAS:  # a lake older than the table: empty until written
             con.register("_empty", lake.SCHEMAS[table].empty_table())

@@ -32,13 +32,13 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import demo, infra, lake, log, rollout
+    from robolake.commands import demo, infra, lake, log, relabel, rollout
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"robolake {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, rollout, log, lake):
+    for group in (demo, infra, rollout, log, lake, relabel):
         group.register(commands, common)
     return parser
 

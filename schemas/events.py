@@ -200,7 +200,26 @@ ANALYSIS_VERDICT = EventType("analysis.verdict", 1, pa.schema([
     _f("time", TIME),
 ]), doc="the analyst's judgement of a skill's training progress")
 
+RELABEL_FUNCTION = pa.struct([_f("name", pa.string()), _f("version", pa.int32()), _f("source_hash", pa.string()),
+                              _f("rows", pa.int64())])
+RELABEL_SOURCE = pa.struct([_f("log", pa.string()), _f("topic", pa.string()), _f("partition", pa.int32()),
+                            _f("first_offset", pa.int64()), _f("last_offset", pa.int64())])
+
+RELABEL_COMPLETED = EventType("relabel.completed", 1, pa.schema([
+    _f("relabel_id", pa.string()),
+    _f("dataset", pa.string()),                       # the name the rewards rows carry
+    _f("predicate", pa.string()),                     # on the episodes view
+    _f("functions", pa.list_(RELABEL_FUNCTION)),      # what computed the rows, and how many each wrote
+    _f("sources", pa.list_(RELABEL_SOURCE)),          # offset ranges of the steps messages read
+    _f("lake_snapshot", pa.int64()),                  # the lake snapshot read (its files, exactly)
+    _f("episodes", pa.int64()),
+    _f("steps", pa.int64()),
+    _f("rows", pa.int64()),
+    _f("robolake_version", pa.string()),
+    _f("time", TIME),
+]), doc="historic steps were relabelled with reward functions: the lineage of the rewards rows")
+
 REGISTRY = Registry()
 for _t in (EPISODE_STARTED, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
-           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT):
+           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED):
     REGISTRY.register(_t)

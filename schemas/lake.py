@@ -18,7 +18,8 @@ from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
 EPISODE_STARTS, EPISODE_ENDS, STEPS, CHUNKS, FRAMES, EVENTS = (
     "episode_starts", "episode_ends", "steps", "chunks", "frames", "events")
 # Commit order within one transaction does not matter (it is atomic); listed in data-flow order.
-TABLES = (EPISODE_STARTS, STEPS, CHUNKS, FRAMES, EPISODE_ENDS, EVENTS)
+REWARDS = "rewards"  # derived by `robolake relabel` from steps (not from the log)
+TABLES = (EPISODE_STARTS, STEPS, CHUNKS, FRAMES, EPISODE_ENDS, EVENTS, REWARDS)
 OFFSETS = "lake_offsets"
 NO_EXPERIMENT = "global"  # for events that belong to no experiment (skill.added)
 
@@ -60,8 +61,18 @@ SCHEMAS: dict[str, pa.Schema] = {
                        pa.field("payload", pa.binary(), nullable=False),        # the Arrow IPC message, as sent
                        pa.field("payload_json", pa.string(), nullable=False)] + SOURCE_FIELDS),
 }
+# One row per (dataset, step, reward function version): what that function says of the step's observation.
+SCHEMAS[REWARDS] = pa.schema([pa.field("dataset", pa.string(), nullable=False),
+                              pa.field("episode_id", pa.string(), nullable=False), _EXPERIMENT,
+                              pa.field("step", pa.int32(), nullable=False),
+                              pa.field("reward_fn", pa.string(), nullable=False),
+                              pa.field("reward_version", pa.int32(), nullable=False),
+                              pa.field("source_hash", pa.string(), nullable=False),
+                              pa.field("success", pa.bool_(), nullable=False),
+                              pa.field("reward", pa.float32(), nullable=False)])
 # Data files are partitioned by experiment, so a query about one experiment reads only its files.
 PARTITION_COLUMN = "experiment_id"
 # Rows are written sorted by these, so row-group statistics prune point lookups of an episode.
 SORT_KEYS = {EPISODE_STARTS: ["episode_id"], EPISODE_ENDS: ["episode_id"], STEPS: ["episode_id", "step"],
              CHUNKS: ["episode_id", "chunk"], FRAMES: ["episode_id", "step"], EVENTS: ["_log", "_topic", "_partition", "_offset"]}
+SORT_KEYS[REWARDS] = ["dataset", "reward_fn", "reward_version", "episode_id", "step"]

@@ -5,6 +5,7 @@ CURRICULUM = "robolake.curriculum"  # curriculum.proposal / curriculum.decision,
 SKILLS = "robolake.skills"          # skill.added
 LEARNER = "robolake.learner"        # learner.metrics
 ANALYSIS = "robolake.analysis"      # analysis.verdict
+LINEAGE = "robolake.lineage"        # relabel.completed: what derived data was computed from what
 DLQ = "robolake.dlq"                # dead letters: raw bytes plus headers naming the reason and the source
 
-ALL = (EPISODES, CURRICULUM, SKILLS, LEARNER, ANALYSIS, DLQ)
+ALL = (EPISODES, CURRICULUM, SKILLS, LEARNER, ANALYSIS, LINEAGE, DLQ)

@@ -29,7 +29,7 @@ from schemas import topics
 
 log = logging.getLogger(__name__)
 
-SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS]
+SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS, topics.LINEAGE]
 
 
 class LakeUnavailable(RuntimeError):

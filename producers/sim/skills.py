@@ -1,8 +1,10 @@
 """The skill library: ids, captions, versions, a success/reward function of the observation, and
 a scripted expert for each skill.
 
-Reward functions read only the observation vector (schemas of `episode.steps.observation`), so
-historic data in the lake can be relabelled with any of them, by name and version.
+Reward functions (producers/sim/rewards.py) read only the observation vector (schemas of
+`episode.steps.observation`), vectorized over a batch, so historic data in the lake can be
+relabelled with any of them, by name and version; a skill's `success` is the same function on a
+batch of one.
 """
 
 from __future__ import annotations
@@ -13,39 +15,9 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from producers.sim.env import HOME, OBSERVATION_NAMES, BlockStackingEnv
-from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
-
-_INDEX = {name: i for i, name in enumerate(OBSERVATION_NAMES)}
-OPEN_THRESHOLD, HOLD_RANGE = 0.07, (0.03, 0.05)  # gripper opening (sum of both fingers), metres
-
-
-def _pos(obs: np.ndarray, name: str) -> np.ndarray:
-    i = _INDEX[f"{name}_x"]
-    return obs[i:i + 3]
-
-
-def _holding(obs: np.ndarray, colour: str) -> bool:
-    opening = obs[_INDEX["gripper_opening"]]
-    near = np.linalg.norm(_pos(obs, "ee") - _pos(obs, colour)) < 0.02
-    return bool(HOLD_RANGE[0] <= opening <= HOLD_RANGE[1] and near)
-
-
-def _on(obs: np.ndarray, top: str, bottom: str) -> bool:
-    a, b = _pos(obs, top), _pos(obs, bottom)
-    return bool(np.linalg.norm(a[:2] - b[:2]) < 0.02 and abs(a[2] - b[2] - 2 * CUBE_HALF) < 0.01)
-
-
-# --- success functions of the observation, registered by (name, version) ------------------------
-
-RewardFn = Callable[[np.ndarray], bool]
-REWARDS: dict[tuple[str, int], RewardFn] = {}
-
-
-def _register(name: str, version: int, fn: RewardFn) -> tuple[str, int]:
-    REWARDS[(name, version)] = fn
-    return name, version
-
+from producers.sim.env import HOME, BlockStackingEnv
+from producers.sim.rewards import OPEN_THRESHOLD, REWARDS, RewardFunction, get_reward  # noqa: F401 (re-exported)
+from producers.sim.scene import COLOURS, CUBE_HALF
 
 @dataclass(frozen=True)
 class Skill:
@@ -58,7 +30,12 @@ class Skill:
     setup: str | None = None         # a skill to run first when evaluating it alone
 
     def success(self, obs: np.ndarray) -> bool:
-        return bool(REWARDS[self.reward](obs))
+        """The registered function on a batch of one: the relabel path's definition, no copy."""
+        return REWARDS[self.reward](obs)
+
+    @property
+    def reward_function(self) -> RewardFunction:
+        return REWARDS[self.reward]
 
 
 # --- scripted experts: waypoints for the grip point, followed with bounded steps ------------------
@@ -83,7 +60,7 @@ def _reach(env, colour):
 
 
 def _grasp(env, colour):
-    if _holding(env.observation(), colour):  # in a skill sequence the previous skill may have done it
+    if REWARDS[(f"grasp_{colour}", 1)](env.observation()):  # in a skill sequence the previous skill may have done it
         return
     yield from _reach(env, colour)
     yield from _go(env, env.cube_position(colour), 1.0)
@@ -117,41 +94,22 @@ def _home(env):
     yield from _go(env, HOME, 1.0 if env.gripper_opening() > OPEN_THRESHOLD else -1.0)
 
 
+def _skill(skill_id: str, expert, target: tuple[str, ...] = (), setup: str | None = None) -> Skill:
+    """A skill rewarded by the function of the same name, version 1 (the one its expert was written for)."""
+    return Skill(skill_id, REWARDS[(skill_id, 1)].caption, 1, (skill_id, 1), expert, target, setup)
+
+
 def _build_library() -> dict[str, Skill]:
     skills: list[Skill] = []
     for c in COLOURS:
-        skills += [
-            Skill(f"reach_{c}", f"reach the {c} block", 1,
-                  _register(f"reach_{c}", 1, lambda o, c=c: bool(
-                      np.linalg.norm(_pos(o, "ee")[:2] - _pos(o, c)[:2]) < 0.02
-                      and 0.02 < _pos(o, "ee")[2] - _pos(o, c)[2] < 0.09)),
-                  lambda env, c=c: _reach(env, c), (c,)),
-            Skill(f"grasp_{c}", f"grasp the {c} block", 1,
-                  _register(f"grasp_{c}", 1, lambda o, c=c: _holding(o, c)),
-                  lambda env, c=c: _grasp(env, c), (c,)),
-            Skill(f"lift_{c}", f"lift the {c} block", 1,
-                  _register(f"lift_{c}", 1, lambda o, c=c: _holding(o, c)
-                            and _pos(o, c)[2] > TABLE_TOP + CUBE_HALF + 0.05),
-                  lambda env, c=c: _lift(env, c), (c,)),
-        ]
+        skills += [_skill(f"reach_{c}", lambda env, c=c: _reach(env, c), (c,)),
+                   _skill(f"grasp_{c}", lambda env, c=c: _grasp(env, c), (c,)),
+                   _skill(f"lift_{c}", lambda env, c=c: _lift(env, c), (c,))]
     for top, bottom in itertools.permutations(COLOURS, 2):
-        skills.append(Skill(
-            f"place_{top}_on_{bottom}", f"put the {top} block on the {bottom} block", 1,
-            _register(f"place_{top}_on_{bottom}", 1, lambda o, t=top, b=bottom: _on(o, t, b)
-                      and o[_INDEX["gripper_opening"]] > OPEN_THRESHOLD),
-            lambda env, t=top, b=bottom: _place(env, t, b), (top, bottom)))
-    skills += [
-        Skill("open_gripper", "open the gripper", 1,
-              _register("open_gripper", 1, lambda o: bool(o[_INDEX["gripper_opening"]] > OPEN_THRESHOLD)),
-              _open, setup="grasp_red"),
-        Skill("go_home", "go to the home position", 1,
-              _register("go_home", 1, lambda o: bool(np.linalg.norm(_pos(o, "ee") - HOME) < 0.02)), _home,
-              setup="reach_green"),
-        Skill("build_tower", "build a tower: blue at the bottom, then green, then red on top", 1,
-              _register("build_tower", 1, lambda o: _on(o, "green", "blue") and _on(o, "red", "green")
-                        and o[_INDEX["gripper_opening"]] > OPEN_THRESHOLD),
-              lambda env: _tower(env, "blue", "green", "red"), ("blue", "green", "red")),
-    ]
+        skills.append(_skill(f"place_{top}_on_{bottom}", lambda env, t=top, b=bottom: _place(env, t, b), (top, bottom)))
+    skills += [_skill("open_gripper", _open, setup="grasp_red"),
+               _skill("go_home", _home, setup="reach_green"),
+               _skill("build_tower", lambda env: _tower(env, "blue", "green", "red"), ("blue", "green", "red"))]
     return {s.id: s for s in skills}
 
 

@@ -1,0 +1,162 @@
+"""`robolake relabel` on the embedded default: rows, views, lineage, incremental, versions, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from infra.lake_sql import open_lake
+from learner.relabel import relabel, resolve
+from producers.sim.rewards import REWARDS, register
+from robolake import __version__
+from robolake.cli import main
+from robolake.settings import Settings
+
+N_FUNCTIONS = len(REWARDS)
+
+
+def _lake(path, *produce) -> Settings:
+    url = f"file://{path}/lake"
+    for args in produce:
+        assert main(["produce", *args, "--lake", url, "--bus", "memory"]) == 0
+    return Settings.load(env={}, lake=url, bus="memory")
+
+
+def _cli(settings, *args) -> int:
+    return main(["relabel", *args, "--lake", settings.lake, "--bus", "memory"])
+
+
+def _rows(settings, sql: str):
+    con = open_lake(settings)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def lake(tmp_path_factory):
+    """Two simulated episodes (noisy placing) and two synthetic ones (another environment)."""
+    return _lake(tmp_path_factory.mktemp("relabel"),
+                 ["--episodes", "2", "--task", "place_red_on_blue", "--noise", "0.1", "--steps-per-skill", "25"],
+                 ["--synthetic", "2", "--steps", "10"])
+
+
+def test_every_function_over_every_step_matches_the_functions_on_the_lakes_observations(lake, capsys):
+    assert _cli(lake, "--all", "--name", "full", "--batch-steps", "1") == 0
+    out = capsys.readouterr().out
+    assert "relabelled 2 episodes" in out and "skipped 2 episodes of other environments" in out
+    steps = _rows(lake, "SELECT episode_id, step, observation FROM steps s JOIN episodes e USING (episode_id) "
+                        "WHERE e.env_name = 'panda_block_stacking' ORDER BY ALL")
+    obs = np.array([s[2] for s in steps], np.float32)
+    for fn in REWARDS.values():
+        got = _rows(lake, "SELECT episode_id, step, success, reward, source_hash FROM rewards WHERE dataset = 'full' "
+                          f"AND reward_fn = '{fn.name}' AND reward_version = {fn.version} ORDER BY episode_id, step")
+        assert [(g[0], g[1]) for g in got] == [(s[0], s[1]) for s in steps], fn.spec
+        success, reward = fn.evaluate(obs)
+        assert [g[2] for g in got] == success.tolist() and np.allclose([g[3] for g in got], reward)
+        assert {g[4] for g in got} == {fn.source_hash}
+    # achievements: per episode and function, achieved and the first step achieved
+    for episode_id, fn, version, achieved, first in _rows(
+            lake, "SELECT episode_id, reward_fn, reward_version, achieved, first_step FROM achievements "
+                  "WHERE dataset = 'full'"):
+        mine = [s[1] for s, ok in zip(steps, REWARDS[(fn, version)](obs)) if ok and s[0] == episode_id]
+        assert achieved == bool(mine) and first == (min(mine) if mine else None)
+    assert _rows(lake, "SELECT count(*) FROM achievements WHERE dataset = 'full'") == [(2 * N_FUNCTIONS,)]
+
+
+def test_lineage_is_an_event_in_the_lake(lake):
+    stats = relabel(lake, resolve(["reach_red", "place_red_on_blue@1"]), where="seed = 0", dataset="lineage")
+    events = _rows(lake, "SELECT payload_json FROM events WHERE type = 'relabel.completed'")
+    row = next(r for (payload,) in events for r in json.loads(payload) if r["dataset"] == "lineage")
+    assert row["relabel_id"] == stats.relabel_id and row["predicate"] == "seed = 0"
+    assert row["robolake_version"] == __version__ and row["episodes"] == 1 and row["rows"] == 2 * row["steps"]
+    assert [(f["name"], f["version"], f["source_hash"], f["rows"]) for f in row["functions"]] == [
+        ("place_red_on_blue", 1, REWARDS[("place_red_on_blue", 1)].source_hash, row["steps"]),
+        ("reach_red", 1, REWARDS[("reach_red", 1)].source_hash, row["steps"])]
+    ranges = row["sources"]
+    assert ranges and all(s["topic"] == "robolake.episodes" and s["first_offset"] <= s["last_offset"] for s in ranges)
+    assert row["lake_snapshot"] > 0
+
+
+def test_a_rerun_adds_nothing_and_a_new_version_relabels_history_beside_the_old(lake, capsys):
+    assert _cli(lake, "--rewards", "place_red_on_blue@1", "--name", "versions") == 0
+    before = _rows(lake, "SELECT * FROM rewards WHERE dataset = 'versions' ORDER BY ALL")
+    events = _rows(lake, "SELECT count(*) FROM events")
+    capsys.readouterr()
+    assert _cli(lake, "--rewards", "place_red_on_blue@1", "--name", "versions") == 0
+    assert "already relabelled" in capsys.readouterr().out
+    assert _rows(lake, "SELECT * FROM rewards WHERE dataset = 'versions' ORDER BY ALL") == before
+    assert _rows(lake, "SELECT count(*) FROM events") == events  # no lineage for a run that wrote nothing
+    assert _cli(lake, "--rewards", "place_red_on_blue", "--name", "versions") == 0  # latest: v2
+    assert _rows(lake, "SELECT * FROM rewards WHERE dataset = 'versions' AND reward_version = 1 ORDER BY ALL") == before
+    assert _rows(lake, "SELECT reward_version, count(*) FROM rewards WHERE dataset = 'versions' GROUP BY ALL "
+                       "ORDER BY ALL") == [(1, len(before)), (2, len(before))]
+
+
+def test_only_new_episodes_are_computed(tmp_path):
+    settings = _lake(tmp_path, ["--episodes", "1", "--task", "lift_red"])
+    first = relabel(settings, resolve(["lift_red"]))
+    assert (first.episodes, first.rows) == (1, first.steps)
+    _lake(tmp_path, ["--episodes", "1", "--task", "lift_green", "--seed", "5"])
+    second = relabel(settings, resolve(["lift_red", "lift_green"]))
+    # the new episode for both, the old one only for the function it lacked
+    assert second.episodes == 2 and second.rows == first.steps + 2 * (second.steps - first.steps)
+    assert _rows(settings, "SELECT count(DISTINCT episode_id), count(*) FROM rewards") == [(2, first.rows + second.rows)]
+
+
+def test_unknown_functions_are_one_line_listing_the_known_ones(lake, capsys):
+    assert _cli(lake, "--rewards", "lift_red", "place_red_on_purple@1") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "unknown reward function 'place_red_on_purple@1'; known: " in err
+    assert "place_red_on_blue@2" in err and "two_block_tower@1" in err
+    assert _cli(lake, "--rewards", "lift_red@7") == 2
+
+
+@pytest.mark.parametrize("where, code, message", [
+    ("TRUE; DELETE FROM steps_all", 2, "read-only here: DELETE statements are refused"),
+    ("episode_id IN (SELECT * FROM read_csv('/etc/passwd'))", 1, "disabled"),
+    ("no_such_column = 1", 1, "no_such_column"),
+])
+def test_a_where_that_writes_or_reads_outside_the_lake_is_refused(lake, capsys, where, code, message):
+    before = _rows(lake, "SELECT count(*) FROM rewards")
+    assert _cli(lake, "--all", "--where", where, "--name", "refused") == code
+    assert message in capsys.readouterr().err
+    assert _rows(lake, "SELECT count(*) FROM rewards") == before
+
+
+def test_an_empty_selection_writes_nothing(lake, capsys):
+    before = _rows(lake, "SELECT count(*) FROM rewards")
+    assert _cli(lake, "--all", "--where", "seed = -1", "--name", "empty") == 0
+    assert "no complete episodes match --where 'seed = -1'; nothing written" in capsys.readouterr().out
+    assert _cli(lake, "--all", "--where", "env_name = 'synthetic'", "--name", "empty") == 0
+    assert "none of the 2 matching episodes is of the Panda scene" in capsys.readouterr().out
+    assert _rows(lake, "SELECT count(*) FROM rewards") == before
+
+
+@pytest.mark.parametrize("kernel, message", [
+    (lambda obs: np.where(obs[:, 0] > 1e9, 1.0, np.nan), "broken@1 returned NaN"),
+    (lambda obs: obs[1:, 0] > 0, "broken@1 returned"),
+])
+def test_a_function_returning_nan_or_the_wrong_length_is_named_and_nothing_is_written(lake, monkeypatch, capsys,
+                                                                                     kernel, message):
+    monkeypatch.setattr("producers.sim.rewards.REWARDS", dict(REWARDS))
+    register("broken", 1, "break", kernel)
+    assert _cli(lake, "--rewards", "lift_red", "broken", "--name", "broken") == 1
+    assert message in capsys.readouterr().err
+    assert _rows(lake, "SELECT count(*) FROM rewards WHERE dataset = 'broken'") == [(0,)]
+
+
+def test_a_lake_older_than_the_rewards_table_shows_it_empty_until_a_relabel_adds_it(tmp_path, monkeypatch):
+    from schemas import lake as lake_schema
+
+    monkeypatch.setattr(lake_schema, "TABLES", tuple(t for t in lake_schema.TABLES if t != lake_schema.REWARDS))
+    settings = _lake(tmp_path, ["--episodes", "1", "--task", "reach_red"])
+    assert _rows(settings, "SELECT count(*) FROM rewards") == [(0,)]
+    assert _rows(settings, "SELECT count(*) FROM achievements") == [(0,)]
+    monkeypatch.undo()
+    stats = relabel(settings, resolve(["reach_red"]))
+    assert _rows(settings, "SELECT count(*), bool_or(achieved) FROM achievements") == [(1, True)]
+    assert stats.rows == _rows(settings, "SELECT count(*) FROM rewards")[0][0]
