@@ -74,11 +74,16 @@ _DERIVED = {
     "steps": "SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
     "frames": "SELECT * FROM frames_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
     "partial_episodes": """
-        SELECT st.episode_id, st.problem, s.experiment_id, s.task, s.worker_id, s.time AS started_at,
+        SELECT st.episode_id, st.problem, s.experiment_id, s.task, s.worker_id, s.started_at,
                e.termination, e.length, e.num_chunks
-        FROM episode_status st LEFT JOIN episode_starts s USING (episode_id)
-             LEFT JOIN episode_ends e USING (episode_id)
-        WHERE st.problem IS NOT NULL""",
+        FROM episode_status st
+        LEFT JOIN (SELECT episode_id, any_value(experiment_id) AS experiment_id, any_value(task) AS task,
+                          any_value(worker_id) AS worker_id, min(time) AS started_at
+                   FROM episode_starts GROUP BY ALL) s USING (episode_id)
+        LEFT JOIN (SELECT episode_id, any_value(termination) AS termination, any_value(length) AS length,
+                          any_value(num_chunks) AS num_chunks
+                   FROM episode_ends GROUP BY ALL) e USING (episode_id)
+        WHERE st.problem IS NOT NULL""",  # one row per episode, however often it was started or ended
     "partial_steps": """
         SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
     # per episode and reward function version: did it fire, and first on which step
@@ -126,15 +131,56 @@ def check_read_only(con, sql: str) -> None:
     if not statements:
         raise ReadOnlyError("no statement given")
     for statement in statements:
-        kind = statement.type.name
+        kind, text = statement.type.name, statement.query
         if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs what it explains: that must be a read too
-            inner = con.extract_statements(_EXPLAIN.sub("", statement.query, count=1))
+            text = _EXPLAIN.sub("", statement.query, count=1)
+            inner = con.extract_statements(text)
             kind = "EXPLAIN " + ",".join(s.type.name for s in inner)
             if len(inner) == 1 and inner[0].type.name == "SELECT":
-                continue
+                kind = "SELECT"
         if kind != "SELECT":
             raise ReadOnlyError(f"the lake is read-only here: {kind} statements are refused "
                                 "(only SELECT, EXPLAIN of a SELECT, DESCRIBE, SHOW, SUMMARIZE)")
+        for name in _functions(con, text):
+            if _refused_function(name):
+                raise ReadOnlyError(f"the lake is read-only here: {name}() is refused (it maintains or "
+                                    "writes the lake, or reads files outside it)")
+
+
+# Functions a SELECT may call that write or reach past the lake: DuckLake's maintenance (a
+# read-only attachment still lets some of them write or delete data files), the SQLite scanner
+# (it ignores enable_external_access), and query() (SQL text our check would not see).
+_READ_ONLY_DUCKLAKE = {"ducklake_snapshots", "ducklake_table_info", "ducklake_list_files",
+                       "ducklake_table_changes", "ducklake_table_insertions", "ducklake_table_deletions"}
+
+
+def _refused_function(name: str) -> bool:
+    name = name.lower()
+    return ((name.startswith("ducklake_") and name not in _READ_ONLY_DUCKLAKE)
+            or name.startswith(("sqlite_", "postgres_", "mysql_")) or name in {"query", "query_table"})
+
+
+def _functions(con, select_sql: str) -> set[str]:
+    """Every function name in a SELECT, from DuckDB's own parse tree."""
+    import json
+
+    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [select_sql]).fetchone()[0])
+    if tree.get("error"):
+        raise ReadOnlyError(f"cannot parse the query: {tree.get('error_message', tree)}")
+    names: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("function_name"), str):
+                names.add(node["function_name"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(tree)
+    return names
 
 
 def query(con, sql: str):

@@ -88,6 +88,10 @@ def decode(payload: bytes, headers: Headers | None, registry: Registry = REGISTR
         table = pa.ipc.open_stream(pa.py_buffer(payload)).read_all()
     except Exception as exc:  # whatever pyarrow raises on garbage
         raise DecodeError("undecodable", f"not an Arrow IPC stream: {exc}") from None
+    try:  # full validation: invalid UTF-8 in a string column, offsets out of bounds, ...
+        table.validate(full=True)
+    except Exception as exc:
+        raise DecodeError("undecodable", f"invalid Arrow data: {exc}") from None
     try:
         table = _conform(table, event_type)
     except DecodeError:
@@ -120,7 +124,7 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
     table = table.select(expected.names).cast(expected)
     if "experiment_id" in expected.names and table.num_rows:
         for experiment_id in table.column("experiment_id").unique().to_pylist():
-            if experiment_id is not None and not _EXPERIMENT_ID.match(experiment_id):
+            if experiment_id is not None and not _EXPERIMENT_ID.fullmatch(experiment_id):
                 raise DecodeError("schema_violation", f"{label}: experiment_id {experiment_id!r} must match "
                                                       f"{EXPERIMENT_ID_PATTERN} (it names a lake partition)")
     if event_type.check is not None:

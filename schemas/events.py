@@ -90,6 +90,8 @@ def _vectors_consistent(table: pa.Table, *columns: str) -> str | None:
         if table.num_rows and pc.min(lengths).as_py() == 0:
             return f"{name} vectors are empty"
         values = pc.list_flatten(column)
+        if values.null_count:
+            return f"{name} contains nulls"
         if len(values) and not pc.all(pc.is_finite(values)).as_py():
             return f"{name} contains NaN or infinite values"
     return None

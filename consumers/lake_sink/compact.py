@@ -15,6 +15,8 @@ from schemas import lake
 
 log = logging.getLogger(__name__)
 
+ORPHAN_MIN_AGE_S = 300.0
+
 
 @dataclass
 class CompactionStats:
@@ -25,8 +27,8 @@ class CompactionStats:
 
 def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
     """Merge adjacent small files of every table; expire snapshots older than `keep_s` and delete
-    the files that were replaced more than `keep_s` ago. Files left by failed commits are not
-    deleted here: a running sink's next commit may be about to list the ones it just wrote."""
+    the files that were replaced more than `keep_s` ago, and files no snapshot lists (failed
+    commits) once they are older than `keep_s` and at least ORPHAN_MIN_AGE_S."""
     tables = LakeTables(settings, writer="compact")
     stats = CompactionStats()
     try:
@@ -52,6 +54,11 @@ def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
         else:
             stats.files_deleted = len(tables.execute_serialised(
                 "CALL ducklake_cleanup_old_files('lake', cleanup_all := true)"))
+        # Files no snapshot lists (a commit that failed, a killed writer): only old ones, since a
+        # writer's commit in flight lists files it wrote moments ago.
+        orphan_cutoff = f"now() - to_seconds({max(float(keep_s), ORPHAN_MIN_AGE_S)})"
+        stats.files_deleted += len(tables.execute_serialised(
+            f"CALL ducklake_delete_orphaned_files('lake', older_than := {orphan_cutoff})"))
         if progress is not None:
             progress(1)
         stats.files_after = _data_files(tables)

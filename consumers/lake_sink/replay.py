@@ -51,16 +51,26 @@ class ReplayStats:
 def lake_deliveries(settings, episodes: str | None = None) -> Iterator[tuple[OffsetKey, Delivery]]:
     """The messages the lake was built from, in log order per (log, topic, partition), with that
     key. `episodes` is a predicate on the `episodes` view (then only those episodes' messages)."""
-    con = open_lake(settings)
+    con, keys = _pinned(settings)
     where = "TRUE"
-    if episodes is not None:
-        check_read_only(con, f"SELECT episode_id FROM episodes WHERE {episodes}")
-        where = f"episode_id IN (SELECT episode_id FROM episodes WHERE {episodes})"
-    keys = con.execute("SELECT _log, _topic, _partition, next_offset FROM lake_offsets ORDER BY ALL").fetchall()
     try:
+        if episodes is not None:
+            check_read_only(con, f"SELECT episode_id FROM episodes WHERE {episodes}")
+            # The ids first, alone: inside IN (…) a column the view lacks would bind to the outer table.
+            con.register("_chosen", con.execute(f"SELECT episode_id FROM episodes WHERE {episodes}").to_arrow_table())
+            where = "episode_id IN (SELECT episode_id FROM _chosen)"
         yield from table_deliveries(con, keys, where, events=episodes is None)
     finally:
         con.close()
+
+
+def _pinned(settings):
+    """A read-only connection inside one transaction, so every query sees one snapshot of the lake
+    (a sink committing meanwhile changes nothing we read), and the offsets of that snapshot."""
+    con = open_lake(settings)
+    con.execute("BEGIN TRANSACTION")
+    keys = con.execute("SELECT _log, _topic, _partition, next_offset FROM lake_offsets ORDER BY ALL").fetchall()
+    return con, keys
 
 
 def table_deliveries(con, keys, where: str = "TRUE", events: bool = True) -> Iterator[tuple[OffsetKey, Delivery]]:
@@ -117,11 +127,9 @@ def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | N
         if existing and not merge:
             raise ReplayError(f"{target.lake_root} already holds data from {len(existing)} partitions; "
                               "replay into an empty lake, or pass --merge to add what it lacks")
-        con = open_lake(source)
-        ends = {(lg, t, p): o for lg, t, p, o in con.execute("SELECT * EXCLUDE (writer, committed_at) FROM lake_offsets").fetchall()}
-        con.close()
+        con, keys = _pinned(source)
         writer = LakeWriter(tables, contiguous=False)
-        for key, delivery in lake_deliveries(source):
+        for key, delivery in _closing(con, table_deliveries(con, keys)):
             if writer.position(key) is None:
                 writer.track(key, existing.get(key), existing.get(key) or 0)
             if delivery.offset >= writer.position(key):  # with --merge: only what the target lacks
@@ -131,7 +139,8 @@ def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | N
                 writer.commit()
             if progress is not None:
                 progress(1)
-        for key, end in ends.items():  # offsets end where the source's do, dead letters included
+        for log_id, topic, partition, end in keys:  # offsets end where the source's do, dead letters included
+            key = (log_id, topic, partition)
             if writer.position(key) is None:
                 writer.track(key, existing.get(key), existing.get(key) or 0)
             writer.advance(key, end)
@@ -145,6 +154,13 @@ def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | N
     log.info("rebuilt %s: %d messages from %s, %d from the log", target.lake_root, stats.from_lake,
              source.lake_root, stats.from_bus)
     return stats
+
+
+def _closing(con, iterator):
+    try:
+        yield from iterator
+    finally:
+        con.close()
 
 
 def replay_to_topic(source, bus: Bus, topic: str, episodes: str = "TRUE") -> ReplayStats:

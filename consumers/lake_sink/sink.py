@@ -101,6 +101,9 @@ class LakeSink:
 
     def _take(self, consumer: Consumer, record: Delivery | Skipped) -> None:
         key = self._key(consumer, record.topic, record.partition)
+        if self.writer.position(key) != record.offset:  # a topic deleted and recreated is a new log
+            self._log_ids.pop(record.topic, None)
+            key = self._key(consumer, record.topic, record.partition)
         if key in self._seeking:
             if key in self._seeked_in_batch or record.offset < self._seeking[key]:
                 return  # read before our seek took effect: the next poll starts at the seek

@@ -205,3 +205,32 @@ def test_a_replay_through_the_log_does_not_dead_letter_poison_again(tmp_path):
     replay_to_lake(_settings(tmp_path), rebuilt, bus)
     assert sum(len(p) for p in bus.broker.logs[topics.DLQ]) == letters
     assert count(rebuilt, "SELECT count(*) FROM episodes") == 1
+
+
+def test_an_episode_started_and_ended_twice_is_one_partial_row(tmp_path):
+    recorder = _Recorder()
+    produce(recorder, SyntheticConfig(episodes=1, steps=4, chunk_steps=4))
+    bus = MemoryBus(MemoryBroker(partitions=1))
+    producer = bus.producer()
+    for topic, key, batch in recorder.sent * 2:  # the whole episode sent twice (a replay onto its own topic)
+        producer.send(topic, key, batch)
+    settings = _settings(tmp_path)
+    LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+    assert open_lake(settings).execute("SELECT problem FROM partial_episodes").fetchall() == [
+        ("duplicate start or end",)]
+
+
+def test_invalid_utf8_in_a_string_column_is_poison_not_a_stalled_sink(tmp_path):
+    recorder = _Recorder()
+    produce(recorder, SyntheticConfig(episodes=1, steps=4, chunk_steps=4))
+    topic, key, started = recorder.sent[0]
+    bad = started.table.set_column(started.table.schema.get_field_index("task"), "task",
+                                   pa.array([b"\xff"], pa.binary()).view(pa.string()))
+    bus = MemoryBus(MemoryBroker(partitions=1))
+    payload, headers = encode(type(started)(started.type, started.version, bad))
+    bus.producer().send_raw(topic, key.encode(), payload, headers)
+    produce(bus.producer(), SyntheticConfig(episodes=2, steps=5, seed=3))
+    settings = _settings(tmp_path)
+    stats = LakeSink(settings, bus=bus, flush_seconds=0.05, retry_max_s=0.1).run(until_idle_s=0.3)
+    assert stats.dead_letters == 1 and stats.retries == 0
+    assert count(settings, "SELECT count(*) FROM episodes") == 2
