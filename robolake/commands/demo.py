@@ -3,19 +3,21 @@
 Today: the skill library is announced, two rollout workers run the scripted experts on "put the
 red block on the blue block" in the MuJoCo Panda scene with camera frames, a consumer group reads
 the log back as a conversation, a poison message lands in the dead-letter topic with its reason,
-the lake sink writes the log as Parquet, and SQL answers from the lake. It grows with the loop
-(learner, curriculum) as those parts land.
+the lake sink writes the log into the lake's tables, SQL answers from the lake, and every reward
+function relabels the historic steps (what else did those episodes achieve?). It grows with the
+loop (learner, curriculum) as those parts land.
 """
 
 from __future__ import annotations
 
+from robolake.commands import check_lake_writable, positive_int
 from robolake.settings import Settings
 
 
 def register(commands, common) -> None:
     demo = commands.add_parser("demo", parents=[common], help="run the main job on the embedded default",
                                description=__doc__.split("\n\n")[1].replace("\n", " "))
-    demo.add_argument("--episodes", type=int, default=4, help="simulated episodes to run (default 4)")
+    demo.add_argument("--episodes", type=positive_int, default=4, metavar="N", help="simulated episodes to run (default 4)")
     demo.set_defaults(run=run_demo)
 
 
@@ -27,6 +29,7 @@ def run_demo(args, settings: Settings) -> int:
     from producers.workers import produce_episodes
     from schemas import topics
 
+    check_lake_writable(settings)
     bus = open_bus(settings)
     print(f"== robolake demo on bus={settings.bus}\n")
     producer = bus.producer()
@@ -71,6 +74,18 @@ def run_demo(args, settings: Settings) -> int:
                 "SELECT count(*) AS frames, round(avg(octet_length(frame))) AS png_bytes FROM frames"):
         print(f"\nrobolake sql \"{sql}\"")
         print(query(con, sql))
+    con.close()
+
+    from learner.relabel import relabel, resolve
+
+    stats = relabel(settings, resolve(None, everything=True), where="experiment_id = 'demo'", publish=False)
+    print(f"\n-- relabelled {stats.steps} historic steps with {len(stats.rows_by_function)} reward functions "
+          f"({stats.rows} rows in the rewards table): what else did these episodes achieve?")
+    sql = ("SELECT reward_fn || '@' || reward_version AS reward_function, count(*) FILTER (WHERE achieved) AS "
+           "episodes_achieving, round(avg(first_step), 1) AS mean_first_step FROM achievements "
+           "GROUP BY ALL HAVING episodes_achieving > 0 ORDER BY ALL")
+    print(f"\nrobolake sql \"{sql}\"")
+    print(query(open_lake(settings), sql))
     print("next: `make test` runs the same contracts on real Kafka + MinIO; "
           "`robolake infra up` starts them for you.")
     return 0

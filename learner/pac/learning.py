@@ -1,0 +1,87 @@
+"""The PAC learner: one gradient step at a time on batches of NumPy arrays (learner/dataset.py)."""
+
+from __future__ import annotations
+
+import copy
+import time
+
+import numpy as np
+import torch
+
+from learner.pac.config import PACConfig
+from learner.pac.losses import pac_losses
+from learner.pac.networks import PerceiverActorCritic
+
+_KEYS = ("observation", "next_observation", "action", "reward", "discount", "caption")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"unknown device {name!r}; choose one of auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+class PACLearner:
+    def __init__(self, config: PACConfig, device: str = "auto", seed: int = 0):
+        torch.manual_seed(seed)
+        self.config, self.device = config, pick_device(device)
+        self.model = PerceiverActorCritic(config).to(self.device)
+        self.target = copy.deepcopy(self.model).requires_grad_(False)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.steps = 0
+
+    def step(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """One gradient step; `batch["caption"]` holds caption embeddings (B, caption_dim).
+        Returns the losses, Q, entropy and samples/s of this step."""
+        started = time.perf_counter()
+        arrays = {k: np.asarray(batch[k], dtype=np.float32) for k in _KEYS}
+        for key, values in arrays.items():
+            if not np.isfinite(values).all():
+                raise ValueError(f"batch field {key} has non-finite values")
+        tensors = {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss, metrics = pac_losses(self.model, self.target, tensors, self.config)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.steps}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            for p, t in zip(self.model.parameters(), self.target.parameters()):
+                t.lerp_(p, self.config.target_tau)
+        self.steps += 1
+        out = {k: float(v) for k, v in metrics.items()}
+        out["samples_per_s"] = len(batch["observation"]) / (time.perf_counter() - started)
+        return out
+
+    def act(self, observation: np.ndarray, caption: np.ndarray, greedy: bool = True) -> np.ndarray:
+        """Actions (B, action_dim) in [-1, 1] for observations (B, obs_dim) and caption embeddings."""
+        from learner.pac.losses import bin_centres, sample_actions
+
+        with torch.no_grad():
+            obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)
+            cap = torch.as_tensor(np.asarray(caption, np.float32), device=self.device)
+            logits = self.model.policy_logits(self.model.encode(obs, cap))
+            if greedy:
+                return bin_centres(self.config, self.device)[logits.argmax(-1)].cpu().numpy()
+            return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "target": self.target.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "steps": self.steps}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state["steps"]
+
+
+def parameter_count(config: PACConfig) -> int:
+    """Parameters of the model for `config`, without allocating them (the meta device)."""
+    with torch.device("meta"):
+        model = PerceiverActorCritic(config)
+    return sum(p.numel() for p in model.parameters())

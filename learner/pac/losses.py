@@ -1,0 +1,98 @@
+"""PAC's objective: a distributional TD critic and a KL-regularised policy (BC + improvement).
+
+- Critic: categorical returns on a fixed support (C51 projection). The target is
+  r + discount * (1 - done) * Z_target(s', a') with a' sampled from the policy at s', the
+  target distributions of the sampled actions averaged (a mixture), then projected.
+- Policy: alpha * BC (negative log-likelihood of the dataset action's bins) + (1 - alpha) *
+  improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
+  critic, and raise their likelihood (MPO's E-step with a fixed temperature). alpha = 1 is BC.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from learner.pac.config import PACConfig
+
+
+def bin_centres(config: PACConfig, device=None) -> torch.Tensor:
+    return torch.linspace(-1.0, 1.0, config.action_bins, device=device)
+
+
+def support(config: PACConfig, device=None) -> torch.Tensor:
+    return torch.linspace(config.v_min, config.v_max, config.return_bins, device=device)
+
+
+def action_to_bins(actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
+    """Continuous actions in [-1, 1] -> the nearest bin index per dimension."""
+    scaled = (actions.clamp(-1, 1) + 1) / 2 * (config.action_bins - 1)
+    return scaled.round().long()
+
+
+def sample_actions(logits: torch.Tensor, k: int, config: PACConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """K actions per state from per-dimension categoricals: (bins (B, K, A), actions (B, K, A))."""
+    probs = logits.softmax(-1)                                    # (B, A, bins)
+    b, a, n = probs.shape
+    bins = torch.multinomial(probs.reshape(b * a, n), k, replacement=True).view(b, a, k).transpose(1, 2)
+    return bins, bin_centres(config, logits.device)[bins]
+
+
+def log_prob(logits: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
+    """log pi(bins) summed over action dimensions; logits (B, A, n), bins (B, K, A) -> (B, K)."""
+    logp = logits.log_softmax(-1).unsqueeze(1).expand(-1, bins.shape[1], -1, -1)   # (B, K, A, n)
+    return logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def project(target_probs: torch.Tensor, rewards: torch.Tensor, discounts: torch.Tensor,
+            config: PACConfig) -> torch.Tensor:
+    """C51: the distribution of r + discount * Z on the fixed support. (B, n) -> (B, n)."""
+    z = support(config, target_probs.device)
+    dz = (config.v_max - config.v_min) / (config.return_bins - 1)
+    tz = (rewards[:, None] + discounts[:, None] * z[None]).clamp(config.v_min, config.v_max)
+    pos = (tz - config.v_min) / dz
+    low, high = pos.floor().long(), pos.ceil().long()
+    out = torch.zeros_like(target_probs)
+    w_high = pos - low
+    w_low = 1 - w_high
+    out.scatter_add_(1, low, target_probs * w_low)
+    out.scatter_add_(1, high, target_probs * w_high)
+    return out
+
+
+def expected(logits: torch.Tensor, config: PACConfig) -> torch.Tensor:
+    return (logits.softmax(-1) * support(config, logits.device)).sum(-1)
+
+
+def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig) -> tuple[torch.Tensor, dict]:
+    """The total loss and its parts for one batch (observation, caption, action, reward,
+    next_observation, discount)."""
+    obs, caption, action = batch["observation"], batch["caption"], batch["action"]
+    k = config.sampled_actions
+    z = model.encode(obs, caption)
+    policy = model.policy_logits(z)
+
+    # Critic: distributional TD with the target network.
+    with torch.no_grad():
+        z_next = target.encode(batch["next_observation"], caption)
+        _, next_actions = sample_actions(target.policy_logits(z_next), k, config)
+        next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)            # (B, n)
+        target_probs = project(next_probs, batch["reward"], config.discount * batch["discount"], config)
+    q_data = model.q_logits(z, action.unsqueeze(1))[:, 0]                                # (B, n)
+    critic_loss = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
+
+    # Policy: BC on the dataset action + improvement against the critic.
+    bc_loss = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0].mean()
+    improve_loss = torch.zeros((), device=obs.device)
+    if config.alpha < 1.0:
+        with torch.no_grad():
+            bins, actions = sample_actions(policy, k, config)
+            q = expected(model.q_logits(z.detach(), actions), config)                      # (B, K)
+            weights = (q / config.eta).softmax(-1)
+        improve_loss = -(weights * log_prob(policy, bins)).sum(-1).mean()
+    policy_loss = config.alpha * bc_loss + (1 - config.alpha) * improve_loss
+    entropy = -(policy.softmax(-1) * policy.log_softmax(-1)).sum(-1).sum(-1).mean()
+    metrics = {"critic_loss": critic_loss.detach(), "bc_loss": bc_loss.detach(),
+               "improve_loss": improve_loss.detach(), "policy_loss": policy_loss.detach(),
+               "q_mean": expected(q_data.detach(), config).mean(), "entropy": entropy.detach()}
+    return critic_loss + policy_loss, metrics
