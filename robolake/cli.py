@@ -1,19 +1,37 @@
 """The `robolake` command line: parses arguments and settings, then hands off to one role.
 
 Every command takes the shared settings flags (--bus, --lake, …; each also read from ROBOLAKE_*).
-Bad arguments print one line naming the problem and exit 2; heavy modules are imported only
-by the command that needs them, so `robolake --help` stays instant.
+Every expected failure is turned into one line on stderr here, in one place (`failure`): exit 2
+for bad usage, 1 for a failure, 130 when interrupted (Ctrl-C); a reader that stops reading
+(`robolake sql … | head -1`) ends the command quietly. Heavy modules are imported only by the
+command that needs them, so `robolake --help` stays instant.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from robolake import __version__
-from robolake.commands import EXIT_USAGE, Parser
-from robolake.settings import Settings, SettingsError
+from robolake.commands import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
+from robolake.settings import Settings
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their reader goes away
+
+# Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
+# is imported here). Anything else is a bug and keeps its traceback.
+USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("robolake.commands", "UsageError"),
+                ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill")]
+FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
+            ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
+            ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
+            ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
+            ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
+            ("learner.checkpoints", "CheckpointError"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
+            ("builtins", "OSError")]
 
 DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "
                "event-sourced data lake.")
@@ -22,23 +40,28 @@ DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, b
 def _settings_flags() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("settings (also from ROBOLAKE_<NAME> environment variables)")
-    group.add_argument("--bus", help="'memory' (default) or kafka://host:port[,host:port]")
-    group.add_argument("--lake", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
-    group.add_argument("--home", help="cache and stack state directory (default ~/.cache/robolake)")
-    group.add_argument("--s3-endpoint", help="S3/MinIO endpoint host:port (default 127.0.0.1:9000)")
-    group.add_argument("--partitions", type=int, help="partitions per topic (default 4)")
-    group.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    group.add_argument("--bus", metavar="URL", help="'memory' (default) or kafka://host:port[,host:port]")
+    group.add_argument("--lake", metavar="URL", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
+    group.add_argument("--home", metavar="DIR", help="cache and stack state directory (default ~/.cache/robolake)")
+    group.add_argument("--s3-endpoint", metavar="HOST:PORT", help="S3/MinIO endpoint (default 127.0.0.1:9000)")
+    group.add_argument("--partitions", type=int, metavar="N", help="partitions per topic (default 4)")
+    group.add_argument("--kafka-connect-timeout", type=float, metavar="SECONDS",
+                       help="how long to wait for an unreachable Kafka (default 15; refused connections fail at once)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="-v: progress logs (INFO), -vv: debug logs, also the Kafka client's")
     return common
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import demo, infra, lake, log, relabel, rollout
+    from robolake.commands import demo, infra, lake, log, relabel, rollout, train
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"robolake {__version__}")
+    parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
+                        help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, rollout, log, lake, relabel):
+    for group in (demo, infra, rollout, log, lake, relabel, train):
         group.register(commands, common)
     return parser
 
@@ -49,24 +72,60 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    verbosity = args.verbose + args.top_verbose
+    logging.basicConfig(level=(logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if not args.verbose:  # kafka-python narrates every connection attempt; PyOpenGL its imports
-        for chatty in ("kafka", "OpenGL"):
-            logging.getLogger(chatty).setLevel(logging.WARNING)
+    if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
+    command = " ".join(["robolake", args.command] + ([args.infra_command] if getattr(args, "infra_command", None) else []))
     try:
-        settings = Settings.load(bus=args.bus, lake=args.lake, home=args.home,
-                                 s3_endpoint=args.s3_endpoint, partitions=args.partitions)
-    except SettingsError as exc:
-        print(f"robolake: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    from infra.optional import MissingExtra
-
-    try:
+        settings = Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
+                                 partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout)
         return args.run(args, settings) or 0
-    except MissingExtra as exc:
-        print(f"robolake {args.command}: {exc}", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:
+        known = failure(exc)
+        if known is None:
+            raise
+        code, message = known
+        if code == EXIT_BROKEN_PIPE:  # nobody reads our output any more: stop quietly
+            _silence_stdout()
+        elif message:
+            print(f"{command}: {message}", file=sys.stderr)
+        return code
+
+
+def failure(exc: BaseException) -> tuple[int, str] | None:
+    """(exit code, one-line message) for an expected failure; None for a bug (keeps its traceback)."""
+    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, "interrupted"  # (DuckDB raises "Query interrupted" from Ctrl-C)
+    if isinstance(exc, BrokenPipeError):
+        return EXIT_BROKEN_PIPE, ""
+    if _is_any(exc, USAGE_ERRORS):
+        return EXIT_USAGE, f"error: {one_line(exc)}"
+    if _is_any(exc, FAILURES):
+        if isinstance(exc, OSError) and exc.filename and exc.strerror:
+            return EXIT_FAILURE, f"{exc.filename}: {exc.strerror}"
+        return EXIT_FAILURE, one_line(exc) or type(exc).__name__
+    return None
+
+
+def _is_any(exc: BaseException, names: list[tuple[str, str]]) -> bool:
+    for module, name in names:
+        loaded = sys.modules.get(module)
+        cls = getattr(loaded, name, None) if loaded else None
+        if isinstance(cls, type) and isinstance(exc, cls):
+            return True
+    return False
+
+
+def _silence_stdout() -> None:
+    """After a broken pipe, the interpreter's last flush of stdout must not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests)
+        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,116 @@
+"""`robolake train`: PAC from the lake — relabelled batches in, metrics events and checkpoints out.
+
+Every `metrics_every` steps the losses, Q, entropy and samples/s go onto the learner topic as
+`learner.metrics` events (they land in the lake like every event); every `checkpoint_every` steps
+and at the end a checkpoint is written atomically to the lake. `resume` continues from the run's
+latest checkpoint. A non-finite loss stops training; the last good checkpoint stays `latest`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+@dataclass
+class TrainRun:
+    run_id: str
+    experiment_id: str
+    steps: int = 0
+    checkpoint: str | None = None
+    last_metrics: dict | None = None
+
+
+def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id: str = "default",
+          device: str = "auto", resume: bool = False, seed: int = 0, checkpoint_every: int = 500,
+          metrics_every: int = 50, progress=None) -> TrainRun:
+    from infra.bus import open_bus
+    from learner.captions import CaptionEncoder
+    from learner.checkpoints import CheckpointStore
+    from learner.dataset import DatasetConfig, LakeDataset
+    from learner.pac.learning import PACLearner
+
+    store = CheckpointStore(settings, run_id)
+    learner = PACLearner(config, device=device, seed=seed)
+    run = TrainRun(run_id, experiment_id)
+    if resume:
+        state = store.load_latest()
+        if state is None:
+            raise TrainingError(f"no checkpoint of run {run_id} in {settings.lake_root} to resume from")
+        _check_compatible(state["config"], config)
+        learner.load_state_dict(state["learner"])
+        run.steps = learner.steps
+        log.info("resumed run %s at step %d", run_id, run.steps)
+    try:  # an empty dataset is an error before training starts
+        data = LakeDataset(settings, DatasetConfig(dataset=dataset, batch_size=config.batch_size, epochs=None,
+                                                   seed=seed + run.steps))
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from None
+    captions = CaptionEncoder()
+    producer = open_bus(settings).producer()
+    lineage = {"dataset": dataset, "functions": [f"{n}@{v}" for n, v in data.functions],
+               "lake": settings.lake_root}
+    try:
+        for batch in data:
+            if run.steps >= steps:
+                break
+            batch = dict(batch, caption=captions.encode(list(batch["caption"])))
+            try:
+                metrics = learner.step(batch)
+            except FloatingPointError as exc:
+                raise TrainingError(f"{exc}; stopped, the last good checkpoint is {run.checkpoint or 'none'}") from exc
+            run.steps, run.last_metrics = learner.steps, metrics
+            if run.steps % metrics_every == 0 or run.steps == steps:
+                _send_metrics(producer, run, metrics)
+            if run.steps % checkpoint_every == 0 or run.steps == steps:
+                run.checkpoint = store.save(run.steps, _state(learner, config, lineage))
+            if progress is not None:
+                progress(1)
+    finally:
+        data.close()
+        producer.close()
+    if run.steps < steps:
+        raise TrainingError(f"dataset {dataset!r} ran out after {run.steps} steps")
+    return run
+
+
+def _state(learner, config, lineage: dict) -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        code = version("robolake")
+    except PackageNotFoundError:
+        code = "unknown"
+    return {"learner": learner.state_dict(), "config": dataclasses.asdict(config), "lineage": lineage,
+            "code_version": code}
+
+
+def _check_compatible(saved: dict, config) -> None:
+    current = dataclasses.asdict(config)
+    shape = ("d_model", "latents", "blocks", "heads", "ff_mult", "obs_groups", "action_dim", "caption_dim",
+             "action_bins", "return_bins")
+    def same(a, b) -> bool:  # tuples come back from a checkpoint as lists
+        return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+    wrong = [f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in shape if not same(saved.get(k), current[k])]
+    if wrong:
+        raise TrainingError("the checkpoint was trained with another model shape: " + "; ".join(wrong))
+
+
+def _send_metrics(producer, run: TrainRun, metrics: dict) -> None:
+    from producers.episode_writer import utc_now
+    from schemas import topics
+    from schemas.codec import build
+    from schemas.events import LEARNER_METRICS
+
+    now = utc_now()
+    rows = [{"experiment_id": run.experiment_id, "run_id": run.run_id, "step": run.steps, "name": name,
+             "value": float(value), "skill_id": None, "time": now} for name, value in sorted(metrics.items())]
+    producer.send(topics.LEARNER, run.experiment_id, build(LEARNER_METRICS, rows))

@@ -1,0 +1,60 @@
+"""`robolake train`: the PAC learner on a relabelled dataset of the lake (learner/train.py)."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+
+from robolake.commands import positive_int, usage_error
+from robolake.settings import Settings
+
+
+def register(commands, common) -> None:
+    train = commands.add_parser(
+        "train", parents=[common], help="train the PAC learner offline from the lake",
+        description="Train a text-conditioned Perceiver-Actor-Critic on a relabelled dataset (`robolake "
+                    "relabel --name DATASET`): learner.metrics events go onto the learner topic, checkpoints "
+                    "are written atomically to <lake>/checkpoints/<run id>/. --alpha 1 is behaviour cloning. "
+                    "Example: robolake train --dataset default --config tiny --steps 2000")
+    train.add_argument("--dataset", default="default", help="relabelled dataset name (default 'default')")
+    train.add_argument("--config", default="tiny", choices=("tiny", "small", "base"), help="model size (default tiny)")
+    train.add_argument("--alpha", type=float, metavar="A", help="BC weight in [0, 1] (default: the config's, 0.5)")
+    train.add_argument("--steps", type=positive_int, default=1000, metavar="N", help="gradient steps (default 1000)")
+    train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
+    train.add_argument("--run-id", metavar="ID", help="name of the run (default: a new id; with --resume: required)")
+    train.add_argument("--resume", action="store_true", help="continue the run's latest checkpoint")
+    train.add_argument("--experiment", default="default", help="experiment id of the metrics (default 'default')")
+    train.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N", help="default 500")
+    train.add_argument("--seed", type=int, default=0, help="default 0")
+    train.set_defaults(run=run_train)
+
+
+def run_train(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from infra.optional import require
+
+    require("torch", "learner")
+    from learner.pac.config import get_config
+    from learner.train import train
+
+    if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
+        return usage_error("train", f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.resume and not args.run_id:
+        return usage_error("train", "--resume needs --run-id (the run to continue)")
+    config = get_config(args.config)
+    if args.alpha is not None:
+        config = config.replace(alpha=args.alpha)
+    run_id = args.run_id or f"pac-{args.config}-{uuid.uuid4().hex[:8]}"
+    with tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
+        run = train(settings, config, args.dataset, args.steps, run_id, experiment_id=args.experiment,
+                    device=args.device, resume=args.resume, seed=args.seed,
+                    checkpoint_every=args.checkpoint_every, progress=bar.update)
+    if settings.bus == "memory":  # the metrics outlive this process only in the lake
+        from consumers.lake_sink import LakeSink
+
+        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+    metrics = run.last_metrics or {}
+    print(f"trained run {run.run_id} to step {run.steps}: critic loss {metrics.get('critic_loss', float('nan')):.4f}, "
+          f"policy loss {metrics.get('policy_loss', float('nan')):.4f}; checkpoint {run.checkpoint}")
+    return 0

@@ -1,0 +1,55 @@
+"""`robolake train` end to end on the embedded default: produce, relabel, train, metrics in the
+lake, an atomic checkpoint, resume, and the errors a user meets."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("torch", reason="the learner extra is not installed")
+
+from robolake.cli import main  # noqa: E402
+from tests.lake_helpers import count  # noqa: E402
+
+
+@pytest.fixture
+def lake(tmp_path, monkeypatch):
+    monkeypatch.setenv("ROBOLAKE_BUS", "memory")
+    monkeypatch.setenv("ROBOLAKE_LAKE", f"file://{tmp_path}/lake")
+    assert main(["produce", "--episodes", "2", "--task", "lift_red", "--noise", "0.1"]) == 0
+    assert main(["relabel", "--rewards", "reach_red", "lift_red", "--name", "d"]) == 0
+    from robolake.settings import Settings
+
+    return Settings.load()
+
+
+def test_train_writes_metrics_and_a_checkpoint_then_resumes(lake, tmp_path, capsys):
+    assert main(["train", "--dataset", "d", "--steps", "6", "--checkpoint-every", "3", "--run-id", "r1"]) == 0
+    assert "trained run r1 to step 6" in capsys.readouterr().out
+    checkpoints = sorted(p.name for p in (tmp_path / "lake" / "checkpoints" / "r1").iterdir())
+    assert checkpoints == ["latest", "step-000000003.pt", "step-000000006.pt"]
+    assert count(lake, "SELECT count(DISTINCT step) FROM (SELECT unnest(from_json(payload_json, '[\"json\"]')) ->> "
+                       "'step' AS step FROM events WHERE type = 'learner.metrics')") >= 1
+    assert main(["train", "--dataset", "d", "--steps", "8", "--run-id", "r1", "--resume"]) == 0
+    assert "to step 8" in capsys.readouterr().out
+
+
+def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r2"]) == 0
+    assert main(["train", "--dataset", "d", "--steps", "3", "--run-id", "r2", "--resume", "--config", "small"]) == 1
+    assert "d_model: checkpoint 64, now 256" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["train", "--dataset", "nothing"], 1, "has no rewards rows"),
+    (["train", "--alpha", "2"], 2, "--alpha must be in [0, 1]"),
+    (["train", "--resume"], 2, "--resume needs --run-id"),
+    (["train", "--config", "huge"], 2, "invalid choice"),
+    (["train", "--resume", "--run-id", "never"], 1, "no checkpoint of run never"),
+])
+def test_bad_input_is_one_line(lake, capsys, argv, code, message):
+    try:
+        assert main(argv) == code
+    except SystemExit as exc:  # argparse's own refusals
+        assert exc.code == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
