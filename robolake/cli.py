@@ -53,7 +53,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import demo, infra, lake, log, relabel, rollout, train
+    from robolake.commands import demo, evaluate, infra, lake, log, relabel, rollout, train
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, rollout, log, lake, relabel, train):
+    for group in (demo, infra, rollout, log, lake, relabel, train, evaluate):
         group.register(commands, common)
     return parser
 

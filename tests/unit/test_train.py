@@ -53,3 +53,22 @@ def test_bad_input_is_one_line(lake, capsys, argv, code, message):
         assert exc.code == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_eval_runs_the_trained_policy_and_its_episodes_land_tagged(lake, capsys):
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r3"]) == 0
+    assert main(["eval", "--run-id", "r3", "--skills", "reach_red", "--episodes", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "policy pac:r3 step-2" in out and "reach_red" in out and "[" in out
+    assert count(lake, "SELECT count(*) FROM episodes WHERE policy_id = 'pac:r3' AND policy_version = 'step-2' "
+                       "AND experiment_id = 'eval'") == 2
+    assert main(["eval", "--run-id", "nope", "--skills", "reach_red"]) == 1
+    assert "no checkpoint of run nope" in capsys.readouterr().err
+
+
+def test_wilson_intervals():
+    from learner.evaluate import wilson
+
+    assert wilson(0, 10)[0] == 0.0 and 0.25 < wilson(0, 10)[1] < 0.35
+    low, high = wilson(50, 100)
+    assert low == pytest.approx(0.404, abs=0.002) and high == pytest.approx(0.596, abs=0.002)

@@ -1,0 +1,80 @@
+"""A trained PAC policy behind the rollout workers' Policy interface, and `robolake eval`.
+
+`LearnedPolicy` loads a run's checkpoint from the lake and acts greedily, conditioned on the
+caption of the skill being executed (embedded by the same frozen encoder as in training).
+Evaluation runs each skill's natural sequence (producers.rollout.task_for) with it, through the
+same episode writer as every rollout: the episodes land in the lake tagged with the policy's id
+and version, and success per skill comes with a Wilson 95% interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+class LearnedPolicy:
+    def __init__(self, learner, run_id: str, step: int, captions=None):
+        from learner.captions import CaptionEncoder
+
+        self.learner, self.captions = learner, captions or CaptionEncoder()
+        self.id, self.version = f"pac:{run_id}", f"step-{step}"
+        self._caption: np.ndarray | None = None
+
+    @classmethod
+    def load(cls, settings, run_id: str, device: str = "cpu") -> "LearnedPolicy":
+        from learner.checkpoints import CheckpointError, CheckpointStore
+        from learner.pac.config import PACConfig
+        from learner.pac.learning import PACLearner
+
+        state = CheckpointStore(settings, run_id).load_latest()
+        if state is None:
+            raise CheckpointError(f"no checkpoint of run {run_id} in {settings.lake_root}")
+        saved = dict(state["config"])
+        saved["obs_groups"] = tuple(saved["obs_groups"])
+        learner = PACLearner(PACConfig(**saved), device=device)
+        learner.load_state_dict(state["learner"])
+        return cls(learner, run_id, learner.steps)
+
+    def start(self, env, skill, rng: np.random.Generator) -> None:
+        self._caption = self.captions.encode([skill.caption])
+
+    def act(self, observation: np.ndarray) -> np.ndarray:
+        return self.learner.act(np.asarray(observation, np.float32)[None], self._caption)[0]
+
+
+def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a success rate (sound at 0 and n successes, unlike p ± z·se)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, experiment_id: str = "eval",
+             progress=None) -> dict[str, tuple[int, int]]:
+    """(successes, episodes) per skill, each episode streamed through `producer`."""
+    from producers.episode_writer import EpisodeWriter
+    from producers.rollout import RolloutConfig, run_episode, task_for
+    from producers.sim.env import BlockStackingEnv
+
+    env = BlockStackingEnv()
+    writer = EpisodeWriter(producer)
+    results = {}
+    try:
+        for skill in skills:
+            config = RolloutConfig(skills=task_for(skill), task_skill=skill, experiment_id=experiment_id,
+                                   worker_id="eval")
+            wins = 0
+            for i in range(episodes):
+                wins += bool(run_episode(env, writer, config, seed + i, policy=policy)["task_success"])
+                producer.flush()
+                if progress is not None:
+                    progress(1)
+            results[skill] = (wins, episodes)
+    finally:
+        env.close()
+    return results

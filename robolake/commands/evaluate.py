@@ -1,0 +1,54 @@
+"""`robolake eval`: a trained policy in the simulator, episodes into the lake, success with intervals."""
+
+from __future__ import annotations
+
+import sys
+
+from robolake.commands import positive_int
+from robolake.settings import Settings
+
+
+def register(commands, common) -> None:
+    evaluate = commands.add_parser(
+        "eval", parents=[common], help="evaluate a trained policy in the simulator",
+        description="Run a trained PAC policy (the latest checkpoint of --run-id) on each skill's natural "
+                    "sequence, --episodes times per skill. The episodes land in the lake tagged with the "
+                    "policy's id and version (query them with `robolake sql`); success per skill is printed "
+                    "with a Wilson 95%% interval. Example: robolake eval --run-id pac-tiny-1a2b --skills "
+                    "reach_red lift_red --episodes 20")
+    evaluate.add_argument("--run-id", required=True, metavar="ID", help="the training run (robolake train)")
+    evaluate.add_argument("--skills", nargs="+", required=True, metavar="SKILL", help="skills to evaluate")
+    evaluate.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="per skill (default 20)")
+    evaluate.add_argument("--seed", type=int, default=100_000, help="first seed (default 100000, apart from training data)")
+    evaluate.add_argument("--experiment", default="eval", help="experiment id of the episodes (default 'eval')")
+    evaluate.set_defaults(run=run_eval)
+
+
+def run_eval(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from infra.bus import open_bus
+    from infra.optional import require
+
+    require("torch", "learner")
+    from learner.evaluate import LearnedPolicy, evaluate, wilson
+    from producers.sim.skills import get_skill
+
+    for skill in args.skills:
+        get_skill(skill)  # an unknown skill is a usage error listing the known ones
+    policy = LearnedPolicy.load(settings, args.run_id)
+    producer = open_bus(settings).producer()
+    with tqdm(total=len(args.skills) * args.episodes, unit="episode", desc="evaluating", disable=None,
+              file=sys.stderr) as bar:
+        results = evaluate(producer, policy, args.skills, args.episodes, args.seed, args.experiment, bar.update)
+    producer.close()
+    if settings.bus == "memory":  # the episodes outlive this process only in the lake
+        from consumers.lake_sink import LakeSink
+
+        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+    print(f"policy {policy.id} {policy.version}")
+    print(f"{'skill':<22}{'episodes':>9}{'success':>9}   95% interval")
+    for skill, (wins, n) in results.items():
+        low, high = wilson(wins, n)
+        print(f"{skill:<22}{n:>9}{wins / n:>9.2f}   [{low:.2f}, {high:.2f}]")
+    return 0
