@@ -1,0 +1,79 @@
+"""Learner throughput on the CPU: training samples/s of a PAC config against the samples/s the
+lake dataset delivers in the same run (data path ÷ training: it must stay well above 1, the issue
+asks for >= 3), on a local lake of Panda-scene episodes relabelled with a few reward functions.
+
+    python benchmarks/learner_throughput.py [--config tiny] [--steps 30] [--episodes 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import table  # noqa: E402
+
+FUNCTIONS = ["reach_red", "grasp_red", "lift_red", "place_red_on_blue", "any_block_lifted"]
+
+
+def main() -> None:
+    import torch
+
+    from _relabel_data import fill
+    from learner.captions import CaptionEncoder
+    from learner.dataset import DatasetConfig, LakeDataset
+    from learner.pac.config import get_config
+    from learner.pac.learning import PACLearner, parameter_count
+    from learner.relabel import relabel, resolve
+    from robolake.settings import Settings
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", default="tiny")
+    parser.add_argument("--steps", type=int, default=30, help="gradient steps timed")
+    parser.add_argument("--episodes", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    config = get_config(args.config)
+    settings = Settings.load(bus="memory", lake=f"file://{tempfile.mkdtemp(prefix='learner-bench-')}/lake")
+    fill(settings, args.episodes, 100)
+    relabel(settings, resolve(FUNCTIONS), publish=False)
+    data = LakeDataset(settings, DatasetConfig(batch_size=config.batch_size, epochs=None))
+    captions = CaptionEncoder()
+
+    batches, started = [], time.perf_counter()
+    for batch in data:  # the data path alone, as training would draw it (captions embedded, cached)
+        batches.append(dict(batch, caption=captions.encode(list(batch["caption"]))))
+        if len(batches) == 1:  # the first batch waits for the shuffle buffer to fill: reported apart
+            first_s, started = time.perf_counter() - started, time.perf_counter()
+        if len(batches) == args.steps + 4:
+            break
+    data_s = time.perf_counter() - started
+    data.close()
+
+    learner = PACLearner(config, device="cpu")
+    for batch in batches[:4]:  # warm-up
+        learner.step(batch)
+    started = time.perf_counter()
+    for batch in batches[4:]:
+        learner.step(batch)
+    train_s = time.perf_counter() - started
+    samples = args.steps * config.batch_size
+    data_rate = (len(batches) - 1) * config.batch_size / data_s
+    train_rate = samples / train_s
+    print(f"config {config.name}: {parameter_count(config) / 1e6:.2f}M parameters, batch {config.batch_size}, "
+          f"{args.threads} torch threads, {args.episodes * 100} steps in the lake, {len(FUNCTIONS)} reward functions; "
+          f"the dataset's first batch took {first_s:.2f}s (shuffle buffer filling)\n")
+    print(table(["path", "samples/s", "ms per batch", "ratio to training"], [
+        ["lake dataset (DuckDB join, shuffle, prefetch, captions)", data_rate,
+         1000 * config.batch_size / data_rate, data_rate / train_rate],
+        [f"PAC training step ({config.name}: forward, backward, AdamW, target update)", train_rate,
+         1000 * config.batch_size / train_rate, 1.0],
+    ]))
+
+
+if __name__ == "__main__":
+    main()
