@@ -2,8 +2,12 @@
 
 The active skill switches when its success function fires (`switch="success"`) or after a fixed
 number of steps (`switch="fixed"`, as in the published system); each skill gets at most
-`steps_per_skill` steps. Rewards on every step: `reward` is the active skill's success (0/1),
-`task_reward` the task's. `episode.ended` is written last; a worker that dies mid-episode leaves
+`steps_per_skill` steps. "When it fires" means once the skill has succeeded *and* its policy has
+finished the motion it is in (`Policy.finishing()`, optional): a place succeeds the moment the
+gripper opens, but its expert then backs away from the stack; cutting that retreat short made the
+next reach sweep the arm through the tower (build_tower: every sub-skill succeeded, 8 of 10
+episodes ended as a timeout with the middle block knocked off). Rewards on every step: `reward`
+is the active skill's success (0/1), `task_reward` the task's. `episode.ended` is written last; a worker that dies mid-episode leaves
 that episode without it (the lake keeps it apart, in `partial_episodes`).
 
 Frames (`frames=True`) are 64x64 PNGs on steps 0, k, 2k, ... (`frame_every=k`); the other steps
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,9 +74,14 @@ def task_for(skill_id: str) -> tuple[str, ...]:
     return (skill_id,)
 
 
+class Stopped(Exception):
+    """The rollout was asked to stop (Ctrl-C): the running episode is abandoned without its end."""
+
+
 def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
-                policy: Policy | None = None) -> dict:
-    """One episode from `env.reset(seed)`; returns the episode.ended row."""
+                policy: Policy | None = None, stop: threading.Event | None = None) -> dict:
+    """One episode from `env.reset(seed)`; returns the episode.ended row. Raises Stopped, between
+    two steps, once `stop` is set."""
     from producers.sim.env import ENV_NAME, ENV_VERSION
     from producers.sim.skills import get_skill
 
@@ -84,10 +94,13 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                  task=task.caption, skill_sequence=list(config.skills), decision_id=config.decision_id,
                  policy_id=policy.id, policy_version=policy.version)
     step, succeeded, termination = 0, {s: False for s in config.skills}, None
+    finishing = getattr(policy, "finishing", None)
     for skill_id in config.skills:
         skill = get_skill(skill_id)
         policy.start(env, skill, rng)
         for _ in range(config.steps_per_skill):
+            if stop is not None and stop.is_set():
+                raise Stopped
             action = policy.act(obs)
             obs, _, terminated, _, info = env.step(action)
             if terminated:
@@ -103,7 +116,7 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                         terminated=False, truncated=False,
                         frame=encode_png(env.frame()) if framed else None)
             step += 1
-            if config.switch == "success" and reward:
+            if config.switch == "success" and succeeded[skill_id] and not (finishing and finishing()):
                 break
         if termination:
             break
@@ -123,9 +136,10 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 def run_episodes(producer: Producer, config: RolloutConfig, seeds: list[int], topic: str = topics.EPISODES,
-                 progress=None, env=None) -> list[dict]:
+                 progress=None, env=None, stop: threading.Event | None = None) -> list[dict]:
     """Run and stream one episode per seed in this process, in `env` if given (the caller keeps
-    and closes it), else in an environment made and closed here."""
+    and closes it), else in an environment made and closed here. Once `stop` is set, returns the
+    episodes that finished (all flushed); the one running is abandoned."""
     from producers.sim.env import BlockStackingEnv
 
     own_env = env is None
@@ -134,7 +148,10 @@ def run_episodes(producer: Producer, config: RolloutConfig, seeds: list[int], to
     ended = []
     try:
         for seed in seeds:
-            ended.append(run_episode(env, writer, config, seed))
+            try:
+                ended.append(run_episode(env, writer, config, seed, stop=stop))
+            except Stopped:
+                break
             producer.flush()
             if progress is not None:
                 progress(1)

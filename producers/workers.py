@@ -2,7 +2,10 @@
 process) that run episodes and stream them, or serve `curriculum.decision` events (the
 embodiment module): each decision's skill sequence is run for its number of episodes, and the
 decision's offset is committed only after those episodes are on the bus. A worker serves every
-decision in one environment (one compiled model, one renderer)."""
+decision in one environment (one compiled model, one renderer).
+
+Ctrl-C stops every worker promptly (between two control steps): finished episodes are on the
+bus, the running ones are abandoned without their end (the lake lists them as partial)."""
 
 from __future__ import annotations
 
@@ -37,15 +40,15 @@ def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, unt
     _launch(_decisions_job, jobs, settings, progress)
 
 
-def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report) -> None:
+def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report, stop=None) -> None:
     from infra.bus import open_bus
 
     producer = open_bus(settings).producer()
-    run_episodes(producer, config, seeds, progress=report)
+    run_episodes(producer, config, seeds, progress=report, stop=stop)
     producer.close()
 
 
-def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, report) -> None:
+def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, report, stop=None) -> None:
     from infra.bus import open_bus
     from producers.sim.skills import UnknownSkill
 
@@ -55,7 +58,8 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
     env = None  # made at the first decision, reused for every later one
     idle_since = time.monotonic()
     try:
-        while until_idle_s is None or time.monotonic() - idle_since < until_idle_s or consumer.lag() != 0:
+        while (stop is None or not stop.is_set()) and (
+                until_idle_s is None or time.monotonic() - idle_since < until_idle_s or consumer.lag() != 0):
             deliveries = consumer.poll(1.0)
             for delivery in deliveries:
                 if delivery.batch.type != "curriculum.decision":
@@ -76,7 +80,9 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
 
                         env = BlockStackingEnv()
                     run_episodes(producer, wanted, _seeds(decision["decision_id"], decision["episodes"]),
-                                 progress=report, env=env)
+                                 progress=report, env=env, stop=stop)
+                    if stop is not None and stop.is_set():
+                        return  # uncommitted: the decision is served again by the next worker
             if deliveries:
                 producer.flush()
                 consumer.commit()  # only once the decision's episodes are on the bus
@@ -94,42 +100,81 @@ def _seeds(decision_id: str, n: int) -> list[int]:
 
 
 def _launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
-    """Run `job(*args, report)` once per args tuple: threads on the in-process bus, processes on
-    Kafka. Raises if any worker failed."""
+    """Run `job(*args, report, stop)` once per args tuple: threads on the in-process bus, processes
+    on Kafka. Raises if any worker failed; KeyboardInterrupt (Ctrl-C) once every worker stopped."""
     report = progress or (lambda n: None)
     if settings.bus == "memory" or len(jobs) == 1:
         errors: list[BaseException] = []
+        stop = threading.Event()
 
         def guarded(*args):
             try:
-                job(*args, report)
+                job(*args, report, stop)
             except BaseException as exc:  # surfaced below
                 errors.append(exc)
 
-        threads = [threading.Thread(target=guarded, args=args) for args in jobs]
+        threads = [threading.Thread(target=guarded, args=args, daemon=True) for args in jobs]
         for thread in threads:
             thread.start()
-        for thread in threads:
-            thread.join()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)  # a bare join() would not see Ctrl-C until the thread ends
+        except KeyboardInterrupt:
+            stop.set()  # the workers stop between two steps and flush what finished
+            for thread in threads:
+                thread.join(10)
+            raise
         if errors:
             raise errors[0]
         return
     context = multiprocessing.get_context("spawn")  # MuJoCo and Kafka clients do not survive fork
     done = context.Queue()
-    processes = [context.Process(target=_process_main, args=(job, args, done), daemon=False) for args in jobs]
+    level = logging.getLogger().getEffectiveLevel()
+    processes = [context.Process(target=_process_main, args=(job, args, done, level), daemon=False)
+                 for args in jobs]
     for process in processes:
         process.start()
-    while any(p.is_alive() for p in processes) or not done.empty():
-        try:
-            report(done.get(timeout=0.5))
-        except queue.Empty:
-            pass
+    try:
+        while any(p.is_alive() for p in processes) or not done.empty():
+            try:
+                report(done.get(timeout=0.5))
+            except queue.Empty:
+                pass
+    except KeyboardInterrupt:  # the workers got the same Ctrl-C: they stop after flushing what finished
+        for process in processes:
+            process.join(10)
+            if process.is_alive():
+                process.terminate()
+        while not done.empty():
+            report(done.get())
+        raise
     failed = [p.exitcode for p in processes if p.exitcode != 0]
     if failed:
-        raise RuntimeError(f"{len(failed)} of {len(processes)} workers failed (exit codes {failed}); see their logs")
+        raise WorkersFailed(f"{len(failed)} of {len(processes)} workers failed (exit codes {failed}); "
+                            "see their messages above")
 
 
-def _process_main(job, args: tuple, done) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("kafka").setLevel(logging.WARNING)
-    job(*args, done.put)
+class WorkersFailed(RuntimeError):
+    pass
+
+
+def _process_main(job, args: tuple, done, level: int = logging.WARNING) -> None:
+    import signal
+    import sys
+
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if level > logging.DEBUG:
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())  # Ctrl-C reaches the whole process group
+    try:
+        job(*args, done.put, stop)
+    except Exception as exc:  # one line, as the command itself would print it
+        from robolake.cli import failure
+
+        known = failure(exc)
+        if known is None:
+            raise
+        print(f"robolake worker: {known[1]}", file=sys.stderr)
+        sys.exit(known[0])

@@ -8,6 +8,7 @@ real stack; the S3 endpoint and credentials are shared by the MinIO launcher and
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 from dataclasses import dataclass, field, fields
@@ -54,6 +55,9 @@ class Settings:
     partitions: int = 4
     # Upper bound of one bus message; long episodes are split into chunks below it.
     max_message_bytes: int = 512 * 1024
+    # Seconds a Kafka client waits for a broker that does not answer; a refused connection
+    # (nothing listening) fails at once.
+    kafka_connect_timeout: float = 15.0
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -71,6 +75,8 @@ class Settings:
             raise SettingsError(f"partitions must be >= 1, got {self.partitions}")
         if self.max_message_bytes < 4096:
             raise SettingsError(f"max_message_bytes must be >= 4096, got {self.max_message_bytes}")
+        if not (math.isfinite(self.kafka_connect_timeout) and self.kafka_connect_timeout > 0):
+            raise SettingsError(f"kafka_connect_timeout must be a number of seconds > 0, got {self.kafka_connect_timeout}")
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 
@@ -80,6 +86,8 @@ class Settings:
         env = os.environ if env is None else env
         values: dict[str, object] = {}
         for f in fields(cls):
+            if overrides.get(f.name) is not None:  # the flag wins, even over an unusable variable
+                continue
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _coerce(f.name, f.type, raw)
@@ -132,6 +140,8 @@ def _coerce(name: str, annotation: str, raw: str):
     try:
         if kind == "int":
             return int(raw)
+        if kind == "float":
+            return float(raw)
         if kind == "bool":
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True

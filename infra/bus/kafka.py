@@ -15,13 +15,34 @@ DELIVERY_TIMEOUT_MS = 180_000
 
 def _connect(factory, bootstrap: list[str], what: str):
     """Build a kafka-python client; it retries the bootstrap with exponential backoff
-    (reconnect_backoff_ms .. reconnect_backoff_max_ms) for bootstrap_timeout_ms."""
+    (reconnect_backoff_ms .. reconnect_backoff_max_ms) for bootstrap_timeout_ms. When every
+    bootstrap server refuses the connection (nothing listens there), fail at once instead."""
     from kafka.errors import KafkaError
 
+    if _all_refuse(bootstrap):
+        raise BusError(f"cannot reach Kafka at {','.join(bootstrap)} for the {what}: connection refused "
+                       "(nothing listens there; `robolake infra up` starts a broker)")
     try:
         return factory()
     except (KafkaError, OSError) as exc:
         raise BusError(f"cannot reach Kafka at {','.join(bootstrap)} for the {what}: {exc!r}") from exc
+
+
+def _all_refuse(bootstrap: list[str]) -> bool:
+    """True only if every server actively refused a TCP connection; any other outcome (it
+    answered, a timeout, a name that does not resolve yet) is left to the client's own wait."""
+    import socket
+
+    for server in bootstrap:
+        host, _, port = server.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), timeout=2.0).close()
+            return False
+        except ConnectionRefusedError:
+            continue
+        except (OSError, ValueError):
+            return False
+    return True
 
 
 class KafkaBusProducer(Producer):

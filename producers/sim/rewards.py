@@ -195,10 +195,10 @@ def known() -> str:
 
 def get_reward(spec: str) -> RewardFunction:
     """'name' (its latest version) or 'name@version'; UnknownReward lists the known ones."""
-    name, _, version = spec.partition("@")
+    name, sep, version = spec.partition("@")
     versions = sorted(v for n, v in REWARDS if n == name)
-    if version:
-        if not version.isdigit() or (name, int(version)) not in REWARDS:
+    if sep:  # 'name@' (no version) is as malformed as 'name@x'; isdigit() would accept '²'
+        if not (version.isascii() and version.isdecimal()) or (name, int(version)) not in REWARDS:
             raise UnknownReward(f"unknown reward function {spec!r}; known: {known()}")
         return REWARDS[(name, int(version))]
     if not versions:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import positive_int, usage_error
+from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, nonnegative_float,
+                               positive_int, positive_seconds)
 from robolake.settings import Settings
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -16,13 +17,15 @@ def register(commands, common) -> None:
         description="Consume the episode and event topics and write Parquet tables to the lake. "
                     "Offsets are committed only after the objects are durable. Stops on SIGTERM/Ctrl-C "
                     "after a final flush, or with --until-idle once nothing arrives.")
-    sink.add_argument("--group", default="lake-sink", help="consumer group (default lake-sink)")
+    sink.add_argument("--group", default="lake-sink", metavar="NAME", help="consumer group (default lake-sink)")
     sink.add_argument("--topics", nargs="+", metavar="TOPIC",
-                      help="topics to sink (default: episodes, curriculum, skills, learner, analysis)")
-    sink.add_argument("--flush-seconds", type=float, default=5.0,
+                      help="topics to sink: ours with or without the 'robolake.' prefix, or any full topic name "
+                           "(default: episodes, curriculum, skills, learner, analysis, lineage)")
+    sink.add_argument("--flush-seconds", type=positive_seconds, default=5.0, metavar="SECONDS",
                       help="rotate files at least this often, also when topics go idle (default 5)")
-    sink.add_argument("--file-mb", type=positive_int, default=128, help="rotate files at this size (default 128)")
-    sink.add_argument("--until-idle", type=float, metavar="SECONDS",
+    sink.add_argument("--file-mb", type=positive_int, default=128, metavar="MB",
+                      help="rotate files at this size (default 128)")
+    sink.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
                       help="exit once nothing has arrived for this long and everything is committed")
     sink.set_defaults(run=run_sink)
 
@@ -31,7 +34,7 @@ def register(commands, common) -> None:
         description="Merge the lake's small data files into large ones, then delete the files that no "
                     "snapshot younger than --keep-seconds needs. Each step is a catalog transaction: safe "
                     "while sinks and readers run, and if interrupted.")
-    compact.add_argument("--keep-seconds", type=float, default=600.0,
+    compact.add_argument("--keep-seconds", type=nonnegative_float, default=600.0, metavar="SECONDS",
                          help="keep snapshots (and their files) this young for running readers (default 600)")
     compact.set_defaults(run=run_compact)
 
@@ -39,11 +42,19 @@ def register(commands, common) -> None:
         "replay", parents=[common], help="rebuild the lake into a new one, or re-stream episodes onto a topic",
         description="--to-lake: rebuild every table into a new lake from the retained log, and from this "
                     "lake where the log no longer has the data. --to-topic: re-send the episodes matching "
-                    "--where (a predicate on the episodes view) onto a topic, in their original order.")
+                    "--where (a predicate on the episodes view) onto a topic, in their original order.",
+        epilog="examples:\n\n"
+               "  robolake replay --to-lake file://lake-copy\n"
+               "  robolake replay --to-lake s3://robolake/lake2 --merge --lake file://lake\n"
+               "  robolake replay --to-topic episodes --where \"task_success AND length < 100\" "
+               "--bus kafka://127.0.0.1:9092")
     target = replay.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-lake", metavar="LAKE", help="file://<dir> or s3://<bucket>/<prefix> of the new lake")
-    target.add_argument("--to-topic", metavar="TOPIC", help="topic to re-stream onto (created if missing)")
-    replay.add_argument("--where", default="TRUE", help="predicate on the episodes view (with --to-topic)")
+    target.add_argument("--to-topic", metavar="TOPIC",
+                        help="topic to re-stream onto: a robolake topic with or without its 'robolake.' prefix, "
+                             "or any other name (created if missing)")
+    replay.add_argument("--where", default="TRUE", metavar="PREDICATE",
+                        help="predicate on the episodes view (with --to-topic; default all)")
     replay.add_argument("--merge", action="store_true",
                         help="with --to-lake: add to a lake that already holds data (only what it lacks)")
     replay.set_defaults(run=run_replay)
@@ -61,10 +72,18 @@ def register(commands, common) -> None:
         description="Query the lake with DuckDB. Views: episodes, steps, frames (complete episodes only), "
                     "episode_status, partial_episodes (with the problem), partial_steps, events, and the "
                     "tables episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets. "
-                    "The lake is opened read-only: only SELECT (and EXPLAIN of one) runs.")
+                    "The lake is opened read-only: only SELECT (and EXPLAIN of one) runs. 'table' is a "
+                    "preview for the terminal; csv (nested values as JSON text), json (one object per line) "
+                    "and parquet write every row.",
+        epilog="examples:\n\n"
+               "  robolake sql \"SELECT task, avg(task_success::INT) FROM episodes GROUP BY ALL\"\n"
+               "  robolake sql \"SELECT * FROM steps WHERE episode_id = 'ep-1'\" --format csv -o steps.csv\n"
+               "  robolake sql \"SELECT * FROM partial_episodes\" --format json | head -1\n"
+               "  robolake sql                      # an interactive shell")
     sql.add_argument("query", nargs="?", help="SQL; omit for an interactive shell")
     sql.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
-    sql.add_argument("--output", "-o", help="write to this file instead of standard output (required for parquet)")
+    sql.add_argument("--output", "-o", metavar="FILE",
+                     help="write to this file instead of standard output (needed for parquet; not for table)")
     sql.add_argument("--explain", action="store_true", help="show the query plan instead of running it")
     sql.set_defaults(run=run_sql)
 
@@ -76,9 +95,8 @@ def run_compact(args, settings: Settings) -> int:
     from infra.lake_catalog import lake_exists
 
     if not lake_exists(settings):
-        print(f"robolake compact: no lake at {settings.lake_root}", file=sys.stderr)
-        return 1
-    with tqdm(total=2, unit="step", desc="compacting", disable=None) as bar:
+        raise CommandFailed(f"no lake at {settings.lake_root}")
+    with tqdm(total=2, unit="step", desc="compacting", disable=None, file=sys.stderr) as bar:
         stats = compact(settings, keep_s=args.keep_seconds, progress=bar.update)
     print(f"{stats.files_before} data files -> {stats.files_after} ({stats.files_deleted} deleted) "
           f"in {settings.lake_root}")
@@ -95,109 +113,102 @@ def run_migrate(args, settings: Settings) -> int:
         from pathlib import Path
 
         source = str(Path(source).expanduser().resolve())
-    try:
-        with tqdm(unit="message", desc="migrating", disable=None) as bar:
-            stats = migrate_v1(source.rstrip("/"), settings, progress=bar.update)
-    except FileNotFoundError as exc:
-        print(f"robolake migrate: {exc}", file=sys.stderr)
-        return 1
+    check_lake_writable(settings)
+    with tqdm(unit="message", desc="migrating", disable=None, file=sys.stderr) as bar:
+        stats = migrate_v1(source.rstrip("/"), settings, progress=bar.update)
     print(f"migrated {stats.messages} messages from {source} into {settings.lake_root}: "
           f"{stats.episodes_verified} episodes verified, {stats.episodes_failed} failed their v1 checksum")
     return 0
 
 
 def run_replay(args, settings: Settings) -> int:
-    import duckdb
-
-    from consumers.lake_sink.replay import ReplayError, replay_to_lake, replay_to_topic
+    from consumers.lake_sink.replay import replay_to_lake, replay_to_topic
     from infra.bus import open_bus
-    from infra.lake_catalog import LakeNotFound
-    from infra.lake_sql import ReadOnlyError
-    from robolake.settings import SettingsError
+    from infra.lake_catalog import lake_exists
+    from robolake.commands.log import resolve_topic, warn_in_process
 
     if args.to_lake and args.where != "TRUE":
-        return usage_error("replay", "--where filters episodes for --to-topic; --to-lake rebuilds everything")
-    bus = open_bus(settings)
-    try:
-        if args.to_lake:
-            target = settings.replace(lake=args.to_lake)
-            if target.lake_root == settings.lake_root:
-                return usage_error("replay", "--to-lake must name a different lake than the source")
-            stats = replay_to_lake(settings, target, bus, merge=args.merge)
-            print(f"rebuilt {target.lake_root}: {stats.from_lake} messages from {settings.lake_root}, "
-                  f"{stats.from_bus} from {settings.bus}")
-        else:
-            stats = replay_to_topic(settings, bus, args.to_topic, episodes=args.where)
-            print(f"re-streamed {stats.episodes} episodes ({stats.from_lake} messages) onto {args.to_topic}")
-    except (SettingsError, ReadOnlyError) as exc:
-        return usage_error("replay", str(exc))
-    except (ReplayError, LakeNotFound) as exc:
-        print(f"robolake replay: {exc}", file=sys.stderr)
-        return 1
-    except duckdb.Error as exc:
-        print(f"robolake replay: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--where filters episodes for --to-topic; --to-lake rebuilds everything")
+    if not lake_exists(settings):
+        raise CommandFailed(f"no lake at {settings.lake_root} to replay from")
+    if args.to_lake:
+        target = settings.replace(lake=args.to_lake)
+        if target.lake_root == settings.lake_root:
+            raise UsageError("--to-lake must name a different lake than the source")
+        check_lake_writable(target)
+        check_bus_reachable(settings)
+        stats = replay_to_lake(settings, target, open_bus(settings), merge=args.merge)
+        print(f"rebuilt {target.lake_root}: {stats.from_lake} messages from {settings.lake_root}, "
+              f"{stats.from_bus} from {settings.bus}")
+    else:
+        topic = resolve_topic(args.to_topic) or args.to_topic
+        stats = replay_to_topic(settings, open_bus(settings), topic, episodes=args.where)
+        print(f"re-streamed {stats.episodes} episodes ({stats.from_lake} messages) onto {topic}")
+        warn_in_process(settings, f"the episodes re-streamed onto {topic} are gone when it ends")
     return 0
 
 
 def run_sink(args, settings: Settings) -> int:
     from consumers.lake_sink import LakeSink
-    from consumers.lake_sink.sink import LakeUnavailable, run_until_signalled
-    from infra.bus import BusError
+    from consumers.lake_sink.sink import run_until_signalled
+    from robolake.commands.log import topic_or_usage_error
 
-    sink = LakeSink(settings, group=args.group, source_topics=args.topics, flush_seconds=args.flush_seconds,
+    topics = [topic_or_usage_error(name, any_full_name=True) for name in args.topics] if args.topics else None
+    check_lake_writable(settings)
+    check_bus_reachable(settings)
+    sink = LakeSink(settings, group=args.group, source_topics=topics, flush_seconds=args.flush_seconds,
                     file_bytes=args.file_mb * 1024 * 1024)
-    print(f"sinking {', '.join(sink.topics)} from {settings.bus} into {settings.lake_root} "
-          f"(group {args.group})", file=sys.stderr)
-    try:
-        stats = sink.run(until_idle_s=args.until_idle) if args.until_idle else run_until_signalled(sink)
-    except (LakeUnavailable, BusError) as exc:
-        print(f"robolake sink: {exc}", file=sys.stderr)
-        return 1
+    if sys.stderr.isatty():  # progress, like a progress bar: for a person watching, not for logs
+        print(f"sinking {', '.join(sink.topics)} from {settings.bus} into {settings.lake_root} "
+              f"(group {args.group}); Ctrl-C or SIGTERM stops after a final flush", file=sys.stderr)
+    stats = sink.run(until_idle_s=args.until_idle) if args.until_idle is not None else run_until_signalled(sink)
     print(f"sink stopped: {stats.messages} messages, {stats.rows} rows, {stats.commits} commits, "
           f"{stats.dead_letters} dead letters, {stats.retries} retries, {stats.fenced} fenced", file=sys.stderr)
     return 0
 
 
 def run_sql(args, settings: Settings) -> int:
-    import duckdb
-
-    from infra.lake_catalog import LakeNotFound
-    from infra.lake_sql import ReadOnlyError, open_lake
+    from infra.lake_sql import open_lake
 
     if args.format == "parquet" and not args.output:
-        return usage_error("sql", "--format parquet needs --output FILE")
-    try:
-        con = open_lake(settings)
-    except LakeNotFound as exc:
-        print(f"robolake sql: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError("--format parquet needs --output FILE")
+    if args.format == "table" and args.output:
+        raise UsageError("--format table is a preview for the terminal; write files as csv, json or parquet")
+    if args.query is None and (args.output or args.explain or args.format != "table"):
+        raise UsageError("--output, --explain and --format need a query (the shell prints tables)")
+    if args.output:
+        _check_output(args.output)
+    con = open_lake(settings)
     if args.query is None:
         return _shell(con)
-    try:
-        _run_one(con, args.query, args.format, args.output, args.explain)
-    except ReadOnlyError as exc:
-        return usage_error("sql", str(exc))
-    except duckdb.Error as exc:
-        print(f"robolake sql: {exc}", file=sys.stderr)
-        return 1
+    _run_one(con, args.query, args.format, args.output, args.explain)
     return 0
+
+
+def _check_output(path: str) -> None:
+    """Before the query runs: the output file can be written (its directory exists, it is no directory)."""
+    from pathlib import Path
+
+    target = Path(path)
+    if target.is_dir():
+        raise CommandFailed(f"--output {path} is a directory; name a file")
+    if not target.resolve().parent.is_dir():
+        raise CommandFailed(f"--output {path}: directory {target.resolve().parent} does not exist")
 
 
 def _run_one(con, sql: str, fmt: str, output: str | None, explain: bool) -> None:
     from infra.lake_sql import query
 
+    _refuse_pivot_without_values(con, sql)
     relation = query(con, sql)
     if explain:
+        if len(con.extract_statements(sql)) != 1:
+            raise UsageError("--explain takes one statement")
         relation = con.sql(f"EXPLAIN {sql}")
         print(relation.fetchall()[0][1])
         return
     if fmt == "table":
-        text = str(relation)
-        if output:
-            open(output, "w").write(text)
-        else:
-            print(text)
+        print(relation)
         return
     table = relation.to_arrow_table()
     if fmt == "parquet":
@@ -211,29 +222,84 @@ def _run_one(con, sql: str, fmt: str, output: str | None, explain: bool) -> None
         if fmt == "csv":
             import pyarrow.csv as pacsv
 
-            pacsv.write_csv(table, out)
+            pacsv.write_csv(_csv_ready(table), out)
         else:
             import json
 
             for row in table.to_pylist():
-                out.write((json.dumps(row, default=_json_value) + "\n").encode())
+                out.write((json.dumps(_json_ready(row), allow_nan=False) + "\n").encode())
         out.flush()
     finally:
         if output:
             out.close()
 
 
-def _json_value(value):
-    """JSON for what json.dumps does not know: SUM() of integers is a DECIMAL, frames are bytes."""
+def _refuse_pivot_without_values(con, sql: str) -> None:
+    """A read, but DuckDB runs `PIVOT t ON c` as CREATE TYPE (an enum of c's values) + SELECT, which
+    the read-only lake refuses: say how to write it so that it is a plain SELECT."""
+    import re
+
+    import duckdb
+
+    if not re.match(r"\s*PIVOT\b", sql, re.IGNORECASE):
+        return
+    try:
+        kinds = [s.type.name for s in con.extract_statements(sql)]
+    except duckdb.Error:
+        return  # the parse error is reported by the query itself
+    if kinds and kinds[0] == "CREATE":
+        raise UsageError("PIVOT without an IN list needs a CREATE (DuckDB makes an enum of the values), which "
+                         "the read-only lake refuses; name the values: PIVOT episodes ON task IN ('a', 'b') "
+                         "USING count(*)")
+
+
+def _json_ready(value):
+    """Plain JSON: NaN and infinities are null, DECIMALs numbers, bytes (frames) base64, intervals
+    and dates ISO-like text; lists, structs and maps recursively."""
+    import base64
+    import datetime
+    import math
     from decimal import Decimal
 
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, Decimal):
+        if not value.is_finite():
+            return None
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, bytes):
-        import base64
-
         return base64.b64encode(value).decode()
-    return str(value)  # dates and timestamps as ISO text
+    if isinstance(value, dict):
+        return {str(k): _json_ready(v) for k, v in value.items()}
+    if type(value).__name__ == "MonthDayNano":  # pyarrow's interval: a tuple, but not a list
+        return f"{value.months} months {value.days} days {value.nanoseconds} ns"
+    if isinstance(value, datetime.timedelta):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_json_ready(v) for v in value]
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def _csv_ready(table):
+    """CSV has no nested values: list, struct, map, interval and binary columns become JSON text."""
+    import json
+
+    import pyarrow as pa
+
+    def plain(t) -> bool:
+        return not (pa.types.is_nested(t) or pa.types.is_interval(t) or pa.types.is_binary(t)
+                    or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t))
+
+    for i, field in enumerate(table.schema):
+        if not plain(field.type):
+            text = [None if v is None else json.dumps(_json_ready(v), allow_nan=False)
+                    for v in table.column(i).to_pylist()]
+            table = table.set_column(i, field.name, pa.array(text, pa.string()))
+    return table
 
 
 def _shell(con) -> int:

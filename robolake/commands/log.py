@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import positive_int, usage_error
+from robolake.commands import UsageError, positive_int
 from robolake.settings import Settings
 
 
@@ -13,13 +13,14 @@ def register(commands, common) -> None:
                                description="Print a topic's events, oldest first, one readable line each.")
     tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes)")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
-    tail.add_argument("--limit", type=positive_int, help="stop after this many events")
+    tail.add_argument("--limit", type=positive_int, metavar="N", help="stop after this many events")
     tail.set_defaults(run=run_tail)
 
     dlq = commands.add_parser("dlq", parents=[common], help="list dead letters and why they died",
                               description="List the dead-letter topic: reason, source topic/partition/offset, detail.")
     dlq.add_argument("--follow", "-f", action="store_true", help="keep waiting for new dead letters")
-    dlq.set_defaults(run=run_dlq, topic="robolake.dlq", limit=None)
+    dlq.add_argument("--limit", type=positive_int, metavar="N", help="stop after this many dead letters")
+    dlq.set_defaults(run=run_dlq, topic="robolake.dlq")
 
 
 def resolve_topic(name: str) -> str | None:
@@ -31,20 +32,40 @@ def resolve_topic(name: str) -> str | None:
     return None
 
 
-def run_tail(args, settings: Settings) -> int:
-    from consumers.conversation import describe, describe_dead_letter
-    from infra.bus import BusError, open_bus
+def topic_or_usage_error(name: str, any_full_name: bool = False) -> str:
+    """A robolake topic by its full or short name (`episodes`); UsageError listing them if unknown.
+    With `any_full_name`, a dotted name that is not ours is taken as a topic of the user's own."""
     from schemas import topics
 
-    topic = resolve_topic(args.topic)
+    topic = resolve_topic(name)
+    if topic is None and any_full_name and "." in name:
+        return name
     if topic is None:
         known = ", ".join(t.removeprefix("robolake.") for t in topics.ALL)
-        return usage_error(args.command, f"unknown topic {args.topic!r}; known: {known}")
-    try:
-        reader = open_bus(settings).consumer(None, [topic])
-    except BusError as exc:
-        print(f"robolake {args.command}: {exc}", file=sys.stderr)
-        return 1
+        raise UsageError(f"unknown topic {name!r}; known: {known}")
+    return topic
+
+
+def warn_in_process(settings: Settings, what: str) -> None:
+    """The in-process bus lives and dies with one command: say so where a user would expect what
+    was sent (or read) to be shared with other commands."""
+    if settings.bus == "memory":
+        print(f"note: {what}: the in-process bus (--bus memory) lives only as long as this command; "
+              "use --bus kafka://HOST:PORT for a log other commands share (`robolake demo` runs the "
+              "whole loop in one process)", file=sys.stderr)
+
+
+def run_tail(args, settings: Settings) -> int:
+    from consumers.conversation import describe, describe_dead_letter
+    from infra.bus import open_bus
+    from schemas import topics
+
+    topic = topic_or_usage_error(args.topic)
+    if settings.bus == "memory" and args.follow:
+        raise UsageError("--follow on the in-process bus would wait forever: nothing else writes to it; "
+                         "use --bus kafka://HOST:PORT")
+    warn_in_process(settings, f"{topic} starts empty here")
+    reader = open_bus(settings).consumer(None, [topic])
     shown = 0
     try:
         while args.limit is None or shown < args.limit:

@@ -31,12 +31,13 @@ def run_relabel(args, settings: Settings) -> int:
 
     from infra.bus import BusError
     from infra.lake_catalog import lake_exists
-    from learner.relabel import RelabelError, relabel, resolve
+    from learner.relabel import RelabelError, check_dataset_name, relabel, resolve
     from producers.sim.rewards import RewardError, UnknownReward
 
     try:
         functions = resolve(args.rewards, args.all)
-    except UnknownReward as exc:
+        check_dataset_name(args.name)
+    except (UnknownReward, RelabelError) as exc:
         return usage_error("relabel", str(exc))
     if not lake_exists(settings):
         print(f"robolake relabel: no lake at {settings.lake_root}", file=sys.stderr)
@@ -55,6 +56,10 @@ def run_relabel(args, settings: Settings) -> int:
             return 1
     for warning in stats.warnings:
         print(f"robolake relabel: warning: {warning}", file=sys.stderr)
+    if stats.adopted:
+        runs = sorted({a["relabel_id"] for a in stats.adopted})
+        print(f"{args.name}: {sum(a['rows'] for a in stats.adopted)} rows of {len(runs)} earlier interrupted runs "
+              "had no lineage event; this run's event lists them (adopted)")
     if stats.selected == 0:
         print(f"no complete episodes match --where {args.where!r}; nothing written")
     elif stats.selected == stats.other_env:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
-from robolake.commands import positive_int, usage_error
+from robolake.commands import (UsageError, check_lake_writable, nonnegative_float, nonnegative_int, positive_int,
+                               positive_seconds)
 from robolake.settings import Settings
 
 
@@ -15,7 +17,13 @@ def register(commands, common) -> None:
                     "episode onto the episodes topic: a skill sequence (--skills, or --task for its natural "
                     "decomposition) for N episodes, or serve curriculum decisions (--from-decisions). "
                     "--synthetic N streams random-but-valid episodes without the simulator. On the "
-                    "in-process bus the lake sink runs in the same process before the command returns.")
+                    "in-process bus the lake sink runs in the same process before the command returns. "
+                    "Ctrl-C stops the workers at once; the episodes that finished are kept.",
+        epilog="examples:\n\n"
+               "  robolake produce --episodes 10 --task build_tower --workers 2\n"
+               "  robolake produce --episodes 5 --skills reach_red grasp_red lift_red --noise 0.3 --frames\n"
+               "  robolake produce --synthetic 100 --steps 50\n"
+               "  robolake produce --from-decisions --until-idle 30 --bus kafka://127.0.0.1:9092")
     what = produce.add_mutually_exclusive_group(required=True)
     what.add_argument("--episodes", type=positive_int, metavar="N", help="simulated episodes to run")
     what.add_argument("--from-decisions", action="store_true",
@@ -24,19 +32,24 @@ def register(commands, common) -> None:
     sequence = produce.add_mutually_exclusive_group()
     sequence.add_argument("--skills", nargs="+", metavar="SKILL", help="the skill sequence (see 'robolake skills')")
     sequence.add_argument("--task", metavar="SKILL", help="a task named by its final skill, e.g. build_tower")
-    produce.add_argument("--workers", type=positive_int, default=1, help="parallel workers (default 1)")
-    produce.add_argument("--noise", type=float, default=0.0, help="expert action noise, 0 = clean (default 0)")
+    produce.add_argument("--workers", type=positive_int, default=1, metavar="W", help="parallel workers (default 1)")
+    produce.add_argument("--noise", type=nonnegative_float, default=0.0, metavar="X",
+                         help="expert action noise, 0 = clean (default 0)")
     produce.add_argument("--switch", choices=("success", "fixed"), default="success",
                          help="switch skills when the success function fires, or after --steps-per-skill")
-    produce.add_argument("--steps-per-skill", type=positive_int, default=60, help="steps per skill at most (60)")
+    produce.add_argument("--steps-per-skill", type=positive_int, default=60, metavar="N",
+                         help="steps per skill at most (default 60)")
     produce.add_argument("--frames", action="store_true", help="a 64x64 PNG camera frame on every step")
     produce.add_argument("--frame-every", type=positive_int, metavar="K",
                          help="frames on steps 0, K, 2K, ... only (implies --frames)")
-    produce.add_argument("--until-idle", type=float, metavar="S", help="with --from-decisions: stop when idle")
-    produce.add_argument("--steps", type=positive_int, default=100, help="with --synthetic: steps per episode")
-    produce.add_argument("--chunk-steps", type=positive_int, default=50, help="steps per message (default 50)")
-    produce.add_argument("--experiment", default="default", help="experiment id (default 'default')")
-    produce.add_argument("--seed", type=int, default=0, help="first seed (default 0)")
+    produce.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
+                         help="with --from-decisions: stop once no decision arrived for this long")
+    produce.add_argument("--steps", type=positive_int, default=100, metavar="N",
+                         help="with --synthetic: steps per episode (default 100)")
+    produce.add_argument("--chunk-steps", type=positive_int, default=50, metavar="N",
+                         help="steps per message (default 50)")
+    produce.add_argument("--experiment", default="default", metavar="ID", help="experiment id (default 'default')")
+    produce.add_argument("--seed", type=nonnegative_int, default=0, metavar="N", help="first seed (default 0)")
     produce.set_defaults(run=run_produce)
 
     skills = commands.add_parser("skills", parents=[common], help="list the skill library",
@@ -46,41 +59,67 @@ def register(commands, common) -> None:
 
 
 def run_produce(args, settings: Settings) -> int:
+    import threading
+
     from tqdm import tqdm
 
-    from infra.bus import BusError
+    if args.from_decisions and settings.bus == "memory":
+        raise UsageError("--from-decisions serves decisions from a shared log, but the in-process bus starts "
+                         "empty in every command: use --bus kafka://HOST:PORT")
+    config = None if args.synthetic is not None else _rollout_config(args)  # bad skills: exit 2 before any work
+    if settings.bus == "memory":
+        check_lake_writable(settings)  # the sink runs at the end: refuse now, not after the simulation
+    done, lock = [0], threading.Lock()  # episodes finished and flushed, counted by the workers themselves
+    interrupted = False
+    with tqdm(total=args.synthetic or args.episodes, unit="episode", desc="producing", disable=None,
+              file=sys.stderr) as bar:
+        def finished(n: int) -> None:
+            with lock:
+                done[0] += n
+                bar.update(n)
 
-    if args.synthetic is None and args.noise < 0:
-        return usage_error("produce", f"--noise must be >= 0, got {args.noise}")
-    try:
-        with tqdm(total=args.synthetic or args.episodes, unit="episode", desc="producing", disable=None) as bar:
+        try:
             if args.synthetic is not None:
-                _synthetic(args, settings, bar.update)
+                _synthetic(args, settings, finished)
             else:
-                from producers.sim.skills import UnknownSkill
-
-                try:
-                    config = _rollout_config(args)
-                except (UnknownSkill, ValueError) as exc:
-                    return usage_error("produce", str(exc))
                 from producers import workers
 
                 if args.from_decisions:
-                    workers.serve_decisions(settings, config, args.workers, args.until_idle, bar.update)
+                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished)
                 else:
-                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, bar.update)
-            produced = bar.n
-    except BusError as exc:
-        print(f"robolake produce: {exc}", file=sys.stderr)
-        return 1
-    print(f"produced {produced} episodes on {settings.bus}")
+                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished)
+        except KeyboardInterrupt:
+            interrupted = True
+    print(f"produced {done[0]} episodes on {settings.bus}" + (" (interrupted)" if interrupted else ""))
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
         from consumers.lake_sink import LakeSink
 
-        stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
+        with _interrupt_deferred() as deferred:  # a second of work that keeps what finished: let it end
+            stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
+        interrupted |= deferred.is_set()
         print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}; "
               f"query them with: robolake sql \"SELECT * FROM episodes\"")
+    if interrupted:
+        raise KeyboardInterrupt  # exit 130, after keeping what finished
     return 0
+
+
+@contextmanager
+def _interrupt_deferred():
+    """Ctrl-C inside the block is remembered (the event is set) instead of raised."""
+    import signal
+    import threading
+
+    hit = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: hit.set())
+    except ValueError:  # not the main thread: nothing to defer
+        yield hit
+        return
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _rollout_config(args):
@@ -93,7 +132,7 @@ def _rollout_config(args):
     elif args.skills:
         skills = tuple(args.skills)
     else:
-        raise ValueError("say what to run: --skills SKILL [SKILL ...] or --task SKILL")
+        raise UsageError("say what to run: --skills SKILL [SKILL ...] or --task SKILL")
     return RolloutConfig(skills=skills, task_skill=args.task or skills[-1], switch=args.switch,
                          steps_per_skill=args.steps_per_skill, noise=args.noise,
                          frames=args.frames or args.frame_every is not None, frame_every=args.frame_every or 1,
@@ -120,7 +159,9 @@ def run_skills(args, settings: Settings) -> int:
     if args.announce:
         from infra.bus import open_bus
         from producers.sim.announce import announce_skills
+        from robolake.commands.log import warn_in_process
 
         count = announce_skills(open_bus(settings).producer())
         print(f"announced {count} skills on the skills topic")
+        warn_in_process(settings, "the announcement is gone when this command ends")
     return 0

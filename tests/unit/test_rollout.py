@@ -116,3 +116,16 @@ def test_config_rejects_unknown_skills():
     with pytest.raises(UnknownSkill):
         RolloutConfig(skills=("reach_red", "fly"), task_skill="reach_red")
     assert dataclasses.replace(RolloutConfig(skills=("reach_red",), task_skill="reach_red"), noise=0.2).noise == 0.2
+
+
+def test_build_tower_from_the_expert_succeeds_when_every_sub_skill_does():
+    """Issue 14, item 12: switching on success cut the place expert's retreat, so the next reach
+    swept the arm through the stack (8 of 10 episodes ended as a timeout)."""
+    from infra.bus.memory import MemoryBroker, MemoryBus
+    from producers.rollout import run_episodes
+
+    bus = MemoryBus(MemoryBroker(1), 512 * 1024)
+    config = RolloutConfig(skills=task_for("build_tower"), task_skill="build_tower")
+    ended = run_episodes(bus.producer(), config, list(range(10)))
+    assert [e["termination"] for e in ended] == ["success"] * 10
+    assert all(all(s["success"] for s in e["skills"]) for e in ended)
