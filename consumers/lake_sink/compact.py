@@ -32,6 +32,9 @@ def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
     tables = LakeTables(settings, writer="compact")
     stats = CompactionStats()
     try:
+        # Small commits are kept inside the catalog (DuckLake's data inlining): write them out as
+        # Parquet first, so the catalog stays small and every row is in a data file.
+        tables.execute_serialised("CALL ducklake_flush_inlined_data('lake')")
         stats.files_before = _data_files(tables)
         tables.execute_serialised("CALL ducklake_merge_adjacent_files('lake')")
         if progress is not None:
