@@ -170,6 +170,7 @@ class LakeTables:
         existing = {r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
         if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing:
+            self._add_rewards_relabel_id()
             return
         con.execute("BEGIN TRANSACTION")
         try:
@@ -191,6 +192,16 @@ class LakeTables:
             _rollback(con)
             raise
         log.info("created the lake's tables at %s", self.root)
+        self._add_rewards_relabel_id()
+
+    def _add_rewards_relabel_id(self) -> None:
+        """`rewards` tables created before its `relabel_id` column get it (null in the old rows)."""
+        con = self.con
+        columns = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'lake' AND table_name = ?",
+            [lake.REWARDS]).fetchall()}
+        if columns and "relabel_id" not in columns:
+            con.execute(f"ALTER TABLE lake.{lake.REWARDS} ADD COLUMN IF NOT EXISTS relabel_id VARCHAR")
 
     def _retry(self, action, attempts: int = 20):
         """Run `action` again while the catalog reports a conflicting concurrent transaction."""

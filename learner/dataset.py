@@ -10,15 +10,24 @@ observation *after* it, with the reward of that observation. So the transition o
 observation before it in the lake and yields no sample. `done` is the relabelled skill's
 success (reaching its goal ends that task) and `discount` is 1 - done.
 
-Sampling: every step gets one skill per epoch, chosen by a seeded hash of (episode, step, epoch)
-against the cumulative weight table (uniform by default), so an epoch visits each transition once
-and skills mix in the given proportions. DuckDB streams the join as Arrow record batches (spilling
-to disk beyond its memory limit); a seeded shuffle buffer decorrelates them; a background thread
-prefetches batches. Memory: the shuffle buffer + `prefetch` batches + one record batch.
+Sampling: every transition gets one skill per epoch, chosen by a seeded hash of (episode, step,
+epoch) against the cumulative weights (uniform by default) *of the functions that have a rewards row
+for that step* (renormalised over those), so an epoch visits every transition that has at least one
+row of a positive-weight function exactly once, and skills mix in the given proportions wherever
+they are all computed (functions relabelled over different episodes never drop transitions).
+DuckDB streams the join as Arrow record batches in a deterministic order (sorted by another seeded
+hash, then episode and step: its multi-threaded join alone emits rows in arrival order), spilling to
+disk beyond its memory limit; a seeded shuffle buffer decorrelates them further; a background
+thread prefetches batches. Same lake, same config, same seed: same batches. Memory: the shuffle
+buffer + `prefetch` batches + one record batch.
+
+Each `iter(dataset)` is independent (its own reading thread), so one dataset serves several loops;
+leaving a loop early stops its thread, and `close()` stops all of them.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -27,6 +36,7 @@ import numpy as np
 from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 
 _BUCKETS = 1 << 20  # resolution of the skill choice
+_WEIGHT_UNITS = 1 << 20  # weights as integers (the largest one is this), so the cumulative sums are exact
 
 
 @dataclass(frozen=True)
@@ -50,34 +60,43 @@ class LakeDataset:
     def __init__(self, settings, config: DatasetConfig = DatasetConfig()):
         self.settings, self.config = settings, config
         self.functions = self._functions()  # [(name, version)]
-        if not self.functions:
-            raise ValueError(f"dataset {config.dataset!r} has no rewards rows; run `robolake relabel --name "
-                             f"{config.dataset}` first")
         self.captions = [_caption(name, version) for name, version in self.functions]
         specs = [f"{n}@{v}" for n, v in self.functions]
         unknown = set(config.weights) - set(specs)
         if unknown:
             raise ValueError(f"weights for functions not in the dataset: {', '.join(sorted(unknown))}; "
                              f"it has: {', '.join(specs)}")
-        weights = np.array([float(config.weights.get(s, 1.0)) for s in specs])
-        if np.any(weights < 0) or weights.sum() <= 0:
-            raise ValueError("skill weights must be >= 0 and not all zero")
-        edges = np.concatenate([[0], np.cumsum(weights) / weights.sum()])
-        self._bounds = [(int(round(lo * _BUCKETS)), int(round(hi * _BUCKETS))) for lo, hi in zip(edges, edges[1:])]
-        self._prefetcher: Prefetcher | None = None
+        try:
+            weights = np.array([float(config.weights.get(s, 1.0)) for s in specs])
+        except (TypeError, ValueError):
+            raise ValueError(f"skill weights must be numbers, got {config.weights!r}") from None
+        if not np.all(np.isfinite(weights)) or np.any(weights < 0) or weights.sum() <= 0:
+            raise ValueError(f"skill weights must be finite, >= 0 and not all zero, got {config.weights!r}")
+        # integers, positive for every positive weight: exact sums in SQL whatever the mix
+        units = np.where(weights > 0, np.maximum(1, np.round(weights / weights.max() * _WEIGHT_UNITS)), 0)
+        self._weights = [int(u) for u in units]
+        self._lock = threading.Lock()
+        self._prefetchers: set[Prefetcher] = set()
+        self._prefetcher: Prefetcher | None = None  # the latest iteration's (for inspection)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        self.close()
-        self._prefetcher = Prefetcher(self._batches, self.config.prefetch)
+        prefetcher = Prefetcher(self._batches, self.config.prefetch)  # this loop's own: loops never share one
+        with self._lock:
+            self._prefetchers.add(prefetcher)
+            self._prefetcher = prefetcher
         try:
-            yield from self._prefetcher
+            yield from prefetcher
         finally:
-            self.close()
+            prefetcher.close()
+            with self._lock:
+                self._prefetchers.discard(prefetcher)
 
     def close(self) -> None:
-        if self._prefetcher is not None:
-            self._prefetcher.close()
-            self._prefetcher = None
+        """Stop every iteration in progress (each ends at its next batch)."""
+        with self._lock:
+            prefetchers, self._prefetchers = list(self._prefetchers), set()
+        for prefetcher in prefetchers:
+            prefetcher.close()
 
     # --- the reading thread ---------------------------------------------------------------------
 
@@ -111,22 +130,34 @@ class LakeDataset:
     def _query(self, epoch: int) -> str:
         from infra.duck import sql_str
 
-        skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {lo}, {hi})"
-                           for i, ((n, v), (lo, hi)) in enumerate(zip(self.functions, self._bounds)) if hi > lo)
+        skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
+                           for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
         seed = int(self.config.seed) * 1_000_003 + epoch
+        # Per step, the positive-weight functions that have a row for it, with running sums of their
+        # (integer) weights; the seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x.
+        # One string hashed, not hash(a, b, c): DuckDB's combined hash barely mixes the seed into its
+        # low bits (seeds 0, 1 and 3 drew the same skills).
         return f"""
-            WITH s AS (
+            WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
+            r AS (
+                SELECT r.episode_id, r.step, f.skill, f.w, r.reward, r.success,
+                       sum(f.w) OVER (PARTITION BY r.episode_id, r.step ORDER BY f.skill
+                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
+                       sum(f.w) OVER (PARTITION BY r.episode_id, r.step) AS total
+                FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
+                WHERE r.dataset = ?),
+            pick AS (
+                SELECT episode_id, step, skill, reward, success FROM r
+                WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
+                      BETWEEN cum - w AND cum - 1),
+            s AS (
                 SELECT episode_id, step, action, observation AS next_observation,
-                       lag(observation) OVER (PARTITION BY episode_id ORDER BY step) AS observation,
-                       hash(episode_id, step, {seed}) % {_BUCKETS} AS u
-                FROM steps)
-            SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, f.skill,
-                   r.reward, r.success
-            FROM s JOIN (VALUES {skills}) AS f(skill, reward_fn, reward_version, lo, hi)
-                   ON s.u >= f.lo AND s.u < f.hi
-                 JOIN rewards r ON r.episode_id = s.episode_id AND r.step = s.step
-                   AND r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
-            WHERE r.dataset = ? AND s.observation IS NOT NULL"""
+                       lag(observation) OVER (PARTITION BY episode_id ORDER BY step) AS observation
+                FROM steps WHERE episode_id IN (SELECT episode_id FROM pick))
+            SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success
+            FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
+            WHERE s.observation IS NOT NULL
+            ORDER BY hash(concat_ws(':', s.episode_id, s.step, {seed}, 'order')), s.episode_id, s.step"""
 
     def _columns(self, batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -149,20 +180,31 @@ class LakeDataset:
     def _functions(self) -> list[tuple[str, int]]:
         from infra.lake_sql import open_lake
 
+        dataset = self.config.dataset
+        wanted = None
         if self.config.functions is not None:
-            out = []
+            wanted = []
             for spec in self.config.functions:
                 name, _, version = spec.partition("@")
-                if not version.isdigit():
+                if not (name and version.isascii() and version.isdecimal()):
                     raise ValueError(f"name functions as NAME@VERSION, got {spec!r}")
-                out.append((name, int(version)))
-            return out
+                wanted.append((name, int(version)))
         con = open_lake(self.settings)
         try:
-            return [tuple(r) for r in con.execute("SELECT DISTINCT reward_fn, reward_version FROM rewards "
-                                                  "WHERE dataset = ? ORDER BY ALL", [self.config.dataset]).fetchall()]
+            present = [tuple(r) for r in con.execute("SELECT DISTINCT reward_fn, reward_version FROM rewards "
+                                                     "WHERE dataset = ? ORDER BY ALL", [dataset]).fetchall()]
         finally:
             con.close()
+        if not present:
+            raise ValueError(f"dataset {dataset!r} has no rewards rows; run `robolake relabel --name {dataset}` first")
+        if wanted is None:
+            return present
+        missing = [f"{n}@{v}" for n, v in wanted if (n, v) not in present]
+        if missing:
+            raise ValueError(f"dataset {dataset!r} has no rewards rows for {', '.join(missing)}; run `robolake "
+                             f"relabel --name {dataset} --rewards {' '.join(missing)}` first; it has: "
+                             + ", ".join(f"{n}@{v}" for n, v in present))
+        return list(dict.fromkeys(wanted))
 
 
 def _caption(name: str, version: int) -> str:

@@ -8,12 +8,25 @@
 - Incremental and idempotent: an (episode, function, version) pair already present for the
   dataset is skipped, so a rerun adds nothing and a killed run's rerun ends with the same rows.
   Relabels of one lake take turns through a file lock beside its catalog (as writers do).
-- Lineage: a `relabel.completed` event on the lineage topic (learner/lineage.py).
+- Lineage: a `relabel.completed` event on the lineage topic (learner/lineage.py), and every rewards
+  row carries the `relabel_id` of the run that wrote it.
 
-Reward functions read the Panda scene's observation, so only episodes of that environment are
-selected; others are counted and skipped. A function that returns NaN or the wrong length stops
-the run before the batch it failed on is committed (batches committed before it stay: they are
-whole, valid results).
+Partial runs. A run stops at the first batch that fails: a function returning NaN or the wrong
+length (RewardError, naming the function), an observation of the wrong length (RelabelError, naming
+the episodes), a lake error, Ctrl-C. That batch is not committed; batches committed before it stay
+(they are whole, valid results, and a rerun resumes after them). Validating every function on every
+batch before the first commit would mean holding or computing the whole selection twice, so we do
+not: instead the lineage says exactly what was committed. A run that fails after committing
+publishes its event anyway, with `complete: false` and the `error`, counting only committed rows
+and offsets. A run that cannot publish (killed with SIGKILL, or the bus down) leaves rows that no
+event covers; the next relabel of that dataset finds them (rows whose relabel_id no event names,
+in the lake or, on Kafka where the lake lags, on the lineage topic) and lists them in its own event
+under `adopted` (run id, function, version, rows), publishing an event for that even when it
+computes nothing new.
+
+Reward functions read the Panda scene's observation (43 floats), so only episodes of that
+environment are selected; others are counted and skipped. A step of that environment with an
+observation of another length is an error naming its episode (nothing is written for its batch).
 """
 
 from __future__ import annotations
@@ -21,6 +34,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import unicodedata
 import uuid
 from collections import defaultdict
 from contextlib import contextmanager
@@ -54,6 +68,18 @@ class RelabelStats:
     sources: dict[tuple[str, str, int], list[int]] = field(default_factory=dict)  # key -> [first, last]
     snapshot: int | None = None
     warnings: list[str] = field(default_factory=list)
+    adopted: list[dict] = field(default_factory=list)  # rows of earlier runs no event covered (learner/lineage.py)
+    # the counts above are of committed rows only: a failed run's event reports exactly what it left
+
+
+def check_dataset_name(name: str) -> None:
+    """RelabelError unless `name` is a usable dataset name: not empty, no control or format characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise RelabelError(f"a dataset name must not be empty, got {name!r}")
+    bad = [c for c in name if unicodedata.category(c)[0] in "CZ" and c != " "]
+    if bad or len(name) > 200:
+        raise RelabelError(f"a dataset name must be at most 200 printable characters (no control, format or "
+                           f"line-breaking characters), got {name!r}")
 
 
 def resolve(specs: list[str] | None, everything: bool = False):
@@ -71,9 +97,10 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
     `functions` (RewardFunction); `progress(n)` after each batch of n steps, `on_total(n)` once."""
     from infra.lake_catalog import LakeTables
     from infra.lake_sql import ReadOnlyError, check_read_only, open_lake
-    from schemas import lake
+    from learner.lineage import publish_relabel, uncovered
 
     stats = RelabelStats()
+    check_dataset_name(dataset)
     if not functions:
         raise RelabelError("no reward functions given")
     tables = LakeTables(settings, writer=f"relabel-{stats.relabel_id[:8]}")  # creates `rewards` in older lakes
@@ -81,43 +108,68 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
         with _relabel_lock(settings):
             con = open_lake(settings)
             try:
-                check_read_only(con, f"SELECT episode_id FROM episodes WHERE {where}")
-            except ReadOnlyError as exc:
-                raise RelabelError(str(exc)) from None
-            todo = _plan(con, functions, where, dataset, stats)
-            con.close()
-            if todo.num_rows == 0:
-                return stats
-            if on_total is not None:
-                on_total(int(pc.sum(todo.column("length")).as_py()))
-            pending = {f.key: set(todo.filter(pc.field("fn_" + _col(f)))["episode_id"].to_pylist()) for f in functions}
-            reader_con = open_lake(settings, read_only=False)  # only our own SQL runs on it
-            try:
-                for chunk in _episode_batches(reader_con, todo.select(["episode_id"]), batch_steps):
-                    table = _compute(chunk, functions, pending, dataset, stats)
-                    if table.num_rows:
-                        tables.commit({lake.REWARDS: table}, offsets={})  # not a bus consumer: no offsets
-                        stats.commits += 1
-                    if progress is not None:
-                        progress(chunk.num_rows)
+                selection = _selection(where)
+                try:
+                    check_read_only(con, selection)  # exactly the text _plan runs
+                except ReadOnlyError as exc:
+                    raise RelabelError(str(exc)) from None
+                todo = _plan(con, selection, functions, dataset, stats)
+                stats.adopted = uncovered(con, dataset, settings)  # under the lock: no other relabel writes
             finally:
-                reader_con.close()
+                con.close()
+            try:
+                _run(settings, tables, todo, functions, dataset, batch_steps, stats, progress, on_total)
+            except BaseException as exc:
+                if publish and (stats.rows or stats.adopted):  # committed rows stay: say what they are
+                    try:
+                        publish_relabel(settings, stats, functions, where, dataset, complete=False,
+                                        error=f"{type(exc).__name__}: {exc}")
+                    except Exception:
+                        log.exception("could not publish the lineage of the partial relabel %s (the next "
+                                      "relabel of %r adopts its rows)", stats.relabel_id, dataset)
+                raise
     finally:
         tables.close()
-    if publish and stats.rows:
-        from learner.lineage import publish_relabel
-
+    if publish and (stats.rows or stats.adopted):
         publish_relabel(settings, stats, functions, where, dataset)
     return stats
+
+
+def _selection(where: str) -> str:
+    return f"SELECT episode_id, length, env_name FROM episodes WHERE ({where})"
+
+
+def _run(settings, tables, todo: pa.Table, functions, dataset: str, batch_steps: int, stats: RelabelStats,
+         progress, on_total) -> None:
+    from infra.lake_sql import open_lake
+    from schemas import lake
+
+    if todo.num_rows == 0:
+        return
+    if on_total is not None:
+        on_total(int(pc.sum(todo.column("length")).as_py()))
+    pending = {f.key: set(todo.filter(pc.field("fn_" + _col(f)))["episode_id"].to_pylist()) for f in functions}
+    reader_con = open_lake(settings, read_only=False)  # only our own SQL runs on it
+    try:
+        for chunk in _episode_batches(reader_con, todo.select(["episode_id"]), batch_steps):
+            table, done = _compute(chunk, functions, pending, dataset, stats.relabel_id)
+            if table.num_rows:
+                tables.commit({lake.REWARDS: table}, offsets={})  # not a bus consumer: no offsets
+                stats.commits += 1
+            _merge(stats, done)  # counted once committed: a failed run's event reports what it left
+            if progress is not None:
+                progress(chunk.num_rows)
+    finally:
+        reader_con.close()
 
 
 def _col(fn) -> str:
     return f"{fn.name}__{fn.version}"
 
 
-def _plan(con, functions, where: str, dataset: str, stats: RelabelStats) -> pa.Table:
+def _plan(con, selection: str, functions, dataset: str, stats: RelabelStats) -> pa.Table:
     """Episodes to compute (episode_id, length, fn_<name>__<v> booleans: pending for that function)."""
-    selected = con.execute(f"SELECT episode_id, length, env_name FROM episodes WHERE ({where})").to_arrow_table()
+    selected = con.execute(selection).to_arrow_table()
     stats.selected = selected.num_rows
     stats.snapshot = con.execute("SELECT max(snapshot_id) FROM lake.snapshots()").fetchone()[0]
     ours = selected.filter(pc.equal(selected["env_name"], _ENV))
@@ -182,15 +234,25 @@ def _cuts(table: pa.Table, batch_steps: int) -> list[int]:
     return cuts
 
 
-def _compute(chunk: pa.Table, functions, pending, dataset: str, stats: RelabelStats) -> pa.Table:
-    """Every pending function over the chunk's steps: the rewards rows, checked before anything is written."""
+def _compute(chunk: pa.Table, functions, pending, dataset: str, relabel_id: str) -> tuple[pa.Table, RelabelStats]:
+    """Every pending function over the chunk's steps: the rewards rows, checked before anything is
+    written, and their counts (to add to the run's once committed)."""
+    from producers.sim.rewards import OBS_DIM
     from schemas import lake
 
+    stats = RelabelStats(relabel_id=relabel_id)
     n = chunk.num_rows
+    lengths = pc.list_value_length(chunk.column("observation"))
+    wrong = pc.fill_null(pc.not_equal(lengths, OBS_DIM), True)  # every row, not just the total
+    if pc.any(wrong).as_py():
+        episodes = sorted(set(pc.filter(chunk.column("episode_id"), wrong).to_pylist()))
+        found = sorted(set(pc.filter(lengths, wrong).to_pylist()), key=lambda v: (v is None, v or 0))
+        raise RelabelError(f"episode{'s' if len(episodes) > 1 else ''} {', '.join(episodes[:5])}"
+                           f"{f' (and {len(episodes) - 5} more)' if len(episodes) > 5 else ''} of {_ENV} "
+                           f"ha{'ve' if len(episodes) > 1 else 's'} observations of {found} floats, not {OBS_DIM}: "
+                           "not relabelled (nothing written for this batch)")
     values = pc.list_flatten(chunk.column("observation")).to_numpy(zero_copy_only=False)
-    if n and values.size % n:
-        raise RelabelError(f"observations of different lengths in episodes {pc.unique(chunk['episode_id'])}")
-    obs = values.reshape(n, -1).astype(np.float32, copy=False)
+    obs = values.reshape(n, OBS_DIM).astype(np.float32, copy=False)
     episode = pc.dictionary_encode(chunk.column("episode_id").combine_chunks())
     ids = episode.dictionary.to_pylist()
     parts = []
@@ -210,14 +272,26 @@ def _compute(chunk: pa.Table, functions, pending, dataset: str, stats: RelabelSt
             "reward_fn": pa.DictionaryArray.from_arrays(np.zeros(m, np.int32), [fn.name]),
             "reward_version": pa.array(np.full(m, fn.version, np.int32)),
             "source_hash": pa.DictionaryArray.from_arrays(np.zeros(m, np.int32), [fn.source_hash]),
-            "success": pa.array(success), "reward": pa.array(reward)}))
+            "success": pa.array(success), "reward": pa.array(reward),
+            "relabel_id": pa.DictionaryArray.from_arrays(np.zeros(m, np.int32), [relabel_id])}))
         stats.rows_by_function[fn.key] = stats.rows_by_function.get(fn.key, 0) + m
     _note_sources(chunk, stats)
     stats.steps += n
     stats.episodes += len(ids)
     out = pa.concat_tables(parts) if parts else lake.SCHEMAS[lake.REWARDS].empty_table()
     stats.rows += out.num_rows
-    return out
+    return out, stats
+
+
+def _merge(stats: RelabelStats, done: RelabelStats) -> None:
+    stats.steps += done.steps
+    stats.episodes += done.episodes
+    stats.rows += done.rows
+    for key, rows in done.rows_by_function.items():
+        stats.rows_by_function[key] = stats.rows_by_function.get(key, 0) + rows
+    for key, (first, last) in done.sources.items():
+        known = stats.sources.get(key, [first, last])
+        stats.sources[key] = [min(known[0], first), max(known[1], last)]
 
 
 def _note_sources(chunk: pa.Table, stats: RelabelStats) -> None:

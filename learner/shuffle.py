@@ -69,7 +69,8 @@ def rebatch(pieces: Iterable[Columns], batch_size: int, drop_last: bool = False)
 
 class Prefetcher:
     """Runs `make()` (an iterator factory) in a daemon thread, `depth` items ahead of the reader.
-    Errors are raised in the reader; `close()` (or leaving a `with` block) stops the thread."""
+    Errors are raised in the reader; `close()` (or leaving a `with` block) stops the thread, and a
+    reader waiting for the next item then ends instead of waiting forever."""
 
     _END = object()
 
@@ -98,8 +99,18 @@ class Prefetcher:
         return False
 
     def __iter__(self):
+        """Items in order; ends when the producer ends or when the prefetcher is closed (by anyone:
+        a reader never waits on a stopped thread)."""
         while True:
-            item = self._queue.get()
+            try:
+                item = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set() or not self._thread.is_alive():
+                    if self._queue.empty():  # the thread puts nothing more once stopped or gone
+                        return
+                continue
+            if self._stop.is_set():
+                return
             if item is self._END:
                 return
             if isinstance(item, BaseException):

@@ -221,7 +221,19 @@ RELABEL_COMPLETED = EventType("relabel.completed", 1, pa.schema([
     _f("time", TIME),
 ]), doc="historic steps were relabelled with reward functions: the lineage of the rewards rows")
 
+RELABEL_ADOPTED = pa.struct([_f("relabel_id", pa.string()), _f("name", pa.string()), _f("version", pa.int32()),
+                             _f("rows", pa.int64())])
+# v2: a run that failed after some commits says so, and a run covers the rows of earlier runs that no
+# event covers (killed before publishing). Rows carry their run's relabel_id (the rewards table).
+RELABEL_COMPLETED_V2 = EventType("relabel.completed", 2, pa.schema([
+    *RELABEL_COMPLETED.schema,
+    _f("complete", pa.bool_(), nullable=True),               # false: the run failed after these commits
+    _f("error", pa.string(), nullable=True),                 # why it stopped, when it did
+    _f("adopted", pa.list_(RELABEL_ADOPTED), nullable=True),  # rows of earlier runs no event covered
+]), doc="historic steps were relabelled with reward functions (or partly: complete = false): the lineage "
+        "of the rewards rows")
+
 REGISTRY = Registry()
 for _t in (EPISODE_STARTED, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
-           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED):
+           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2):
     REGISTRY.register(_t)

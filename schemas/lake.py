@@ -69,7 +69,10 @@ SCHEMAS[REWARDS] = pa.schema([pa.field("dataset", pa.string(), nullable=False),
                               pa.field("reward_version", pa.int32(), nullable=False),
                               pa.field("source_hash", pa.string(), nullable=False),
                               pa.field("success", pa.bool_(), nullable=False),
-                              pa.field("reward", pa.float32(), nullable=False)])
+                              pa.field("reward", pa.float32(), nullable=False),
+                              # the relabel run that wrote the row (its relabel.completed event); null in rows
+                              # written before the column existed
+                              pa.field("relabel_id", pa.string())])
 # Data files are partitioned by experiment, so a query about one experiment reads only its files.
 PARTITION_COLUMN = "experiment_id"
 # Rows are written sorted by these, so row-group statistics prune point lookups of an episode.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 import pytest
@@ -62,17 +63,24 @@ def test_an_epoch_is_every_transition_once_with_the_reward_of_its_relabelled_ski
 
 def test_skills_mix_by_weight_uniform_by_default(lake):
     settings, _ = lake
-    uniform, _ = _epoch(settings, seed=1)
+    uniform, _ = _epoch(settings, seed=1, epochs=5)  # 5 draws per transition: ~200, not a flaky ~40
     counts = collections.Counter(uniform["skill"].tolist())
     assert set(counts) == {0, 1, 2} and min(counts.values()) > len(uniform["skill"]) / 6
     only, _ = _epoch(settings, weights={"reach_red@1": 0, "any_block_lifted@1": 0})
     assert set(only["caption"]) == {"lift the red block"}
-    skewed, _ = _epoch(settings, seed=2, weights={"reach_red@1": 8})
+    skewed, _ = _epoch(settings, seed=2, epochs=5, weights={"reach_red@1": 8})
     assert collections.Counter(skewed["skill"].tolist())[2] > 0.6 * len(skewed["skill"])
     with pytest.raises(ValueError, match="weights for functions not in the dataset: go_home@1"):
         LakeDataset(settings, DatasetConfig(dataset="train", weights={"go_home@1": 1}))
     with pytest.raises(ValueError, match="has no rewards rows"):
         LakeDataset(settings, DatasetConfig(dataset="nothing"))
+
+
+def test_different_seeds_draw_different_skills(lake):
+    settings, _ = lake
+    draws = {seed: tuple(sorted(zip(d["episode_id"], d["step"].tolist(), d["skill"].tolist())))
+             for seed in range(6) for d in [_epoch(settings, seed=seed)[0]]}
+    assert len(set(draws.values())) == 6  # hash(episode, step, seed) made seeds 1 and 3 draw alike
 
 
 def test_seeded_shuffling_reproduces_and_differs_by_seed_and_epoch(lake):
@@ -95,6 +103,131 @@ def test_leaving_early_stops_the_prefetch_thread(lake):
             break
     dataset.close()
     assert not prefetcher.alive
+
+
+def _drain(iterator, timeout_s: float = 60.0) -> list:
+    """The rest of `iterator`, consumed in a thread so a hang fails the test instead of stalling it."""
+    out: list = []
+    thread = threading.Thread(target=lambda: out.extend(iterator), daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    assert not thread.is_alive(), "the iteration hangs"
+    return out
+
+
+def test_one_dataset_serves_two_loops_at_once_and_close_ends_both(lake):
+    settings, steps = lake
+    transitions = sorted(k for k in steps if k[1] > 0)
+    dataset = LakeDataset(settings, DatasetConfig(dataset="train", batch_size=4, prefetch=1, shuffle_buffer=8))
+    it1 = iter(dataset)
+    first = [next(it1)]
+    it2 = iter(dataset)
+    second = [next(it2)]
+    for got in (first + _drain(it1), second + _drain(it2)):
+        assert sorted(k for b in got for k in zip(b["episode_id"], b["step"])) == transitions
+    it3, it4 = iter(dataset), iter(dataset)
+    next(it3), next(it4)
+    threads = [dataset._prefetcher]
+    dataset.close()  # ends both loops at their next batch, without a hang
+    assert len(_drain(it3)) <= 2 and len(_drain(it4)) <= 2 and not threads[0].alive
+
+
+def test_prefetch_reader_wakes_up_when_the_thread_is_stopped():
+    def forever():
+        while True:
+            yield 1
+
+    prefetcher = Prefetcher(forever, depth=1)
+    items = iter(prefetcher)
+    next(items)
+    prefetcher.close()
+    assert len(_drain(items, timeout_s=10)) <= 1
+
+
+@pytest.fixture(scope="module")
+def uneven(lake):
+    """Dataset 'uneven': reach_red over both episodes, grasp_red over one (relabelled separately)."""
+    settings, steps = lake
+    con = open_lake(settings)
+    seeds = sorted(r[0] for r in con.execute("SELECT seed FROM episodes").fetchall())
+    covered = con.execute("SELECT episode_id FROM episodes WHERE seed = ?", [seeds[0]]).fetchone()[0]
+    con.close()
+    relabel(settings, resolve(["reach_red@1"]), dataset="uneven")
+    relabel(settings, resolve(["grasp_red@1"]), where=f"seed = {seeds[0]}", dataset="uneven")
+    return covered
+
+
+def test_functions_over_different_episodes_drop_no_transition_and_mix_where_both_exist(lake, uneven):
+    settings, steps = lake
+    for weights, share in (({}, 0.5), ({"grasp_red@1": 3}, 0.75)):
+        batches = list(LakeDataset(settings, DatasetConfig(dataset="uneven", weights=weights, seed=5)))
+        data = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+        keys = list(zip(data["episode_id"], data["step"]))
+        assert sorted(keys) == sorted(k for k in steps if k[1] > 0)  # every transition, once
+        captions = data["caption"]
+        mine = data["episode_id"] == uneven
+        assert set(captions[~mine]) == {"reach the red block"}  # the only function computed there
+        grasp = float(np.mean(captions[mine] == "grasp the red block"))
+        assert abs(grasp - share) < 0.2, (weights, grasp)
+        for skill, (name, version) in enumerate(LakeDataset(settings, DatasetConfig(dataset="uneven")).functions):
+            rows = data["skill"] == skill
+            np.testing.assert_allclose(data["reward"][rows],
+                                       REWARDS[(name, version)].evaluate(data["next_observation"][rows])[1])
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory):
+    """6000 synthetic steps with rows of two made-up functions written straight into `rewards`."""
+    import pyarrow as pa
+
+    from infra.lake_catalog import LakeTables
+    from schemas import lake as lake_schema
+
+    url = f"file://{tmp_path_factory.mktemp('big')}/lake"
+    assert main(["produce", "--synthetic", "60", "--steps", "100", "--lake", url, "--bus", "memory"]) == 0
+    settings = Settings.load(env={}, lake=url, bus="memory")
+    con = open_lake(settings)
+    steps = con.execute("SELECT episode_id, experiment_id, step FROM steps").to_arrow_table()
+    con.close()
+    n = steps.num_rows
+    tables = LakeTables(settings, writer="test")
+    try:
+        for fn in ("one", "two"):
+            tables.commit({lake_schema.REWARDS: pa.table({
+                "dataset": ["big"] * n, "episode_id": steps["episode_id"], "experiment_id": steps["experiment_id"],
+                "step": steps["step"], "reward_fn": [fn] * n, "reward_version": pa.array([1] * n, pa.int32()),
+                "source_hash": ["x"] * n, "success": [False] * n,
+                "reward": pa.array(np.arange(n) % 7, pa.float32())})}, offsets={})
+    finally:
+        tables.close()
+    return settings, n
+
+
+def test_same_seed_same_order_on_a_lake_of_thousands_of_steps(big):
+    settings, n = big
+    config = DatasetConfig(dataset="big", batch_size=512, shuffle_buffer=64, read_rows=256, seed=7)
+
+    def order():
+        batches = list(LakeDataset(settings, config))
+        return [(e, s, k) for b in batches for e, s, k in zip(b["episode_id"], b["step"].tolist(), b["skill"].tolist())]
+
+    first = order()
+    assert len(first) == n - 60 and len(set(first)) == n - 60
+    assert order() == first and order() == first
+
+
+def test_functions_without_rows_and_bad_weights_are_clear_errors(lake):
+    settings, _ = lake
+    with pytest.raises(ValueError, match=r"dataset 'train' has no rewards rows for nonexistent@1"):
+        LakeDataset(settings, DatasetConfig(dataset="train", functions=("reach_red@1", "nonexistent@1")))
+    for spec in ("reach_red@²", "reach_red@", "@1"):
+        with pytest.raises(ValueError, match="NAME@VERSION"):
+            LakeDataset(settings, DatasetConfig(dataset="train", functions=(spec,)))
+    for weights in ({"reach_red@1": float("nan")}, {"reach_red@1": float("inf")}, {"reach_red@1": "x"}):
+        with pytest.raises(ValueError, match="skill weights must be"):
+            LakeDataset(settings, DatasetConfig(dataset="train", weights=weights))
+    dataset = LakeDataset(settings, DatasetConfig(dataset="train", functions=("lift_red@1",)))
+    assert dataset.functions == [("lift_red", 1)]
 
 
 def test_shuffle_buffer_holds_at_most_its_capacity_and_emits_a_permutation():

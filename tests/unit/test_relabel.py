@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from infra.lake_sql import open_lake
-from learner.relabel import relabel, resolve
+from learner.relabel import RelabelError, relabel, resolve
 from producers.sim.rewards import REWARDS, register
 from robolake import __version__
 from robolake.cli import main
@@ -116,7 +116,11 @@ def test_unknown_functions_are_one_line_listing_the_known_ones(lake, capsys):
 
 
 @pytest.mark.parametrize("where, code, message", [
-    ("TRUE; DELETE FROM steps_all", 2, "read-only here: DELETE statements are refused"),
+    ("TRUE; DELETE FROM steps_all", 2, "cannot parse the query"),
+    ("TRUE); DELETE FROM steps_all; SELECT (TRUE", 2, "read-only here: DELETE statements are refused"),
+    # the check parses exactly the text that runs: these used to pass it and then fail to parse (exit 1)
+    ("TRUE --", 2, "cannot parse the query"),
+    ("TRUE UNION SELECT 'x'", 2, "cannot parse the query"),
     ("episode_id IN (SELECT * FROM read_csv('/etc/passwd'))", 1, "disabled"),
     ("no_such_column = 1", 1, "no_such_column"),
 ])
@@ -160,3 +164,128 @@ def test_a_lake_older_than_the_rewards_table_shows_it_empty_until_a_relabel_adds
     stats = relabel(settings, resolve(["reach_red"]))
     assert _rows(settings, "SELECT count(*), bool_or(achieved) FROM achievements") == [(1, True)]
     assert stats.rows == _rows(settings, "SELECT count(*) FROM rewards")[0][0]
+
+
+def _events(settings, dataset: str) -> list[dict]:
+    return [r for (payload,) in _rows(settings, "SELECT payload_json FROM events WHERE type = 'relabel.completed' "
+                                                "ORDER BY _offset")
+            for r in json.loads(payload) if r["dataset"] == dataset]
+
+
+def test_a_run_failing_after_commits_publishes_what_it_committed_and_rows_name_their_run(lake, monkeypatch, capsys):
+    monkeypatch.setattr("producers.sim.rewards.REWARDS", dict(REWARDS))
+    calls = []
+
+    def midway(obs):
+        calls.append(len(obs))
+        return obs[:, 0] * (np.nan if len(calls) > 1 else 0.0) > 0, obs[:, 0] * (np.nan if len(calls) > 1 else 0.0)
+
+    register("midway", 1, "fail on the second batch", midway)
+    assert _cli(lake, "--rewards", "midway", "lift_red", "--name", "midway", "--batch-steps", "1") == 1
+    assert "midway@1 returned NaN" in capsys.readouterr().err
+    rows = _rows(lake, "SELECT relabel_id, reward_fn, count(*), count(DISTINCT episode_id) FROM rewards "
+                       "WHERE dataset = 'midway' GROUP BY ALL ORDER BY ALL")
+    assert [(r[1], r[3]) for r in rows] == [("lift_red", 1), ("midway", 1)]  # the first episode: whole
+    (event,) = _events(lake, "midway")
+    assert event["complete"] is False and "midway@1 returned NaN" in event["error"]
+    assert {r[0] for r in rows} == {event["relabel_id"]} and event["rows"] == sum(r[2] for r in rows)
+    assert {f["name"]: f["rows"] for f in event["functions"]} == {r[1]: r[2] for r in rows}
+    assert event["episodes"] == 1 and event["steps"] == rows[0][2] and event["adopted"] == []
+    # a complete run's event says so
+    relabel(lake, resolve(["lift_red"]), dataset="midway")
+    assert _events(lake, "midway")[-1]["complete"] is True
+
+
+def test_rows_of_a_run_that_never_published_are_adopted_by_the_next_ones_event(tmp_path):
+    settings = _lake(tmp_path, ["--episodes", "2", "--task", "reach_red"])
+    orphan = relabel(settings, resolve(["reach_red"]), where="seed = 0", publish=False)  # as if killed (-9)
+    assert orphan.rows and _events(settings, "default") == []
+    nothing_new = relabel(settings, resolve(["reach_red"]), where="seed = 0")  # adopts even with nothing to compute
+    (event,) = _events(settings, "default")
+    assert nothing_new.rows == 0 and event["rows"] == 0 and event["complete"] is True
+    assert event["adopted"] == [{"relabel_id": orphan.relabel_id, "name": "reach_red", "version": 1,
+                                 "rows": orphan.rows}]
+    again = relabel(settings, resolve(["reach_red"]))  # covered now: nothing more to adopt
+    assert again.rows and _events(settings, "default")[-1]["adopted"] == []
+    covered = {e["relabel_id"] for e in _events(settings, "default")} | {orphan.relabel_id}
+    assert {r[0] for r in _rows(settings, "SELECT DISTINCT relabel_id FROM rewards")} <= covered
+
+
+def test_a_rewards_table_without_relabel_id_gets_the_column(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from schemas import lake as lake_schema
+
+    old = pa.schema([f for f in lake_schema.SCHEMAS[lake_schema.REWARDS] if f.name != "relabel_id"])
+    monkeypatch.setitem(lake_schema.SCHEMAS, lake_schema.REWARDS, old)
+    monkeypatch.setattr("infra.lake_catalog.LakeTables._add_rewards_relabel_id", lambda self: None)  # as before
+    settings = _lake(tmp_path, ["--episodes", "1", "--task", "reach_red"])
+    assert "relabel_id" not in [r[0] for r in _rows(settings, "DESCRIBE rewards")]
+    monkeypatch.undo()
+    stats = relabel(settings, resolve(["reach_red"]))
+    assert _rows(settings, "SELECT DISTINCT relabel_id FROM rewards") == [(stats.relabel_id,)]
+
+
+@pytest.mark.parametrize("spec", ["reach_red@²", "reach_red@", "reach_red@١", "@1"])
+def test_malformed_versions_are_usage_errors(lake, capsys, spec):
+    assert _cli(lake, "--rewards", spec, "--name", "malformed") == 2
+    assert "unknown reward function" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["", "   ", "bad\nname", "tab\there", "nul\x00", "bidi\u202e"])
+def test_empty_or_control_character_dataset_names_are_refused(lake, capsys, name):
+    before = _rows(lake, "SELECT count(*) FROM rewards")
+    assert _cli(lake, "--rewards", "reach_red", "--name", name) == 2
+    assert "dataset name" in capsys.readouterr().err
+    assert _rows(lake, "SELECT count(*) FROM rewards") == before
+    with pytest.raises(RelabelError, match="dataset name"):
+        relabel(lake, resolve(["reach_red"]), dataset=name)
+
+
+@pytest.mark.parametrize("dims", [(39, 39), (45, 41)])
+def test_panda_episodes_with_observations_of_the_wrong_length_are_named_and_not_written(tmp_path, monkeypatch,
+                                                                                         capsys, dims):
+    """Episodes tagged with the Panda scene whose observations are not 43 floats (45 + 41 average 43:
+    a total-size check would reshape them across step boundaries)."""
+    import producers.synthetic
+
+    for i, dim in enumerate(dims):
+        monkeypatch.setattr(producers.synthetic, "OBS_DIM", dim)
+        settings = _lake(tmp_path, ["--synthetic", "1", "--steps", "10", "--seed", str(i)])
+    monkeypatch.setattr("learner.relabel._ENV", "synthetic")
+    assert _cli(settings, "--rewards", "reach_red", "--name", "wrong") == 2
+    err = capsys.readouterr().err
+    ids = [r[0] for r in _rows(settings, "SELECT episode_id FROM episodes ORDER BY ALL")]
+    assert "not 43" in err and all(i in err for i in ids) and len(err.strip().splitlines()) == 1
+    assert _rows(settings, "SELECT count(*) FROM rewards") == [(0,)]
+
+
+def test_a_run_whose_event_is_on_the_topic_but_not_yet_in_the_lake_is_not_adopted(tmp_path, monkeypatch):
+    """On Kafka the lake lags the lineage topic: the topic is read before adopting anything."""
+    import types
+
+    from infra.bus import open_bus
+    from learner.lineage import relabel_event, uncovered
+    from schemas import topics
+    from schemas.codec import build
+    from schemas.events import RELABEL_COMPLETED_V2
+
+    settings = _lake(tmp_path, ["--episodes", "1", "--task", "reach_red"])
+    functions = resolve(["reach_red"])
+    run = relabel(settings, functions, publish=False)
+    bus = open_bus(settings)
+    kafka_like = types.SimpleNamespace(bus="kafka://elsewhere:9092", lake_root=settings.lake_root)
+    monkeypatch.setattr("infra.bus.open_bus", lambda s: bus)
+    con = open_lake(settings)
+    try:
+        assert [a["relabel_id"] for a in uncovered(con, "default", kafka_like)] == [run.relabel_id]
+        bus.ensure_topics([topics.LINEAGE])
+        producer = bus.producer()
+        producer.send(topics.LINEAGE, run.relabel_id,
+                      build(RELABEL_COMPLETED_V2, [relabel_event(run, functions, "TRUE", "default")]))
+        producer.flush()
+        assert uncovered(con, "default", kafka_like) == []  # published, only not in the lake yet
+        monkeypatch.setattr("learner.lineage._covered_on_bus", lambda s, timeout_s=30.0: None)
+        assert uncovered(con, "default", kafka_like) == []  # topic unreadable: adopt nothing rather than twice
+    finally:
+        con.close()

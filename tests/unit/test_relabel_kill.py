@@ -3,6 +3,7 @@ and no query ever sees an episode half-relabelled."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -96,3 +97,12 @@ def test_kill_and_rerun_ends_with_the_rows_of_an_uninterrupted_run(lake, uninter
     assert len(_rows(lake, dataset)) > len(partial)
     assert _rows(lake, dataset) == uninterrupted
     assert _half_relabelled(lake) == 0
+    # lineage covers every row: the rerun's event adopts the killed run's rows (found by relabel_id)
+    events = [r for (payload,) in _query(lake, "SELECT payload_json FROM events WHERE type = 'relabel.completed'")
+              for r in json.loads(payload) if r["dataset"] == dataset]
+    runs = dict(_query(lake, f"SELECT relabel_id, count(*) FROM rewards WHERE dataset = '{dataset}' GROUP BY ALL"))
+    adopted = {a["relabel_id"] for e in events for a in e["adopted"]}
+    assert set(runs) == {e["relabel_id"] for e in events} | adopted
+    assert sum(e["rows"] for e in events) + sum(a["rows"] for e in events for a in e["adopted"]) == sum(runs.values())
+    if partial:
+        assert len(runs) == 2 and len(adopted) == 1

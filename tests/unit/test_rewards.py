@@ -144,7 +144,8 @@ def test_each_version_has_its_own_hash_and_the_hash_follows_the_source():
 def test_lookup_by_name_takes_the_latest_version_and_unknown_lists_the_known():
     assert get_reward("place_red_on_blue").version == 2
     assert get_reward("place_red_on_blue@1").version == 1
-    for bad in ("place_red_on_purple", "place_red_on_blue@3", "lift_red@x"):
+    for bad in ("place_red_on_purple", "place_red_on_blue@3", "lift_red@x", "reach_red@²", "reach_red@",
+                "reach_red@١", "reach_red@ 1", "@1", "@"):
         with pytest.raises(UnknownReward, match=r"unknown reward function .*; known: any_block_lifted@1, "):
             get_reward(bad)
 
