@@ -120,6 +120,9 @@ class LakeDataset:
         con = open_lake(self.settings, read_only=False)  # only our own SQL runs on it
         try:
             con.execute(f"SET memory_limit = '{self.config.memory_limit}'")
+            # One thread: rows arrive in the same order on every run (the seeded shuffle then makes the
+            # same batches) without a global sort, which would hold the whole dataset.
+            con.execute("SET threads = 1")
             reader = con.execute(self._query(epoch), [self.config.dataset]).to_arrow_reader(self.config.read_rows)
             for batch in reader:
                 if batch.num_rows:
@@ -156,8 +159,7 @@ class LakeDataset:
                 FROM steps WHERE episode_id IN (SELECT episode_id FROM pick))
             SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
-            WHERE s.observation IS NOT NULL
-            ORDER BY hash(concat_ws(':', s.episode_id, s.step, {seed}, 'order')), s.episode_id, s.step"""
+            WHERE s.observation IS NOT NULL"""
 
     def _columns(self, batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
