@@ -9,8 +9,10 @@ LOAD that file with auto-install turned off.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from robolake.settings import Settings
+if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
+    from robolake.settings import Settings
 
 
 class DuckDBSetupError(RuntimeError):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import TYPE_CHECKING
 
-from robolake.settings import Settings
+if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
+    from robolake.settings import Settings
 
 log = logging.getLogger(__name__)
 

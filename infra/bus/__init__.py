@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import threading
+from typing import TYPE_CHECKING
 
 from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer, Skipped
-from robolake.settings import Settings
+
+if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
+    from robolake.settings import Settings
 
 __all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "Skipped",
            "open_bus"]
