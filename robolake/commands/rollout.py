@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from robolake.commands import (UsageError, check_lake_writable, nonnegative_float, nonnegative_int, positive_int,
-                               positive_seconds)
+from robolake.commands import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
+                               positive_int, positive_seconds)
 from robolake.settings import Settings
 
 
@@ -48,7 +48,7 @@ def register(commands, common) -> None:
                          help="with --synthetic: steps per episode (default 100)")
     produce.add_argument("--chunk-steps", type=positive_int, default=50, metavar="N",
                          help="steps per message (default 50)")
-    produce.add_argument("--experiment", default="default", metavar="ID", help="experiment id (default 'default')")
+    produce.add_argument("--experiment", type=identifier, default="default", metavar="ID", help="experiment id (default 'default')")
     produce.add_argument("--seed", type=nonnegative_int, default=0, metavar="N", help="first seed (default 0)")
     produce.set_defaults(run=run_produce)
 

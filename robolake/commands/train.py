@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 
-from robolake.commands import positive_int, usage_error
+from robolake.commands import identifier, nonnegative_int, positive_int, usage_error
 from robolake.settings import Settings
 
 
@@ -21,11 +21,11 @@ def register(commands, common) -> None:
     train.add_argument("--alpha", type=float, metavar="A", help="BC weight in [0, 1] (default: the config's, 0.5)")
     train.add_argument("--steps", type=positive_int, default=1000, metavar="N", help="gradient steps (default 1000)")
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
-    train.add_argument("--run-id", metavar="ID", help="name of the run (default: a new id; with --resume: required)")
+    train.add_argument("--run-id", type=identifier, metavar="ID", help="name of the run (default: a new id; with --resume: required)")
     train.add_argument("--resume", action="store_true", help="continue the run's latest checkpoint")
-    train.add_argument("--experiment", default="default", help="experiment id of the metrics (default 'default')")
+    train.add_argument("--experiment", type=identifier, default="default", help="experiment id of the metrics (default 'default')")
     train.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N", help="default 500")
-    train.add_argument("--seed", type=int, default=0, help="default 0")
+    train.add_argument("--seed", type=nonnegative_int, default=0, help="default 0")
     train.set_defaults(run=run_train)
 
 
