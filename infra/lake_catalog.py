@@ -107,8 +107,7 @@ class LakeTables:
     def __init__(self, settings, writer: str):
         self.settings, self.writer = settings, writer
         self.root = settings.lake_root
-        path = _sqlite_path(catalog_url(settings))
-        self._lock_path = path.with_name(path.name + ".lock")
+        self._lock_path = lock_path(settings, "")
         with self._serialised():
             self.con = attach(settings, read_only=False)
             self._retry(self._create_tables)
@@ -221,16 +220,33 @@ class LakeTables:
                 log.info("catalog conflict (%s); retrying in %.2fs", str(exc).splitlines()[0][:120], delay)
                 time.sleep(delay)
 
-    @contextmanager
     def _serialised(self):
         """Writers of one SQLite catalog take turns (its locks make overlapping ones fail anyway)."""
-        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        return file_lock(self._lock_path)
+
+
+def lock_path(settings, purpose: str) -> Path:
+    """A lock file beside the lake's catalog, one per purpose."""
+    path = _sqlite_path(catalog_url(settings))
+    return path.with_name(f"{path.name}.{purpose}.lock" if purpose else f"{path.name}.lock")
+
+
+@contextmanager
+def file_lock(path: Path, waiting: str | None = None):
+    """Hold an exclusive lock on `path` (other processes on this machine wait); `waiting` is logged
+    when someone else holds it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
         try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                log.info("%s", waiting)
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # releases the lock; a killed process releases it too
+        yield
+    finally:
+        os.close(fd)  # releases the lock; a killed process releases it too
 
 
 def _rollback(con) -> None:

@@ -31,9 +31,7 @@ class LearnedPolicy:
         state = CheckpointStore(settings, run_id).load_latest()
         if state is None:
             raise CheckpointError(f"no checkpoint of run {run_id} in {settings.lake_root}")
-        saved = dict(state["config"])
-        saved["obs_groups"] = tuple(saved["obs_groups"])
-        learner = PACLearner(PACConfig(**saved), device=device)
+        learner = PACLearner(PACConfig.from_dict(state["config"]), device=device)
         learner.load_state_dict(state["learner"])
         return cls(learner, run_id, learner.steps)
 

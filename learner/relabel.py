@@ -31,15 +31,11 @@ observation of another length is an error naming its episode (nothing is written
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import unicodedata
 import uuid
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -95,7 +91,7 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
             batch_steps: int = 20000, progress=None, on_total=None, publish: bool = True) -> RelabelStats:
     """Relabel the complete episodes matching `where` (a predicate on the `episodes` view) with
     `functions` (RewardFunction); `progress(n)` after each batch of n steps, `on_total(n)` once."""
-    from infra.lake_catalog import LakeTables
+    from infra.lake_catalog import LakeTables, file_lock, lock_path
     from infra.lake_sql import ReadOnlyError, check_read_only, open_lake
     from learner.lineage import publish_relabel, uncovered
 
@@ -105,7 +101,8 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
         raise RelabelError("no reward functions given")
     tables = LakeTables(settings, writer=f"relabel-{stats.relabel_id[:8]}")  # creates `rewards` in older lakes
     try:
-        with _relabel_lock(settings):
+        # One relabel of a lake at a time (a second waits), so two never compute the same rows.
+        with file_lock(lock_path(settings, "relabel"), f"another relabel of {settings.lake_root} is running; waiting"):
             con = open_lake(settings)
             try:
                 selection = _selection(where)
@@ -300,22 +297,3 @@ def _note_sources(chunk: pa.Table, stats: RelabelStats) -> None:
         key = (row["_log"], row["_topic"], row["_partition"])
         first, last = stats.sources.get(key, [row["_offset_min"], row["_offset_max"]])
         stats.sources[key] = [min(first, row["_offset_min"]), max(last, row["_offset_max"])]
-
-
-@contextmanager
-def _relabel_lock(settings):
-    """One relabel of a lake at a time (a second waits), so two never compute the same rows."""
-    from infra.lake_catalog import catalog_url
-
-    path = Path(catalog_url(settings).removeprefix("sqlite:"))
-    lock = path.with_name(path.name + ".relabel.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("another relabel of %s is running; waiting for it", settings.lake_root)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock; a killed process releases it too

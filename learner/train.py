@@ -93,13 +93,13 @@ def _state(learner, config, lineage: dict) -> dict:
 
 
 def _check_compatible(saved: dict, config) -> None:
-    current = dataclasses.asdict(config)
+    from learner.pac.config import PACConfig
+
+    before = PACConfig.from_dict(saved)
     shape = ("d_model", "latents", "blocks", "heads", "ff_mult", "obs_groups", "action_dim", "caption_dim",
              "action_bins", "return_bins")
-    def same(a, b) -> bool:  # tuples come back from a checkpoint as lists
-        return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
-
-    wrong = [f"{k}: checkpoint {saved.get(k)!r}, now {current[k]!r}" for k in shape if not same(saved.get(k), current[k])]
+    wrong = [f"{k}: checkpoint {getattr(before, k)!r}, now {getattr(config, k)!r}" for k in shape
+             if getattr(before, k) != getattr(config, k)]
     if wrong:
         raise TrainingError("the checkpoint was trained with another model shape: " + "; ".join(wrong))
 

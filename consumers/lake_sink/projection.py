@@ -12,6 +12,7 @@ from schemas import lake
 from schemas.codec import chunk_digest, encode
 
 _EPISODE_TABLES = {"episode.started": lake.EPISODE_STARTS, "episode.ended": lake.EPISODE_ENDS}
+_EVENT_FIELDS = pa.schema([f for f in lake.SCHEMAS[lake.EVENTS] if not f.name.startswith("_")])
 
 
 def project(delivery: Delivery, log_id: str) -> list[tuple[str, pa.Table]]:
@@ -61,5 +62,4 @@ def _event_row(delivery: Delivery) -> pa.Table:
     payload, _ = encode(batch)
     row = {"experiment_id": experiment, "type": batch.type, "version": batch.version, "key": delivery.key,
            "rows": batch.num_rows, "payload": payload, "payload_json": json.dumps(batch.rows(), default=str)}
-    return pa.Table.from_pylist([row], schema=pa.schema([f for f in lake.SCHEMAS[lake.EVENTS]
-                                                          if not f.name.startswith("_")]))
+    return pa.Table.from_pylist([row], schema=_EVENT_FIELDS)

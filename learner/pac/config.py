@@ -43,6 +43,11 @@ class PACConfig:
     def obs_dim(self) -> int:
         return sum(self.obs_groups)
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> "PACConfig":
+        """The config a checkpoint recorded (dataclasses.asdict; its tuples come back as lists)."""
+        return cls(**{**saved, "obs_groups": tuple(saved["obs_groups"])})
+
     def replace(self, **changes) -> "PACConfig":
         return dataclasses.replace(self, **changes)
 

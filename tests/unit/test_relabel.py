@@ -168,7 +168,7 @@ def test_a_lake_older_than_the_rewards_table_shows_it_empty_until_a_relabel_adds
 
 def _events(settings, dataset: str) -> list[dict]:
     return [r for (payload,) in _rows(settings, "SELECT payload_json FROM events WHERE type = 'relabel.completed' "
-                                                "ORDER BY _offset")
+                                                "ORDER BY _timestamp, _log, _offset")
             for r in json.loads(payload) if r["dataset"] == dataset]
 
 
