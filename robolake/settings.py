@@ -16,6 +16,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 ENV_PREFIX = "ROBOLAKE_"
+VLM_BACKENDS = ("scripted", "gemini", "openai")
 
 
 class SettingsError(ValueError):
@@ -58,6 +59,12 @@ class Settings:
     # Seconds a Kafka client waits for a broker that does not answer; a refused connection
     # (nothing listening) fails at once.
     kafka_connect_timeout: float = 15.0
+    # The experimenter's model (consumers/curriculum): scripted (offline, the default) | gemini | openai.
+    # The keys come from the providers' own variables: GOOGLE_API_KEY, OPENAI_API_KEY.
+    vlm: str = "scripted"
+    vlm_model: str = ""              # empty: the backend's default model
+    vlm_base_url: str = ""           # openai: the server's /v1 URL (vLLM, Ollama, llama.cpp); gemini: an override
+    vlm_timeout: float = 60.0        # seconds one model call may take before it is retried
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -77,6 +84,10 @@ class Settings:
             raise SettingsError(f"max_message_bytes must be >= 4096, got {self.max_message_bytes}")
         if not (math.isfinite(self.kafka_connect_timeout) and self.kafka_connect_timeout > 0):
             raise SettingsError(f"kafka_connect_timeout must be a number of seconds > 0, got {self.kafka_connect_timeout}")
+        if self.vlm not in VLM_BACKENDS:
+            raise SettingsError(f"vlm must be one of {', '.join(VLM_BACKENDS)}, got {self.vlm!r}")
+        if not (math.isfinite(self.vlm_timeout) and self.vlm_timeout > 0):
+            raise SettingsError(f"vlm_timeout must be a number of seconds > 0, got {self.vlm_timeout}")
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 

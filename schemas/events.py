@@ -233,7 +233,80 @@ RELABEL_COMPLETED_V2 = EventType("relabel.completed", 2, pa.schema([
 ]), doc="historic steps were relabelled with reward functions (or partly: complete = false): the lineage "
         "of the rewards rows")
 
+# --- the experimenter (consumers/summaries, consumers/curriculum, consumers/analysis) -----------
+
+SKILL_SUMMARY = EventType("skill.summary", 1, pa.schema([
+    _f("summary_id", pa.string()),                    # deterministic: the same episodes give the same id
+    _f("experiment_id", pa.string()),
+    _f("skill_id", pa.string()),
+    _f("policy_id", pa.string()),
+    _f("policy_version", pa.string()),
+    _f("episodes", pa.int64()),
+    _f("successes", pa.int64()),
+    _f("success_rate", pa.float64()),
+    _f("ci_low", pa.float64()),                       # Wilson 95% interval
+    _f("ci_high", pa.float64()),
+    _f("recent_rate", pa.float64(), nullable=True),   # success over the most recent window
+    _f("trend", pa.string()),                         # up | down | flat | unknown
+    _f("time", TIME),
+]), doc="success of one skill under one policy version in one experiment, so far")
+
+VLM_IMAGE = pa.struct([_f("name", pa.string()), _f("sha256", pa.string())])
+
+VLM_CALL = EventType("vlm.call", 1, pa.schema([
+    _f("call_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("stage", pa.string()),                         # propose | decompose | retrieve | analyze
+    _f("backend", pa.string()),                       # scripted | gemini | openai
+    _f("model", pa.string()),
+    _f("temperature", pa.float64()),
+    _f("prompt_hash", pa.string()),                   # sha256 of the request (prompt, images, schema)
+    _f("prompt", pa.string()),
+    _f("images", pa.list_(VLM_IMAGE)),                # references to the images sent, not their bytes
+    _f("reply", pa.string(), nullable=True),          # the raw reply text; null when the call failed
+    _f("latency_s", pa.float64()),
+    _f("input_tokens", pa.int64(), nullable=True),
+    _f("output_tokens", pa.int64(), nullable=True),
+    _f("error", pa.string(), nullable=True),          # why the call or its reply failed
+    _f("attempt", pa.int32()),                        # 1, 2, ... (a re-ask after a bad reply)
+    _f("time", TIME),
+]), doc="one call of the experimenter's model: what was asked, what came back, how long it took")
+
+CURRICULUM_PROPOSAL_V2 = EventType("curriculum.proposal", 2, pa.schema([
+    *CURRICULUM_PROPOSAL.schema,
+    _f("call_id", pa.string(), nullable=True),        # the vlm.call that proposed it
+]), doc="the curriculum proposes a task")
+
+CURRICULUM_DECISION_V2 = EventType("curriculum.decision", 2, pa.schema([
+    *CURRICULUM_DECISION.schema,
+    _f("steps", pa.list_(pa.string()), nullable=True),  # the task decomposed into steps, in words
+    _f("call_id", pa.string(), nullable=True),          # the vlm.call that decomposed it
+]), doc="the curriculum asks the workers for episodes of a skill sequence")
+
+CURRICULUM_MISSING_SKILL = EventType("curriculum.missing_skill", 1, pa.schema([
+    _f("missing_id", pa.string()),
+    _f("experiment_id", pa.string()),
+    _f("proposal_id", pa.string()),
+    _f("step", pa.string()),                          # the step, in words, that no skill covers
+    _f("best_skill", pa.string(), nullable=True),     # the closest skill, and how close
+    _f("similarity", pa.float64(), nullable=True),
+    _f("time", TIME),
+]), doc="a step of a proposed task that no skill in the library covers")
+
+ANALYSIS_VERDICT_V2 = EventType("analysis.verdict", 2, pa.schema([
+    *ANALYSIS_VERDICT.schema,
+    _f("run_id", pa.string(), nullable=True),         # the learner run judged
+    _f("method", pa.string(), nullable=True),         # statistical | vlm
+    _f("converged_at", pa.int64(), nullable=True),    # learner step, for verdict = converged
+    _f("slope", pa.float64(), nullable=True),         # success (or metric) per 1000 steps, with a
+    _f("slope_low", pa.float64(), nullable=True),     # bootstrap 95% interval
+    _f("slope_high", pa.float64(), nullable=True),
+    _f("call_id", pa.string(), nullable=True),        # the vlm.call behind a method = vlm verdict
+]), doc="the analyst's judgement of a skill's training progress")
+
 REGISTRY = Registry()
 for _t in (EPISODE_STARTED, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
-           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2):
+           SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2,
+           SKILL_SUMMARY, VLM_CALL, CURRICULUM_PROPOSAL_V2, CURRICULUM_DECISION_V2, CURRICULUM_MISSING_SKILL,
+           ANALYSIS_VERDICT_V2):
     REGISTRY.register(_t)

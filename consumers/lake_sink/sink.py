@@ -29,7 +29,8 @@ from schemas import topics
 
 log = logging.getLogger(__name__)
 
-SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS, topics.LINEAGE]
+SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS, topics.SUMMARIES,
+                 topics.VLM, topics.LINEAGE]
 
 
 class LakeUnavailable(RuntimeError):
