@@ -248,6 +248,10 @@ SKILL_SUMMARY = EventType("skill.summary", 1, pa.schema([
     _f("ci_high", pa.float64()),
     _f("recent_rate", pa.float64(), nullable=True),   # success over the most recent window
     _f("trend", pa.string()),                         # up | down | flat | unknown
+    # Hindsight, where a relabel dataset covers the experiment's episodes: in how many episodes
+    # (whatever they were commanded to do) this skill's reward function says it succeeded.
+    _f("hindsight_episodes", pa.int64(), nullable=True),
+    _f("hindsight_successes", pa.int64(), nullable=True),
     _f("time", TIME),
 ]), doc="success of one skill under one policy version in one experiment, so far")
 
