@@ -42,7 +42,7 @@ _WEIGHT_UNITS = 1 << 20  # weights as integers (the largest one is this), so the
 @dataclass(frozen=True)
 class DatasetConfig:
     dataset: str = "default"                                   # rewards rows written by `relabel --name`
-    functions: tuple[str, ...] | None = None                   # NAME@VERSION; None: all in the dataset
+    functions: tuple[str, ...] | None = None                   # NAME[@VERSION]; None: all in the dataset
     weights: dict[str, float] = field(default_factory=dict)    # NAME@VERSION -> weight; missing: 1
     batch_size: int = 256
     shuffle_buffer: int = 16384
@@ -52,6 +52,11 @@ class DatasetConfig:
     epochs: int | None = 1                                     # None: forever
     drop_last: bool = False
     memory_limit: str = "1GB"                                  # DuckDB's, for the join (spills beyond)
+    # "hindsight": each transition is relabelled for a skill drawn from the functions (multi-task
+    # by hindsight, PAC's way); "commanded": for the skill the episode was commanded to do at that
+    # step (steps.skill_id, its caption and relabelled reward), as behaviour cloning conditions.
+    conditioning: str = "hindsight"
+    successful_only: bool = False                              # commanded: only skills the episode achieved
 
 
 class LakeDataset:
@@ -59,7 +64,14 @@ class LakeDataset:
 
     def __init__(self, settings, config: DatasetConfig = DatasetConfig()):
         self.settings, self.config = settings, config
+        if config.conditioning not in ("hindsight", "commanded"):
+            raise ValueError(f"conditioning must be 'hindsight' or 'commanded', got {config.conditioning!r}")
+        if config.successful_only and config.conditioning != "commanded":
+            raise ValueError("successful_only filters by the commanded skill: it needs conditioning='commanded'")
         self.functions = self._functions()  # [(name, version)]
+        names = [name for name, _ in self.functions]
+        if config.conditioning == "commanded" and len(set(names)) < len(names):
+            raise ValueError("commanded conditioning needs one version per function; choose with functions=")
         self.captions = [_caption(name, version) for name, version in self.functions]
         specs = [f"{n}@{v}" for n, v in self.functions]
         unknown = set(config.weights) - set(specs)
@@ -136,6 +148,11 @@ class LakeDataset:
         skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
                            for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
         seed = int(self.config.seed) * 1_000_003 + epoch
+        pick = self._commanded() if self.config.conditioning == "commanded" else f"""
+            pick AS (
+                SELECT episode_id, step, skill, reward, success FROM r
+                WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
+                      BETWEEN cum - w AND cum - 1),"""
         # Per step, the positive-weight functions that have a row for it, with running sums of their
         # (integer) weights; the seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x.
         # One string hashed, not hash(a, b, c): DuckDB's combined hash barely mixes the seed into its
@@ -143,16 +160,13 @@ class LakeDataset:
         return f"""
             WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
             r AS (
-                SELECT r.episode_id, r.step, f.skill, f.w, r.reward, r.success,
+                SELECT r.episode_id, r.step, f.skill, f.w, r.reward, r.success, r.reward_fn,
                        sum(f.w) OVER (PARTITION BY r.episode_id, r.step ORDER BY f.skill
                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
                        sum(f.w) OVER (PARTITION BY r.episode_id, r.step) AS total
                 FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
                 WHERE r.dataset = ?),
-            pick AS (
-                SELECT episode_id, step, skill, reward, success FROM r
-                WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
-                      BETWEEN cum - w AND cum - 1),
+{pick}
             s AS (
                 SELECT episode_id, step, action, observation AS next_observation,
                        lag(observation) OVER (PARTITION BY episode_id ORDER BY step) AS observation
@@ -160,6 +174,18 @@ class LakeDataset:
             SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
             WHERE s.observation IS NOT NULL"""
+
+    def _commanded(self) -> str:
+        """The rewards row of the step's own skill (a skill's reward function has its name); with
+        `successful_only`, only steps of skills their episode achieved (episode.ended's outcomes)."""
+        achieved = """
+                JOIN (SELECT DISTINCT episode_id, o.skill_id AS skill_id
+                      FROM (SELECT episode_id, unnest(skills) AS o FROM episode_ends) WHERE o.success) ok
+                  ON ok.episode_id = st.episode_id AND ok.skill_id = st.skill_id""" if self.config.successful_only else ""
+        return f"""
+            pick AS (
+                SELECT r.episode_id, r.step, r.skill, r.reward, r.success FROM r
+                JOIN steps st ON st.episode_id = r.episode_id AND st.step = r.step AND st.skill_id = r.reward_fn{achieved}),"""
 
     def _columns(self, batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc
@@ -187,10 +213,10 @@ class LakeDataset:
         if self.config.functions is not None:
             wanted = []
             for spec in self.config.functions:
-                name, _, version = spec.partition("@")
-                if not (name and version.isascii() and version.isdecimal()):
-                    raise ValueError(f"name functions as NAME@VERSION, got {spec!r}")
-                wanted.append((name, int(version)))
+                name, at, version = spec.partition("@")
+                if not name or (at and not (version.isascii() and version.isdecimal())):
+                    raise ValueError(f"name functions as NAME or NAME@VERSION, got {spec!r}")
+                wanted.append((spec, name, int(version) if at else None))
         con = open_lake(self.settings)
         try:
             present = [tuple(r) for r in con.execute("SELECT DISTINCT reward_fn, reward_version FROM rewards "
@@ -201,12 +227,16 @@ class LakeDataset:
             raise ValueError(f"dataset {dataset!r} has no rewards rows; run `robolake relabel --name {dataset}` first")
         if wanted is None:
             return present
-        missing = [f"{n}@{v}" for n, v in wanted if (n, v) not in present]
+        chosen, missing = [], []
+        for spec, name, version in wanted:  # NAME alone: every version of it in the dataset
+            found = [(n, v) for n, v in present if n == name and version in (None, v)]
+            chosen += found
+            missing += [] if found else [spec]
         if missing:
             raise ValueError(f"dataset {dataset!r} has no rewards rows for {', '.join(missing)}; run `robolake "
                              f"relabel --name {dataset} --rewards {' '.join(missing)}` first; it has: "
                              + ", ".join(f"{n}@{v}" for n, v in present))
-        return list(dict.fromkeys(wanted))
+        return list(dict.fromkeys(chosen))
 
 
 def _caption(name: str, version: int) -> str:

@@ -53,12 +53,14 @@ def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
 
 
 def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, experiment_id: str = "eval",
-             progress=None) -> dict[str, tuple[int, int]]:
-    """(successes, episodes) per skill, each episode streamed through `producer`."""
+             progress=None, indices=None, on_episode=None) -> dict[str, tuple[int, int]]:
+    """(successes, episodes) per skill, each episode streamed through `producer`. Episode i of a
+    skill starts from seed + i; `indices` runs only those i (a worker's share)."""
     from producers.episode_writer import EpisodeWriter
     from producers.rollout import RolloutConfig, run_episode, task_for
     from producers.sim.env import BlockStackingEnv
 
+    indices = range(episodes) if indices is None else indices
     env = BlockStackingEnv()
     writer = EpisodeWriter(producer)
     results = {}
@@ -67,12 +69,52 @@ def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, 
             config = RolloutConfig(skills=task_for(skill), task_skill=skill, experiment_id=experiment_id,
                                    worker_id="eval")
             wins = 0
-            for i in range(episodes):
-                wins += bool(run_episode(env, writer, config, seed + i, policy=policy)["task_success"])
+            for i in indices:
+                success = bool(run_episode(env, writer, config, seed + i, policy=policy)["task_success"])
+                wins += success
                 producer.flush()
+                if on_episode is not None:
+                    on_episode(skill, success)
                 if progress is not None:
                     progress(1)
-            results[skill] = (wins, episodes)
+            results[skill] = (wins, len(indices))
     finally:
         env.close()
     return results
+
+
+def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int, workers: int, seed: int = 0,
+                        experiment_id: str = "eval", progress=None) -> dict[str, tuple[int, int]]:
+    """`evaluate` split over `workers` rollout workers (producers.workers: processes on Kafka,
+    threads on the in-process bus), each with its own copy of the policy; same episodes, same seeds."""
+    from producers.workers import launch
+
+    counts = {skill: [0, 0] for skill in skills}
+
+    def report(outcome):
+        skill, success = outcome
+        counts[skill][0] += success
+        counts[skill][1] += 1
+        if progress is not None:
+            progress(1)
+
+    jobs = [(settings, run_id, tuple(skills), episodes, seed, experiment_id, w, workers)
+            for w in range(min(workers, episodes))]
+    launch(_evaluation_job, jobs, settings, report)
+    return {skill: (wins, n) for skill, (wins, n) in counts.items()}
+
+
+def _evaluation_job(settings, run_id, skills, episodes, seed, experiment_id, worker, workers, report, stop=None):
+    from infra.bus import open_bus
+
+    if workers > 1:
+        import torch
+
+        torch.set_num_threads(1)  # W workers share the cores; one thread each avoids oversubscription
+    policy = LearnedPolicy.load(settings, run_id)
+    producer = open_bus(settings).producer()
+    try:
+        evaluate(producer, policy, list(skills), episodes, seed, experiment_id, indices=range(worker, episodes, workers),
+                 on_episode=lambda skill, success: report((skill, success)))
+    finally:
+        producer.close()

@@ -30,7 +30,8 @@ class TrainRun:
 
 def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id: str = "default",
           device: str = "auto", resume: bool = False, seed: int = 0, checkpoint_every: int = 500,
-          metrics_every: int = 50, progress=None) -> TrainRun:
+          metrics_every: int = 50, conditioning: str = "hindsight", successful_only: bool = False,
+          skills: tuple[str, ...] | None = None, progress=None) -> TrainRun:
     from infra.bus import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
@@ -50,12 +51,15 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
         log.info("resumed run %s at step %d", run_id, run.steps)
     try:  # an empty dataset is an error before training starts
         data = LakeDataset(settings, DatasetConfig(dataset=dataset, batch_size=config.batch_size, epochs=None,
-                                                   seed=seed + run.steps))
+                                                   seed=seed + run.steps, conditioning=conditioning,
+                                                   functions=tuple(skills) if skills else None,
+                                                   successful_only=successful_only))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     captions = CaptionEncoder()
     producer = open_bus(settings).producer()
     lineage = {"dataset": dataset, "functions": [f"{n}@{v}" for n, v in data.functions],
+               "conditioning": conditioning, "successful_only": successful_only,
                "lake": settings.lake_root}
     try:
         for batch in data:

@@ -30,14 +30,14 @@ def produce_episodes(settings: Settings, config: RolloutConfig, episodes: int, w
     seeds = list(range(seed, seed + episodes))
     jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), seeds[w::workers])
             for w in range(workers) if seeds[w::workers]]
-    _launch(_episodes_job, jobs, settings, progress)
+    launch(_episodes_job, jobs, settings, progress)
 
 
 def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, until_idle_s: float | None,
                     progress=None) -> None:
     jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s)
             for w in range(workers)]
-    _launch(_decisions_job, jobs, settings, progress)
+    launch(_decisions_job, jobs, settings, progress)
 
 
 def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report, stop=None) -> None:
@@ -99,7 +99,7 @@ def _seeds(decision_id: str, n: int) -> list[int]:
     return [base + i for i in range(n)]
 
 
-def _launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
+def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
     """Run `job(*args, report, stop)` once per args tuple: threads on the in-process bus, processes
     on Kafka. Raises if any worker failed; KeyboardInterrupt (Ctrl-C) once every worker stopped."""
     report = progress or (lambda n: None)

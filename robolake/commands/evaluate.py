@@ -21,27 +21,28 @@ def register(commands, common) -> None:
     evaluate.add_argument("--episodes", type=positive_int, default=20, metavar="N", help="per skill (default 20)")
     evaluate.add_argument("--seed", type=nonnegative_int, default=100_000, help="first seed (default 100000, apart from training data)")
     evaluate.add_argument("--experiment", type=identifier, default="eval", help="experiment id of the episodes (default 'eval')")
+    evaluate.add_argument("--workers", type=positive_int, default=1, metavar="W",
+                          help="rollout workers, each with its own copy of the policy: processes on Kafka, "
+                               "threads on the in-process bus (default 1)")
     evaluate.set_defaults(run=run_eval)
 
 
 def run_eval(args, settings: Settings) -> int:
     from tqdm import tqdm
 
-    from infra.bus import open_bus
     from infra.optional import require
 
     require("torch", "learner")
-    from learner.evaluate import LearnedPolicy, evaluate, wilson
+    from learner.evaluate import LearnedPolicy, evaluate_in_workers, wilson
     from producers.sim.skills import get_skill
 
     for skill in args.skills:
         get_skill(skill)  # an unknown skill is a usage error listing the known ones
-    policy = LearnedPolicy.load(settings, args.run_id)
-    producer = open_bus(settings).producer()
+    policy = LearnedPolicy.load(settings, args.run_id)  # fails here, once, for a run without checkpoints
     with tqdm(total=len(args.skills) * args.episodes, unit="episode", desc="evaluating", disable=None,
               file=sys.stderr) as bar:
-        results = evaluate(producer, policy, args.skills, args.episodes, args.seed, args.experiment, bar.update)
-    producer.close()
+        results = evaluate_in_workers(settings, args.run_id, args.skills, args.episodes, args.workers, args.seed,
+                                      args.experiment, bar.update)
     if settings.bus == "memory":  # the episodes outlive this process only in the lake
         from consumers.lake_sink import LakeSink
 

@@ -26,6 +26,14 @@ def register(commands, common) -> None:
     train.add_argument("--experiment", type=identifier, default="default", help="experiment id of the metrics (default 'default')")
     train.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N", help="default 500")
     train.add_argument("--seed", type=nonnegative_int, default=0, help="default 0")
+    train.add_argument("--skills", nargs="+", metavar="NAME[@VERSION]",
+                       help="train on these relabelled reward functions only (default: all in the dataset); "
+                            "one without rows in the dataset is an error before training starts")
+    train.add_argument("--conditioning", default="hindsight", choices=("hindsight", "commanded"),
+                       help="caption per transition: a relabelled skill drawn per sample (hindsight, PAC's "
+                            "multi-task way; default) or the skill the episode was commanded (as BC conditions)")
+    train.add_argument("--successful-only", action="store_true",
+                       help="with --conditioning commanded: only steps of skills the episode achieved (filtered BC)")
     train.set_defaults(run=run_train)
 
 
@@ -40,6 +48,8 @@ def run_train(args, settings: Settings) -> int:
 
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         return usage_error("train", f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.successful_only and args.conditioning != "commanded":
+        return usage_error("train", "--successful-only filters by the commanded skill: add --conditioning commanded")
     if args.resume and not args.run_id:
         return usage_error("train", "--resume needs --run-id (the run to continue)")
     config = get_config(args.config)
@@ -49,7 +59,8 @@ def run_train(args, settings: Settings) -> int:
     with tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
         run = train(settings, config, args.dataset, args.steps, run_id, experiment_id=args.experiment,
                     device=args.device, resume=args.resume, seed=args.seed,
-                    checkpoint_every=args.checkpoint_every, progress=bar.update)
+                    checkpoint_every=args.checkpoint_every, conditioning=args.conditioning,
+                    successful_only=args.successful_only, skills=args.skills, progress=bar.update)
     if settings.bus == "memory":  # the metrics outlive this process only in the lake
         from consumers.lake_sink import LakeSink
 

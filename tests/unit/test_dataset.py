@@ -221,13 +221,14 @@ def test_functions_without_rows_and_bad_weights_are_clear_errors(lake):
     with pytest.raises(ValueError, match=r"dataset 'train' has no rewards rows for nonexistent@1"):
         LakeDataset(settings, DatasetConfig(dataset="train", functions=("reach_red@1", "nonexistent@1")))
     for spec in ("reach_red@²", "reach_red@", "@1"):
-        with pytest.raises(ValueError, match="NAME@VERSION"):
+        with pytest.raises(ValueError, match="NAME or NAME@VERSION"):
             LakeDataset(settings, DatasetConfig(dataset="train", functions=(spec,)))
     for weights in ({"reach_red@1": float("nan")}, {"reach_red@1": float("inf")}, {"reach_red@1": "x"}):
         with pytest.raises(ValueError, match="skill weights must be"):
             LakeDataset(settings, DatasetConfig(dataset="train", weights=weights))
     dataset = LakeDataset(settings, DatasetConfig(dataset="train", functions=("lift_red@1",)))
     assert dataset.functions == [("lift_red", 1)]
+    assert LakeDataset(settings, DatasetConfig(dataset="train", functions=("lift_red",))).functions == [("lift_red", 1)]
 
 
 def test_shuffle_buffer_holds_at_most_its_capacity_and_emits_a_permutation():
@@ -253,3 +254,24 @@ def test_rebatch_and_prefetch_errors_reach_the_reader():
 
     with Prefetcher(failing) as prefetcher, pytest.raises(RuntimeError, match="lake gone"):
         list(prefetcher)
+
+
+def test_commanded_conditioning_pairs_each_step_with_the_skill_it_was_commanded(lake):
+    settings, steps = lake
+    con = open_lake(settings)
+    commanded = dict(((e, s), k) for e, s, k in con.execute("SELECT episode_id, step, skill_id FROM steps").fetchall())
+    achieved = {(e, k) for e, k in con.execute(
+        "SELECT episode_id, o.skill_id FROM (SELECT episode_id, unnest(skills) AS o FROM episode_ends) "
+        "WHERE o.success").fetchall()}
+    con.close()
+    data, _ = _epoch(settings, conditioning="commanded")
+    keys = list(zip(data["episode_id"], data["step"]))
+    # grasp_red was commanded too but has no function in the dataset: its steps yield no sample
+    assert sorted(keys) == sorted(k for k, skill in commanded.items()
+                                  if k[1] > 0 and skill in ("reach_red", "lift_red"))
+    assert [REWARDS[(commanded[k], 1)].caption for k in keys] == list(data["caption"])
+    filtered, _ = _epoch(settings, conditioning="commanded", successful_only=True)
+    assert sorted(zip(filtered["episode_id"], filtered["step"])) == sorted(
+        k for k in keys if (k[0], commanded[k]) in achieved)
+    with pytest.raises(ValueError, match="needs conditioning='commanded'"):
+        LakeDataset(settings, DatasetConfig(dataset="train", successful_only=True))

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch", reason="the learner extra is not installed")
 
 from robolake.cli import main  # noqa: E402
-from tests.lake_helpers import count  # noqa: E402
+from tests.lake_helpers import count, open_lake  # noqa: E402
 
 
 @pytest.fixture
@@ -41,6 +41,8 @@ def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
 
 @pytest.mark.parametrize("argv, code, message", [
     (["train", "--dataset", "nothing"], 1, "has no rewards rows"),
+    (["train", "--dataset", "d", "--skills", "lift_red", "grasp_blue"], 1, "has no rewards rows for grasp_blue"),
+    (["train", "--successful-only"], 2, "add --conditioning commanded"),
     (["train", "--alpha", "2"], 2, "--alpha must be in [0, 1]"),
     (["train", "--resume"], 2, "--resume needs --run-id"),
     (["train", "--config", "huge"], 2, "invalid choice"),
@@ -64,6 +66,20 @@ def test_eval_runs_the_trained_policy_and_its_episodes_land_tagged(lake, capsys)
                        "AND experiment_id = 'eval'") == 2
     assert main(["eval", "--run-id", "nope", "--skills", "reach_red"]) == 1
     assert "no checkpoint of run nope" in capsys.readouterr().err
+
+
+def test_eval_workers_split_the_same_episodes(lake, capsys):
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r4"]) == 0
+    for workers in ("1", "2"):
+        assert main(["eval", "--run-id", "r4", "--skills", "reach_red", "reach_green", "--episodes", "3",
+                     "--workers", workers, "--experiment", f"w{workers}"]) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reach_")]
+    assert len(printed) == 4 and printed[:2] == printed[2:]  # same successes whatever the split
+    seeds = "SELECT list(seed ORDER BY seed)::VARCHAR FROM episodes WHERE experiment_id = '{}' GROUP BY task ORDER BY task"
+    con = open_lake(lake)
+    one, two = (con.execute(seeds.format(e)).fetchall() for e in ("w1", "w2"))
+    con.close()
+    assert one == two and len(one) == 2 and one[0][0] == "[100000, 100001, 100002]"
 
 
 def test_wilson_intervals():
