@@ -11,7 +11,7 @@ TEST_STACK_ENV := ROBOLAKE_STACK_DIR=$(HOME)/.cache/robolake/test-stack \
 	ROBOLAKE_S3_ENDPOINT=127.0.0.1:19000 ROBOLAKE_MINIO_CONSOLE_PORT=19001 \
 	ROBOLAKE_BUS=kafka://127.0.0.1:19092 ROBOLAKE_LAKE=s3://robolake/lake
 
-.PHONY: demo test clean system-deps
+.PHONY: demo test clean system-deps test-system-deps
 
 # MuJoCo renders offscreen through EGL (Mesa on the CPU): Debian's libraries, installed once.
 EGL_PACKAGES := libegl1 libegl-mesa0 libgl1-mesa-dri libopengl0
@@ -19,6 +19,13 @@ system-deps:
 	@ldconfig -p | grep -q libEGL_mesa.so.0 && ldconfig -p | grep -q libOpenGL.so.0 || { \
 		echo "installing $(EGL_PACKAGES) for offscreen rendering"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EGL_PACKAGES); }
+
+# The dashboard's test drives a real headless browser: Debian's chromium, for `make test` only.
+TEST_PACKAGES := chromium
+test-system-deps: system-deps
+	@command -v chromium >/dev/null || { \
+		echo "installing $(TEST_PACKAGES) for the dashboard's browser test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES); }
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +42,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 demo: system-deps $(VENV)/.demo-installed
 	$(BIN)/robolake demo
 
-test: system-deps $(VENV)/.test-installed
+test: test-system-deps $(VENV)/.test-installed
 	@rm -rf $(HOME)/.cache/robolake/test-stack
 	@$(TEST_STACK_ENV) $(BIN)/robolake infra up || { \
 		echo "make test: the Kafka + MinIO test stack could not start (reason above)" >&2; exit 1; }

@@ -16,6 +16,11 @@ def _short(identifier: str | None) -> str:
     return (identifier or "-")[:8]
 
 
+def _clip(text: str, limit: int = 120) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 def describe(delivery: Delivery) -> str:
     """One readable line for a decoded event batch."""
     batch, rows = delivery.batch, delivery.batch.rows()
@@ -41,7 +46,12 @@ def describe(delivery: Delivery) -> str:
             return f"[{when}] {first['proposer']}: I propose \"{first['task']}\" — {first['rationale']}"
         case "curriculum.decision":
             return (f"[{when}] curriculum: run {first['episodes']} episodes of \"{first['task']}\" "
-                    f"as {' → '.join(first['skill_sequence'])}")
+                    f"as {' → '.join(first['skill_sequence'])}"
+                    + (f" (steps: {'; '.join(first['steps'])})" if first.get("steps") else ""))
+        case "curriculum.missing_skill":
+            closest = (f" (closest: {first['best_skill']}, similarity {first['similarity']:.2f})"
+                       if first["best_skill"] and first["similarity"] is not None else "")
+            return f"[{when}] curriculum: no skill in the library does \"{first['step']}\"{closest}"
         case "skill.added":
             if len(rows) == 1:
                 return f"[{when}] library: new skill {first['skill_id']} v{first['version']}: \"{first['caption']}\""
@@ -51,7 +61,21 @@ def describe(delivery: Delivery) -> str:
             more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""
             return f"[{when}] learner {first['run_id']} step {first['step']}: {shown}{more}"
         case "analysis.verdict":
-            return f"[{when}] analyst: {first['skill_id']} is {first['verdict']} — {first['rationale']}"
+            run = f" (run {first['run_id']}, {first['method']})" if first.get("run_id") else ""
+            if len(rows) == 1:
+                return f"[{when}] analyst: {first['skill_id']} is {first['verdict']} — {first['rationale']}{run}"
+            return f"[{when}] analyst: " + ", ".join(f"{r['skill_id']} is {r['verdict']}" for r in rows) + run
+        case "skill.summary":
+            shown = ", ".join(f"{r['skill_id']} {r['successes']}/{r['episodes']} ({r['trend']})" for r in rows[:4])
+            more = f" (+{len(rows) - 4} more)" if len(rows) > 4 else ""
+            return f"[{when}] summaries of {first['experiment_id']}: {shown}{more}"
+        case "relabel.completed":
+            return (f"[{when}] relabel {_short(first['relabel_id'])}: {first['rows']} reward rows over {first['episodes']} "
+                    f"episodes ({len(first['functions'])} function versions) into dataset {first['dataset']}")
+        case "vlm.call":
+            outcome = f"error: {first['error']}" if first["reply"] is None else first["reply"]
+            return (f"[{when}] {first['backend']}/{first['model']} ({first['stage']}, {first['latency_s']:.1f}s): "
+                    f"{_clip(outcome)}")
     return f"[{when}] {batch.type} v{batch.version}: {len(rows)} rows"
 
 

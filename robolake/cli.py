@@ -24,13 +24,15 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
 USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("robolake.commands", "UsageError"),
-                ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill")]
+                ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
+                ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
             ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
             ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
             ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
-            ("learner.pac.learning", "DeviceUnavailable"),
+            ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),
+            ("consumers.curriculum.recorder", "ReplayMismatch"),
             ("learner.checkpoints", "CheckpointError"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
             ("builtins", "OSError")]
 
@@ -54,7 +56,8 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import demo, evaluate, infra, lake, log, relabel, rollout, train
+    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
+                                   summaries, train)
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
@@ -62,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, rollout, log, lake, relabel, train, evaluate):
+    for group in (demo, infra, rollout, log, lake, relabel, train, evaluate, summaries, curriculum, analysis, report):
         group.register(commands, common)
     return parser
 

@@ -76,6 +76,14 @@ class VLMError(RuntimeError):
     """The call failed after the backend's own retries (timeout, HTTP error, no reply)."""
 
 
+class VLMConfigError(ValueError):
+    """The backend cannot be set up as configured (unknown backend, no model): a usage error."""
+
+
+class MissingAPIKey(VLMConfigError):
+    """The provider's key is not in the environment; the message names the variable to set."""
+
+
 class VLM(Protocol):
     backend: str                       # scripted | gemini | openai
     model: str

@@ -143,6 +143,17 @@ class BlockStackingEnv(gym.Env):
         """The full physics state (for `episode.started.initial_state`)."""
         return np.concatenate([self.data.qpos, self.data.qvel]).astype(np.float32)
 
+    def restore_state(self, state) -> None:
+        """Put the scene back in a state of `state_vector()` (an episode's `initial_state`), e.g. to
+        render it; the controller's target follows the restored arm."""
+        state = np.asarray(state, dtype=np.float64).reshape(-1)
+        nq, nv = self.model.nq, self.model.nv
+        if state.shape != (nq + nv,) or not np.all(np.isfinite(state)):
+            raise ValueError(f"a state of this scene is {nq + nv} finite floats, got {state.shape[0]}")
+        self.data.qpos[:], self.data.qvel[:] = state[:nq], state[nq:]
+        mujoco.mj_forward(self.model, self.data)
+        self.target = self.ee_position()
+
     def frame(self, camera: str = "front", size: int | None = None) -> np.ndarray:
         """An RGB frame (uint8, size x size x 3); see producers/sim/render.py for `frame_detail`."""
         if self._renderer is None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import UsageError, positive_int
+from robolake.commands import UsageError, identifier, positive_int
 from robolake.settings import Settings
 
 
 def register(commands, common) -> None:
-    tail = commands.add_parser("tail", parents=[common], help="print a topic as a readable conversation",
+    tail = commands.add_parser("tail", parents=[common],
+                               help="print a topic (or all: one experiment's whole conversation) as readable lines",
                                description="Print a topic's events, oldest first, one readable line each.")
-    tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes)")
+    tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes), or "
+                                    "'all': one experiment's whole conversation, in time order, from the lake")
+    tail.add_argument("--experiment", type=identifier, metavar="ID", help="with 'all': the experiment to follow")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
     tail.add_argument("--limit", type=positive_int, metavar="N", help="stop after this many events")
     tail.set_defaults(run=run_tail)
@@ -60,6 +63,12 @@ def run_tail(args, settings: Settings) -> int:
     from infra.bus import open_bus
     from schemas import topics
 
+    if args.topic == "all":
+        from robolake.commands.report import run_tail_all
+
+        return run_tail_all(args, settings)
+    if getattr(args, "experiment", None):
+        raise UsageError("--experiment goes with 'tail all' (a topic is shown whole)")
     topic = topic_or_usage_error(args.topic)
     if settings.bus == "memory" and args.follow:
         raise UsageError("--follow on the in-process bus would wait forever: nothing else writes to it; "

@@ -1,0 +1,156 @@
+"""Every call of the experimenter's model becomes a `vlm.call` event, and a recorded experiment can
+be replayed from those events without asking the model again.
+
+RecordingVLM wraps any backend. Each call gets a deterministic id, a hash of (experiment id, prompt
+hash, how many times this experiment asked that prompt before, attempt), so a replay of the same
+experiment gives the same ids, and the proposals and decisions that cite a call still point at it.
+The id is on the returned reply (`RecordedReply.call_id`) and, for failed calls too, in
+`RecordingVLM.last_call_id`.
+
+With `replay` (RecordedReplies read from the lake or the log), the n-th asking of a prompt gets the
+reply recorded for the n-th asking of that prompt — a recorded failure fails again the same way —
+and the inner model is never called. A question the recording never asked is a ReplayMismatch
+(the prompts or the code changed), never a silent call to the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from consumers.curriculum.vlm import VLM, VLMError, VLMReply, VLMRequest
+from schemas import topics
+from schemas.codec import build
+from schemas.events import VLM_CALL
+
+
+class ReplayMismatch(RuntimeError):
+    """A replay asked something the recorded experiment never asked; nothing was sent to the model."""
+
+
+@dataclass(frozen=True)
+class RecordedReply(VLMReply):
+    call_id: str = ""                  # the vlm.call event this reply was recorded as
+
+
+def call_id(experiment_id: str, prompt_hash: str, occurrence: int, attempt: int) -> str:
+    key = json.dumps([experiment_id, prompt_hash, occurrence, attempt])
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+class RecordedReplies:
+    """The recorded calls of one experiment, by (prompt hash, occurrence of that hash)."""
+
+    def __init__(self, calls: dict[tuple[str, int], dict]):
+        self.calls = calls
+
+    @classmethod
+    def from_rows(cls, rows) -> "RecordedReplies":
+        """vlm.call rows in the order they were sent (decoded events, or the lake's JSON of them).
+        A call seen twice (an experiment replayed under its own id records the same call_id again)
+        counts once."""
+        calls, seen, occurrences = {}, set(), Counter()
+        for row in rows:
+            if row["call_id"] in seen:
+                continue
+            seen.add(row["call_id"])
+            key = (row["prompt_hash"], occurrences[row["prompt_hash"]])
+            occurrences[row["prompt_hash"]] += 1
+            calls[key] = row
+        return cls(calls)
+
+    @classmethod
+    def from_lake(cls, con, experiment_id: str, required: bool = True) -> "RecordedReplies":
+        """From the lake's events table (`con`: infra.lake_sql.open_lake). An experiment is keyed by
+        its id, so all its calls lie in one partition, in the order they were made. `required`: an
+        experiment without recorded calls is a ReplayMismatch (else an empty recording)."""
+        found = con.execute("SELECT payload_json FROM events WHERE type = 'vlm.call' AND experiment_id = ? "
+                            "ORDER BY _log, _partition, _offset", [experiment_id]).fetchall()
+        rows = [row for (payload,) in found for row in json.loads(payload)]
+        if not rows and required:
+            raise ReplayMismatch(f"no recorded model calls (vlm.call events) for experiment {experiment_id!r} "
+                                 "in the lake")
+        return cls.from_rows(rows)
+
+    def take(self, request: VLMRequest, occurrence: int) -> dict:
+        try:
+            return self.calls[(request.hash, occurrence)]
+        except KeyError:
+            raise ReplayMismatch(
+                f"the replay asked a {request.stage} question the recorded experiment never asked "
+                f"(prompt hash {request.hash[:12]}, asked {occurrence} time(s) before); the prompts or the "
+                "code changed since the recording — nothing was sent to the model") from None
+
+    def __len__(self) -> int:
+        return len(self.calls)
+
+    def asked(self) -> Counter:
+        """How often each prompt hash was asked."""
+        return Counter(prompt_hash for prompt_hash, _ in self.calls)
+
+
+class RecordingVLM:
+    def __init__(self, inner: VLM, producer, experiment_id: str, replay: RecordedReplies | None = None,
+                 history: RecordedReplies | None = None):
+        """`history`: the experiment's calls so far (from the lake), so that a new process asking a
+        prompt asked before counts on from there and its call gets a new id."""
+        self.inner, self.producer, self.experiment_id, self.replay = inner, producer, experiment_id, replay
+        self.backend, self.model = inner.backend, inner.model
+        self.last_call_id: str | None = None
+        # how often each prompt hash was asked so far (a replay starts from nothing, as the recording did)
+        self._asked: Counter[str] = history.asked() if history is not None and replay is None else Counter()
+
+    def complete(self, request: VLMRequest, attempt: int = 1) -> RecordedReply:
+        prompt_hash = request.hash
+        occurrence = self._asked[prompt_hash]
+        recorded = self.replay.take(request, occurrence) if self.replay is not None else None
+        self._asked[prompt_hash] += 1
+        this_call = self.last_call_id = call_id(self.experiment_id, prompt_hash, occurrence, attempt)
+        if recorded is not None:
+            reply, error, latency = _replayed(recorded)
+            backend, model = recorded["backend"], recorded["model"]
+        else:
+            reply, error, latency = self._ask(request)
+            backend, model = self.backend, reply.model if reply else self.model
+        self._send(this_call, request, attempt, backend, model, reply, error, latency)
+        if error is not None:
+            raise error
+        return RecordedReply(reply.text, reply.model, reply.latency_s, reply.input_tokens, reply.output_tokens,
+                             call_id=this_call)
+
+    def _ask(self, request: VLMRequest) -> tuple[VLMReply | None, VLMError | None, float]:
+        started = time.monotonic()
+        try:
+            reply = self.inner.complete(request)
+        except VLMError as exc:  # recorded, then raised again; anything else is a bug and just raises
+            return None, exc, time.monotonic() - started
+        return reply, None, reply.latency_s
+
+    def _send(self, this_call: str, request: VLMRequest, attempt: int, backend: str, model: str,
+              reply: VLMReply | None, error: VLMError | None, latency_s: float) -> None:
+        row = {
+            "call_id": this_call, "experiment_id": self.experiment_id, "stage": request.stage,
+            "backend": backend, "model": model, "temperature": float(request.temperature),
+            "prompt_hash": request.hash, "prompt": request.prompt,
+            "images": [{"name": image.name, "sha256": image.sha256} for image in request.images],
+            "reply": reply.text if reply else None, "latency_s": float(latency_s),
+            "input_tokens": reply.input_tokens if reply else None,
+            "output_tokens": reply.output_tokens if reply else None,
+            "error": str(error) if error is not None else None,
+            "attempt": attempt, "time": datetime.now(timezone.utc),
+        }
+        # Flushed at once: the call is on the log before anything that cites it.
+        self.producer.send(topics.VLM, self.experiment_id, build(VLM_CALL, [row]))
+        self.producer.flush()
+
+
+def _replayed(row: dict) -> tuple[VLMReply | None, VLMError | None, float]:
+    """The recorded outcome, as the model gave it then."""
+    if row["reply"] is None:
+        return None, VLMError(row["error"] or "the recorded call failed"), row["latency_s"]
+    reply = VLMReply(row["reply"], row["model"], row["latency_s"], row["input_tokens"], row["output_tokens"])
+    return reply, None, row["latency_s"]

@@ -1,0 +1,117 @@
+"""The offline experimenter: deterministic rules in place of a VLM, so the loop and its tests run
+without a network. It reads the structured facts a request was rendered from (`request.context`)
+and answers the JSON each stage's schema asks for; the same request always gets the same reply.
+
+Rules, per stage:
+
+propose — frontier tasks. Per skill, the summary of its most-practised policy (most episodes):
+- mastered: success rate >= 0.9 with a tight interval (Wilson low >= 0.75);
+- hopeless: at least 20 episodes and success rate <= 0.05;
+- ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is mastered.
+Candidates are the ready skills that are neither mastered nor hopeless, ranked: first those tried
+with a success rate in the frontier band 0.2-0.8 (closest to 0.5 first), then the never-tried
+ones, then the rest (closest to the band first); ties in library order. The first `max_tasks`
+become tasks: the skill's caption, the skill, and a rationale quoting the numbers.
+
+decompose — the task's skill (context "skill") unrolled into its natural sequence, each step the
+caption of one skill in words; a task naming no known skill is one step, the task itself.
+
+retrieve — the candidate whose caption is the step, else the most similar candidate when its
+similarity is at least 0.6, else "none" (a missing skill).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from consumers.curriculum.vlm import VLMError, VLMReply, VLMRequest
+
+MASTERED_RATE, MASTERED_LOW = 0.9, 0.75
+HOPELESS_EPISODES, HOPELESS_RATE = 20, 0.05
+BAND = (0.2, 0.8)
+RETRIEVE_FLOOR = 0.6
+
+
+class ScriptedVLM:
+    backend = "scripted"
+    model = "frontier-rules-v1"
+
+    def complete(self, request: VLMRequest) -> VLMReply:
+        started = time.monotonic()
+        answer = {"propose": propose, "decompose": decompose, "retrieve": retrieve}.get(request.stage)
+        if answer is None:
+            raise VLMError(f"the scripted experimenter has no rules for stage {request.stage!r}")
+        text = json.dumps(answer(request.context))
+        return VLMReply(text, self.model, time.monotonic() - started)
+
+
+def propose(context: dict) -> dict:
+    skills = context["skills"]
+    stats = _most_practised(context.get("summaries", []))
+    mastered = {s for s, row in stats.items() if _mastered(row)}
+    ranked = []
+    for order, skill in enumerate(skills):
+        row = stats.get(skill["id"])
+        builds_on = [s for s in skill["sequence"] if s != skill["id"]]
+        if skill["id"] in mastered or (row and _hopeless(row)) or not set(builds_on) <= mastered:
+            continue
+        ranked.append((_rank(row), order, skill, row, builds_on))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    tasks = [{"task": skill["caption"], "skill": skill["id"], "rationale": _rationale(skill["id"], row, builds_on)}
+             for _, _, skill, row, builds_on in ranked[: context["max_tasks"]]]
+    return {"tasks": tasks}
+
+
+def decompose(context: dict) -> dict:
+    skills = {s["id"]: s for s in context.get("skills", [])}
+    skill = skills.get(context.get("skill") or "")
+    if skill is None:
+        return {"steps": [context["task"]]}
+    return {"steps": [skills[s]["caption"] if s in skills else s.replace("_", " ") for s in skill["sequence"]]}
+
+
+def retrieve(context: dict) -> dict:
+    step = context["step"].strip().lower()
+    candidates = context["candidates"]
+    for candidate in candidates:
+        if candidate["caption"].strip().lower() == step:
+            return {"skill": candidate["id"], "reason": "its caption is the step"}
+    if candidates and candidates[0]["similarity"] >= RETRIEVE_FLOOR:
+        best = candidates[0]
+        return {"skill": best["id"], "reason": f"the most similar caption ({best['similarity']:.2f})"}
+    return {"skill": "none", "reason": f"no candidate is similar enough (at least {RETRIEVE_FLOOR})"}
+
+
+def _most_practised(summaries: list[dict]) -> dict[str, dict]:
+    best: dict[str, dict] = {}
+    for row in summaries:
+        if row["skill_id"] not in best or row["episodes"] > best[row["skill_id"]]["episodes"]:
+            best[row["skill_id"]] = row
+    return best
+
+
+def _mastered(row: dict) -> bool:
+    return row["success_rate"] >= MASTERED_RATE and row["ci_low"] >= MASTERED_LOW
+
+
+def _hopeless(row: dict) -> bool:
+    return row["episodes"] >= HOPELESS_EPISODES and row["success_rate"] <= HOPELESS_RATE
+
+
+def _rank(row: dict | None) -> tuple[int, float]:
+    if row is None:
+        return 1, 0.0
+    rate = row["success_rate"]
+    if BAND[0] <= rate <= BAND[1]:
+        return 0, abs(rate - 0.5)
+    return 2, min(abs(rate - BAND[0]), abs(rate - BAND[1]))
+
+
+def _rationale(skill_id: str, row: dict | None, builds_on: list[str]) -> str:
+    base = f"it builds on {', '.join(builds_on)}, all mastered" if builds_on else "it builds on no other skill"
+    if row is None:
+        return f"{skill_id} was never tried and {base}"
+    where = "in the frontier band" if BAND[0] <= row["success_rate"] <= BAND[1] else "near the frontier band"
+    return (f"{skill_id} succeeds {row['success_rate']:.0%} ({row['successes']}/{row['episodes']}, 95% CI "
+            f"{row['ci_low']:.2f}-{row['ci_high']:.2f}), {where} of {BAND[0]}-{BAND[1]}; {base}")

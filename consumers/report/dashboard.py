@@ -1,0 +1,149 @@
+"""The live dashboard: a read-only HTTP server on localhost with one page that polls JSON endpoints.
+
+    GET /                                   the page (page.py: inline CSS and JS, nothing fetched elsewhere)
+    GET /api/experiments                    experiments in the lake, most recently active first
+    GET /api/timeline?experiment=X&cursor=C events after the cursor, readable lines, and the next cursor
+    GET /api/skills?experiment=X            the skills table (success with Wilson 95% intervals)
+    GET /api/curves?experiment=X            success per round and the learner's metrics per step
+    GET /api/frames?experiment=X            frame strips of recent episodes (PNG data URIs)
+
+The server holds one read-only connection to the lake (opening one costs ~0.4 s) and answers each
+request on a cursor of its own; DuckLake reads its catalog at every query, so each answer sees what
+sinks committed since the last one. Anything but GET is refused with 405.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import threading
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlsplit
+
+from consumers.report import queries
+from consumers.report.page import PAGE
+from schemas.codec import EXPERIMENT_ID_PATTERN
+
+log = logging.getLogger(__name__)
+TIMELINE_LIMIT = 500  # newest events sent at once; the page keeps as many
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def serve(settings, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+    """A server bound to (host, port) (port 0: any free one); call serve_forever() on it."""
+
+    class Handler(_Handler):
+        lake = SharedLake(settings)
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+class SharedLake:
+    """One read-only connection, opened at the first request that finds a lake (a dashboard may
+    start before the run that makes it); `cursor()` gives each request its own."""
+
+    def __init__(self, settings):
+        self.settings, self._con, self._lock = settings, None, threading.Lock()
+
+    def cursor(self):
+        from infra.lake_sql import open_lake
+
+        with self._lock:
+            if self._con is None:
+                self._con = open_lake(self.settings, read_only=True)  # LakeNotFound: none yet
+            return self._con.cursor()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    lake: SharedLake
+    server_version = "robolake-dashboard"
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if url.path == "/":
+                return self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+            handler = _API.get(url.path)
+            if handler is None:
+                return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
+            self._json(HTTPStatus.OK, self._with_lake(handler, params))
+        except BadRequest as exc:
+            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+
+    def _refuse(self) -> None:
+        self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)
+        self.send_header("Allow", "GET")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _refuse
+
+    def _with_lake(self, handler, params: dict) -> dict:
+        from infra.lake_catalog import LakeNotFound
+
+        try:
+            con = self.lake.cursor()
+        except LakeNotFound as exc:
+            return {"lake": False, "message": str(exc)}
+        try:
+            return {"lake": True, **handler(con, params)}
+        finally:
+            con.close()
+
+    def _json(self, status: HTTPStatus, body: dict) -> None:
+        self._send(status, json.dumps(body, default=str).encode(), "application/json")
+
+    def _send(self, status: HTTPStatus, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:  # requests go to the debug log, not stderr
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def _experiment(params: dict) -> str:
+    experiment = params.get("experiment", "")
+    if not re.fullmatch(EXPERIMENT_ID_PATTERN, experiment):
+        raise BadRequest(f"experiment: expected an experiment id, got {experiment[:40]!r}")
+    return experiment
+
+
+def _timeline(con, params: dict) -> dict:
+    try:
+        answer = queries.timeline(con, _experiment(params), params.get("cursor"), limit=TIMELINE_LIMIT)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+    for event in answer["events"]:
+        del event["payload"]  # the page shows the line; the report has the rest
+    return answer
+
+
+def _frames(con, params: dict) -> dict:
+    strips = queries.example_frames(con, _experiment(params), episodes=4, per_episode=8)
+    for strip in strips:
+        strip["frames"] = [{"step": f["step"], "src": "data:image/png;base64," + base64.b64encode(f["png"]).decode()}
+                           for f in strip["frames"]]
+    return {"episodes": strips}
+
+
+_API = {
+    "/api/experiments": lambda con, params: {"experiments": queries.experiments(con)},
+    "/api/timeline": _timeline,
+    "/api/skills": lambda con, params: {"skills": queries.skills_table(con, _experiment(params))},
+    "/api/curves": lambda con, params: {"success": queries.success_curves(con, _experiment(params)),
+                                        "learning": queries.learning_curves(con, _experiment(params))},
+    "/api/frames": _frames,
+}

@@ -1,0 +1,110 @@
+"""The report as Markdown: the same sections as the HTML page, charts and frame strips as PNG files
+written beside it (`<stem>.<name>.png`), so any Markdown viewer shows them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from consumers.report.report import Report, interval, percent
+
+
+def _cell(value) -> str:
+    return "–" if value is None or value == "" else str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    if not rows:
+        return "None.\n"
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def render(report: Report, stem: Path) -> str:
+    """The Markdown text; writes its images as `<stem>.<name>.png`."""
+    images = {}
+    for name, png in report.charts.items():
+        path = stem.with_name(f"{stem.name}.{name}.png")
+        path.write_bytes(png)
+        images[name] = f"![{name}]({path.name})\n"
+    p = report.provenance
+    out = [f"# Experiment `{report.experiment}`\n", f"Lake `{report.lake}`, read {report.made_at}. "
+           "Success intervals are Wilson 95%; every id is listed under Provenance.\n",
+           "## Data volumes\n", _table(["what", "count"], list(report.volumes.items())),
+           "## Skills\n", _table(["skill", "attempts", "successes", "rate", "95% interval", "latest summary",
+                                  "latest verdict"],
+                                 [[s["skill_id"], s["attempts"], s["successes"], percent(s["rate"]),
+                                   interval(s["ci_low"], s["ci_high"]) if s["attempts"] else None, s["summary_id"],
+                                   s["verdict"] and f"{s['verdict']} ({s['verdict_id']})"] for s in report.skills]),
+           "## Success per skill\n", images.get("success", ""),
+           _table(["skill", "round", "decision", "policy (checkpoint)", "successes", "rate", "95% interval"],
+                  [[skill, i, pt["decision_id"], pt["policy"], f"{pt['successes']}/{pt['attempts']}",
+                    percent(pt["rate"]), interval(pt["ci_low"], pt["ci_high"])]
+                   for skill, points in sorted(report.success.items()) for i, pt in enumerate(points, 1)]),
+           "## Learning curves\n", images.get("learning", "No learner metrics yet.\n"),
+           "## The conversation between the modules\n"]
+    out += [f"- `{e['type']}` {e['line']}" + (f" — refs: {', '.join(r['kind'] + ' ' + r['id'] for r in e['refs'])}"
+                                              if e["refs"] else "") for e in report.conversation] or ["No events yet."]
+    out += ["", "## Example episodes\n"]
+    for e in report.frames:
+        strip = stem.with_name(f"{stem.name}.episode-{e['episode_id'][:12]}.png")
+        strip.write_bytes(_strip([f["png"] for f in e["frames"]]))
+        out.append(f"Episode `{e['episode_id']}` — \"{e['task']}\" {'succeeded' if e['success'] else 'failed'} in "
+                   f"{e['length']} steps; decision `{e['decision_id']}`, policy `{e['policy']}`\n\n"
+                   f"![frames of {e['episode_id']}]({strip.name})\n")
+    if not report.frames:
+        out.append("No episode of this experiment has camera frames.\n")
+    out += ["## Provenance\n", "### Decisions\n",
+            _table(["decision", "task", "skills", "proposal", "model call", "asked", "done", "task successes",
+                    "policies", "episodes"],
+                   [[d["decision_id"], d["task"], " → ".join(d["skill_sequence"]), d.get("proposal_id"),
+                     d.get("call_id"),
+                     d["episodes"], d["episodes_done"], d["task_successes"], ", ".join(d["policies"]),
+                     ", ".join(d["episode_ids"][:20]) + (" …" if len(d["episode_ids"]) > 20 else "")]
+                    for d in p["decisions"]]),
+            "### Proposals\n", _table(["proposal", "proposer", "task", "rationale", "model call"],
+                                      [[r["proposal_id"], r["proposer"], r["task"], r["rationale"], r.get("call_id")]
+                                       for r in p["proposals"]]),
+            "### Missing skills\n", _table(["missing skill", "proposal", "step", "closest skill", "similarity"],
+                                           [[r["missing_id"], r["proposal_id"], r["step"], r.get("best_skill"),
+                                             r.get("similarity")] for r in p["missing_skills"]]),
+            "### Model calls\n", _table(["model call", "stage", "backend / model", "latency s", "tokens in/out", "error",
+                                         "reply"],
+                                        [[r["call_id"], r["stage"], f"{r['backend']} / {r['model']}",
+                                          f"{r['latency_s']:.2f}", f"{r.get('input_tokens')}/{r.get('output_tokens')}",
+                                          r.get("error"), (r.get("reply") or "")[:200]] for r in p["calls"]]),
+            "### Verdicts\n", _table(["verdict", "skill", "judgement", "method", "learner run", "model call",
+                                      "rationale"],
+                                     [[r["verdict_id"], r["skill_id"], r["verdict"], r.get("method"), r.get("run_id"),
+                                       r.get("call_id"), r["rationale"]] for r in p["verdicts"]]),
+            "### Skill summaries\n", _table(["summary", "skill", "policy", "successes", "rate", "95% interval"],
+                                            [[r["summary_id"], r["skill_id"], f"{r['policy_id']}@{r['policy_version']}",
+                                              f"{r['successes']}/{r['episodes']}", percent(r["success_rate"]),
+                                              interval(r["ci_low"], r["ci_high"])] for r in p["summaries"]]),
+            "### Learner runs\n", _table(["learner run (checkpoints)", "steps", "latest metrics"],
+                                         [[r["run_id"], f"{r['first_step']}–{r['last_step']}",
+                                           ", ".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items()))]
+                                          for r in p["runs"]]),
+            "### Relabel runs\n", _table(["relabel run", "dataset", "episodes", "rows"],
+                                         [[r["relabel_id"], r["dataset"], r["episodes"], r["rows"]]
+                                          for r in p["relabels"]])]
+    return "\n".join(out)
+
+
+def _strip(pngs: list[bytes]) -> bytes:
+    """Frames side by side in one PNG (matplotlib reads and writes PNG without Pillow)."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import numpy as np
+
+    images = [mpimg.imread(io.BytesIO(png), format="png") for png in pngs]
+    images = [i if i.ndim == 3 else np.stack([i] * 3, axis=-1) for i in images]  # grey frames
+    height = max(i.shape[0] for i in images)
+    images = [np.pad(i[..., :3], ((0, height - i.shape[0]), (0, 2), (0, 0)), constant_values=1.0) for i in images]
+    out = io.BytesIO()
+    mpimg.imsave(out, np.concatenate(images, axis=1), format="png")
+    return out.getvalue()

@@ -1,0 +1,113 @@
+"""`robolake report` (one experiment as an HTML page and Markdown) and `robolake dashboard` (live, on
+localhost); both only read the lake (consumers/report). `robolake tail all` uses the same timeline."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from robolake.commands import CommandFailed, UsageError, identifier, positive_int
+from robolake.settings import Settings
+
+
+def register(commands, common) -> None:
+    report = commands.add_parser(
+        "report", parents=[common], help="write an experiment's report (one HTML page and Markdown)",
+        description="Read one experiment from the lake and write DIR/<experiment>.html (self-contained: charts "
+                    "and frames inline, nothing fetched) and DIR/<experiment>.md (its images beside it): success "
+                    "per skill with Wilson 95% intervals, learning curves, the conversation between the modules, "
+                    "frames of example episodes, data volumes, and the provenance of every number (episode, "
+                    "decision, proposal, model call, learner run).",
+        epilog="example:\n\n  robolake report --experiment exp-1 -o reports")
+    report.add_argument("--experiment", type=identifier, required=True, metavar="ID", help="the experiment to report")
+    report.add_argument("-o", "--output", default="report", metavar="DIR", help="directory to write into")
+    report.add_argument("--frame-episodes", type=positive_int, default=4, metavar="N",
+                        help="example episodes shown with frames (default 4)")
+    report.set_defaults(run=run_report)
+
+    dashboard = commands.add_parser(
+        "dashboard", parents=[common], help="serve a live, read-only dashboard of the lake on localhost",
+        description="Serve a page that follows an experiment as it runs: the conversation between the modules, "
+                    "the skills table with success and intervals, learning curves, recent frames. Read-only "
+                    "(GET only); each request reads the lake afresh. Ctrl-C stops it.")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    dashboard.add_argument("--port", type=int, default=8765, metavar="N", help="port (0: any free one)")
+    dashboard.set_defaults(run=run_dashboard)
+
+
+def run_report(args, settings: Settings) -> int:
+    from consumers.report import html, markdown
+    from consumers.report.queries import ExperimentNotFound
+    from consumers.report.report import gather
+    from infra.lake_sql import open_lake
+    from infra.optional import require
+
+    require("matplotlib", "analysis")
+    out = Path(args.output)
+    con = open_lake(settings, read_only=True)
+    try:
+        report = gather(con, args.experiment, settings.lake_root, frame_episodes=args.frame_episodes)
+    except ExperimentNotFound as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        con.close()
+    out.mkdir(parents=True, exist_ok=True)
+    page, text = out / f"{args.experiment}.html", out / f"{args.experiment}.md"
+    page.write_text(html.render(report), encoding="utf-8")
+    text.write_text(markdown.render(report, out / args.experiment), encoding="utf-8")
+    print(f"wrote {page} and {text}: {len(report.conversation)} events, {len(report.skills)} skills, "
+          f"{report.volumes['complete episodes']} episodes")
+    return 0
+
+
+def run_dashboard(args, settings: Settings) -> int:
+    from consumers.report.dashboard import serve
+
+    if not 0 <= args.port < 65536:
+        raise UsageError(f"--port: expected 0 to 65535, got {args.port}")
+    try:
+        server = serve(settings, args.host, args.port)
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    host, port = server.server_address[:2]
+    print(f"dashboard of {settings.lake_root} on http://{host}:{port}/ (read-only; Ctrl-C stops it)", flush=True)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def run_tail_all(args, settings: Settings) -> int:
+    """The whole conversation of one experiment, across topics, in time order, read from the lake
+    (so it works on the embedded default too, while a run's sink writes)."""
+    from consumers.report import queries
+    from infra.lake_sql import open_lake
+
+    if not args.experiment:
+        raise UsageError("tail all: say which experiment with --experiment ID")
+    cursor, shown = None, 0
+    try:
+        while args.limit is None or shown < args.limit:
+            con = open_lake(settings, read_only=True)
+            try:
+                if cursor is None and not args.follow:
+                    queries.require_experiment(con, args.experiment, settings.lake_root)
+                answer = queries.timeline(con, args.experiment, cursor)
+            except queries.ExperimentNotFound as exc:
+                raise CommandFailed(str(exc)) from None
+            finally:
+                con.close()
+            cursor = answer["cursor"]
+            for event in answer["events"][: None if args.limit is None else args.limit - shown]:
+                print(event["line"], flush=True)
+                shown += 1
+            if not args.follow:
+                break
+            if not answer["events"]:
+                time.sleep(1.0)
+    except KeyboardInterrupt:
+        pass
+    return 0
