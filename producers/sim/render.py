@@ -20,10 +20,24 @@ DETAILS = ("low", "full")
 _HIDDEN = 5  # a geom group that mujoco's default visual options do not draw
 
 
+def _load_triton_before_mesa() -> None:
+    """Triton (torch's compiler, installed with the learner extra) links its own LLVM; loaded after
+    Mesa's llvmpipe has loaded the system's, its initialisation crashes the process (segfault at
+    `import transformers` or `torch._dynamo` after the first frame). Loaded first, both work."""
+    import importlib.util
+
+    if importlib.util.find_spec("triton") is not None:
+        try:
+            import triton._C.libtriton  # noqa: F401
+        except ImportError:  # a triton without its compiled part: nothing to load early
+            pass
+
+
 class FrameRenderer:
     def __init__(self, model: mujoco.MjModel, detail: str = "low"):
         if detail not in DETAILS:
             raise ValueError(f"frame detail must be one of {DETAILS}, got {detail!r}")
+        _load_triton_before_mesa()
         self.model = low_poly_view(model) if detail == "low" else model
         self._renderers: dict[int, mujoco.Renderer] = {}  # by frame size: no context churn when sizes alternate
 

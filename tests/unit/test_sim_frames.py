@@ -45,3 +45,18 @@ def test_low_poly_frames_draw_the_same_scene_without_touching_the_physics_model(
 def test_unknown_frame_detail_is_an_error():
     with pytest.raises(ValueError, match="frame detail must be one of"):
         BlockStackingEnv(frame_detail="ultra")
+
+
+def test_the_learner_loads_after_a_frame_was_rendered():
+    """Triton's LLVM after Mesa's crashed the process (a segfault, so: in a child process)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("transformers", reason="the learner extra is not installed")
+    script = ("from producers.sim.env import BlockStackingEnv\n"
+              "env = BlockStackingEnv(); env.reset(seed=0); env.frame()\n"
+              "import transformers.modeling_utils, torch._dynamo\n"
+              "print(env.frame().shape)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "(64, 64, 3)" in done.stdout
