@@ -1,0 +1,124 @@
+"""Judging one learning curve: improving, converged (from which step), or stalled — by a test
+that accounts for noise.
+
+A curve is a series of (learner step, value) points: a skill's evaluation success rate at each
+evaluated checkpoint (higher is better), or a loss (lower is better; judged negated, so every rule
+below reads "higher is better").
+
+1. The window is the most recent half of the points (at least MIN_POINTS); `before` is the rest.
+2. The slope is the least-squares slope over the window, per 1000 learner steps, with a 95%
+   percentile interval from a seeded pairs bootstrap (BOOTSTRAP resamples of the window's points).
+3. improving: the whole interval is above zero and the fitted gain across the window exceeds
+   `tolerance` (a real but negligible rise is a plateau, judged by 4.).
+4. converged: not improving, not getting worse (the mirror image of 3.), the
+   window's spread is small (its standard deviation is at most `tolerance`, or for success rates
+   at most 1.5x the binomial noise of an evaluation of that size, whichever is larger) and the
+   plateau is worth having: above what came before it by more than `tolerance`, or, for success
+   rates, at least GOOD. `converged_at` is the first step of the plateau: the earliest point from
+   which every point, or its 3-point average, lies within the window's mean +- max(2 standard
+   deviations, tolerance / 2).
+5. stalled: anything else (getting worse, flat and no better than before, or too noisy to tell).
+
+`tolerance` is TOLERANCE for success rates (10 points); for a loss, 10% of the whole curve's range or
+twice the window's residual standard deviation (around its fitted line), whichever is larger.
+A run's verdict is `stop` when every curve judged is converged or stalled (analysis.py).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+MIN_POINTS = 4
+BOOTSTRAP = 1000
+TOLERANCE = 0.1
+GOOD = 0.8
+PER = 1000  # slopes are reported per this many learner steps
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: str                      # improving | converged | stalled
+    slope: float                      # per PER steps, in the curve's own units (not negated)
+    slope_low: float
+    slope_high: float
+    converged_at: int | None
+    rationale: str
+
+
+def judge(steps, values, kind: str = "success", episodes=None, seed: int = 0) -> Judgement | None:
+    """The verdict on one curve (None below MIN_POINTS points). kind: 'success' (a rate in [0, 1];
+    `episodes` per point, for its noise) or 'loss' (lower is better)."""
+    order = np.argsort(np.asarray(steps), kind="stable")
+    x = np.asarray(steps, dtype=float)[order]
+    y = np.asarray(values, dtype=float)[order]
+    if len(x) < MIN_POINTS or np.ptp(x) == 0:
+        return None
+    sign = 1.0 if kind == "success" else -1.0
+    better = sign * y  # higher is better from here on
+    size = max(MIN_POINTS, math.ceil(len(x) / 2))
+    wx, wy, before = x[-size:], better[-size:], better[:-size]
+    slope, low, high = _slope_interval(wx, wy, seed)
+    if kind == "success":
+        n = float(np.mean(episodes)) if episodes is not None else math.inf
+        p = float(np.clip(np.mean(wy), 0, 1))
+        tolerance, noise = TOLERANCE, 1.5 * math.sqrt(p * (1 - p) / n)
+    else:  # a loss has no natural scale: a tenth of its range, but never within its own noise
+        residuals = wy - np.polyval(np.polyfit(wx, wy, 1), wx)
+        tolerance, noise = max(TOLERANCE * float(np.ptp(y)), 2 * float(np.std(residuals)), 1e-12), 0.0
+    mean, spread = float(np.mean(wy)), float(np.std(wy))
+    gain = mean - float(np.mean(before)) if len(before) else 0.0
+    what = "success" if kind == "success" else "loss"
+    shown = sign * mean
+    interval = f"slope {sign * slope:+.3g} per {PER} steps, 95% CI [{_lo(sign, low, high):+.3g}, {_hi(sign, low, high):+.3g}]"
+    converged_at = None
+    change = slope / PER * float(np.ptp(wx))  # the fitted gain across the window
+    if low > 0 and change > tolerance:
+        verdict, reason = "improving", f"{what} still {'rising' if sign > 0 else 'falling'}"
+    elif high < 0 and -change > tolerance:
+        verdict, reason = "stalled", f"{what} getting worse"
+    elif spread > max(tolerance, noise):
+        verdict, reason = "stalled", f"no trend, but too noisy to call a plateau (sd {spread:.3g})"
+    elif gain > tolerance or (kind == "success" and mean >= GOOD):
+        verdict = "converged"
+        converged_at = _plateau_start(x, better, mean, max(2 * spread, tolerance / 2))
+        reason = f"{what} flat at {shown:.3g} since step {converged_at}"
+    else:
+        verdict, reason = "stalled", f"{what} flat at {shown:.3g}, no better than before ({sign * gain:+.3g})"
+    return Judgement(verdict, sign * slope, _lo(sign, low, high), _hi(sign, low, high), converged_at,
+                     f"{reason}; {interval} over the last {size} of {len(x)} points")
+
+
+def _lo(sign: float, low: float, high: float) -> float:
+    return low if sign > 0 else -high
+
+
+def _hi(sign: float, low: float, high: float) -> float:
+    return high if sign > 0 else -low
+
+
+def _slope_interval(x: np.ndarray, y: np.ndarray, seed: int) -> tuple[float, float, float]:
+    """Least-squares slope per PER steps and its 95% pairs-bootstrap interval."""
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(x), size=(BOOTSTRAP, len(x)))
+    bx, by = x[picks], y[picks]
+    dx = bx - bx.mean(axis=1, keepdims=True)
+    var = (dx * dx).sum(axis=1)
+    usable = var > 0  # a resample of one repeated step has no slope
+    slopes = (dx * (by - by.mean(axis=1, keepdims=True))).sum(axis=1)[usable] / var[usable]
+    slope = float(np.polyfit(x, y, 1)[0])
+    low, high = np.percentile(slopes, [2.5, 97.5])
+    return slope * PER, float(low) * PER, float(high) * PER
+
+
+def _plateau_start(x: np.ndarray, y: np.ndarray, level: float, band: float) -> int:
+    """The earliest step from which every point, or its 3-point average (one noisy point is not the
+    plateau's end), lies within level +- band."""
+    smooth = np.convolve(y, np.ones(3), "same") / np.convolve(np.ones(len(y)), np.ones(3), "same")
+    near = np.minimum(np.abs(y - level), np.abs(smooth - level)) <= band
+    start = len(x) - 1
+    while start > 0 and near[start - 1]:
+        start -= 1
+    return int(x[start])

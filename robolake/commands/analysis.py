@@ -1,0 +1,97 @@
+"""`robolake analyze`: verdicts on learner runs' curves, as events and PNG plots (consumers/analysis)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier,
+                               nonnegative_int)
+from robolake.settings import Settings
+
+
+def register(commands, common) -> None:
+    analyze = commands.add_parser(
+        "analyze", parents=[common], help="judge learner runs: improving, converged, stalled, stop",
+        description="Judge each learner run's curves: per skill, evaluation success against the learner step "
+                    "(`robolake eval` of its checkpoints), or its policy loss while no skill has 4 evaluations. A "
+                    "seeded bootstrap interval on the slope over the most recent half of the points says "
+                    "improving, converged (from which step) or stalled; a run whose curves are all converged "
+                    "or stalled gets `stop`. The verdicts go on the analysis topic as analysis.verdict events "
+                    "(those the lake does not hold yet) and each curve is drawn to a PNG. "
+                    "Example: robolake analyze --experiment default --out analysis")
+    analyze.add_argument("--experiment", type=identifier, metavar="ID", help="runs of one experiment (default: all)")
+    analyze.add_argument("--run", dest="run_id", type=identifier, metavar="ID", help="one learner run (default: all)")
+    analyze.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR",
+                         help="where the PNG curves go: DIR/<experiment>/<run>/<skill>.png (default ./analysis)")
+    analyze.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (default 0)")
+    analyze.add_argument("--no-emit", action="store_true", help="print and plot only; send no events")
+    analyze.set_defaults(run=run_analyze)
+
+
+def run_analyze(args, settings: Settings) -> int:
+    from consumers.analysis.analysis import ALL, emit_verdicts, judge_run, learner_runs, run_curves
+    from consumers.analysis.plots import plot_curve
+    from infra.lake_sql import open_lake
+    from infra.optional import require
+
+    require("matplotlib", "analysis")
+    if not args.no_emit:  # before any work: where the events go must be there
+        check_bus_reachable(settings)
+        if settings.bus == "memory":
+            check_lake_writable(settings)
+    con = open_lake(settings)
+    try:
+        runs = _chosen_runs(con, args, learner_runs)
+        verdicts, plots = [], []
+        for experiment, run in runs:
+            curves = run_curves(con, experiment, run)
+            rows = judge_run(curves, args.seed)
+            verdicts += rows
+            for curve in curves:
+                name = curve.metric if curve.skill_id == ALL else curve.skill_id
+                plots.append(plot_curve(curve, args.out / experiment / run / f"{name}.png"))
+            _print_run(experiment, run, curves, rows)
+        sent = []
+        if not args.no_emit and verdicts:
+            from infra.bus import open_bus
+
+            producer = open_bus(settings).producer()
+            try:
+                sent = emit_verdicts(con, producer, verdicts)
+            finally:
+                producer.close()
+    finally:
+        con.close()
+    if not runs:
+        print(f"no learner runs in {settings.lake_root} yet (robolake train writes their metrics)")
+        return 0
+    if sent and settings.bus == "memory":  # the events outlive this process only in the lake
+        from consumers.lake_sink import LakeSink
+
+        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+    print(f"wrote {len(plots)} curves to {args.out}/" + ("" if args.no_emit else
+          f"; emitted {len(sent)} new analysis.verdict events ({len(verdicts) - len(sent)} already in the lake)"))
+    return 0
+
+
+def _chosen_runs(con, args, learner_runs) -> list[tuple[str, str]]:
+    runs = learner_runs(con, args.experiment)
+    if args.experiment and not runs:
+        known = sorted({e for e, _ in learner_runs(con)})
+        raise UsageError(f"no learner runs in experiment {args.experiment!r}; experiments with runs: "
+                         f"{', '.join(known) or 'none'}")
+    if args.run_id:
+        known = sorted({r for _, r in runs})
+        runs = [(e, r) for e, r in runs if r == args.run_id]
+        if not runs:
+            raise UsageError(f"no learner run {args.run_id!r}" + (f" in experiment {args.experiment!r}" if args.experiment
+                             else "") + f"; runs: {', '.join(known) or 'none'}")
+    return runs
+
+
+def _print_run(experiment: str, run: str, curves, rows: list[dict]) -> None:
+    print(f"run {run} (experiment {experiment})")
+    if not rows:
+        print(f"  no curve has enough points to judge yet ({', '.join(f'{c.skill_id}: {len(c.steps)}' for c in curves) or 'no evaluations or losses'})")
+    for row in rows:
+        print(f"  {row['skill_id']:<20} {row['verdict']:<10} {row['rationale']}")
