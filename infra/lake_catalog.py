@@ -173,7 +173,7 @@ class LakeTables:
         existing = {r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
         if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing:
-            self._add_rewards_relabel_id()
+            self._add_new_columns()
             return
         con.execute("BEGIN TRANSACTION")
         try:
@@ -195,16 +195,23 @@ class LakeTables:
             _rollback(con)
             raise
         log.info("created the lake's tables at %s", self.root)
-        self._add_rewards_relabel_id()
 
-    def _add_rewards_relabel_id(self) -> None:
-        """`rewards` tables created before its `relabel_id` column get it (null in the old rows)."""
+    def _add_new_columns(self) -> None:
+        """Tables created before a (nullable) column joined their schema get it, null in the old
+        rows: `rewards.relabel_id`, `episode_starts.initial_observation`."""
         con = self.con
-        columns = {r[0] for r in con.execute(
-            "SELECT column_name FROM duckdb_columns() WHERE database_name = 'lake' AND table_name = ?",
-            [lake.REWARDS]).fetchall()}
-        if columns and "relabel_id" not in columns:
-            con.execute(f"ALTER TABLE lake.{lake.REWARDS} ADD COLUMN IF NOT EXISTS relabel_id VARCHAR")
+        found = con.execute("SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = 'lake'").fetchall()
+        columns = {(t, c) for t, c in found}
+        for name in lake.TABLES:
+            missing = [f for f in lake.SCHEMAS[name] if (name, f.name) not in columns]
+            if not missing:
+                continue
+            con.register("_empty", pa.schema(missing).empty_table())
+            types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE _empty)").fetchall())
+            con.unregister("_empty")
+            for f in missing:
+                con.execute(f"ALTER TABLE lake.{name} ADD COLUMN IF NOT EXISTS {f.name} {types[f.name]}")
+                log.info("lake table %s: added column %s %s", name, f.name, types[f.name])
 
     def _retry(self, action, attempts: int = 20):
         """Run `action` again while the catalog reports a conflicting concurrent transaction."""

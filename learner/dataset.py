@@ -6,8 +6,9 @@ Each sample is one transition relabelled for one skill (reward function version)
 
 Conventions (how the rollout workers write steps): a step row holds the action taken and the
 observation *after* it, with the reward of that observation. So the transition of row t is
-(observation of row t-1, action of row t, observation of row t, reward of row t); row 0 has no
-observation before it in the lake and yields no sample. `done` is the relabelled skill's
+(observation of row t-1, action of row t, observation of row t, reward of row t); row 0's
+observation before it is the episode's `initial_observation` (episode.started v2; episodes written
+before it have none, and their row 0 yields no sample). `done` is the relabelled skill's
 success (reaching its goal ends that task) and `discount` is 1 - done.
 
 Sampling: every transition gets one skill per epoch, chosen by a seeded hash of (episode, step,
@@ -168,9 +169,11 @@ class LakeDataset:
                 WHERE r.dataset = ?),
 {pick}
             s AS (
-                SELECT episode_id, step, action, observation AS next_observation,
-                       lag(observation) OVER (PARTITION BY episode_id ORDER BY step) AS observation
-                FROM steps WHERE episode_id IN (SELECT episode_id FROM pick))
+                SELECT st.episode_id, st.step, st.action, st.observation AS next_observation,
+                       coalesce(lag(st.observation) OVER (PARTITION BY st.episode_id ORDER BY st.step),
+                                CASE WHEN st.step = 0 THEN es.initial_observation END) AS observation
+                FROM steps st LEFT JOIN episode_starts es ON es.episode_id = st.episode_id
+                WHERE st.episode_id IN (SELECT episode_id FROM pick))
             SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
             WHERE s.observation IS NOT NULL"""

@@ -14,7 +14,7 @@ from datetime import datetime, timezone
 from infra.bus.interface import MessageTooLarge, Producer
 from schemas import topics
 from schemas.codec import build, chunk_digest, episode_checksum
-from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
+from schemas.events import EPISODE_ENDED, EPISODE_STARTED_V2, EPISODE_STEPS
 
 
 def utc_now() -> datetime:
@@ -36,8 +36,9 @@ class EpisodeWriter:
         self._task_return = 0.0
         self._skill_returns: dict[str, float] = defaultdict(float)
         self.experiment_id = fields["experiment_id"]
-        row = {"episode_id": self.episode_id, "time": utc_now(), "decision_id": None, **fields}
-        self.producer.send(self.topic, self.episode_id, build(EPISODE_STARTED, [row]))
+        row = {"episode_id": self.episode_id, "time": utc_now(), "decision_id": None, "initial_observation": None,
+               **fields}
+        self.producer.send(self.topic, self.episode_id, build(EPISODE_STARTED_V2, [row]))
         return self.episode_id
 
     def step(self, **fields) -> None:

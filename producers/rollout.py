@@ -92,7 +92,7 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
     writer.start(experiment_id=config.experiment_id, worker_id=config.worker_id, env_name=ENV_NAME,
                  env_version=ENV_VERSION, seed=seed, initial_state=env.state_vector().tolist(),
                  task=task.caption, skill_sequence=list(config.skills), decision_id=config.decision_id,
-                 policy_id=policy.id, policy_version=policy.version)
+                 policy_id=policy.id, policy_version=policy.version, initial_observation=obs.tolist())
     step, succeeded, termination = 0, {s: False for s in config.skills}, None
     finishing = getattr(policy, "finishing", None)
     for skill_id in config.skills:

@@ -140,6 +140,24 @@ EPISODE_STEPS = EventType("episode.steps", 1, pa.schema([
     _f("frame", pa.binary(), nullable=True),          # PNG bytes of the wrist/scene camera
 ]), doc="a chunk of consecutive steps of one episode", check=_check_steps)
 
+def _check_started(table: pa.Table) -> str | None:
+    import pyarrow.compute as pc
+
+    if "initial_observation" not in table.column_names:
+        return None
+    values = pc.list_flatten(table.column("initial_observation"))
+    if len(values) and (values.null_count or not pc.all(pc.is_finite(values)).as_py()):
+        return "initial_observation contains NaN, infinite or null values"
+    return None
+
+
+# v2: the observation the policy saw before its first action, so that a learner can train on the
+# episode's first transition too (the steps hold each action with the observation after it).
+EPISODE_STARTED_V2 = EventType("episode.started", 2, pa.schema([
+    *EPISODE_STARTED.schema,
+    _f("initial_observation", VECTOR, nullable=True),
+]), doc="an episode began: who runs it, in which scene, to do what", check=_check_started)
+
 SKILL_OUTCOME = pa.struct([_f("skill_id", pa.string()), _f("return", pa.float64()), _f("success", pa.bool_())])
 
 EPISODE_ENDED = EventType("episode.ended", 1, pa.schema([
@@ -309,7 +327,7 @@ ANALYSIS_VERDICT_V2 = EventType("analysis.verdict", 2, pa.schema([
 ]), doc="the analyst's judgement of a skill's training progress")
 
 REGISTRY = Registry()
-for _t in (EPISODE_STARTED, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
+for _t in (EPISODE_STARTED, EPISODE_STARTED_V2, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
            SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2,
            SKILL_SUMMARY, VLM_CALL, CURRICULUM_PROPOSAL_V2, CURRICULUM_DECISION_V2, CURRICULUM_MISSING_SKILL,
            ANALYSIS_VERDICT_V2):

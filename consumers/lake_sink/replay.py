@@ -19,6 +19,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
+import pyarrow as pa
+
 from consumers.lake_sink.sink import SOURCE_TOPICS, LakeSink
 from consumers.lake_sink.writer import LakeWriter
 from infra.bus import Bus, Delivery
@@ -26,12 +28,12 @@ from infra.duck import sql_str
 from infra.lake_catalog import LakeTables, OffsetKey, lake_exists
 from infra.lake_sql import check_read_only, open_lake
 from schemas.codec import HEADER_TYPE, HEADER_VERSION, build, decode
-from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STEPS
+from schemas.events import EPISODE_ENDED, EPISODE_STARTED_V2, EPISODE_STEPS
 
 log = logging.getLogger(__name__)
 
 WINDOW = 2000  # offsets per query: ~100k step rows at 50 steps a message
-_EPISODE_TABLES = {"episode_starts": EPISODE_STARTED, "episode_ends": EPISODE_ENDED}
+_EPISODE_TABLES = {"episode_starts": EPISODE_STARTED_V2, "episode_ends": EPISODE_ENDED}
 _STEPS_WITH_FRAMES = """
     SELECT s.*, f.frame FROM steps_all s
     LEFT JOIN frames_all f USING (_log, _topic, _partition, _offset, episode_id, step)"""
@@ -104,6 +106,9 @@ def _messages(relation, event_type) -> list[Delivery]:
     for end in [i for i in range(1, len(offsets)) if offsets[i] != offsets[i - 1]] + [len(offsets)]:
         rows = table.slice(start, end - start)
         first = rows.slice(0, 1).to_pylist()[0]
+        for f in event_type.schema:  # tables from before an optional field (a v1 lake) lack its column
+            if f.name not in rows.column_names:
+                rows = rows.append_column(f, pa.nulls(rows.num_rows, f.type))
         batch = build(event_type, rows.select(event_type.schema.names).cast(event_type.schema))
         out.append(_delivery(first, first["episode_id"], batch))
         start = end

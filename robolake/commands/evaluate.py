@@ -14,7 +14,7 @@ def register(commands, common) -> None:
         description="Run a trained PAC policy (the latest checkpoint of --run-id) on each skill's natural "
                     "sequence, --episodes times per skill. The episodes land in the lake tagged with the "
                     "policy's id and version (query them with `robolake sql`); success per skill is printed "
-                    "with a Wilson 95%% interval. Example: robolake eval --run-id pac-tiny-1a2b --skills "
+                    "with a Wilson 95% interval. Example: robolake eval --run-id pac-tiny-1a2b --skills "
                     "reach_red lift_red --episodes 20")
     evaluate.add_argument("--run-id", required=True, type=identifier, metavar="ID", help="the training run (robolake train)")
     evaluate.add_argument("--skills", nargs="+", required=True, metavar="SKILL", help="skills to evaluate")

@@ -10,7 +10,7 @@ def register(commands, common) -> None:
     summaries = commands.add_parser(
         "summaries", parents=[common], help="success of each skill per policy version, with intervals",
         description="Summarise the lake's complete episodes per experiment, skill and policy version: episodes, "
-                    "successes, the success rate with a Wilson 95%% interval, the rate over the most recent "
+                    "successes, the success rate with a Wilson 95% interval, the rate over the most recent "
                     "window and its trend against the window before (up/down/flat), and hindsight (in how "
                     "many of the policy's relabelled episodes the skill's reward function fired, whatever "
                     "they were commanded to do). --emit puts the summaries the lake does not hold yet on the "
@@ -23,13 +23,23 @@ def register(commands, common) -> None:
 
 
 def run_summaries(args, settings: Settings) -> int:
+    if not args.emit:
+        return _summarise(args, settings)
+    from infra.lake_catalog import file_lock, lock_path
+
+    check_bus_reachable(settings)  # before any work: where the events go must be there
+    if settings.bus == "memory":
+        check_lake_writable(settings)
+    # Emitters one at a time, each reading the lake after the one before wrote to it: two at once
+    # would both send the summaries the lake does not hold yet.
+    with file_lock(lock_path(settings, "summaries"), "another `robolake summaries --emit` is running; waiting"):
+        return _summarise(args, settings)
+
+
+def _summarise(args, settings: Settings) -> int:
     from consumers.summaries.summaries import current_summaries, emit_summaries, experiments, skill_library
     from infra.lake_sql import open_lake
 
-    if args.emit:  # before any work: where the events go must be there
-        check_bus_reachable(settings)
-        if settings.bus == "memory":
-            check_lake_writable(settings)
     con = open_lake(settings)
     try:
         known = experiments(con)

@@ -89,3 +89,17 @@ def test_checksum_depends_on_content_and_order():
     assert steps_checksum([a, b]) == steps_checksum([a, b])
     assert steps_checksum([a, b]) != steps_checksum([b, a])
     assert steps_checksum([a]) != steps_checksum([b])
+
+
+def test_an_initial_observation_with_nan_is_refused():
+    from datetime import datetime, timezone
+
+    from schemas.events import EPISODE_STARTED_V2
+
+    row = {"episode_id": "e", "experiment_id": "x", "worker_id": "w", "env_name": "panda", "env_version": 1,
+           "seed": 0, "initial_state": [0.0], "task": "t", "skill_sequence": ["reach_red"], "decision_id": None,
+           "policy_id": "p", "policy_version": "1", "time": datetime.now(timezone.utc), "initial_observation": [0.0]}
+    assert build(EPISODE_STARTED_V2, [row]).num_rows == 1
+    assert build(EPISODE_STARTED_V2, [dict(row, initial_observation=None)]).num_rows == 1  # optional
+    with pytest.raises(DecodeError, match="initial_observation contains NaN"):
+        build(EPISODE_STARTED_V2, [dict(row, initial_observation=[math.nan])])

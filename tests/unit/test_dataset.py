@@ -28,7 +28,11 @@ def lake(tmp_path_factory):
     con = open_lake(settings)
     steps = {(e, s): (np.array(o, np.float32), np.array(a, np.float32))
              for e, s, o, a in con.execute("SELECT episode_id, step, observation, action FROM steps").fetchall()}
+    initial = {e: np.array(o, np.float32)
+               for e, o in con.execute("SELECT episode_id, initial_observation FROM episode_starts").fetchall()}
     con.close()
+    for e, o in initial.items():
+        steps[(e, -1)] = (o, None)  # what the policy saw before its first action
     return settings, steps
 
 
@@ -42,7 +46,7 @@ def test_an_epoch_is_every_transition_once_with_the_reward_of_its_relabelled_ski
     data, batches = _epoch(settings, batch_size=16, shuffle_buffer=32, read_rows=10)
     episodes = {e for e, _ in steps}
     keys = list(zip(data["episode_id"], data["step"]))
-    assert sorted(keys) == sorted(k for k in steps if k[1] > 0)  # row 0 has no observation before it
+    assert sorted(keys) == sorted(k for k in steps if k[1] >= 0)  # row 0: after the initial observation
     assert all(len(b["step"]) == 16 for b in batches[:-1])
     dataset = LakeDataset(settings, DatasetConfig(dataset="train"))
     assert dataset.captions == [REWARDS[("any_block_lifted", 1)].caption, "lift the red block", "reach the red block"]
@@ -117,7 +121,7 @@ def _drain(iterator, timeout_s: float = 60.0) -> list:
 
 def test_one_dataset_serves_two_loops_at_once_and_close_ends_both(lake):
     settings, steps = lake
-    transitions = sorted(k for k in steps if k[1] > 0)
+    transitions = sorted(k for k in steps if k[1] >= 0)
     dataset = LakeDataset(settings, DatasetConfig(dataset="train", batch_size=4, prefetch=1, shuffle_buffer=8))
     it1 = iter(dataset)
     first = [next(it1)]
@@ -163,7 +167,7 @@ def test_functions_over_different_episodes_drop_no_transition_and_mix_where_both
         batches = list(LakeDataset(settings, DatasetConfig(dataset="uneven", weights=weights, seed=5)))
         data = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
         keys = list(zip(data["episode_id"], data["step"]))
-        assert sorted(keys) == sorted(k for k in steps if k[1] > 0)  # every transition, once
+        assert sorted(keys) == sorted(k for k in steps if k[1] >= 0)  # every transition, once
         captions = data["caption"]
         mine = data["episode_id"] == uneven
         assert set(captions[~mine]) == {"reach the red block"}  # the only function computed there
@@ -268,7 +272,7 @@ def test_commanded_conditioning_pairs_each_step_with_the_skill_it_was_commanded(
     keys = list(zip(data["episode_id"], data["step"]))
     # grasp_red was commanded too but has no function in the dataset: its steps yield no sample
     assert sorted(keys) == sorted(k for k, skill in commanded.items()
-                                  if k[1] > 0 and skill in ("reach_red", "lift_red"))
+                                  if k[1] >= 0 and skill in ("reach_red", "lift_red"))
     assert [REWARDS[(commanded[k], 1)].caption for k in keys] == list(data["caption"])
     filtered, _ = _epoch(settings, conditioning="commanded", successful_only=True)
     assert sorted(zip(filtered["episode_id"], filtered["step"])) == sorted(

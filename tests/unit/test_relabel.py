@@ -211,17 +211,22 @@ def test_rows_of_a_run_that_never_published_are_adopted_by_the_next_ones_event(t
     assert {r[0] for r in _rows(settings, "SELECT DISTINCT relabel_id FROM rewards")} <= covered
 
 
-def test_a_rewards_table_without_relabel_id_gets_the_column(tmp_path, monkeypatch):
+def test_tables_created_before_a_new_column_get_it(tmp_path, monkeypatch):
     import pyarrow as pa
 
+    from infra.lake_catalog import LakeTables, attach
     from schemas import lake as lake_schema
 
     old = pa.schema([f for f in lake_schema.SCHEMAS[lake_schema.REWARDS] if f.name != "relabel_id"])
     monkeypatch.setitem(lake_schema.SCHEMAS, lake_schema.REWARDS, old)
-    monkeypatch.setattr("infra.lake_catalog.LakeTables._add_rewards_relabel_id", lambda self: None)  # as before
     settings = _lake(tmp_path, ["--episodes", "1", "--task", "reach_red"])
+    con = attach(settings, read_only=False)  # a lake from before episode.started v2
+    con.execute("ALTER TABLE lake.episode_starts DROP COLUMN initial_observation")
+    con.close()
     assert "relabel_id" not in [r[0] for r in _rows(settings, "DESCRIBE rewards")]
     monkeypatch.undo()
+    LakeTables(settings, "test").close()  # any writer brings the tables up to date
+    assert _rows(settings, "SELECT count(*) FROM episode_starts WHERE initial_observation IS NULL") == [(1,)]
     stats = relabel(settings, resolve(["reach_red"]))
     assert _rows(settings, "SELECT DISTINCT relabel_id FROM rewards") == [(stats.relabel_id,)]
 
