@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from schemas.events import EPISODE_ENDED, EPISODE_STARTED_V2, EPISODE_STEPS
+from schemas.events import EPISODE_ENDED, EPISODE_STARTED, EPISODE_STARTED_V2, EPISODE_STEPS
 
 EPISODE_STARTS, EPISODE_ENDS, STEPS, CHUNKS, FRAMES, EVENTS = (
     "episode_starts", "episode_ends", "steps", "chunks", "frames", "events")
@@ -41,7 +41,9 @@ def _without(schema: pa.Schema, *names: str) -> list[pa.Field]:
 _EXPERIMENT = pa.field("experiment_id", pa.string(), nullable=False)
 
 SCHEMAS: dict[str, pa.Schema] = {
-    EPISODE_STARTS: pa.schema(list(EPISODE_STARTED_V2.schema) + SOURCE_FIELDS),
+    # Columns added later go last: a table made before them gets them appended (infra/lake_catalog.py).
+    EPISODE_STARTS: pa.schema(list(EPISODE_STARTED.schema) + SOURCE_FIELDS
+                              + [EPISODE_STARTED_V2.schema.field("initial_observation")]),
     EPISODE_ENDS: pa.schema(list(EPISODE_ENDED.schema) + SOURCE_FIELDS),
     STEPS: pa.schema(_without(EPISODE_STEPS.schema, "frame") + SOURCE_FIELDS),
     # One row per steps message: what arrived, so views can prove an episode complete

@@ -94,19 +94,19 @@ def judge_run(curves: list[Curve], seed: int = 0) -> list[dict]:
             log.info("run %s, %s: %d points, too few to judge", curve.run_id, curve.skill_id, len(curve.steps))
             continue
         j = curve.judgement
-        rows.append(verdict_row(curve, j.verdict, f"{curve.metric}: {j.rationale}", j.converged_at, j.slope, j.slope_low,
-                         j.slope_high, [curve.steps, curve.values, curve.episodes, seed]))
+        rows.append(verdict_row(curve, j.verdict, f"{curve.metric}: {j.rationale}", j.converged_at, j.slope,
+                                j.slope_low, j.slope_high, [curve.steps, curve.values, curve.episodes, seed]))
     if rows and all(r["verdict"] in ("converged", "stalled") for r in rows):
         ids = sorted(r["verdict_id"] for r in rows)
         said = ", ".join(f"{r['skill_id']} {r['verdict']}" for r in rows)
         latest = max(curves, key=lambda c: c.time)
         rows.append(verdict_row(latest, "stop", f"every curve is converged or stalled ({said}): more training "
-                                         "would not help", None, None, None, None, ids, skill_id=ALL))
+                                "would not help", None, None, None, None, ids, skill_id=ALL))
     return rows
 
 
 def verdict_row(curve: Curve, verdict: str, rationale: str, converged_at, slope, low, high, evidence,
-         skill_id: str | None = None, method: str = "statistical", call_id: str | None = None) -> dict:
+                skill_id: str | None = None, method: str = "statistical", call_id: str | None = None) -> dict:
     """An analysis.verdict v2 row; its id hashes who judged what (the evidence) and the verdict."""
     skill_id = skill_id or curve.skill_id
     key = json.dumps([curve.experiment_id, curve.run_id, skill_id, method, verdict, evidence])

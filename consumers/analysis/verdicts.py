@@ -22,14 +22,21 @@ below reads "higher is better").
 `tolerance` is TOLERANCE for success rates (10 points); for a loss, 10% of the whole curve's range or
 twice the window's residual standard deviation (around its fitted line), whichever is larger.
 A run's verdict is `stop` when every curve judged is converged or stalled (analysis.py).
+
+Points that are not finite (a NaN or inf loss from a diverging step) are left out, with a warning:
+one of them would otherwise poison every mean and slope. Fewer than MIN_POINTS finite points are
+not judged, as for any short curve.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 MIN_POINTS = 4
 BOOTSTRAP = 1000
@@ -54,6 +61,12 @@ def judge(steps, values, kind: str = "success", episodes=None, seed: int = 0) ->
     order = np.argsort(np.asarray(steps), kind="stable")
     x = np.asarray(steps, dtype=float)[order]
     y = np.asarray(values, dtype=float)[order]
+    finite = np.isfinite(x) & np.isfinite(y)
+    if not finite.all():
+        log.warning("%s curve: %d of %d points are not finite (NaN or inf) and are left out", kind,
+                    int((~finite).sum()), len(x))
+        x, y = x[finite], y[finite]
+        episodes = None if episodes is None else np.asarray(episodes, dtype=float)[order][finite]
     if len(x) < MIN_POINTS or np.ptp(x) == 0:
         return None
     sign = 1.0 if kind == "success" else -1.0

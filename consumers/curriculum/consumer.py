@@ -5,10 +5,15 @@ events arrive.
 A round reads, from the lake: the experiment's current summaries (consumers/summaries), the
 library (the skills announced with `skill.added`; all of the built-in library, with a warning,
 when none were), and the scene image (consumers/curriculum/scene.py). Its events are sent once:
-ids are hashes of the round's inputs, ids the lake (or this process) already holds are not sent
-again, and a round whose propose question the experiment already asked is not asked again — the
-log holds its answer (or its failure). Replay (`RecordedReplies`) answers from the recorded calls
+ids are hashes of the round's inputs, and ids the lake (or this process) already holds are not sent
+again. A question whose accepted answer is on record is not asked again (replies.ask recalls it):
+a rerun of a finished round asks nothing and sends nothing, a round interrupted after some calls
+(a crash, kill -9) is completed from where it stopped, and a round whose calls failed or whose
+replies were rejected is asked again. Replay (`RecordedReplies`) answers from the recorded calls
 and never calls the model: the same inputs give the same events, ids included.
+
+`serve` keeps serving when the model fails: a round whose every call failed is run again after a
+growing pause, and the summaries that asked for it stay uncommitted until it gets through.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from consumers.curriculum import stages
+from consumers.curriculum.replies import printable
 from consumers.curriculum.stages import Decision, Library, Missing, Proposal
 from consumers.curriculum.vlm import Image
 from schemas import topics
@@ -39,8 +45,15 @@ class RoundResult:
     proposals: list[Proposal] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
     missing: list[Missing] = field(default_factory=list)
-    sent: int = 0                     # events sent (the others were already on the log)
-    skipped: str | None = None        # why the round asked nothing
+    sent: int = 0                     # events sent, model calls included (the others were on the log)
+    calls: int = 0                    # calls sent to the model (not recalled, not replayed)
+    failures: list[str] = field(default_factory=list)   # "stage: error" of the calls that failed
+    skipped: str | None = None        # why the round asked and sent nothing
+
+    @property
+    def failed(self) -> bool:
+        """Every model call of the round failed (none answered)."""
+        return bool(self.calls) and len(self.failures) == self.calls
 
 
 def load_library(con) -> Library:
@@ -75,28 +88,19 @@ def known_ids(con, experiment_id: str, calls: bool = False) -> set[str]:
     return {row[ID_FIELDS[kind]] for kind, payload in found for row in json.loads(payload)}
 
 
-def asked_before(con, experiment_id: str, prompt_hash: str) -> str | None:
-    """The call id of an earlier propose call of the experiment with this very question, if any."""
-    found = con.execute("SELECT payload_json FROM events WHERE experiment_id = ? AND type = 'vlm.call'",
-                        [experiment_id]).fetchall()
-    for (payload,) in found:
-        for row in json.loads(payload):
-            if row["stage"] == "propose" and row["prompt_hash"] == prompt_hash:
-                return row["call_id"]
-    return None
-
-
 class OnlyNew:
     """A producer that drops the rows of curriculum events and model calls whose id is in `known`
     (the lake's, and what this process sent): a rerun or a replay never duplicates an event."""
 
     def __init__(self, producer, known: set[str]):
         self.producer, self.known = producer, known
+        self.count = 0                                    # rows sent so far
 
     def send(self, topic: str, key, batch: EventBatch) -> int:
         id_field = ID_FIELDS.get(batch.type)
         if id_field is None:
             self.producer.send(topic, key, batch)
+            self.count += batch.num_rows
             return batch.num_rows
         import pyarrow as pa
 
@@ -105,6 +109,7 @@ class OnlyNew:
         self.known.update(ids)
         if any(fresh):
             self.producer.send(topic, key, EventBatch(batch.type, batch.version, batch.table.filter(pa.array(fresh))))
+        self.count += sum(fresh)
         return sum(fresh)
 
     def flush(self, timeout_s: float | None = None) -> None:
@@ -120,14 +125,16 @@ class Curriculum:
         self.producer, self.vlm, self.experiment_id = producer, vlm, experiment_id
         self.retriever_for, self.max_tasks, self.episodes, self.replay = retriever_for, max_tasks, episodes, replay
         self._retrievers: dict[tuple, object] = {}
-        self._asked: set[str] = set()   # propose questions asked by this process
 
     def round(self, con, summaries: list[dict] | None = None, image: Image | None = None) -> RoundResult:
         from consumers.curriculum.scene import scene_image
         from consumers.summaries.summaries import current_summaries
 
+        from consumers.curriculum.recorder import RecordedReplies
+
         # A replayed call is a copy of one on the log; any other call is new, even with a known id.
         self.producer.known.update(known_ids(con, self.experiment_id, calls=self.replay))
+        self.vlm.learn(RecordedReplies.from_lake(con, self.experiment_id, required=False))
         library = load_library(con)
         summaries = current_summaries(con, self.experiment_id) if summaries is None else summaries
         ignored = sorted({s["skill_id"] for s in summaries if s["skill_id"] not in library.captions})
@@ -138,11 +145,7 @@ class Curriculum:
         image = scene_image(con, self.experiment_id) if image is None else image
         key = stages.round_key(self.experiment_id, summaries, library, image)
         request = stages.propose_request(library, summaries, image, self.max_tasks)
-        if not self.replay and (request.hash in self._asked or asked_before(con, self.experiment_id, request.hash)):
-            reason = f"this round's question (prompt {request.hash[:12]}) was asked before: nothing new to propose"
-            log.info("experiment %s: %s", self.experiment_id, reason)
-            return RoundResult(key, skipped=reason)
-        self._asked.add(request.hash)
+        sent, calls, failures = self.producer.count, self.vlm.calls, len(self.vlm.failures)
         result = RoundResult(key, stages.propose(self.vlm, request, library, key, self.max_tasks))
         if not result.proposals:
             log.warning("experiment %s: no proposals this round", self.experiment_id)
@@ -155,7 +158,12 @@ class Curriculum:
             result.missing += missing
             if decision is not None:
                 result.decisions.append(decision)
-        result.sent = self._emit(result)
+        self._emit(result)
+        result.sent, result.calls = self.producer.count - sent, self.vlm.calls - calls
+        result.failures = self.vlm.failures[failures:]
+        if not result.calls and not result.sent:
+            result.skipped = (f"this round's question (prompt {request.hash[:12]}) was answered before and its "
+                              "events are on the log: nothing new")
         log.info("experiment %s round %s: %d proposals, %d decisions, %d missing skills (%d events new)",
                  self.experiment_id, key[:8], len(result.proposals), len(result.decisions), len(result.missing),
                  result.sent)
@@ -167,52 +175,61 @@ class Curriculum:
             self._retrievers[key] = self.retriever_for(library)
         return self._retrievers[key]
 
-    def _emit(self, result: RoundResult) -> int:
+    def _emit(self, result: RoundResult) -> None:
         """Proposals, then missing skills, then decisions (a decision after the proposal it cites)."""
         now = datetime.now(timezone.utc)
-        sent = 0
         for p in result.proposals:
-            sent += self._send(CURRICULUM_PROPOSAL_V2, {
+            self._send(CURRICULUM_PROPOSAL_V2, {
                 "proposal_id": p.proposal_id, "experiment_id": self.experiment_id, "proposer": p.proposer,
                 "task": p.task, "rationale": p.rationale, "time": now, "call_id": p.call_id})
         for m in result.missing:
-            sent += self._send(CURRICULUM_MISSING_SKILL, {
+            self._send(CURRICULUM_MISSING_SKILL, {
                 "missing_id": m.missing_id, "experiment_id": self.experiment_id, "proposal_id": m.proposal_id,
                 "step": m.step, "best_skill": m.best_skill, "similarity": m.similarity, "time": now})
         for d in result.decisions:
-            sent += self._send(CURRICULUM_DECISION_V2, {
+            self._send(CURRICULUM_DECISION_V2, {
                 "decision_id": d.decision_id, "experiment_id": self.experiment_id,
                 "proposal_id": d.proposal.proposal_id, "task": d.proposal.task, "skill_sequence": list(d.skill_sequence),
                 "episodes": d.episodes, "time": now, "steps": list(d.steps), "call_id": d.call_id})
         self.producer.flush()
-        return sent
 
-    def _send(self, event_type, row: dict) -> int:
-        return self.producer.send(topics.CURRICULUM, self.experiment_id, build(event_type, [row]))
+    def _send(self, event_type, row: dict) -> None:
+        self.producer.send(topics.CURRICULUM, self.experiment_id, build(event_type, [row]))
 
     def serve(self, bus, open_con, stop: threading.Event, until_idle_s: float | None = None,
-              group: str | None = None, on_round=None) -> int:
+              group: str | None = None, on_round=None, backoff_s: float = 5.0, max_backoff_s: float = 300.0) -> int:
         """A round whenever new skill.summary events of the experiment arrive; offsets are committed
-        after the round's events are flushed. Returns the number of rounds run."""
+        after the round's events are flushed. A round whose every model call failed is run again
+        after `backoff_s`, doubling up to `max_backoff_s`. Returns the number of rounds run."""
         consumer = bus.consumer(group or f"curriculum-{self.experiment_id}", [topics.SUMMARIES])
-        rounds, idle_since = 0, time.monotonic()
+        rounds, idle_since, due, backoff = 0, time.monotonic(), False, backoff_s
         try:
             while not stop.is_set() and (until_idle_s is None or time.monotonic() - idle_since < until_idle_s):
                 deliveries = consumer.poll(1.0)
-                if not deliveries:
+                if deliveries:
+                    idle_since = time.monotonic()
+                    due = due or any(r["experiment_id"] == self.experiment_id for d in deliveries
+                                     if d.batch.type == "skill.summary" for r in d.batch.rows())
+                if not due:
+                    if deliveries:
+                        consumer.commit()  # nothing of this experiment's
                     continue
-                if any(r["experiment_id"] == self.experiment_id for d in deliveries
-                       if d.batch.type == "skill.summary" for r in d.batch.rows()):
-                    con = open_con()
-                    try:
-                        result = self.round(con)
-                    finally:
-                        con.close()
-                    rounds += 1
-                    if on_round is not None:
-                        on_round(result)
+                con = open_con()
+                try:
+                    result = self.round(con)
+                finally:
+                    con.close()
+                rounds += 1
+                if on_round is not None:
+                    on_round(result)
+                if result.failed:  # uncommitted: a restart asks again too
+                    log.warning("experiment %s: all %d model calls of the round failed (last: %s); trying again "
+                                "in %.0fs", self.experiment_id, result.calls, printable(result.failures[-1]), backoff)
+                    stop.wait(backoff)
+                    backoff = min(2 * backoff, max_backoff_s)
+                    continue
                 consumer.commit()  # the round's events were flushed by round()
-                idle_since = time.monotonic()
+                due, backoff = False, backoff_s
         finally:
             consumer.close()
         return rounds

@@ -76,6 +76,9 @@ class GeminiVLM:
             raise VLMError(f"gemini {self.model}: {message}") from None
         except json.JSONDecodeError as exc:
             raise VLMError(f"gemini {self.model}: the server's reply is not JSON ({exc})") from None
+        except ValueError as exc:  # pydantic's ValidationError, UnicodeDecodeError: a body of the wrong shape
+            raise VLMError(f"gemini {self.model}: the server's reply is not a generateContent response "
+                           f"({shorten(exc, 200)})") from None
         except _transport_errors() as exc:  # timeouts, refused or dropped connections
             raise Retryable(f"{type(exc).__name__}: {exc or 'no detail'}") from None
 

@@ -1,6 +1,10 @@
 """Any OpenAI-compatible chat server (vLLM, Ollama, llama.cpp, or OpenAI itself) through the openai
 client: images as data: URLs, replies constrained to the request's JSON schema (strict), our retry
-policy (consumers/curriculum/retrying.py) instead of the client's."""
+policy (consumers/curriculum/retrying.py) instead of the client's.
+
+The body of a reply is read here, not by the client: "compatible" servers send bodies the client
+would pass on half-parsed (a JSON array, bytes that are not UTF-8, content as a list of parts), and
+every such body must end as a VLMError that says what was wrong, never as a crash further on."""
 
 from __future__ import annotations
 
@@ -35,28 +39,23 @@ class OpenAIVLM:
     def complete(self, request: VLMRequest) -> VLMReply:
         started = time.monotonic()
         messages = [{"role": "system", "content": request.system}] + [_message(m) for m in request.messages]
-        completion = call_with_retries(lambda: self._once(messages, request), self.policy, f"openai {self.model}")
-        if not completion.choices:
-            raise VLMError(f"openai {self.model}: the reply has no choices")
-        message = completion.choices[0].message
-        if message.content is None:  # a refusal, or a server that answered with something else
-            raise VLMError(f"openai {self.model}: no reply text (refusal: {message.refusal}, "
-                           f"finish reason {completion.choices[0].finish_reason})")
-        usage = completion.usage
-        return VLMReply(text=message.content, model=completion.model or self.model,
-                        latency_s=time.monotonic() - started,
-                        input_tokens=usage.prompt_tokens if usage else None,
-                        output_tokens=usage.completion_tokens if usage else None)
+        body = call_with_retries(lambda: self._once(messages, request), self.policy, f"openai {self.model}")
+        try:
+            text, model, input_tokens, output_tokens = _read(body)
+        except _Malformed as exc:
+            raise VLMError(f"openai {self.model}: {exc}") from None
+        return VLMReply(text=text, model=model or self.model, latency_s=time.monotonic() - started,
+                        input_tokens=input_tokens, output_tokens=output_tokens)
 
     def _once(self, messages: list[dict], request: VLMRequest):
         import openai
 
         try:
-            return self._client.chat.completions.create(
+            return self._client.chat.completions.with_raw_response.create(
                 model=self.model, messages=messages, temperature=request.temperature,
                 response_format={"type": "json_schema",
                                  "json_schema": {"name": f"{request.stage}_reply", "schema": request.schema,
-                                                 "strict": True}})
+                                                 "strict": True}}).http_response.content
         except openai.APIStatusError as exc:
             message = f"HTTP {exc.status_code}: {shorten(_server_message(exc))}"
             if is_retryable_status(exc.status_code):
@@ -64,8 +63,6 @@ class OpenAIVLM:
             raise VLMError(f"openai {self.model}: {message}") from None
         except openai.APIConnectionError as exc:  # timeouts too
             raise Retryable(f"{type(exc).__name__}: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise VLMError(f"openai {self.model}: the server's reply is not JSON ({exc})") from None
 
 
 def _message(message: Message) -> dict:
@@ -86,3 +83,50 @@ def _server_message(exc) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body)
     return exc.response.text or exc.message
+
+
+class _Malformed(ValueError):
+    """The body is not a chat completion with text; the message says what is wrong with it."""
+
+
+def _read(body: bytes) -> tuple[str, str | None, int | None, int | None]:
+    """(text, model, input tokens, output tokens) of a chat completion body."""
+    try:
+        completion = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise _Malformed(f"the server's reply is not UTF-8 text (byte {body[exc.start]:#04x} at {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise _Malformed(f"the server's reply is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}): "
+                         f"{shorten(body.decode('utf-8'), 120)}") from None
+    if not isinstance(completion, dict):
+        raise _Malformed(f"the server's reply is a JSON {_kind(completion)}, not a chat completion object")
+    choices = completion.get("choices")
+    if not isinstance(choices, list) or not choices:
+        raise _Malformed("the reply has no choices")
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message")
+    if not isinstance(message, dict):
+        raise _Malformed("the reply's first choice has no message")
+    content = message.get("content")
+    if content is None:  # a refusal, or a server that answered with something else
+        raise _Malformed(f"no reply text (refusal: {message.get('refusal')}, finish reason "
+                         f"{choice.get('finish_reason')})")
+    if isinstance(content, list):  # content parts, as some servers send them: the text parts are the reply
+        texts = [part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"]
+        if not texts or not all(isinstance(t, str) for t in texts):
+            raise _Malformed(f"the reply's content parts hold no text ({shorten(json.dumps(content), 120)})")
+        content = "".join(texts)
+    if not isinstance(content, str):
+        raise _Malformed(f"the reply's content is a JSON {_kind(content)}, not text")
+    usage = completion.get("usage") if isinstance(completion.get("usage"), dict) else {}
+    model = completion.get("model")
+    return (content, model if isinstance(model, str) and model else None,
+            _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens")))
+
+
+def _count(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _kind(value) -> str:
+    return {list: "array", dict: "object", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")

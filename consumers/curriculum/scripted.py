@@ -112,6 +112,11 @@ def _rationale(skill_id: str, row: dict | None, builds_on: list[str]) -> str:
     base = f"it builds on {', '.join(builds_on)}, all mastered" if builds_on else "it builds on no other skill"
     if row is None:
         return f"{skill_id} was never tried and {base}"
-    where = "in the frontier band" if BAND[0] <= row["success_rate"] <= BAND[1] else "near the frontier band"
-    return (f"{skill_id} succeeds {row['success_rate']:.0%} ({row['successes']}/{row['episodes']}, 95% CI "
-            f"{row['ci_low']:.2f}-{row['ci_high']:.2f}), {where} of {BAND[0]}-{BAND[1]}; {base}")
+    rate = row["success_rate"]
+    if rate > BAND[1]:  # ranked with the rest: not mastered, because its interval is still too wide
+        where = f"above the frontier band of {BAND[0]}-{BAND[1]} but not mastered until its 95% CI starts at " \
+                f"{MASTERED_LOW} or more"
+    else:
+        where = f"{'in' if rate >= BAND[0] else 'below'} the frontier band of {BAND[0]}-{BAND[1]}"
+    return (f"{skill_id} succeeds {rate:.0%} ({row['successes']}/{row['episodes']}, 95% CI "
+            f"{row['ci_low']:.2f}-{row['ci_high']:.2f}), {where}; {base}")

@@ -147,6 +147,12 @@ class LakeWriter:
 
 
 def _sorted(table_name: str, tables: list[pa.Table]) -> pa.Table:
-    # Older event versions lack later optional fields: promote, then cast to the lake's schema.
-    table = pa.concat_tables(tables, promote_options="default").cast(lake.SCHEMAS[table_name])
+    # Older event versions lack later optional fields: promote, fill what no batch had with nulls,
+    # then put the columns in the lake's order and cast to its types.
+    schema = lake.SCHEMAS[table_name]
+    table = pa.concat_tables(tables, promote_options="default")
+    for f in schema:
+        if f.name not in table.column_names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    table = table.select(schema.names).cast(schema)
     return table.sort_by([(k, "ascending") for k in lake.SORT_KEYS[table_name]])

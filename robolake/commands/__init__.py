@@ -80,7 +80,7 @@ def identifier(text: str) -> str:
     from schemas.codec import EXPERIMENT_ID_PATTERN
 
     if not re.fullmatch(EXPERIMENT_ID_PATTERN, text):
-        raise argparse.ArgumentTypeError(f"expected letters, digits, '.', '_' or '-' (at most 128, not "
+        raise argparse.ArgumentTypeError(f"expected ASCII letters, digits, '.', '_' or '-' (at most 128, not "
                                          f"starting with '.', '_' or '-'), got {text!r}")
     return text
 

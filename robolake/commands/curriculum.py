@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
-from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier,
+from consumers.curriculum.replies import printable  # light: re and json
+from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
                                nonnegative_float, positive_int, positive_seconds)
 from robolake.settings import VLM_BACKENDS, Settings
 
@@ -19,7 +21,11 @@ def register(commands, common) -> None:
                     "skill becomes a curriculum.decision that rollout workers execute (`robolake produce "
                     "--from-decisions`). Steps no skill covers become curriculum.missing_skill events; every "
                     "model call is a vlm.call event. Ids are hashes of the round's inputs: a rerun on the same "
-                    "lake sends nothing new.\n\n"
+                    "lake sends nothing new, asks nothing already answered, and asks again what failed. One "
+                    "curriculum per experiment and lake runs at a time.\n\n"
+                    "--replay answers from the recorded vlm.call events instead of the model: it reproduces "
+                    "the rounds whose questions are asked again, that is, rounds on the same summaries, library "
+                    "and scene, with the same prompts; any other question stops the replay.\n\n"
                     "--once runs one round and exits; without it, a round runs whenever new skill.summary "
                     "events arrive (`robolake summaries --emit`), which needs a shared log (Kafka). On the "
                     "in-process bus (the embedded default) no later command sees this command's decisions, so "
@@ -42,7 +48,7 @@ def register(commands, common) -> None:
                             help="episodes each decision asks for (default 10)")
     curriculum.add_argument("--replay", action="store_true",
                             help="answer every question from the experiment's recorded vlm.call events in the lake; "
-                                 "the model is never called")
+                                 "the model is never called (see above for what it reproduces)")
     curriculum.add_argument("--execute", action="store_true",
                             help="with --once on the in-process bus: run the decisions in this process")
     curriculum.add_argument("--noise", type=nonnegative_float, default=0.0, metavar="X",
@@ -79,31 +85,66 @@ def run_curriculum(args, settings: Settings) -> int:
     check_bus_reachable(settings)
     if memory:
         check_lake_writable(settings)  # the sink runs at the end: refuse now, not after the model calls
-    con = open_lake(settings)
-    try:
-        recorded = RecordedReplies.from_lake(con, args.experiment, required=args.replay)
-        producer = OnlyNew(open_bus(settings).producer(), set())
-        vlm = RecordingVLM(inner, producer, args.experiment, recorded if args.replay else None, history=recorded)
-        curriculum = Curriculum(producer, vlm, args.experiment, _retrievers(), max_tasks=args.tasks,
-                                episodes=args.episodes, replay=args.replay)
-        if args.once:
+    with _only_curriculum_of(settings, args.experiment):  # until its events are on the log (memory: in the lake)
+        con = open_lake(settings)
+        try:
+            replay = RecordedReplies.from_lake(con, args.experiment) if args.replay else None
+            producer = OnlyNew(open_bus(settings).producer(), set())
+            vlm = RecordingVLM(inner, producer, args.experiment, replay)
+            curriculum = Curriculum(producer, vlm, args.experiment, _retrievers(), max_tasks=args.tasks,
+                                    episodes=args.episodes, replay=args.replay)
+            if not args.once:
+                return _serve(curriculum, settings, args)
             result = curriculum.round(con)
-        else:
-            return _serve(curriculum, settings, args)
-    finally:
-        con.close()
-    _report(result, settings)
-    if args.execute:
-        _execute(settings, args, len(result.decisions))
-    if memory:
-        from consumers.lake_sink import LakeSink
+        finally:
+            con.close()
+        _report(result, settings)
+        if args.execute:
+            _execute(settings, args, len(result.decisions))
+        if memory:
+            from consumers.lake_sink import LakeSink
 
-        stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
-        print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
-        if result.sent and result.decisions and not args.execute:
-            print("note: on the in-process bus no later command runs these decisions; add --execute to run them "
-                  "here, or use --bus kafka://HOST:PORT with robolake produce --from-decisions", file=sys.stderr)
+            stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
+            print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
+            if result.sent and result.decisions and not args.execute:
+                print("note: on the in-process bus no later command runs these decisions; add --execute to run "
+                      "them here, or use --bus kafka://HOST:PORT with robolake produce --from-decisions",
+                      file=sys.stderr)
+    if result.failed:  # recorded above; the round is asked again on the next run
+        raise CommandFailed(f"the model calls failed: {len(result.failures)} of {result.calls} "
+                            f"({_stages(result.failures)}); the last: {printable(result.failures[-1])}")
     return 0
+
+
+@contextmanager
+def _only_curriculum_of(settings: Settings, experiment: str):
+    """Two curricula of one experiment would both send a round's events before either reaches the
+    lake, so each would duplicate the other's: the second refuses (a lock file beside the lake's
+    catalog; the lock goes with the process, however it ends)."""
+    import fcntl
+    import os
+
+    from infra.lake_catalog import lock_path
+
+    path = lock_path(settings, f"curriculum-{experiment}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CommandFailed(f"another curriculum of experiment {experiment!r} is running on "
+                                f"{settings.lake_root} (lock {path}); wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _stages(failures: list[str]) -> str:
+    """'3 propose, 1 decompose' from 'stage: error' lines."""
+    from collections import Counter
+
+    return ", ".join(f"{n} {stage}" for stage, n in Counter(f.split(":", 1)[0] for f in failures).items())
 
 
 def _retrievers():
@@ -118,16 +159,18 @@ def _retrievers():
 
 
 def _report(result, settings: Settings) -> None:
+    """What the round did; the model's words are escaped (they may hold terminal control codes)."""
     if result.skipped:
         print(f"round {result.key[:8]}: {result.skipped}")
         return
     print(f"round {result.key[:8]}: {len(result.proposals)} proposals, {len(result.decisions)} decisions, "
-          f"{len(result.missing)} missing skills; {result.sent} new events on {settings.bus}")
+          f"{len(result.missing)} missing skills; {result.sent} new events on {settings.bus} "
+          f"({result.calls} model calls, {len(result.failures)} failed)")
     for p in result.proposals:
-        print(f"  proposal {p.proposal_id[:8]}: {p.task!r} ({p.skill}) — {p.rationale}")
+        print(f"  proposal {p.proposal_id[:8]}: '{printable(p.task)}' ({p.skill}) — {printable(p.rationale)}")
     for m in result.missing:
         closest = f" (closest: {m.best_skill} {m.similarity:.2f})" if m.best_skill else ""
-        print(f"  missing skill for {m.step!r}{closest}")
+        print(f"  missing skill for '{printable(m.step)}'{closest}")
     for d in result.decisions:
         print(f"  decision {d.decision_id[:8]}: {d.episodes} episodes of {' -> '.join(d.skill_sequence)}")
 

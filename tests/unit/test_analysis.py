@@ -3,6 +3,7 @@ evaluation episodes, events emitted once, PNG curves, and the CLI's errors."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 
@@ -66,6 +67,18 @@ def test_deterministic_under_a_seed_and_silent_below_four_points():
     assert judge(STEPS, values, "success", seed=7) == judge(STEPS, values, "success", seed=7)
     assert judge(STEPS, values, "success", seed=7).slope_low != judge(STEPS, values, "success", seed=8).slope_low
     assert judge(STEPS[:3], values[:3], "success") is None
+
+
+def test_points_that_are_not_finite_are_left_out_with_a_warning(caplog):
+    rng = np.random.default_rng(5)
+    falling = 3 - STEPS / 5000 + rng.normal(0, 0.03, len(STEPS))
+    broken = falling.copy()
+    broken[-3], broken[4] = np.nan, np.inf
+    with caplog.at_level("WARNING"):
+        verdict = judge(STEPS, broken, "loss")
+    assert verdict.verdict == "improving" and np.isfinite(verdict.slope), "one NaN does not stall a falling loss"
+    assert "2 of %d points are not finite" % len(STEPS) in caplog.text
+    assert judge(STEPS[:5], [1.0, np.nan, 0.8, np.nan, 0.6], "loss") is None, "3 finite points: too few to judge"
 
 
 def _metrics(producer, experiment, run, losses):
@@ -216,8 +229,10 @@ def test_the_vlm_reads_the_plotted_curve_over_the_openai_protocol(lake, tmp_path
         vlm = RecordingVLM(OpenAIVLM("qwen2.5-vl", base_url=server.url + "/v1", retries=0), bus.producer(), "exp-b")
         row, answered_by = vlm_verdict(vlm, curve, png), vlm.last_call_id
         first, second = server.requests
+        assert vlm_verdict(vlm, curve, png) == row and len(server.requests) == 2, "answered before: recalled"
         server.queue(*[server.reply('{"verdict": "maybe", "converged_at": null, "rationale": "?"}')] * 2)
-        assert vlm_verdict(vlm, curve, png) is None  # invalid twice: no verdict, the statistical one stands
+        other_run = dataclasses.replace(curve, run_id="evals-2")
+        assert vlm_verdict(vlm, other_run, png) is None  # invalid twice: no verdict, the statistical one stands
     image = second.json()["messages"][1]["content"][0]["image_url"]["url"]
     assert base64.b64decode(image.split(",", 1)[1]) == png
     assert "needs converged_at" in json.dumps(second.json()["messages"][-1])  # the error, sent back

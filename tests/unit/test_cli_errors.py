@@ -69,9 +69,10 @@ CASES = [
     # produce, skills (items 2, 3, 4, 7, 9)
     (["produce", "--synthetic", "1", "--seed", "-5"], 2, "--seed: expected an integer from 0 to 2^32-1"),
     (["produce", "--synthetic", "1", "--seed", "99999999999999999999"], 2, "--seed: expected an integer from 0"),
-    (["produce", "--synthetic", "1", "--experiment", ""], 2, "--experiment: expected letters, digits"),
-    (["produce", "--synthetic", "1", "--experiment", "a b"], 2, "--experiment: expected letters, digits"),
-    (["train", "--run-id", "../../escape"], 2, "--run-id: expected letters, digits"),
+    (["produce", "--synthetic", "1", "--experiment", ""], 2, "--experiment: expected ASCII letters, digits"),
+    (["produce", "--synthetic", "1", "--experiment", "a b"], 2, "--experiment: expected ASCII letters, digits"),
+    (["curriculum", "--once", "--experiment", "expérience"], 2, "--experiment: expected ASCII letters, digits"),
+    (["train", "--run-id", "../../escape"], 2, "--run-id: expected ASCII letters, digits"),
     (["eval", "--run-id", "r", "--skills", "reach_red", "--seed", "-5"], 2, "--seed: expected an integer"),
     (["sql", "SELECT 1", "--format", "csv", "-o", "{tmp}/lake/catalog.sqlite"], 2, "is inside the lake"),
     (["replay", "--to-lake", "file://{tmp}/lake/data"], 2, "neither inside the other"),

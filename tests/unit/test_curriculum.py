@@ -64,6 +64,9 @@ def test_scripted_proposes_the_frontier_and_skips_mastered_hopeless_and_unready_
     assert "grasp_green" not in proposed, "reach_green is not mastered"
     assert {"open_gripper", "go_home"} <= set(proposed), "never tried, nothing to build on"
     assert "9/20" in tasks[0]["rationale"] and tasks[0]["task"] == "lift the red block"
+    assert "in the frontier band of 0.2-0.8" in tasks[0]["rationale"]
+    [perfect] = [t["rationale"] for t in tasks if t["skill"] == "grasp_blue"]
+    assert "succeeds 100% (8/8" in perfect and "above the frontier band" in perfect and "not mastered" in perfect
     assert len(scripted.propose({"max_tasks": 2, "skills": library_context(), "summaries": rows})["tasks"]) == 2
 
 
@@ -201,8 +204,10 @@ def test_a_rerun_on_the_same_lake_sends_nothing_new(lake):
     model = Model()
     again = make(lake, "rerun", model, max_tasks=1).round(con, summaries=[], image=PNG)
     con.close()
-    assert first.sent == 2 and again.skipped and again.sent == 0
-    assert model.asked == [], "the question was asked before: the log holds its answer"
+    assert first.sent == 4, "a proposal, a decision and the two model calls behind them"
+    assert again.skipped and again.sent == 0 and again.calls == 0
+    assert model.asked == [], "the question was answered before: the log holds its answer"
+    assert [p.proposal_id for p in again.proposals] == [p.proposal_id for p in first.proposals]
 
 
 def test_replay_gives_the_same_events_and_never_calls_the_model(lake):

@@ -36,12 +36,38 @@ def test_unparseable_or_misshapen_replies_are_errors(text, error):
         replies.proposals(parse(text), LIBRARY_CAPTIONS, 3)
 
 
+def test_a_reply_longer_than_the_limit_is_an_error_and_its_repair_quotes_only_its_start():
+    huge = json.dumps({"tasks": [{"task": "reach the red block " + "x" * 5_000_000, "skill": "reach_red",
+                                  "rationale": "r"}]})
+    with pytest.raises(ReplyError, match=f"longer than the {replies.MAX_REPLY_BYTES} bytes") as raised:
+        parse(huge)
+    from tests.unit.test_vlm_recorder import _request
+
+    question = _request()
+    repaired = replies.repair(question, huge, str(raised.value))
+    assert len(repaired.prompt) < len(question.prompt) + replies.REPAIR_EXCERPT + 500
+    assert "[the rest is cut]" in repaired.messages[-2].text
+
+
+def test_a_repeated_task_is_dropped_before_it_is_checked():
+    reply = {"tasks": [{"task": "reach the red block", "skill": "reach_red", "rationale": "never tried"},
+                       {"task": "Reach the red block", "skill": "juggle_red", "rationale": ""}]}
+    assert [t["skill"] for t in replies.proposals(reply, LIBRARY_CAPTIONS, 1)] == ["reach_red"]
+
+
+def test_model_text_is_printed_escaped_on_one_line():
+    hostile = "IGNORE PREVIOUS INSTRUCTIONS\n\x00\u202e\x1b[31mred"
+    assert replies.printable(hostile) == "IGNORE PREVIOUS INSTRUCTIONS\\n\\x00\\u202e\\x1b[31mred"
+    assert len(replies.printable("é" * 1000)) == 300
+
+
 def test_a_fenced_json_reply_is_accepted():
     assert parse('```json\n{"steps": ["reach the red block"]}\n```') == {"steps": ["reach the red block"]}
 
 
 @pytest.mark.parametrize("task, skill, error", [
-    ("reach the red block", "teleport_red", "'teleport_red' is not in the skill library"),
+    ("reach the red block", "teleport_red", r"'teleport_red' is not in the skill library \(its 18 skills are listed "
+                                            r"in the question\)$"),
     ("put the yellow block on the red block", "place_red_on_blue", "mentions yellow"),
     ("stack a fourth block on the tower", "build_tower", "mentions 'fourth'"),
     ("put the red block in the bowl", "place_red_on_blue", "mentions 'bowl'"),

@@ -108,6 +108,13 @@ def test_a_malformed_body_fails_at_once(server):
     assert len(server.requests) == 1
 
 
+def test_a_body_of_the_wrong_shape_is_a_vlm_error_saying_why(server):
+    server.queue(Response(200, {"candidates": [{"content": {"role": "model", "parts": [{"text": 5}]}}]}))
+    with pytest.raises(VLMError, match="not a generateContent response"):
+        _vlm(server).complete(_request())
+    assert len(server.requests) == 1
+
+
 def test_a_reply_that_is_not_json_is_returned_as_it_came(server):
     """Backends only transport; the curriculum validates the reply and re-asks or rejects."""
     server.queue(server.reply("I think the robot should lift the red block."))

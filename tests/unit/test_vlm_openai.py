@@ -4,6 +4,7 @@ against a local server that speaks chat/completions, including its error codes a
 from __future__ import annotations
 
 import base64
+import re
 import time
 
 import pytest
@@ -132,6 +133,31 @@ def test_a_body_without_choices_fails_at_once(server):
     with pytest.raises(VLMError, match="no choices"):
         _vlm(server).complete(_request())
     assert len(server.requests) == 1
+
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"choices": [{"message": {"content": "\xff{}"}}]}', "not UTF-8 text (byte 0xff at 38)"),
+    ("[1, 2, 3]", "a JSON array, not a chat completion object"),
+    ("null", "a JSON null, not a chat completion object"),
+    ({"choices": "none"}, "no choices"),
+    ({"choices": [{"message": None}]}, "first choice has no message"),
+    ({"choices": [{"message": {"content": 42}}]}, "content is a JSON number, not text"),
+    ({"choices": [{"message": {"content": [{"type": "image_url", "image_url": {}}]}}]}, "content parts hold no text"),
+])
+def test_a_body_that_is_not_a_chat_completion_is_a_vlm_error_saying_why(server, body, reason):
+    server.queue(Response(200, body))
+    with pytest.raises(VLMError, match=re.escape(reason)):
+        _vlm(server).complete(_request())
+    assert len(server.requests) == 1, "asking again would get the same body"
+
+
+def test_content_as_a_list_of_text_parts_is_joined_and_odd_fields_are_ignored(server):
+    server.queue(Response(200, {"model": 5, "usage": {"prompt_tokens": "many", "completion_tokens": 3},
+                                "choices": [{"message": {"content": [
+                                    {"type": "text", "text": '{"steps": '}, {"type": "text", "text": '["lift"]}'}]}}]}))
+    reply = _vlm(server).complete(_request())
+    assert (reply.text, reply.model, reply.input_tokens, reply.output_tokens) == (
+        '{"steps": ["lift"]}', "qwen2.5-vl", None, 3)
 
 
 def test_a_refusal_is_an_error(server):

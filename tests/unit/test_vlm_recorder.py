@@ -192,3 +192,63 @@ def test_the_log_reads_a_call_as_one_line():
     lines = [describe(d) for d in consumer.poll(timeout_s=0.1)]
     assert lines[0].endswith('counting/counter-1 (propose, 0.2s): {"task": "task 1"}')
     assert "counting/counter-1 (propose" in lines[1] and "error: counter-1: gave up after 3 attempts" in lines[1]
+
+
+def test_the_lake_orders_calls_by_their_time_not_by_the_name_of_the_log(tmp_path):
+    """Each process's in-process bus is a log of its own, named at random: the second process's
+    log may sort first, but its call came second."""
+    from infra.bus.memory import MemoryBroker
+
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
+    first_bus, second_bus = MemoryBus(MemoryBroker()), MemoryBus(MemoryBroker())
+    first_bus.broker.log_id, second_bus.broker.log_id = "memory-zzz", "memory-aaa"
+    first = _session(RecordingVLM(CountingVLM(), first_bus.producer(), "exp-rec-order"), ["a"])
+    history = RecordedReplies.from_rows(_events(first_bus))
+    second = _session(RecordingVLM(CountingVLM(), second_bus.producer(), "exp-rec-order", history=history), ["a"])
+    for bus in (second_bus, first_bus):
+        LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.2)
+    con = open_lake(settings)
+    replays = RecordedReplies.from_lake(con, "exp-rec-order")
+    con.close()
+    assert [replays.calls[(_request("a").hash, n)]["call_id"] for n in (0, 1)] == [first[0][0], second[0][0]]
+
+
+def test_a_huge_reply_or_prompt_is_recorded_cut_with_its_length_and_hash():
+    import hashlib
+
+    from consumers.curriculum.recorder import RECORDED_BYTES
+
+    class Runaway(CountingVLM):
+        def complete(self, request):
+            return VLMReply('{"task": "' + "é" * 5_000_000 + '"}', self.model, 0.1)
+
+    bus = MemoryBus()
+    question = "Q" * 200_000
+    reply = RecordingVLM(Runaway(), bus.producer(), "exp-rec-huge").complete(_request(question))
+    [event] = _events(bus)
+    assert len(reply.text) == 5_000_012, "the caller gets the whole reply (and rejects it)"
+    assert len(event["reply"].encode()) < RECORDED_BYTES + 200 and len(event["prompt"].encode()) < RECORDED_BYTES + 200
+    digest = hashlib.sha256(reply.text.encode()).hexdigest()
+    assert event["reply"].endswith(f"[cut here: the text has 5000012 characters in all, sha256 {digest}]")
+    assert event["prompt_hash"] == _request(question).hash, "a replay still finds the call"
+
+
+def test_a_reply_that_is_not_text_is_recorded_as_a_failed_call():
+    class Parts(CountingVLM):
+        def complete(self, request):
+            return VLMReply([{"type": "text", "text": "{}"}], self.model, 0.1, "many", None)
+
+    bus = MemoryBus()
+    with pytest.raises(VLMError, match="the reply is a list, not text"):
+        RecordingVLM(Parts(), bus.producer(), "exp-rec-parts").complete(_request())
+    [event] = _events(bus)
+    assert event["reply"] is None and "not text" in event["error"]
+
+
+def test_a_replay_that_asks_something_new_says_the_inputs_or_prompts_differ():
+    bus = MemoryBus()
+    _session(RecordingVLM(CountingVLM(), bus.producer(), "exp-rec-msg"), ["a"])
+    replayer = RecordingVLM(MustNotBeCalled(), MemoryBus().producer(), "exp-rec-msg",
+                            replay=RecordedReplies.from_rows(_events(bus)))
+    with pytest.raises(ReplayMismatch, match=r"the inputs \(summaries, library, scene\) or the prompts differ"):
+        replayer.complete(_request("b"))
