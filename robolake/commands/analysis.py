@@ -25,6 +25,10 @@ def register(commands, common) -> None:
                          help="where the PNG curves go: DIR/<experiment>/<run>/<skill>.png (default ./analysis)")
     analyze.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (default 0)")
     analyze.add_argument("--no-emit", action="store_true", help="print and plot only; send no events")
+    analyze.add_argument("--vlm", choices=("gemini", "openai"),
+                         help="also let this model read each plotted curve; its verdict (method vlm) is recorded "
+                              "beside the statistical one and every call is a vlm.call event (settings vlm_model, "
+                              "vlm_base_url; keys GOOGLE_API_KEY / OPENAI_API_KEY)")
     analyze.set_defaults(run=run_analyze)
 
 
@@ -35,6 +39,9 @@ def run_analyze(args, settings: Settings) -> int:
     from infra.optional import require
 
     require("matplotlib", "analysis")
+    if args.vlm and args.no_emit:
+        raise UsageError("--vlm records the model's calls and verdicts as events: it cannot go with --no-emit")
+    reader = _curve_reader(settings, args.vlm)  # a bad model setup: exit 2 before any work
     if not args.no_emit:  # before any work: where the events go must be there
         check_bus_reachable(settings)
         if settings.bus == "memory":
@@ -46,10 +53,13 @@ def run_analyze(args, settings: Settings) -> int:
         for experiment, run in runs:
             curves = run_curves(con, experiment, run)
             rows = judge_run(curves, args.seed)
-            verdicts += rows
             for curve in curves:
                 name = curve.metric if curve.skill_id == ALL else curve.skill_id
                 plots.append(plot_curve(curve, args.out / experiment / run / f"{name}.png"))
+                if reader is not None and len(curve.steps) >= 4:  # as few points as the statistics judge
+                    read = reader(con, experiment, curve, plots[-1].read_bytes())
+                    rows += [read] if read is not None else []
+            verdicts += rows
             _print_run(experiment, run, curves, rows)
         sent = []
         if not args.no_emit and verdicts:
@@ -65,13 +75,35 @@ def run_analyze(args, settings: Settings) -> int:
     if not runs:
         print(f"no learner runs in {settings.lake_root} yet (robolake train writes their metrics)")
         return 0
-    if sent and settings.bus == "memory":  # the events outlive this process only in the lake
+    if (sent or reader is not None) and settings.bus == "memory":  # the events outlive this process only in the lake
         from consumers.lake_sink import LakeSink
 
         LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
     print(f"wrote {len(plots)} curves to {args.out}/" + ("" if args.no_emit else
           f"; emitted {len(sent)} new analysis.verdict events ({len(verdicts) - len(sent)} already in the lake)"))
     return 0
+
+
+def _curve_reader(settings: Settings, backend: str | None):
+    """(con, experiment, curve, png) -> the model's verdict row or None; None without --vlm."""
+    if backend is None:
+        return None
+    from consumers.analysis.vlm_reading import vlm_verdict
+    from consumers.curriculum.backends import open_vlm_from_settings
+    from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
+    from infra.bus import open_bus
+
+    inner = open_vlm_from_settings(settings.replace(vlm=backend))
+    producer = open_bus(settings).producer()
+    recorders: dict[str, RecordingVLM] = {}
+
+    def read(con, experiment, curve, png):
+        if experiment not in recorders:  # one per experiment: its calls are keyed and counted by it
+            recorders[experiment] = RecordingVLM(inner, producer, experiment,
+                                                 history=RecordedReplies.from_lake(con, experiment, required=False))
+        return vlm_verdict(recorders[experiment], curve, png)
+
+    return read
 
 
 def _chosen_runs(con, args, learner_runs) -> list[tuple[str, str]]:

@@ -241,3 +241,26 @@ def test_the_vlm_reads_the_plotted_curve_over_the_openai_protocol(lake, tmp_path
     consumer = bus.consumer("check", [topics.VLM])
     calls = [r for d in consumer.poll(1.0) for r in d.batch.rows()]
     assert [c["call_id"] for c in calls][1] == row["call_id"] and len(calls) == 4
+
+
+def test_cli_vlm_verdicts_beside_the_statistical_ones(lake, tmp_path, capsys, monkeypatch):
+    from tests.vlm_servers import OpenAIServer
+
+    with OpenAIServer() as server:
+        server.default = server.reply('{"verdict": "stalled", "converged_at": null, "rationale": "flat and low"}')
+        monkeypatch.setenv("ROBOLAKE_VLM_BASE_URL", server.url + "/v1")
+        assert main(["analyze", "--run", "evals", "--vlm", "openai", "--out", str(tmp_path), "--lake", lake.lake]) == 0
+        asked = len(server.requests)
+    assert asked == 3  # one plot each: lift_red, reach_red, policy_loss
+    printed = capsys.readouterr().out
+    assert "read from the plot by" in printed and "flat and low" in printed
+    con = open_lake(lake)
+    try:
+        methods = sorted(r["method"] for (p,) in con.execute(
+            "SELECT payload_json FROM events WHERE type = 'analysis.verdict'").fetchall() for r in json.loads(p)
+            if r["run_id"] == "evals")
+        calls = con.execute("SELECT sum(rows) FROM events WHERE type = 'vlm.call' AND experiment_id = 'exp-b'").fetchone()[0]
+    finally:
+        con.close()
+    assert methods.count("vlm") == 3 and calls == 3
+    assert main(["analyze", "--vlm", "openai", "--no-emit", "--lake", lake.lake]) == 2
