@@ -220,6 +220,7 @@ class Curriculum:
                 finally:
                     con.close()
                 rounds += 1
+                idle_since = time.monotonic()  # a round is activity: idle time counts from its end
                 if on_round is not None:
                     on_round(result)
                 if result.failed:  # uncommitted: a restart asks again too
