@@ -18,7 +18,7 @@ Each trained policy runs every evaluated task's natural skill sequence (producer
 on held-out seeds; success is the task's. Goal (issue 10): PAC >= 2x BC and >= filtered BC,
 averaged over skills. Prints the table and writes success.png and learning_curves.png to --out.
 
-    .venv/bin/python benchmarks/learning_quality.py --out /tmp/lq   # defaults: the figures in the note
+    .venv/bin/python benchmarks/learning_quality.py --out /tmp/lq   # benchmarks/README.md has its figures
 """
 
 from __future__ import annotations

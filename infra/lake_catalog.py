@@ -239,15 +239,17 @@ def lock_path(settings, purpose: str) -> Path:
 
 
 @contextmanager
-def file_lock(path: Path, waiting: str | None = None):
+def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
     """Hold an exclusive lock on `path` (other processes on this machine wait); `waiting` is logged
-    when someone else holds it."""
+    when someone else holds it. `wait=False`: BlockingIOError instead of waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise
             if waiting:
                 log.info("%s", waiting)
             fcntl.flock(fd, fcntl.LOCK_EX)

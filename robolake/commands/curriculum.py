@@ -121,23 +121,18 @@ def _only_curriculum_of(settings: Settings, experiment: str):
     """Two curricula of one experiment would both send a round's events before either reaches the
     lake, so each would duplicate the other's: the second refuses (a lock file beside the lake's
     catalog; the lock goes with the process, however it ends)."""
-    import fcntl
-    import os
+    from infra.lake_catalog import file_lock, lock_path
 
-    from infra.lake_catalog import lock_path
-
-    path = lock_path(settings, f"curriculum-{experiment}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    path, held = lock_path(settings, f"curriculum-{experiment}"), False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise CommandFailed(f"another curriculum of experiment {experiment!r} is running on "
-                                f"{settings.lake_root} (lock {path}); wait for it to finish") from None
-        yield
-    finally:
-        os.close(fd)
+        with file_lock(path, wait=False):
+            held = True
+            yield
+    except BlockingIOError:
+        if held:  # not ours: raised by the work under the lock
+            raise
+        raise CommandFailed(f"another curriculum of experiment {experiment!r} is running on "
+                            f"{settings.lake_root} (lock {path}); wait for it to finish") from None
 
 
 def _stages(failures: list[str]) -> str:
