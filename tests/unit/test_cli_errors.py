@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from robolake.cli import main
+from tests.signals import sigint_default
 
 ROBOLAKE = [sys.executable, "-m", "robolake.cli"]
 
@@ -197,7 +198,7 @@ def test_a_reader_that_stops_reading_ends_the_command_quietly(lake):
 def _interrupt_after(argv: list[str], seconds: float) -> tuple[subprocess.CompletedProcess, float]:
     """Start the command, then press Ctrl-C (SIGINT to its process group, as a terminal does)."""
     process = subprocess.Popen([*ROBOLAKE, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
+                               start_new_session=True, preexec_fn=sigint_default)
     time.sleep(seconds)
     pressed = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)

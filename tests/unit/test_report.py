@@ -17,6 +17,7 @@ import pytest
 
 from robolake.cli import main
 from robolake.settings import Settings
+from tests.signals import sigint_default
 
 EXPERIMENT = "exp-report"
 
@@ -268,7 +269,7 @@ def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(lake):
     settings, _ = lake
     process = subprocess.Popen([sys.executable, "-m", "robolake.cli", "dashboard", "--port", "0"],
                                env={**os.environ, "ROBOLAKE_LAKE": settings.lake}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     url = re.search(r"http://127\.0\.0\.1:\d+/", process.stdout.readline()).group(0)
     assert _get(url + "api/experiments")[0] == 200
     process.send_signal(signal.SIGINT)
@@ -306,7 +307,7 @@ def test_tail_all_follow_shows_events_as_another_process_writes_them(lake):
     settings, _ = lake
     process = subprocess.Popen([sys.executable, "-m", "robolake.cli", "tail", "all", "--experiment", EXPERIMENT,
                                 "--follow"], env={**os.environ, "ROBOLAKE_LAKE": settings.lake},
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         existing = [process.stdout.readline() for _ in range(11)]
         assert "I propose" in existing[1]
