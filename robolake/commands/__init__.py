@@ -141,6 +141,15 @@ def _unwritable(path) -> str | None:
     return None
 
 
+def sink_in_process(settings) -> None:
+    """On the in-process bus, what this command sent outlives it only in the lake: sink it now
+    (nothing to do on Kafka, where a running `robolake sink` writes it)."""
+    if settings.bus == "memory":
+        from consumers.lake_sink import LakeSink
+
+        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+
+
 def check_bus_reachable(settings) -> None:
     """Before any work: a Kafka bus where nothing listens fails now, with the client's own message
     (one line, no half-done work). Anything but a refused connection is left to the client's wait."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_int)
+from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int,
+                               sink_in_process)
 from robolake.settings import Settings
 
 
@@ -75,10 +75,8 @@ def run_analyze(args, settings: Settings) -> int:
     if not runs:
         print(f"no learner runs in {settings.lake_root} yet (robolake train writes their metrics)")
         return 0
-    if (sent or reader is not None) and settings.bus == "memory":  # the events outlive this process only in the lake
-        from consumers.lake_sink import LakeSink
-
-        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+    if sent or reader is not None:
+        sink_in_process(settings)
     print(f"wrote {len(plots)} curves to {args.out}/" + ("" if args.no_emit else
           f"; emitted {len(sent)} new analysis.verdict events ({len(verdicts) - len(sent)} already in the lake)"))
     return 0

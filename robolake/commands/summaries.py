@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
+from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int,
+                               sink_in_process)
 from robolake.settings import Settings
 
 
@@ -65,10 +66,8 @@ def _summarise(args, settings: Settings) -> int:
     if not chosen:
         print(f"no complete episodes in {settings.lake_root} yet")
     if args.emit:
-        if settings.bus == "memory" and sent:  # the events outlive this process only in the lake
-            from consumers.lake_sink import LakeSink
-
-            LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+        if sent:
+            sink_in_process(settings)
         print(f"emitted {len(sent)} new skill.summary events")
     return 0
 
