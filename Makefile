@@ -32,15 +32,18 @@ $(BIN)/python:
 	$(BIN)/pip install -q --upgrade pip
 
 $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[sim]'
+	$(BIN)/pip install -q -e '.[sim,learner,analysis]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
+# A small experiment, start to report (a second `make demo` finds it finished; `make clean` forgets it).
+DEMO_RUN := --experiment demo --skills reach_red lift_red --bootstrap-episodes 12 --iterations 3 \
+	--train-steps 200 --eval-episodes 4 --episodes 6 --tasks 2
 demo: system-deps $(VENV)/.demo-installed
-	$(BIN)/robolake demo
+	$(BIN)/robolake run $(DEMO_RUN)
 
 test: test-system-deps $(VENV)/.test-installed
 	@rm -rf $(HOME)/.cache/robolake/test-stack
@@ -50,4 +53,4 @@ test: test-system-deps $(VENV)/.test-installed
 		$(TEST_STACK_ENV) $(BIN)/robolake infra down; exit $$rc
 
 clean:
-	rm -rf $(VENV) lake *.egg-info
+	rm -rf $(VENV) lake report *.egg-info

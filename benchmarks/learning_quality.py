@@ -121,7 +121,8 @@ def actor(kind: str, task: str, rng: np.random.Generator):
             return Misdirected(permutation)
 
 
-def generate(settings, episodes_per_task: int, seed: int, progress) -> None:
+def generate(settings, episodes_per_task: int, seed: int, progress, tasks=TASKS, mix=MIX,
+             experiment_id: str = "mixed") -> None:
     from consumers.lake_sink import LakeSink
     from infra.bus import open_bus
     from producers.episode_writer import EpisodeWriter
@@ -130,10 +131,10 @@ def generate(settings, episodes_per_task: int, seed: int, progress) -> None:
 
     producer = open_bus(settings).producer()
     writer, env = EpisodeWriter(producer), BlockStackingEnv()
-    kinds = [kind for kind, share in MIX for _ in range(round(share * episodes_per_task))]
+    kinds = [kind for kind, share in mix for _ in range(round(share * episodes_per_task))]
     try:
-        for t, task in enumerate(TASKS):
-            config = RolloutConfig(skills=task_for(task), task_skill=task, experiment_id="mixed", worker_id="data")
+        for t, task in enumerate(tasks):
+            config = RolloutConfig(skills=task_for(task), task_skill=task, experiment_id=experiment_id, worker_id="data")
             for i, kind in enumerate(kinds):
                 episode_seed = seed * 1_000_000 + t * 1000 + i
                 rng = np.random.default_rng(episode_seed)
@@ -167,14 +168,15 @@ def run_id(method: str, seed: int) -> str:
     return f"{method.replace(' ', '-').lower()}-{seed}"
 
 
-def train_one(settings, method: str, seed: int, steps: int, alpha: float) -> str:
+def train_one(settings, method: str, seed: int, steps: int, alpha: float, dataset: str = "mixed", **changes) -> str:
+    """Train `method` on `dataset` (tiny config; `changes` override its fields, e.g. eta)."""
     from learner.pac.config import get_config
     from learner.train import train
 
     chosen = method_args(method, alpha)
-    config = get_config("tiny").replace(alpha=chosen["alpha"])
+    config = get_config("tiny").replace(alpha=chosen["alpha"], **changes)
     rid = run_id(method, seed)
-    train(settings, config, "mixed", steps, rid, experiment_id="mixed", device="cpu", seed=seed,
+    train(settings, config, dataset, steps, rid, experiment_id=dataset, device="cpu", seed=seed,
           checkpoint_every=steps, metrics_every=max(1, steps // 40), conditioning=chosen["conditioning"],
           successful_only=chosen["successful_only"])
     return rid
@@ -253,13 +255,20 @@ def main() -> int:
     parser.add_argument("--eval-episodes", type=int, default=17,
                         help="evaluation episodes per task, method and seed (default 17: 51 per task and method)")
     parser.add_argument("--alpha", type=float, default=0.5, help="PAC's BC weight (default 0.5)")
+    parser.add_argument("--eta", type=float, default=None, help="PAC's temperature (default: the config's)")
     parser.add_argument("--workers", type=int, default=2, help="evaluation processes (default 2)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for training (default 1: on a shared 2-core machine torch's default "
+                             "of one per core made a step ~13x slower, its threads spinning against other work)")
     args = parser.parse_args()
     from concurrent.futures import ProcessPoolExecutor
     import multiprocessing
 
+    import torch
     from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
 
     from learner.relabel import relabel, resolve
     from robolake.settings import Settings
@@ -278,9 +287,11 @@ def main() -> int:
 
     started = time.perf_counter()
     runs = {method: [run_id(method, s) for s in range(args.seeds)] for method in METHODS}
-    for method, seed in tqdm(list(itertools.product(METHODS, range(args.seeds))), desc="training", unit="run"):
+    # Seed-major: a run cut short still has every method trained on its first seeds.
+    for seed, method in tqdm(list(itertools.product(range(args.seeds), METHODS)), desc="training", unit="run"):
         if not (args.out / "lake" / "checkpoints" / run_id(method, seed)).exists():
-            train_one(settings, method, seed, args.steps, args.alpha)
+            train_one(settings, method, seed, args.steps, args.alpha,
+                      **({"eta": args.eta} if method == "PAC" and args.eta is not None else {}))
     from consumers.lake_sink import LakeSink
 
     LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)

@@ -45,8 +45,11 @@ def describe(delivery: Delivery) -> str:
         case "curriculum.proposal":
             return f"[{when}] {first['proposer']}: I propose \"{first['task']}\" — {first['rationale']}"
         case "curriculum.decision":
+            actor = (f" with {first['policy_id']}@{first['policy_version']}" if first.get("policy_id") else "") + (
+                f" (the expert on {', '.join(first['expert_skills'])})" if first.get("expert_skills") and
+                first.get("policy_id") != "scripted_expert" else "")
             return (f"[{when}] curriculum: run {first['episodes']} episodes of \"{first['task']}\" "
-                    f"as {' → '.join(first['skill_sequence'])}"
+                    f"as {' → '.join(first['skill_sequence'])}{actor}"
                     + (f" (steps: {'; '.join(first['steps'])})" if first.get("steps") else ""))
         case "curriculum.missing_skill":
             closest = (f" (closest: {first['best_skill']}, similarity {first['similarity']:.2f})"
@@ -76,6 +79,10 @@ def describe(delivery: Delivery) -> str:
             outcome = f"error: {first['error']}" if first["reply"] is None else first["reply"]
             return (f"[{when}] {first['backend']}/{first['model']} ({first['stage']}, {first['latency_s']:.1f}s): "
                     f"{_clip(outcome)}")
+        case "run.stage":
+            what = {"done": "done", "failed": f"failed (attempt {first['attempt']})", "stopped": "stopped the run"}
+            return (f"[{when}] run {first['experiment_id']}: iteration {first['iteration'] + 1} {first['stage']} "
+                    f"{what.get(first['status'], first['status'])} — {_clip(first['detail'])}")
     return f"[{when}] {batch.type} v{batch.version}: {len(rows)} rows"
 
 

@@ -43,14 +43,21 @@ class CheckpointStore:
         return f"{self.settings.lake_root}/{self.prefix}/{name}"
 
     def load_latest(self) -> dict | None:
-        import torch
-
         pointer = self._get("latest")
         if pointer is None:
             return None
-        data = self._get(json.loads(pointer)["checkpoint"])
+        return self._load(json.loads(pointer)["checkpoint"], "latest names a checkpoint that is missing")
+
+    def load(self, step: int) -> dict:
+        """The checkpoint of `step` (a policy version "step-<n>" pins one)."""
+        return self._load(f"step-{step:09d}.pt", f"no checkpoint of step {step}")
+
+    def _load(self, name: str, missing: str) -> dict:
+        import torch
+
+        data = self._get(name)
         if data is None:
-            raise CheckpointError(f"{self.prefix}/latest names a checkpoint that is missing")
+            raise CheckpointError(f"{self.settings.lake_root}/{self.prefix}: {missing}")
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
 
     def _put(self, name: str, data: bytes) -> None:

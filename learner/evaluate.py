@@ -23,15 +23,20 @@ class LearnedPolicy:
         self._caption: np.ndarray | None = None
 
     @classmethod
-    def load(cls, settings, run_id: str, device: str = "cpu") -> "LearnedPolicy":
+    def load(cls, settings, run_id: str, device: str = "cpu", step: int | None = None) -> "LearnedPolicy":
+        """The run's latest checkpoint, or that of `step`."""
         from learner.checkpoints import CheckpointError, CheckpointStore
         from learner.pac.config import PACConfig
         from learner.pac.learning import PACLearner
+        from learner.train import _check_compatible
 
-        state = CheckpointStore(settings, run_id).load_latest()
+        store = CheckpointStore(settings, run_id)
+        state = store.load_latest() if step is None else store.load(step)
         if state is None:
             raise CheckpointError(f"no checkpoint of run {run_id} in {settings.lake_root}")
-        learner = PACLearner(PACConfig.from_dict(state["config"]), device=device)
+        config = PACConfig.from_dict({k: v for k, v in state["config"].items() if k in PACConfig.__dataclass_fields__})
+        _check_compatible(state["config"], config)  # a checkpoint from before a model change names what changed
+        learner = PACLearner(config, device=device)
         learner.load_state_dict(state["learner"])
         return cls(learner, run_id, learner.steps)
 

@@ -31,7 +31,12 @@ class TrainRun:
 def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id: str = "default",
           device: str = "auto", resume: bool = False, seed: int = 0, checkpoint_every: int = 500,
           metrics_every: int = 50, conditioning: str = "hindsight", successful_only: bool = False,
-          skills: tuple[str, ...] | None = None, progress=None) -> TrainRun:
+          skills: tuple[str, ...] | None = None, progress=None, metrics_sent_until: int = 0,
+          before_checkpoint=None) -> TrainRun:
+    """Train `steps` steps. A resumed run repeats the steps after its checkpoint: their metrics up
+    to `metrics_sent_until` are already on the log and are not sent again. `before_checkpoint()`
+    runs before each checkpoint is written (`robolake run` on the in-process bus: sink the metrics
+    first, so no checkpoint is ever ahead of the metrics in the lake)."""
     from infra.bus import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
@@ -71,9 +76,12 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
             except FloatingPointError as exc:
                 raise TrainingError(f"{exc}; stopped, the last good checkpoint is {run.checkpoint or 'none'}") from exc
             run.steps, run.last_metrics = learner.steps, metrics
-            if run.steps % metrics_every == 0 or run.steps == steps:
+            if (run.steps % metrics_every == 0 or run.steps == steps) and run.steps > metrics_sent_until:
                 _send_metrics(producer, run, metrics)
             if run.steps % checkpoint_every == 0 or run.steps == steps:
+                if before_checkpoint is not None:
+                    producer.flush()
+                    before_checkpoint()
                 run.checkpoint = store.save(run.steps, _state(learner, config, lineage))
             if progress is not None:
                 progress(1)
@@ -99,11 +107,12 @@ def _state(learner, config, lineage: dict) -> dict:
 def _check_compatible(saved: dict, config) -> None:
     from learner.pac.config import PACConfig
 
-    before = PACConfig.from_dict(saved)
+    # A field the checkpoint lacks was added since (the model's inputs changed): "absent" != its value.
+    before = PACConfig.from_dict({k: v for k, v in saved.items() if k in PACConfig.__dataclass_fields__})
     shape = ("d_model", "latents", "blocks", "heads", "ff_mult", "obs_groups", "action_dim", "caption_dim",
-             "action_bins", "return_bins")
-    wrong = [f"{k}: checkpoint {getattr(before, k)!r}, now {getattr(config, k)!r}" for k in shape
-             if getattr(before, k) != getattr(config, k)]
+             "action_bins", "return_bins", "relative_groups", "anchor_group", "normalize")
+    wrong = [f"{k}: checkpoint {getattr(before, k) if k in saved else 'absent'!r}, now {getattr(config, k)!r}"
+             for k in shape if k not in saved or getattr(before, k) != getattr(config, k)]
     if wrong:
         raise TrainingError("the checkpoint was trained with another model shape: " + "; ".join(wrong))
 

@@ -27,10 +27,12 @@ class Policy(Protocol):
 class ScriptedExpert:
     """The library's scripted expert for each skill; `noise` > 0 gives non-expert data."""
 
-    id, version = "scripted_expert", "1"
+    id = "scripted_expert"
 
     def __init__(self, noise: float = 0.0):
         self.noise = noise
+        # A noisy expert is another policy: its episodes are summarised apart from the clean ones.
+        self.version = "1" if noise == 0 else f"1+noise{noise:g}"
         self._actions = iter(())
         self._env = None
         self._next = None

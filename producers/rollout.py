@@ -136,10 +136,12 @@ def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
 
 
 def run_episodes(producer: Producer, config: RolloutConfig, seeds: list[int], topic: str = topics.EPISODES,
-                 progress=None, env=None, stop: threading.Event | None = None) -> list[dict]:
+                 progress=None, env=None, stop: threading.Event | None = None,
+                 policy: Policy | None = None) -> list[dict]:
     """Run and stream one episode per seed in this process, in `env` if given (the caller keeps
-    and closes it), else in an environment made and closed here. Once `stop` is set, returns the
-    episodes that finished (all flushed); the one running is abandoned."""
+    and closes it), else in an environment made and closed here, with `policy` (default: the
+    scripted expert with the config's noise). Once `stop` is set, returns the episodes that
+    finished (all flushed); the one running is abandoned."""
     from producers.sim.env import BlockStackingEnv
 
     own_env = env is None
@@ -149,7 +151,7 @@ def run_episodes(producer: Producer, config: RolloutConfig, seeds: list[int], to
     try:
         for seed in seeds:
             try:
-                ended.append(run_episode(env, writer, config, seed, stop=stop))
+                ended.append(run_episode(env, writer, config, seed, policy=policy, stop=stop))
             except Stopped:
                 break
             producer.flush()

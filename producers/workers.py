@@ -10,7 +10,6 @@ bus, the running ones are abandoned without their end (the lake lists them as pa
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import multiprocessing
 import queue
@@ -34,8 +33,9 @@ def produce_episodes(settings: Settings, config: RolloutConfig, episodes: int, w
 
 
 def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, until_idle_s: float | None,
-                    progress=None) -> None:
-    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s)
+                    progress=None, experiment: str | None = None) -> None:
+    """Serve the curriculum's decisions (of one experiment, in a consumer group of its own, if given)."""
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s, experiment)
             for w in range(workers)]
     launch(_decisions_job, jobs, settings, progress)
 
@@ -48,13 +48,15 @@ def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], r
     producer.close()
 
 
-def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, report, stop=None) -> None:
+def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, experiment: str | None,
+                   report, stop=None) -> None:
     from infra.bus import open_bus
-    from producers.sim.skills import UnknownSkill
+    from producers.decisions import BadDecision, Policies, run_decision
 
     bus = open_bus(settings)
     producer = bus.producer()
-    consumer = bus.consumer("rollout-workers", [topics.CURRICULUM])
+    consumer = bus.consumer(f"rollout-workers-{experiment}" if experiment else "rollout-workers", [topics.CURRICULUM])
+    policies = Policies(settings)
     env = None  # made at the first decision, reused for every later one
     idle_since = time.monotonic()
     try:
@@ -65,22 +67,19 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
                 if delivery.batch.type != "curriculum.decision":
                     continue
                 for decision in delivery.batch.rows():
-                    try:
-                        wanted = dataclasses.replace(
-                            config, skills=tuple(decision["skill_sequence"]),
-                            task_skill=decision["skill_sequence"][-1], decision_id=decision["decision_id"],
-                            experiment_id=decision["experiment_id"])
-                    except (UnknownSkill, IndexError) as exc:
-                        log.error("decision %s cannot be run, skipped: %s", decision["decision_id"], exc)
+                    if experiment is not None and decision["experiment_id"] != experiment:
                         continue
-                    log.info("running decision %s: %d episodes of %s", decision["decision_id"],
-                             decision["episodes"], " -> ".join(wanted.skills))
                     if env is None:
                         from producers.sim.env import BlockStackingEnv
 
                         env = BlockStackingEnv()
-                    run_episodes(producer, wanted, _seeds(decision["decision_id"], decision["episodes"]),
-                                 progress=report, env=env, stop=stop)
+                    log.info("running decision %s: %d episodes of %s", decision["decision_id"],
+                             decision["episodes"], " -> ".join(decision["skill_sequence"]))
+                    try:
+                        run_decision(producer, decision, config, policies, env=env, progress=report, stop=stop)
+                    except BadDecision as exc:
+                        log.error("decision %s cannot be run, skipped: %s", decision["decision_id"], exc)
+                        continue
                     if stop is not None and stop.is_set():
                         return  # uncommitted: the decision is served again by the next worker
             if deliveries:
@@ -92,11 +91,6 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
             env.close()
         consumer.close()
         producer.close()
-
-
-def _seeds(decision_id: str, n: int) -> list[int]:
-    base = int.from_bytes(hashlib.sha256(decision_id.encode()).digest()[:4], "big")
-    return [base + i for i in range(n)]
 
 
 def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
@@ -123,7 +117,7 @@ def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
         except KeyboardInterrupt:
             stop.set()  # the workers stop between two steps and flush what finished
             for thread in threads:
-                thread.join(10)
+                thread.join(60)  # a worker stops between two steps; wait out one in native code
             raise
         if errors:
             raise errors[0]

@@ -23,7 +23,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("robolake.commands", "UsageError"),
+USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("consumers.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
                 ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
@@ -33,7 +33,8 @@ FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFa
             ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
             ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),
             ("consumers.curriculum.recorder", "ReplayMismatch"),
-            ("learner.checkpoints", "CheckpointError"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
+            ("learner.checkpoints", "CheckpointError"), ("producers.decisions", "BadDecision"),
+            ("consumers.experiment.loop", "SinkBehind"), ("consumers.experiment.loop", "AlreadyRunning"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
             ("builtins", "OSError")]
 
 DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "
@@ -57,7 +58,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
-                                   summaries, train)
+                                   run, summaries, train)
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
@@ -65,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, infra, rollout, log, lake, relabel, train, evaluate, summaries, curriculum, analysis, report):
+    for group in (demo, run, infra, rollout, log, lake, relabel, train, evaluate, summaries, curriculum, analysis,
+                  report):
         group.register(commands, common)
     return parser
 

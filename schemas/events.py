@@ -326,9 +326,34 @@ ANALYSIS_VERDICT_V2 = EventType("analysis.verdict", 2, pa.schema([
     _f("call_id", pa.string(), nullable=True),        # the vlm.call behind a method = vlm verdict
 ]), doc="the analyst's judgement of a skill's training progress")
 
+# v3: who acts. Rollout workers run the sequence with `policy_id` at `policy_version` (null or
+# "scripted_expert": the scripted experts; "pac:<run>": that learner run's checkpoint "step-<n>"),
+# except the `expert_skills`, which the scripted expert runs (a skill too new for the policy), with
+# `noise` on the expert's actions. `purpose` says why the episodes are wanted.
+CURRICULUM_DECISION_V3 = EventType("curriculum.decision", 3, pa.schema([
+    *CURRICULUM_DECISION_V2.schema,
+    _f("policy_id", pa.string(), nullable=True),
+    _f("policy_version", pa.string(), nullable=True),
+    _f("expert_skills", pa.list_(pa.string()), nullable=True),
+    _f("noise", pa.float64(), nullable=True),
+    _f("purpose", pa.string(), nullable=True),          # bootstrap | curriculum | random | eval
+]), doc="the curriculum asks the workers for episodes of a skill sequence, with a given policy")
+
+# `robolake run`: the run's state is the projection of these (consumers/experiment/state.py).
+RUN_STAGE = EventType("run.stage", 1, pa.schema([
+    _f("stage_id", pa.string()),                      # deterministic: experiment, iteration, stage, status, attempt
+    _f("experiment_id", pa.string()),
+    _f("iteration", pa.int32()),
+    _f("stage", pa.string()),                         # plan | collect | relabel | train | eval | summaries | ...
+    _f("status", pa.string()),                        # done | failed | stopped
+    _f("attempt", pa.int32()),                        # 1, 2, ... (failed attempts before it)
+    _f("detail", pa.string()),                        # JSON: what the stage produced, or why it failed
+    _f("time", TIME),
+]), doc="a stage of an experiment run finished, failed, or stopped the run")
+
 REGISTRY = Registry()
 for _t in (EPISODE_STARTED, EPISODE_STARTED_V2, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
            SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2,
            SKILL_SUMMARY, VLM_CALL, CURRICULUM_PROPOSAL_V2, CURRICULUM_DECISION_V2, CURRICULUM_MISSING_SKILL,
-           ANALYSIS_VERDICT_V2):
+           ANALYSIS_VERDICT_V2, CURRICULUM_DECISION_V3, RUN_STAGE):
     REGISTRY.register(_t)

@@ -8,6 +8,7 @@ ANALYSIS = "robolake.analysis"      # analysis.verdict
 SUMMARIES = "robolake.summaries"    # skill.summary, keyed by experiment id
 VLM = "robolake.vlm"                # vlm.call: every call of the experimenter's model, keyed by experiment id
 LINEAGE = "robolake.lineage"        # relabel.completed: what derived data was computed from what
+RUNS = "robolake.runs"              # run.stage: what `robolake run` finished, keyed by experiment id
 DLQ = "robolake.dlq"                # dead letters: raw bytes plus headers naming the reason and the source
 
-ALL = (EPISODES, CURRICULUM, SKILLS, LEARNER, ANALYSIS, SUMMARIES, VLM, LINEAGE, DLQ)
+ALL = (EPISODES, CURRICULUM, SKILLS, LEARNER, ANALYSIS, SUMMARIES, VLM, LINEAGE, RUNS, DLQ)

@@ -31,7 +31,8 @@ from consumers.curriculum.stages import Decision, Library, Missing, Proposal
 from consumers.curriculum.vlm import Image
 from schemas import topics
 from schemas.codec import EventBatch, build
-from schemas.events import CURRICULUM_DECISION_V2, CURRICULUM_MISSING_SKILL, CURRICULUM_PROPOSAL_V2
+from schemas.events import (CURRICULUM_DECISION_V2, CURRICULUM_DECISION_V3, CURRICULUM_MISSING_SKILL,
+                            CURRICULUM_PROPOSAL_V2)
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,12 @@ class Curriculum:
     `producer` too; `retriever_for(library)` makes a SkillRetriever (cached per library here)."""
 
     def __init__(self, producer: OnlyNew, vlm, experiment_id: str, retriever_for, max_tasks: int = 3,
-                 episodes: int = 10, replay: bool = False):
+                 episodes: int = 10, replay: bool = False, actor=None):
         self.producer, self.vlm, self.experiment_id = producer, vlm, experiment_id
         self.retriever_for, self.max_tasks, self.episodes, self.replay = retriever_for, max_tasks, episodes, replay
+        # actor(skill_sequence) -> the v3 fields saying who acts (`robolake run`: its latest policy);
+        # without it, decisions leave that to the rollout workers (v2).
+        self.actor = actor
         self._retrievers: dict[tuple, object] = {}
 
     def round(self, con, summaries: list[dict] | None = None, image: Image | None = None) -> RoundResult:
@@ -187,10 +191,14 @@ class Curriculum:
                 "missing_id": m.missing_id, "experiment_id": self.experiment_id, "proposal_id": m.proposal_id,
                 "step": m.step, "best_skill": m.best_skill, "similarity": m.similarity, "time": now})
         for d in result.decisions:
-            self._send(CURRICULUM_DECISION_V2, {
-                "decision_id": d.decision_id, "experiment_id": self.experiment_id,
-                "proposal_id": d.proposal.proposal_id, "task": d.proposal.task, "skill_sequence": list(d.skill_sequence),
-                "episodes": d.episodes, "time": now, "steps": list(d.steps), "call_id": d.call_id})
+            row = {"decision_id": d.decision_id, "experiment_id": self.experiment_id,
+                   "proposal_id": d.proposal.proposal_id, "task": d.proposal.task,
+                   "skill_sequence": list(d.skill_sequence), "episodes": d.episodes, "time": now,
+                   "steps": list(d.steps), "call_id": d.call_id}
+            if self.actor is None:
+                self._send(CURRICULUM_DECISION_V2, row)
+            else:
+                self._send(CURRICULUM_DECISION_V3, {**row, **self.actor(d.skill_sequence), "purpose": "curriculum"})
         self.producer.flush()
 
     def _send(self, event_type, row: dict) -> None:

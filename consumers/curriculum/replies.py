@@ -5,7 +5,9 @@ rejected, never acted on, and the experimenter never crashes because of one.
   around it is not).
 - `proposals`, `steps`, `choice`: each stage's reply against what exists — the library's skill
   ids, the candidates offered, and the scene's three cubes (red, green, blue): a reply that
-  mentions any other colour, a fourth block or another object is invalid.
+  mentions any other colour, a fourth block or another object is invalid. A proposal may name
+  no skill ("skill": "none"): a task the library lacks a skill for, whose steps the retrieval
+  then reports as missing skills (the way the library grows, consumers/curriculum/growth.py).
 - `ask`: one question with one repair. A reply that fails its check is answered with the error
   (and the start of the reply) and asked again (attempt 2); a second failure, or a call that failed
   outright (a timeout, a 429 storm: VLMError after the backend's own retries), rejects the question.
@@ -93,7 +95,8 @@ def _text(value, what: str) -> str:
 
 
 def proposals(reply: dict, library: dict[str, str], max_tasks: int) -> list[dict]:
-    """[{task, skill, rationale}], at most `max_tasks`, each skill in the library, the same task once."""
+    """[{task, skill, rationale}], at most `max_tasks`, each skill in the library or None ("none":
+    no library skill does the task), the same task once."""
     tasks = reply.get("tasks")
     if not isinstance(tasks, list):
         raise ReplyError('the reply must have "tasks": a list of {"task", "skill", "rationale"}')
@@ -107,7 +110,9 @@ def proposals(reply: dict, library: dict[str, str], max_tasks: int) -> list[dict
         task = _text(item.get("task"), f"tasks[{i}].task")
         skill = _text(item.get("skill"), f"tasks[{i}].skill")
         rationale = _text(item.get("rationale"), f"tasks[{i}].rationale")
-        if skill not in library:
+        if skill.lower() == "none":
+            skill = None
+        elif skill not in library:
             raise ReplyError(f"tasks[{i}].skill {skill!r} is not in the skill library (its {len(library)} skills "
                              "are listed in the question)")
         check_objects(task, f"tasks[{i}].task")

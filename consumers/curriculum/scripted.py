@@ -12,6 +12,13 @@ Candidates are the ready skills that are neither mastered nor hopeless, ranked: 
 with a success rate in the frontier band 0.2-0.8 (closest to 0.5 first), then the never-tried
 ones, then the rest (closest to the band first); ties in library order. The first `max_tasks`
 become tasks: the skill's caption, the skill, and a rationale quoting the numbers.
+When fewer than `max_tasks` candidates exist, the free places go to composite tasks the library
+does not hold yet (IDEAS, in their order): putting one block on another (each ordered pair of
+colours), ready when lifting the top block is mastered, and the three-block tower, ready when
+both of its placings are mastered. Such a task names no library skill ("skill": "none"), so it
+is decomposed into one step, the task itself, that no announced skill covers: a missing skill,
+which the library may grow by (consumers/curriculum/growth.py). An idea is dropped once the
+library announces the skill of its id.
 
 decompose — the task's skill (context "skill") unrolled into its natural sequence, each step the
 caption of one skill in words; a task naming no known skill is one step, the task itself.
@@ -22,8 +29,10 @@ similarity is at least 0.6, else "none" (a missing skill).
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from dataclasses import dataclass
 
 from consumers.curriculum.vlm import VLMError, VLMReply, VLMRequest
 
@@ -33,9 +42,31 @@ BAND = (0.2, 0.8)
 RETRIEVE_FLOOR = 0.6
 
 
+@dataclass(frozen=True)
+class Idea:
+    """A composite task in words; `skill_id` is what a library skill doing it is called (the idea
+    is dropped once the library holds it), `needs` the skills that must be mastered first."""
+
+    task: str
+    skill_id: str
+    needs: tuple[str, ...]
+
+
+def _ideas() -> tuple[Idea, ...]:
+    colours = ("red", "green", "blue")
+    places = [Idea(f"put the {top} block on the {bottom} block", f"place_{top}_on_{bottom}", (f"lift_{top}",))
+              for top, bottom in itertools.permutations(colours, 2)]
+    # the built-in tower: green on blue, then red on green
+    tower = Idea("build a tower of the three blocks", "build_tower", ("place_green_on_blue", "place_red_on_green"))
+    return (*places, tower)
+
+
+IDEAS = _ideas()
+
+
 class ScriptedVLM:
     backend = "scripted"
-    model = "frontier-rules-v1"
+    model = "frontier-rules-v2"   # v2: composite tasks the library lacks
 
     def complete(self, request: VLMRequest) -> VLMReply:
         started = time.monotonic()
@@ -60,6 +91,12 @@ def propose(context: dict) -> dict:
     ranked.sort(key=lambda r: (r[0], r[1]))
     tasks = [{"task": skill["caption"], "skill": skill["id"], "rationale": _rationale(skill["id"], row, builds_on)}
              for _, _, skill, row, builds_on in ranked[: context["max_tasks"]]]
+    held = {skill["id"] for skill in skills}
+    for idea in IDEAS:
+        if len(tasks) >= context["max_tasks"]:
+            break
+        if idea.skill_id not in held and set(idea.needs) <= mastered:
+            tasks.append({"task": idea.task, "skill": "none", "rationale": _idea_rationale(idea, stats)})
     return {"tasks": tasks}
 
 
@@ -120,3 +157,8 @@ def _rationale(skill_id: str, row: dict | None, builds_on: list[str]) -> str:
         where = f"{'in' if rate >= BAND[0] else 'below'} the frontier band of {BAND[0]}-{BAND[1]}"
     return (f"{skill_id} succeeds {rate:.0%} ({row['successes']}/{row['episodes']}, 95% CI "
             f"{row['ci_low']:.2f}-{row['ci_high']:.2f}), {where}; {base}")
+
+
+def _idea_rationale(idea: Idea, stats: dict[str, dict]) -> str:
+    needs = ", ".join(f"{s} ({stats[s]['successes']}/{stats[s]['episodes']})" for s in idea.needs)
+    return f"no skill of the library does this yet, and what it builds on is mastered: {needs}"

@@ -1,7 +1,8 @@
 """The experimenter's four stages: propose -> decompose -> retrieve -> decide.
 
 propose    the model reads the skill summaries, the library and the scene image and proposes tasks
-           at the frontier, each with the library skill it practises and a rationale;
+           at the frontier, each with the library skill it practises (or none: a task the library
+           lacks a skill for, whose steps become missing skills) and a rationale;
 decompose  each task becomes ordered steps in words (with the scene image);
 retrieve   each step gets a skill by caption-embedding similarity (consumers/curriculum/retrieval.py);
            only a step whose best match is unsure goes to the model, with the candidates; a step no
@@ -49,7 +50,7 @@ class Library:
 class Proposal:
     proposal_id: str
     task: str
-    skill: str
+    skill: str | None                 # None: no library skill does the task (its steps may be missing skills)
     rationale: str
     proposer: str
     call_id: str | None

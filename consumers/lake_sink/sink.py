@@ -30,7 +30,7 @@ from schemas import topics
 log = logging.getLogger(__name__)
 
 SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARNER, topics.ANALYSIS, topics.SUMMARIES,
-                 topics.VLM, topics.LINEAGE]
+                 topics.VLM, topics.LINEAGE, topics.RUNS]
 
 
 class LakeUnavailable(RuntimeError):

@@ -40,8 +40,8 @@ def success_chart(curves: dict[str, list[dict]]) -> bytes | None:
         points = curves[skill]
         x = list(range(1, len(points) + 1))
         rate = [p["rate"] for p in points]
-        below = [p["rate"] - p["ci_low"] for p in points]
-        above = [p["ci_high"] - p["rate"] for p in points]
+        below = [max(0.0, p["rate"] - p["ci_low"]) for p in points]  # rounding can put the rate a hair outside
+        above = [max(0.0, p["ci_high"] - p["rate"]) for p in points]
         axis.errorbar(x, rate, yerr=[below, above], marker="o", capsize=3)
         axis.set_title(skill, fontsize=10)
         axis.set_ylim(-0.05, 1.05)

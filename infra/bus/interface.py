@@ -232,5 +232,9 @@ class Bus(ABC):
         messages were removed by retention, or lived in an in-process bus that has ended)."""
 
     @abstractmethod
+    def log_end_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        """The next offset to be written in each partition of the existing topics."""
+
+    @abstractmethod
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> Consumer:
         """A consumer; with group=None it reads every partition and commits nothing (tail, replay)."""

@@ -228,6 +228,12 @@ class KafkaBus(Bus):
         return KafkaBusProducer(self.bootstrap, self.max_message_bytes, self.compression, self.connect_timeout_s)
 
     def log_start_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        return self._offsets(topic_names, "beginning_offsets")
+
+    def log_end_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        return self._offsets(topic_names, "end_offsets")
+
+    def _offsets(self, topic_names: list[str], which: str) -> dict[tuple[str, int], int]:
         from kafka import KafkaConsumer, TopicPartition
 
         client = _connect(lambda: KafkaConsumer(bootstrap_servers=self.bootstrap,
@@ -235,10 +241,10 @@ class KafkaBus(Bus):
                           self.bootstrap, "offset lookup")
         try:
             partitions = [TopicPartition(t, p) for t in topic_names for p in sorted(client.partitions_for_topic(t) or ())]
-            starts = client.beginning_offsets(partitions) if partitions else {}
+            found = getattr(client, which)(partitions) if partitions else {}
         finally:
             client.close()
-        return {(tp.topic, tp.partition): offset for tp, offset in starts.items()}
+        return {(tp.topic, tp.partition): offset for tp, offset in found.items()}
 
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> KafkaBusConsumer:
         return KafkaBusConsumer(self, group, topic_names, **kwargs)

@@ -182,5 +182,10 @@ class MemoryBus(Bus):
             return {(t, p): self.broker.start(t, p) for t in topic_names if t in self.broker.logs
                     for p in range(len(self.broker.logs[t]))}
 
+    def log_end_offsets(self, topic_names: list[str]) -> dict[tuple[str, int], int]:
+        with self.broker.changed:
+            return {(t, p): self.broker.end(t, p) for t in topic_names if t in self.broker.logs
+                    for p in range(len(self.broker.logs[t]))}
+
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> MemoryConsumer:
         return MemoryConsumer(self, group, topic_names, **kwargs)

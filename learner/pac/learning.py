@@ -45,6 +45,10 @@ class PACLearner:
             if not np.isfinite(values).all():
                 raise ValueError(f"batch field {key} has non-finite values")
         tensors = {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
+        if not self.model.normalizer_ready:  # the first batch's states and captions set the input statistics
+            states = torch.cat([tensors["observation"], tensors["next_observation"]])
+            self.model.set_normalizer(states, tensors["caption"])
+            self.target.set_normalizer(states, tensors["caption"])
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             loss, metrics = pac_losses(self.model, self.target, tensors, self.config)
         if not torch.isfinite(loss):

@@ -1,7 +1,9 @@
 """The Perceiver actor-critic: entity tokens + a caption token -> latents -> policy and Q.
 
 Each observation group (joints, velocities, gripper, end effector, each cube) and the caption's
-frozen sentence embedding become one token. Learned latents cross-attend to the tokens, then a
+frozen sentence embedding become one token; a cube's token also reads its position relative to
+the hand (config.relative_groups), and every input float is standardised with the training data's
+statistics (buffers, so they are saved and loaded with the weights). Learned latents cross-attend to the tokens, then a
 stack of self-attention blocks refines them. Two decoders read the latents: the policy (a learned
 query -> logits over bins per action dimension) and the distributional critic, whose queries are
 encoded actions, so Q for many candidate actions reuses one latent encoding of the state.
@@ -38,7 +40,8 @@ class PerceiverActorCritic(nn.Module):
         super().__init__()
         self.config = c = config
         d = c.d_model
-        self.obs_proj = nn.ModuleList(nn.Linear(n, d) for n in c.obs_groups)
+        self.obs_proj = nn.ModuleList(nn.Linear(n + 3 * (g in c.relative_groups), d)
+                                      for g, n in enumerate(c.obs_groups))
         self.caption_proj = nn.Linear(c.caption_dim, d)
         self.token_type = nn.Parameter(torch.randn(len(c.obs_groups) + 1, d) * 0.02)
         self.latents = nn.Parameter(torch.randn(c.latents, d) * 0.02)
@@ -51,10 +54,48 @@ class PerceiverActorCritic(nn.Module):
         self.q_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
         self.q_head = nn.Linear(d, c.return_bins)
         self._splits = list(c.obs_groups)
+        self._starts = [sum(c.obs_groups[:g]) for g in range(len(c.obs_groups))]
+        # Standardisation of the features (identity until set_normalizer; normalizer_ready says if it was).
+        self.register_buffer("feature_mean", torch.zeros(c.feature_dim))
+        self.register_buffer("feature_std", torch.ones(c.feature_dim))
+        self.register_buffer("normalizer_ready", torch.zeros(()))
+        # Captions are centred on the training captions' mean and scaled to unit RMS per dimension:
+        # the encoder's vectors share most of their direction ("reach the red block" vs "... green
+        # block": cosine 0.77), so the colour, which picks the cube, would be a small residue.
+        self.register_buffer("caption_mean", torch.zeros(c.caption_dim))
+        self.register_buffer("caption_scale", torch.ones(()))
+
+    def features(self, observation: torch.Tensor) -> torch.Tensor:
+        """(B, obs_dim) -> (B, feature_dim): the observation, then per relative group its xyz minus
+        the anchor's (raw, not standardised)."""
+        anchor = self._starts[self.config.anchor_group]
+        rel = [observation[:, self._starts[g]:self._starts[g] + 3] - observation[:, anchor:anchor + 3]
+               for g in self.config.relative_groups]
+        return torch.cat([observation, *rel], -1)
+
+    @torch.no_grad()
+    def set_normalizer(self, observations: torch.Tensor, captions: torch.Tensor, min_std: float = 1e-2) -> None:
+        """Standardise with these observations' feature statistics (features that barely vary, a
+        resting cube's quaternion, get `min_std`, so they stay near 0 instead of exploding) and
+        these captions' mean and spread (one scale for all dimensions: a caption never seen in
+        training keeps its geometry)."""
+        if self.config.normalize:
+            f = self.features(observations.float())
+            self.feature_mean.copy_(f.mean(0))
+            self.feature_std.copy_(f.std(0).nan_to_num(0.0).clamp_min(min_std))
+            centred = captions.float() - captions.float().mean(0)
+            self.caption_mean.copy_(captions.float().mean(0))
+            self.caption_scale.copy_(centred.pow(2).mean().sqrt().clamp_min(1e-3))
+        self.normalizer_ready.fill_(1.0)
 
     def encode(self, observation: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
         """(B, obs_dim), (B, caption_dim) -> latents (B, latents, d)."""
-        parts = torch.split(observation, self._splits, dim=-1)
+        c, n = self.config, self.config.obs_dim
+        f = ((self.features(observation) - self.feature_mean) / self.feature_std).clamp(-10.0, 10.0)
+        parts = list(torch.split(f[:, :n], self._splits, dim=-1))
+        for i, g in enumerate(c.relative_groups):
+            parts[g] = torch.cat([parts[g], f[:, n + 3 * i:n + 3 * i + 3]], -1)
+        caption = ((caption - self.caption_mean) / self.caption_scale).clamp(-10.0, 10.0)
         tokens = torch.stack([proj(p) for proj, p in zip(self.obs_proj, parts)] + [self.caption_proj(caption)], 1)
         tokens = tokens + self.token_type
         z = self.encoder(self.latents.expand(observation.shape[0], -1, -1), tokens)

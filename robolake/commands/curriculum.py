@@ -162,7 +162,7 @@ def _report(result, settings: Settings) -> None:
           f"{len(result.missing)} missing skills; {result.sent} new events on {settings.bus} "
           f"({result.calls} model calls, {len(result.failures)} failed)")
     for p in result.proposals:
-        print(f"  proposal {p.proposal_id[:8]}: '{printable(p.task)}' ({p.skill}) — {printable(p.rationale)}")
+        print(f"  proposal {p.proposal_id[:8]}: '{printable(p.task)}' ({p.skill or 'no library skill'}) — {printable(p.rationale)}")
     for m in result.missing:
         closest = f" (closest: {m.best_skill} {m.similarity:.2f})" if m.best_skill else ""
         print(f"  missing skill for '{printable(m.step)}'{closest}")

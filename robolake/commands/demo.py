@@ -1,11 +1,11 @@
-"""`robolake demo`: the main job on the embedded default (no services needed).
+"""`robolake demo`: a tour of the platform's parts on the embedded default (no services needed).
+(`make demo` runs the main job, `robolake run`, on a small experiment.)
 
-Today: the skill library is announced, two rollout workers run the scripted experts on "put the
+The tour: the skill library is announced, two rollout workers run the scripted experts on "put the
 red block on the blue block" in the MuJoCo Panda scene with camera frames, a consumer group reads
 the log back as a conversation, a poison message lands in the dead-letter topic with its reason,
 the lake sink writes the log into the lake's tables, SQL answers from the lake, and every reward
-function relabels the historic steps (what else did those episodes achieve?). It grows with the
-loop (learner, curriculum) as those parts land.
+function relabels the historic steps (what else did those episodes achieve?).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from robolake.settings import Settings
 
 
 def register(commands, common) -> None:
-    demo = commands.add_parser("demo", parents=[common], help="run the main job on the embedded default",
+    demo = commands.add_parser("demo", parents=[common], help="a tour of the platform's parts on the embedded default",
                                description=__doc__.split("\n\n")[1].replace("\n", " "))
     demo.add_argument("--episodes", type=positive_int, default=4, metavar="N", help="simulated episodes to run (default 4)")
     demo.set_defaults(run=run_demo)

@@ -48,7 +48,9 @@ def register(commands, common) -> None:
                          help="with --synthetic: steps per episode (default 100)")
     produce.add_argument("--chunk-steps", type=positive_int, default=50, metavar="N",
                          help="steps per message (default 50)")
-    produce.add_argument("--experiment", type=identifier, default="default", metavar="ID", help="experiment id (default 'default')")
+    produce.add_argument("--experiment", type=identifier, metavar="ID",
+                         help="experiment id (default 'default'); with --from-decisions: serve only this "
+                              "experiment's decisions, in a consumer group of its own (default: every experiment's)")
     produce.add_argument("--seed", type=nonnegative_int, default=0, metavar="N", help="first seed (default 0)")
     produce.set_defaults(run=run_produce)
 
@@ -85,7 +87,7 @@ def run_produce(args, settings: Settings) -> int:
                 from producers import workers
 
                 if args.from_decisions:
-                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished)
+                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished, args.experiment)
                 else:
                     workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished)
         except KeyboardInterrupt:
@@ -136,7 +138,16 @@ def _rollout_config(args):
     return RolloutConfig(skills=skills, task_skill=args.task or skills[-1], switch=args.switch,
                          steps_per_skill=args.steps_per_skill, noise=args.noise,
                          frames=args.frames or args.frame_every is not None, frame_every=args.frame_every or 1,
-                         experiment_id=args.experiment, chunk_steps=args.chunk_steps)
+                         experiment_id=args.experiment or "default", chunk_steps=args.chunk_steps,
+                         worker_id=_worker_name() if args.from_decisions else "worker")
+
+
+def _worker_name() -> str:
+    """Rollout services on many machines, or several on one: each episode says which one ran it."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 def _synthetic(args, settings: Settings, progress) -> None:
@@ -144,7 +155,7 @@ def _synthetic(args, settings: Settings, progress) -> None:
     from producers.synthetic import SyntheticConfig, produce
 
     config = SyntheticConfig(episodes=args.synthetic, steps=args.steps, chunk_steps=args.chunk_steps,
-                             experiment_id=args.experiment, seed=args.seed)
+                             experiment_id=args.experiment or "default", seed=args.seed)
     producer = open_bus(settings).producer()
     produce(producer, config, progress=progress)
     producer.close()

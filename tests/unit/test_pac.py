@@ -104,3 +104,44 @@ def test_a_nan_loss_stops_the_step_and_state_round_trips():
     batch["reward"][0] = np.nan
     with pytest.raises(ValueError, match="reward has non-finite values"):
         learner.step(batch)
+
+
+def test_cube_tokens_read_the_cube_relative_to_the_hand():
+    c = CONFIGS["tiny"]
+    model = PACLearner(c, device="cpu").model
+    obs = torch.zeros(2, c.obs_dim)
+    obs[:, 15:18] = torch.tensor([0.4, 0.1, 0.6])    # the hand (end-effector xyz)
+    obs[1, 29:32] = torch.tensor([0.5, -0.1, 0.45])  # green's xyz
+    features = model.features(obs)
+    assert features.shape == (2, c.feature_dim) == (2, c.obs_dim + 9)
+    assert torch.equal(features[:, :c.obs_dim], obs)
+    assert torch.allclose(features[1, c.obs_dim + 3:c.obs_dim + 6], torch.tensor([0.1, -0.2, -0.15]))
+    plain = PACLearner(c.replace(relative_groups=()), device="cpu").model
+    assert plain.features(obs).shape == (2, c.obs_dim)
+
+
+def test_the_first_batch_sets_the_input_statistics_and_they_travel_with_the_weights():
+    c = CONFIGS["tiny"].replace(alpha=1.0)
+    learner, rng = PACLearner(c, device="cpu"), np.random.default_rng(0)
+    batch = _batch(rng, 64, c, np.zeros(c.caption_dim, np.float32), lambda obs: np.zeros((len(obs), 4)))
+    captions = np.stack([np.full(c.caption_dim, 0.05), np.full(c.caption_dim, 0.05)]).astype(np.float32)
+    captions[1, 0] = 0.15                                    # two captions that differ in one dimension
+    batch["caption"] = captions[np.arange(64) % 2]
+    batch["observation"] = batch["observation"] * 0.05 + 3.0  # metres-scale features far from 0
+    batch["observation"][:, 40] = 1.0                        # a constant (a resting cube's quaternion)
+    batch["next_observation"] = batch["observation"]
+    assert not learner.model.normalizer_ready
+    learner.step(batch)
+    model = learner.model
+    assert model.normalizer_ready and learner.target.normalizer_ready
+    assert abs(model.feature_mean[0].item() - 3.0) < 0.05 and 0.03 < model.feature_std[0].item() < 0.07
+    assert model.feature_std[40].item() == pytest.approx(1e-2)  # the floor, not 0
+    standardised = (model.features(torch.as_tensor(batch["observation"])) - model.feature_mean) / model.feature_std
+    assert standardised[:, :39].std().item() == pytest.approx(1.0, abs=0.2)
+    centred = (torch.as_tensor(captions) - model.caption_mean) / model.caption_scale
+    assert torch.allclose(centred[:, 1:], torch.zeros(2, c.caption_dim - 1), atol=1e-5)  # the shared part is gone
+    assert centred[1, 0] - centred[0, 0] > 10  # the difference is what is left, at unit RMS over the dimensions
+    copy = PACLearner(c, device="cpu", seed=5)
+    copy.load_state_dict(learner.state_dict())
+    assert torch.equal(copy.model.feature_std, model.feature_std) and copy.model.normalizer_ready
+    assert np.array_equal(copy.act(batch["observation"], batch["caption"]), learner.act(batch["observation"], batch["caption"]))

@@ -88,3 +88,34 @@ def test_wilson_intervals():
     assert wilson(0, 10)[0] == 0.0 and 0.25 < wilson(0, 10)[1] < 0.35
     low, high = wilson(50, 100)
     assert low == pytest.approx(0.404, abs=0.002) and high == pytest.approx(0.596, abs=0.002)
+
+
+def test_a_checkpoint_from_before_the_input_features_names_what_changed():
+    import dataclasses
+
+    from learner.pac.config import get_config
+    from learner.train import TrainingError, _check_compatible
+
+    config = get_config("tiny")
+    saved = dataclasses.asdict(config)
+    _check_compatible(saved, config)  # the same shape loads
+    with pytest.raises(TrainingError, match="relative_groups: checkpoint 'absent', now \\(4, 5, 6\\)"):
+        _check_compatible({k: v for k, v in saved.items() if k not in ("relative_groups", "normalize")}, config)
+    with pytest.raises(TrainingError, match="action_bins: checkpoint 11, now 21"):
+        _check_compatible(saved, config.replace(action_bins=21))
+
+
+def test_eval_of_a_checkpoint_from_before_the_input_features_names_what_changed(tmp_path):
+    import dataclasses
+
+    from learner.evaluate import LearnedPolicy
+    from learner.pac.config import get_config
+    from learner.train import TrainingError
+    from robolake.settings import Settings
+    from learner.checkpoints import CheckpointStore
+
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")
+    old = {k: v for k, v in dataclasses.asdict(get_config("tiny")).items() if k not in ("relative_groups", "normalize")}
+    CheckpointStore(settings, "old").save(1, {"config": old, "learner": {}})
+    with pytest.raises(TrainingError, match="relative_groups: checkpoint 'absent'"):
+        LearnedPolicy.load(settings, "old")

@@ -1,0 +1,421 @@
+"""`robolake run`: the experimenter's loop, a sequence of stages whose progress is on the log.
+
+Each iteration runs the stages of consumers/experiment/stages.py in order. When a stage finishes,
+a `run.stage` event says so (with what it produced); the run's state is the projection of those
+events in the lake (state.py), so after a SIGKILL anywhere, the next `robolake run` of the
+experiment skips the finished stages and redoes the interrupted one, which sends only what the
+lake lacks. Before a stage is recorded, everything it sent is made durable in the lake: on the
+in-process bus the run sinks it itself; on Kafka it waits until the lake sink (`robolake sink`,
+another process) has written every partition up to the end offsets of the moment.
+
+A stage that fails with a known error (the model unreachable, a NaN loss, the lake sink behind) is
+recorded as a failed attempt and retried after a growing pause; after `retries` attempts the run
+records why it stopped and exits non-zero. One run per experiment and lake at a time (a lock file
+beside the lake's catalog): a second refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from consumers.curriculum.stages import stable_id
+from consumers.experiment import stages
+from consumers.experiment.state import RunState, complete_seeds, decisions, episode_count, load_state
+from producers.sim.announce import BASE_SKILLS
+from schemas import topics
+from schemas.events import RUN_STAGE
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    experiment_id: str
+    iterations: int = 3                    # stop after this many iterations ...
+    budget_episodes: int | None = None     # ... or once the collections hold this many episodes
+    collection: str = "curriculum"         # curriculum | random (uniform random skills: the baseline)
+    base_skills: tuple[str, ...] = BASE_SKILLS
+    bootstrap_episodes: int = 3            # per skill new to the experiment, clean (and half as many noisy)
+    bootstrap_noise: float = 0.3
+    episodes_per_decision: int = 6         # per curriculum (or random) decision
+    max_tasks: int = 3                     # decisions per round at most
+    eval_episodes: int = 3                 # per announced skill, per iteration
+    train_steps: int = 200                 # learner steps per iteration
+    model: str = "tiny"
+    alpha: float | None = None             # PAC's BC weight (None: the config's)
+    device: str = "auto"
+    workers: int = 2
+    seed: int = 0
+    retries: int = 3                       # attempts per stage before the run stops
+    sink_timeout_s: float = 300.0          # Kafka: how long to wait for the lake sink
+    external_workers: bool = False         # Kafka: `robolake produce --from-decisions` runs the decisions
+    collect_timeout_s: float = 1800.0      # ... and this long without a new episode is a failure
+
+    def identity(self) -> dict:
+        """What makes an experiment what it is: a rerun must not change it (the rest may change)."""
+        return {"base_skills": list(self.base_skills), "collection": self.collection, "model": self.model,
+                "seed": self.seed}
+
+
+@dataclass
+class Outcome:
+    iterations: int
+    stopped: str | None = None             # why the run ended before its iterations (None: it did not)
+    state: RunState | None = field(default=None, repr=False)
+
+
+class Run:
+    """One `robolake run` process: the settings, the bus and the helpers the stages share."""
+
+    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True):
+        from infra.bus import open_bus
+
+        self.settings, self.config, self.vlm_inner, self.say, self.bars = settings, config, vlm, say, bars
+        self.bus = open_bus(settings)
+        self.producer = self.bus.producer()
+        self.run_id = f"{config.experiment_id}-pac"
+        self.dataset = f"run:{config.experiment_id}"
+        self.state = RunState(config.experiment_id)
+        self._curriculum = None
+        self._reader = None
+
+    # --- the loop --------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        with self._only_run():
+            self.bus.ensure_topics([topics.CURRICULUM, topics.RUNS, topics.SKILLS])
+            self.sync()  # on Kafka: the lake sink is running and caught up, or SinkBehind says so
+            self.state = self._load()
+            started = self.state.detail(0, "plan").get("experiment")
+            if started is not None and started != self.config.identity():
+                changed = ", ".join(f"{k} {started[k]} (now {v})" for k, v in self.config.identity().items()
+                                    if started.get(k) != v)
+                raise ExperimentChanged(f"experiment {self.config.experiment_id!r} was started with {changed}; "
+                                        "resume it as it was, or start a new experiment id")
+            for iteration in range(self.config.iterations):
+                for name in stages.ORDER:
+                    if not self.state.is_done(iteration, name):
+                        self._stage(iteration, name)
+                reason = self._stop_reason(iteration)
+                if reason:
+                    self.say(f"stopping after iteration {iteration + 1}: {reason}")
+                    return Outcome(iteration + 1, reason, self.state)
+            return Outcome(self.config.iterations, None, self.state)
+
+    def _stage(self, iteration: int, name: str) -> None:
+        attempt = self.state.failures.get((iteration, name), 0) + 1  # numbered across restarts
+        tries = 1                                                      # this process's, for the limit
+        while True:
+            self.say(f"[iteration {iteration + 1}/{self.config.iterations}] {name} ...")
+            started = time.monotonic()
+            try:
+                detail = stages.STAGES[name](self, iteration)
+                self.sync()
+            except _retryable() as exc:
+                if _interrupted(exc):  # Ctrl-C inside DuckDB comes back wrapped: it is not a failure
+                    raise KeyboardInterrupt from exc
+                self._record(iteration, name, "failed", {"error": f"{type(exc).__name__}: {exc}"}, attempt)
+                if tries >= self.config.retries:
+                    reason = f"{name} of iteration {iteration + 1} failed {tries} times; the last: {exc}"
+                    self._record(iteration, name, "stopped", {"reason": reason}, attempt)
+                    raise stages.StageFailed(reason) from exc
+                pause = min(60.0, 2.0 ** tries)
+                self.say(f"  {name} failed ({exc}); try {tries + 1} of {self.config.retries} in {pause:.0f}s")
+                time.sleep(pause)
+                attempt, tries = attempt + 1, tries + 1
+                continue
+            self._record(iteration, name, "done", detail, attempt)
+            self.state.done[(iteration, name)] = json.loads(json.dumps(detail, default=str))  # as recorded
+            self.say(f"  {name} done in {time.monotonic() - started:.1f}s: {_brief(detail)}")
+            return
+
+    def _stop_reason(self, iteration: int) -> str | None:
+        stop = self.state.detail(iteration, "analysis").get("stop")
+        if stop:
+            return f"the analysis says stop ({stop})"
+        if self.config.budget_episodes is not None:
+            con = self.open()
+            try:
+                spent = episode_count(con, self.config.experiment_id)
+            finally:
+                con.close()
+            if spent >= self.config.budget_episodes:
+                return f"the episode budget is spent ({spent} of {self.config.budget_episodes})"
+        return None
+
+    def _record(self, iteration: int, name: str, status: str, detail: dict, attempt: int) -> None:
+        from producers.episode_writer import utc_now
+        from schemas.codec import build
+
+        row = {"stage_id": stable_id(self.config.experiment_id, iteration, name, status, attempt),
+               "experiment_id": self.config.experiment_id, "iteration": iteration, "stage": name, "status": status,
+               "attempt": attempt, "detail": json.dumps(detail, sort_keys=True, default=str), "time": utc_now()}
+        self.producer.send(topics.RUNS, self.config.experiment_id, build(RUN_STAGE, [row]))
+        self.sync()
+
+    def _load(self) -> RunState:
+        con = self.open()
+        try:
+            return load_state(con, self.config.experiment_id)
+        finally:
+            con.close()
+
+    @contextmanager
+    def _only_run(self):
+        from infra.lake_catalog import file_lock, lock_path
+
+        path, held = lock_path(self.settings, f"run-{self.config.experiment_id}"), False
+        try:
+            with file_lock(path, wait=False):
+                held = True
+                yield
+        except BlockingIOError:
+            if held:
+                raise
+            raise AlreadyRunning(f"another `robolake run` of experiment {self.config.experiment_id!r} is running on "
+                                 f"{self.settings.lake_root} (lock {path}); wait for it, or stop it first") from None
+
+    # --- what the stages share -------------------------------------------------------------------
+
+    @contextmanager
+    def library_lock(self):
+        from infra.lake_catalog import file_lock, lock_path
+
+        with file_lock(lock_path(self.settings, "library"), "another run is announcing skills; waiting"):
+            yield
+
+    def open(self):
+        from infra.lake_sql import open_lake
+
+        return open_lake(self.settings)
+
+    def sync(self) -> None:
+        """Everything sent so far is in the lake when this returns."""
+        self.producer.flush()
+        if self.settings.bus == "memory":
+            self.sync_memory()
+        else:
+            self._wait_for_sink()
+
+    def sync_memory(self) -> None:
+        if self.settings.bus == "memory":
+            from consumers.lake_sink import LakeSink
+
+            self.producer.flush()
+            LakeSink(self.settings, bus=self.bus, flush_seconds=1.0).run(until_idle_s=0.2)
+
+    def _wait_for_sink(self) -> None:
+        from consumers.lake_sink.sink import SOURCE_TOPICS
+
+        if self._reader is None:
+            self._reader = self.bus.consumer(None, SOURCE_TOPICS)
+        ends = {key: end for key, end in self.bus.log_end_offsets(SOURCE_TOPICS).items() if end > 0}
+        logs = {t: self._reader.log_id(t) for t in {t for t, _ in ends}}
+        deadline = time.monotonic() + self.config.sink_timeout_s
+        while True:
+            con = self.open()
+            try:
+                written = {(t, p): o for lg, t, p, o in con.execute(
+                    "SELECT _log, _topic, _partition, next_offset FROM lake_offsets").fetchall() if logs.get(t) == lg}
+            finally:
+                con.close()
+            behind = {k: e for k, e in ends.items() if written.get(k, 0) < e}
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise SinkBehind(f"the lake has not caught up with {len(behind)} partitions of the log after "
+                                 f"{self.config.sink_timeout_s:.0f}s (e.g. {sorted(behind)[0]}): is `robolake sink` "
+                                 "running on this bus and lake?")
+            time.sleep(0.5)
+
+    def send_decisions(self, rows: list[dict]) -> list[dict]:
+        """Sends the rows the lake lacks; they are in the lake when this returns."""
+        con = self.open()
+        try:
+            sent = stages.send_decisions(self.producer, con, self.config.experiment_id, rows)
+        finally:
+            con.close()
+        self.sync()
+        return sent
+
+    def collect(self, decision_ids: list[str], what: str) -> dict:
+        """Run the seeds of these decisions whose episodes the lake lacks; the lake is synced after
+        each decision, so a kill loses at most the decisions running."""
+        from producers.decisions import decision_seeds
+
+        self.sync()
+        con = self.open()
+        try:
+            rows = decisions(con, self.config.experiment_id, decision_ids)
+            complete = complete_seeds(con, decision_ids)
+        finally:
+            con.close()
+        todo = [(row, [s for s in decision_seeds(row["decision_id"], row["episodes"])
+                       if s not in complete[row["decision_id"]]]) for row in rows]
+        todo = [(row, seeds) for row, seeds in todo if seeds]
+        total = sum(len(seeds) for _, seeds in todo)
+        with self.bar(total, what, "episode") as bar:
+            if self.config.external_workers:
+                self._wait_for_workers(todo, bar)
+            for row, seeds in [] if self.config.external_workers else todo:
+                run_decision_in_workers(self.settings, row, seeds, self.config.workers, bar.update)
+                self.sync()
+        return {"decisions": len(decision_ids), "episodes_run": total,
+                "episodes_before": sum(len(s) for s in complete.values())}
+
+    def _wait_for_workers(self, todo: list[tuple[dict, list[int]]], bar) -> None:
+        """The rollout service runs the decisions: wait until the lake holds their episodes."""
+        ids = [row["decision_id"] for row, _ in todo]
+        wanted = {row["decision_id"]: set(seeds) for row, seeds in todo}
+        done, last_progress = 0, time.monotonic()
+        while done < bar.total:
+            time.sleep(2.0)  # each look opens the lake: a few hundred ms of CPU on S3
+            con = self.open()
+            try:
+                found = complete_seeds(con, ids)
+            finally:
+                con.close()
+            now = sum(len(wanted[d] & found[d]) for d in ids)
+            if now > done:
+                bar.update(now - done)
+                done, last_progress = now, time.monotonic()
+            elif time.monotonic() - last_progress > self.config.collect_timeout_s:
+                raise stages.StageFailed(
+                    f"no new episode of the run's decisions in {self.config.collect_timeout_s:.0f}s ({done} of "
+                    f"{bar.total} done): are rollout workers serving them (robolake produce --from-decisions "
+                    f"--experiment {self.config.experiment_id})?")
+
+    def grow(self, con):
+        from consumers.curriculum.growth import skills_to_add
+
+        return skills_to_add(con, self.config.experiment_id, self._retriever_factory())
+
+    def curriculum_round(self, actor, policy: str, version: str):
+        """A round on the summaries of the policy being trained, at `version`: the frontier is what
+        the learner can do (the experts' bootstrap would call every skill mastered)."""
+        from consumers.curriculum.consumer import Curriculum, OnlyNew
+        from consumers.curriculum.recorder import RecordingVLM
+        from consumers.summaries.summaries import current_summaries
+
+        con = self.open()
+        try:
+            summaries = [s for s in current_summaries(con, self.config.experiment_id)
+                         if (s["policy_id"], s["policy_version"]) == (policy, version)]
+            producer = OnlyNew(self.producer, set())
+            vlm = RecordingVLM(self._vlm(), producer, self.config.experiment_id, None)
+            curriculum = Curriculum(producer, vlm, self.config.experiment_id, self._retriever_factory(),
+                                    max_tasks=self.config.max_tasks, episodes=self.config.episodes_per_decision,
+                                    actor=actor)
+            return curriculum.round(con, summaries=summaries)
+        finally:
+            con.close()
+
+    def _vlm(self):
+        if self.vlm_inner is None:
+            from consumers.curriculum.backends import open_vlm_from_settings
+
+            self.vlm_inner = open_vlm_from_settings(self.settings)
+        return self.vlm_inner
+
+    def _retriever_factory(self):
+        if self._curriculum is None:
+            from consumers.curriculum.retrieval import SkillRetriever
+            from learner.captions import CaptionEncoder
+
+            encoder = CaptionEncoder()
+            self._curriculum = lambda library: SkillRetriever(list(library.captions.items()), embed=encoder.encode)
+        return self._curriculum
+
+    @contextmanager
+    def bar(self, total: int, what: str, unit: str):
+        from tqdm import tqdm
+
+        with tqdm(total=total, desc=f"  {what}", unit=unit, disable=None if self.bars else True,
+                  file=sys.stderr, leave=False) as bar:
+            yield bar
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+        self.producer.close()
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+class ExperimentChanged(ValueError):
+    pass
+
+
+class SinkBehind(RuntimeError):
+    pass
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    from consumers.curriculum.vlm import VLMError
+    from consumers.lake_sink.sink import LakeUnavailable
+    from infra.bus.interface import BusError
+
+    return stages.StageFailed, VLMError, LakeUnavailable, BusError, SinkBehind
+
+
+def _interrupted(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException":
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def run_decision_in_workers(settings, row: dict, seeds: list[int], workers: int, progress) -> None:
+    from producers.workers import launch
+
+    shares = [seeds[w::workers] for w in range(workers) if seeds[w::workers]]
+    launch(_decision_job, [(settings, row, share, f"run-{w}") for w, share in enumerate(shares)], settings,
+           progress)
+
+
+_WORKER_POLICIES: dict[tuple[str, str], object] = {}
+
+
+def _decision_job(settings, row: dict, seeds: list[int], worker_id: str, report, stop=None) -> None:
+    from infra.bus import open_bus
+    from producers.decisions import Policies, run_decision
+    from producers.rollout import RolloutConfig
+
+    if settings.bus != "memory":
+        import torch
+
+        torch.set_num_threads(1)  # the workers share the cores
+    producer = open_bus(settings).producer()
+    base = RolloutConfig(skills=("go_home",), task_skill="go_home", experiment_id=row["experiment_id"],
+                         worker_id=worker_id, frames=True, frame_every=5)
+    # A worker thread keeps its loaded policies from one decision to the next (a process starts afresh).
+    policies = _WORKER_POLICIES.setdefault((settings.lake_root, worker_id), Policies(settings))
+    try:
+        run_decision(producer, row, base, policies, seeds=seeds, progress=report, stop=stop)
+    finally:
+        producer.close()
+
+
+def _brief(detail: dict) -> str:
+    """A stage's detail on one line: lists as their length, (wins, n) pairs as wins/n."""
+    def show(value) -> str:
+        if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
+            return f"{value[0]}/{value[1]}"
+        if isinstance(value, list):
+            return str(len(value))
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        if isinstance(value, dict):
+            return ", ".join(f"{k} {show(v)}" for k, v in list(value.items())[:6]) + (" ..." if len(value) > 6 else "")
+        return str(value)
+    return "; ".join(f"{key.replace('_', ' ')} {show(value)}" for key, value in detail.items()
+                     if value is not None and key != "checkpoint")

@@ -1,0 +1,293 @@
+"""The stages of one iteration of `robolake run`, in order. Each reads what it needs from the lake
+(`run.open()`), sends its events, and returns a JSON-able detail that the loop records in a
+`run.stage` event. Each is safe to run again after a crash at any point: ids are deterministic and
+only what the lake lacks is sent or done (see consumers/experiment/state.py).
+
+plan        iteration 0 bootstraps the base skills; later ones, the skills the library can provide
+            for the curriculum's missing steps (announced then): the scripted expert, clean and
+            noisy. The previous iteration's curriculum decisions are collected too.
+collect     the planned decisions' episodes (only seeds not complete in the lake).
+relabel     the reward function of every skill the experiment practises, over its episodes.
+train       the experiment's PAC run, `train_steps` more steps (resumed from its checkpoint).
+eval        the new checkpoint on every skill the experiment practises: eval decisions, collected
+            the same way.
+summaries   skill.summary events of the experiment.
+analysis    verdicts on the run's curves; `stop` (on success curves, not the loss alone) ends the run.
+curriculum  a curriculum round (or, with collection = random, skills drawn uniformly from the whole
+            built-in library: the baseline): the next iteration's decisions, with the latest policy
+            acting and the expert on skills it was not trained on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from consumers.curriculum.stages import stable_id
+from consumers.experiment import state as lake_state
+from producers.decisions import EXPERT
+from schemas import topics
+from schemas.events import CURRICULUM_DECISION_V3
+
+log = logging.getLogger(__name__)
+
+ORDER = ("plan", "collect", "relabel", "train", "eval", "summaries", "analysis", "curriculum")
+
+
+class StageFailed(RuntimeError):
+    """A stage could not finish (the model unreachable, a NaN loss, ...): recorded, then retried."""
+
+
+def plan(run, iteration: int) -> dict:
+    """The experiment's skills are its base skills and those grown for it: each is bootstrapped
+    once. The bootstrap decisions are sent before the skill is announced, and the plan collects
+    every bootstrap decision no earlier plan did: a kill between any two steps loses none."""
+    from producers.sim.announce import announce_skills
+
+    con = run.open()
+    try:
+        if iteration == 0:  # the base skills, with the skills their sequences build on
+            skills = list(dict.fromkeys(s for skill in run.config.base_skills for s in _sequence(skill)))
+        else:
+            skills = [a.skill_id for a in run.grow(con)]
+        practised = set(experiment_skills(con, run.config.experiment_id))
+        new = [s for s in skills if s not in practised]
+    finally:
+        con.close()
+    run.send_decisions([_bootstrap(run, skill, noise) for skill in new for noise in (0.0, run.config.bootstrap_noise)])
+    with run.library_lock():  # the library is the lake's: two runs must not both announce a skill
+        con = run.open()
+        try:
+            announced = lake_state.announced_skills(con)
+        finally:
+            con.close()
+        adding = [s for s in skills if s not in announced]
+        if adding:
+            announce_skills(run.producer, adding)
+            run.sync()
+            run.say(f"  announced {len(adding)} skills: {', '.join(adding)}")
+    planned = {d for (i, stage), detail in run.state.done.items() if stage == "plan" for d in detail["decisions"]}
+    con = run.open()
+    try:
+        bootstrap = [d for d in _bootstrap_decisions(con, run.config.experiment_id) if d not in planned]
+    finally:
+        con.close()
+    previous = [] if iteration == 0 else run.state.detail(iteration - 1, "curriculum").get("decisions", [])
+    detail = {"announced": adding, "bootstrap": bootstrap, "decisions": bootstrap + previous}
+    return {**detail, "experiment": run.config.identity()} if iteration == 0 else detail
+
+
+def collect(run, iteration: int) -> dict:
+    return run.collect(run.state.detail(iteration, "plan")["decisions"], "collecting")
+
+
+def relabel(run, iteration: int) -> dict:
+    from learner.relabel import relabel as relabel_lake
+    from learner.relabel import resolve
+
+    con = run.open()
+    try:
+        skills = experiment_skills(con, run.config.experiment_id)
+        evaluations = [d for d, why in lake_state.purposes(con, run.config.experiment_id).items() if why == "eval"]
+    finally:
+        con.close()
+    functions = resolve(sorted({_reward_spec(s) for s in skills}))
+    # Training data is what the collections gathered: evaluation episodes stay out of it.
+    where = f"experiment_id = '{run.config.experiment_id}'" + (
+        f" AND decision_id NOT IN ({', '.join(repr(d) for d in evaluations)})" if evaluations else "")
+    stats = relabel_lake(run.settings, functions, where=where, dataset=run.dataset)
+    return {"dataset": run.dataset, "functions": [f.spec for f in functions], "rows": stats.rows,
+            "episodes": stats.episodes}
+
+
+def train(run, iteration: int) -> dict:
+    from learner.checkpoints import CheckpointStore
+    from learner.pac.config import get_config
+    from learner.train import TrainingError
+    from learner.train import train as train_pac
+
+    config = get_config(run.config.model)
+    if run.config.alpha is not None:
+        config = config.replace(alpha=run.config.alpha)
+    target = (run.state.detail(iteration - 1, "train")["step"] if iteration else 0) + run.config.train_steps
+    con = run.open()
+    try:
+        sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run.run_id)
+    finally:
+        con.close()
+    latest = CheckpointStore(run.settings, run.run_id).load_latest()
+    with run.bar(target, "training", "step") as bar:
+        bar.update(min(target, latest["learner"]["steps"]) if latest else 0)
+        try:
+            done = train_pac(run.settings, config, run.dataset, steps=target, run_id=run.run_id,
+                             experiment_id=run.config.experiment_id, device=run.config.device,
+                             resume=latest is not None,
+                             seed=run.config.seed, checkpoint_every=max(1, run.config.train_steps // 2),
+                             metrics_every=max(1, run.config.train_steps // 10), progress=bar.update,
+                             metrics_sent_until=sent, before_checkpoint=run.sync_memory)
+        except TrainingError as exc:
+            raise StageFailed(f"training failed: {exc}") from exc
+    return {"run_id": run.run_id, "step": done.steps, "checkpoint": done.checkpoint,
+            "loss": (done.last_metrics or {}).get("policy_loss")}
+
+
+def evaluate(run, iteration: int) -> dict:
+    step = run.state.detail(iteration, "train")["step"]
+    con = run.open()
+    try:
+        skills = experiment_skills(con, run.config.experiment_id)
+    finally:
+        con.close()
+    rows = [_decision(run, stable_id(run.config.experiment_id, "eval", run.run_id, step, skill), skill,
+                      f"pac:{run.run_id}", f"step-{step}", [], 0.0, run.config.eval_episodes, "eval",
+                      f"evaluate {skill}") for skill in skills]
+    run.send_decisions(rows)
+    run.collect([r["decision_id"] for r in rows], "evaluating")
+    ids = [r["decision_id"] for r in rows]
+    con = run.open()
+    try:
+        found = dict(con.execute(
+            "SELECT decision_id, [count_if(task_success), count(*)] FROM episodes WHERE decision_id IN "
+            f"({', '.join('?' * len(ids))}) GROUP BY ALL", ids).fetchall()) if ids else {}
+    finally:
+        con.close()
+    success = {r["skill_sequence"][-1]: found.get(r["decision_id"], [0, 0]) for r in rows}
+    return {"policy": f"pac:{run.run_id}", "version": f"step-{step}", "success": success, "decisions": ids}
+
+
+def summaries(run, iteration: int) -> dict:
+    from consumers.summaries.summaries import emit_summaries
+
+    con = run.open()
+    try:
+        sent = emit_summaries(con, run.producer, run.config.experiment_id)
+    finally:
+        con.close()
+    return {"sent": len(sent)}
+
+
+def analysis(run, iteration: int) -> dict:
+    from consumers.analysis.analysis import ALL, emit_verdicts, judge_run, run_curves
+
+    con = run.open()
+    try:
+        rows = judge_run(run_curves(con, run.config.experiment_id, run.run_id), seed=run.config.seed)
+        emit_verdicts(con, run.producer, rows)
+    finally:
+        con.close()
+    # Stop on what the policy does, not on its loss alone (judged only while success has too few points).
+    judged_success = any(r["verdict"] != "stop" and r["skill_id"] != ALL for r in rows)
+    stop = next((r["rationale"] for r in rows if r["verdict"] == "stop"), None) if judged_success else None
+    return {"verdicts": {r["skill_id"]: r["verdict"] for r in rows}, "stop": stop}
+
+
+def curriculum(run, iteration: int) -> dict:
+    if run.config.collection == "random":
+        return _random_round(run, iteration)
+    result = run.curriculum_round(_actor(run, iteration), policy=f"pac:{run.run_id}",
+                                  version=f"step-{run.state.detail(iteration, 'train')['step']}")
+    if result.failed:
+        raise StageFailed(f"every model call of the curriculum round failed ({len(result.failures)}); the last: "
+                          f"{result.failures[-1]}")
+    return {"decisions": [d.decision_id for d in result.decisions], "proposals": len(result.proposals),
+            "missing": [m.step for m in result.missing], "calls": result.calls}
+
+
+STAGES = {"plan": plan, "collect": collect, "relabel": relabel, "train": train, "eval": evaluate,
+          "summaries": summaries, "analysis": analysis, "curriculum": curriculum}
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _actor(run, iteration: int):
+    """Who acts in the next iteration's decisions: the latest checkpoint, the scripted expert on the
+    skills it was not trained on (announced since)."""
+    trained = set(run.state.detail(iteration, "relabel").get("functions", []))
+    step = run.state.detail(iteration, "train")["step"]
+
+    def actor(sequence) -> dict:
+        new = [s for s in sequence if _reward_spec(s) not in trained]
+        return {"policy_id": f"pac:{run.run_id}", "policy_version": f"step-{step}", "expert_skills": new,
+                "noise": 0.0}
+    return actor
+
+
+def _random_round(run, iteration: int) -> dict:
+    import numpy as np
+
+    from producers.sim.skills import LIBRARY
+
+    skills = list(LIBRARY)  # uniform over everything a rollout worker can run
+    rng = np.random.default_rng([run.config.seed, iteration])
+    actor = _actor(run, iteration)
+    rows = []
+    for k, skill in enumerate(str(s) for s in rng.choice(skills, size=run.config.max_tasks, replace=True)):
+        fields = actor(_sequence(skill))
+        rows.append(_decision(run, stable_id(run.config.experiment_id, "random", iteration, k, skill), skill,
+                              fields["policy_id"], fields["policy_version"], fields["expert_skills"], 0.0,
+                              run.config.episodes_per_decision, "random", f"random skill: {skill}"))
+    run.send_decisions(rows)
+    return {"decisions": [r["decision_id"] for r in rows], "proposals": 0, "missing": [], "calls": 0}
+
+
+def _bootstrap(run, skill: str, noise: float) -> dict:
+    # Half as many noisy episodes: the clean expert stays the most practised policy of a base skill,
+    # whose mastery the scripted curriculum reads as the frontier.
+    episodes = run.config.bootstrap_episodes if noise == 0 else max(1, run.config.bootstrap_episodes // 2)
+    version = "1" if noise == 0 else f"1+noise{noise:g}"
+    return _decision(run, stable_id(run.config.experiment_id, "bootstrap", skill, noise), skill, EXPERT, version,
+                     list(_sequence(skill)), noise, episodes, "bootstrap",
+                     f"bootstrap {skill} ({'expert' if noise == 0 else f'expert, noise {noise}'})")
+
+
+def _decision(run, decision_id, skill, policy_id, policy_version, expert_skills, noise, episodes, purpose,
+              task) -> dict:
+    from producers.episode_writer import utc_now
+
+    return {"decision_id": decision_id, "experiment_id": run.config.experiment_id, "proposal_id": None, "task": task,
+            "skill_sequence": list(_sequence(skill)), "episodes": episodes, "time": utc_now(), "steps": None,
+            "call_id": None, "policy_id": policy_id, "policy_version": policy_version,
+            "expert_skills": list(expert_skills), "noise": noise, "purpose": purpose}
+
+
+def _sequence(skill: str) -> tuple[str, ...]:
+    from producers.rollout import task_for
+
+    return task_for(skill)
+
+
+def _reward_spec(skill: str) -> str:
+    from producers.sim.skills import get_skill
+
+    name, version = get_skill(skill).reward
+    return f"{name}@{version}"
+
+
+def _bootstrap_decisions(con, experiment_id: str) -> list[str]:
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ? "
+                       "ORDER BY _log, _partition, _offset", [experiment_id]).fetchall()
+    return [r["decision_id"] for (payload,) in rows for r in json.loads(payload) if r.get("purpose") == "bootstrap"]
+
+
+def experiment_skills(con, experiment_id: str) -> list[str]:
+    """The skills the experiment practises: those of its decisions (its base skills, those grown for
+    it, those its curriculum chose), in library order. Relabelled, trained on and evaluated."""
+    from producers.sim.skills import LIBRARY
+
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
+                       [experiment_id]).fetchall()
+    skills = {s for (payload,) in rows for r in json.loads(payload) if r.get("purpose") != "eval"
+              for s in r["skill_sequence"]}
+    return [s for s in LIBRARY if s in skills]
+
+
+def send_decisions(producer, con, experiment_id: str, rows: list[dict]) -> list[dict]:
+    """The decision rows the lake does not hold yet, sent as one v3 batch; returns them."""
+    from schemas.codec import build
+
+    known = lake_state.recorded_ids(con, experiment_id, "curriculum.decision", "decision_id")
+    new = [r for r in rows if r["decision_id"] not in known]
+    for row in new:  # keyed by decision: the decisions spread over the partitions, so over the rollout workers
+        producer.send(topics.CURRICULUM, row["decision_id"], build(CURRICULUM_DECISION_V3, [row]))
+    producer.flush()
+    return new

@@ -1,0 +1,110 @@
+"""The run's state, as a projection of the lake: nothing about a run lives anywhere else.
+
+- `run.stage` events say which stages of which iteration finished (with what they produced),
+  which attempts failed, and whether the run stopped and why;
+- `curriculum.decision` events (v3) say what was asked for, and the `episodes` view what was
+  done: the seeds of a decision whose episodes are complete. A killed run resumes by running the
+  stages not done, and within a collection only the seeds not complete.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunState:
+    experiment_id: str
+    done: dict[tuple[int, str], dict] = field(default_factory=dict)      # (iteration, stage) -> detail
+    failures: dict[tuple[int, str], int] = field(default_factory=dict)   # (iteration, stage) -> failed attempts
+    stopped: str | None = None                                            # why the run stopped, if it did
+
+    def is_done(self, iteration: int, stage: str) -> bool:
+        return (iteration, stage) in self.done
+
+    def detail(self, iteration: int, stage: str) -> dict:
+        return self.done.get((iteration, stage), {})
+
+    @property
+    def iterations_done(self) -> int:
+        """Iterations whose last stage finished."""
+        return len({i for i, s in self.done if s == "curriculum"})
+
+
+def load_state(con, experiment_id: str) -> RunState:
+    state = RunState(experiment_id)
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'run.stage' AND experiment_id = ? "
+                       "ORDER BY _log, _partition, _offset", [experiment_id]).fetchall()
+    for (payload,) in rows:
+        for row in json.loads(payload):
+            key = (row["iteration"], row["stage"])
+            if row["status"] == "done":
+                state.done[key] = json.loads(row["detail"])
+            elif row["status"] == "failed":
+                state.failures[key] = max(state.failures.get(key, 0), row["attempt"])
+            elif row["status"] == "stopped":
+                state.stopped = json.loads(row["detail"]).get("reason", "stopped")
+    return state
+
+
+def recorded_ids(con, experiment_id: str, event_type: str, id_field: str) -> set[str]:
+    rows = con.execute("SELECT payload_json FROM events WHERE type = ? AND experiment_id = ?",
+                       [event_type, experiment_id]).fetchall()
+    return {r[id_field] for (payload,) in rows for r in json.loads(payload)}
+
+
+def decisions(con, experiment_id: str, ids: list[str]) -> list[dict]:
+    """The decision rows with these ids, in the order of `ids` (each once)."""
+    wanted, found = set(ids), {}
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
+                       [experiment_id]).fetchall()
+    for (payload,) in rows:
+        for row in json.loads(payload):
+            if row["decision_id"] in wanted:
+                found.setdefault(row["decision_id"], row)
+    missing = wanted - set(found)
+    if missing:
+        raise LookupError(f"decisions not in the lake: {', '.join(sorted(missing))}")
+    return [found[i] for i in ids]
+
+
+def complete_seeds(con, decision_ids: list[str]) -> dict[str, set[int]]:
+    """decision id -> the seeds of its complete episodes."""
+    out: dict[str, set[int]] = {d: set() for d in decision_ids}
+    if decision_ids:
+        for decision_id, seed in con.execute("SELECT decision_id, seed FROM episodes WHERE decision_id IN "
+                                             f"({', '.join('?' * len(decision_ids))})", decision_ids).fetchall():
+            out[decision_id].add(seed)
+    return out
+
+
+def episode_count(con, experiment_id: str, purposes: tuple[str, ...] = ("bootstrap", "curriculum", "random")) -> int:
+    """Complete episodes of the run's collections (evaluation excluded): what the budget counts."""
+    ids = [d for d, purpose in purposes(con, experiment_id).items() if purpose in purposes]
+    if not ids:
+        return 0
+    return con.execute(f"SELECT count(*) FROM episodes WHERE decision_id IN ({', '.join('?' * len(ids))})",
+                       ids).fetchone()[0]
+
+
+def purposes(con, experiment_id: str) -> dict[str, str]:
+    """decision id -> why it was made (bootstrap | curriculum | random | eval)."""
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
+                       [experiment_id]).fetchall()
+    return {r["decision_id"]: r.get("purpose") or "curriculum" for (payload,) in rows for r in json.loads(payload)}
+
+
+def announced_skills(con) -> set[str]:
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'skill.added'").fetchall()
+    return {r["skill_id"] for (payload,) in rows for r in json.loads(payload)}
+
+
+def metrics_sent_until(con, experiment_id: str, run_id: str) -> int:
+    """The last learner step of the run whose metrics are in the lake (0: none)."""
+    row = con.execute(
+        """SELECT max(r.step) FROM (
+               SELECT unnest(from_json(payload_json, '[{"run_id": "VARCHAR", "step": "BIGINT"}]')) AS r
+               FROM events WHERE type = 'learner.metrics' AND experiment_id = ?) WHERE r.run_id = ?""",
+        [experiment_id, run_id]).fetchone()
+    return row[0] or 0

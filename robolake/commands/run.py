@@ -1,0 +1,164 @@
+"""`robolake run`: the automated experimenter end to end (consumers/experiment)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                               nonnegative_float, nonnegative_int, positive_int)
+from robolake.settings import VLM_BACKENDS, Settings
+
+
+def register(commands, common) -> None:
+    run = commands.add_parser(
+        "run", parents=[common], help="run the experimenter's loop: collect, relabel, train, evaluate, decide",
+        description="The loop, for one experiment: bootstrap (the scripted experts on the base skills, clean and "
+                    "noisy) -> relabel -> train the PAC learner -> evaluate it on every announced skill -> skill "
+                    "summaries -> analysis of the learning curves -> a curriculum round (the model proposes, "
+                    "decomposes and decides the next tasks; skills the library can provide for its missing steps "
+                    "are announced) -> collect with the latest policy (the expert only on skills new to it) -> "
+                    "... until --iterations are done, the analysis says stop, or --budget-episodes is spent.\n\n"
+                    "Every stage's completion is an event (run.stage) and the run's state is their projection in "
+                    "the lake: after a crash or kill -9, the same command resumes where it was, without redoing "
+                    "finished stages or duplicating episodes. One run per experiment and lake at a time. On Kafka "
+                    "a lake sink must run beside it (`robolake sink`), and rollout can be scaled out with "
+                    "`robolake produce --from-decisions` (--external-workers). At the end, the report is written "
+                    "(`robolake report`); `robolake tail all --experiment X` and `robolake dashboard` follow it live.",
+        epilog="examples:\n\n"
+               "  robolake run --experiment exp-1 --iterations 3\n"
+               "  robolake run --experiment exp-1 --vlm gemini --budget-episodes 2000 \\\n"
+               "      --bus kafka://127.0.0.1:9092 --lake s3://robolake/lake")
+    run.add_argument("--experiment", type=identifier, required=True, metavar="ID",
+                     help="the experiment to run or resume")
+    run.add_argument("--iterations", type=positive_int, default=3, metavar="K", help="iterations at most")
+    run.add_argument("--budget-episodes", type=positive_int, metavar="N",
+                     help="stop once the collections (evaluation excluded) hold N episodes")
+    run.add_argument("--vlm", choices=VLM_BACKENDS, metavar="{" + ",".join(VLM_BACKENDS) + "}",
+                     help="the curriculum's model (default: the vlm setting, scripted)")
+    run.add_argument("--vlm-model", metavar="NAME", help="the backend's model (default: the vlm_model setting)")
+    run.add_argument("--collection", choices=("curriculum", "random"), default="curriculum",
+                     help="what to collect after the bootstrap: the curriculum's decisions, or uniformly random "
+                          "skills (the baseline)")
+    run.add_argument("--train-steps", type=positive_int, default=200, metavar="N", help="learner steps per iteration")
+    run.add_argument("--config", default="tiny", choices=("tiny", "small", "base"), help="learner model size")
+    run.add_argument("--alpha", type=nonnegative_float, metavar="A", help="PAC's BC weight (default: the config's)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--skills", nargs="+", metavar="SKILL",
+                     help="the base skills announced and bootstrapped first (default: reach, grasp and lift of each "
+                          "colour, open_gripper, go_home)")
+    run.add_argument("--bootstrap-episodes", type=positive_int, default=3, metavar="N",
+                     help="clean expert episodes per skill new to the experiment (and half as many noisy ones)")
+    run.add_argument("--episodes", type=positive_int, default=6, metavar="N", help="episodes per decision")
+    run.add_argument("--tasks", type=positive_int, default=3, metavar="N", help="decisions per round at most")
+    run.add_argument("--eval-episodes", type=positive_int, default=3, metavar="N",
+                     help="evaluation episodes per skill and iteration")
+    run.add_argument("--workers", type=positive_int, default=2, metavar="N",
+                     help="rollout workers of this process (threads on the in-process bus, processes on Kafka)")
+    run.add_argument("--external-workers", action="store_true",
+                     help="on Kafka: leave the decisions to separate rollout workers (`robolake produce "
+                          "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
+    run.add_argument("--seed", type=nonnegative_int, default=0)
+    run.add_argument("-o", "--report-dir", default="report", metavar="DIR", help="where the report is written")
+    run.set_defaults(run=run_experiment)
+
+
+def run_experiment(args, settings: Settings) -> int:
+    from infra.optional import require
+
+    if args.external_workers and settings.bus == "memory":
+        raise UsageError("--external-workers needs a shared log: the rollout workers are other processes "
+                         "(--bus kafka://HOST:PORT)")
+    if args.alpha is not None and args.alpha > 1:
+        raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
+    chosen = (("vlm", args.vlm), ("vlm_model", args.vlm_model))
+    settings = settings.replace(**{k: v for k, v in chosen if v is not None})
+    from consumers.curriculum.backends import open_vlm_from_settings
+
+    vlm = open_vlm_from_settings(settings)  # a missing key or bad backend: exit 2 before any work
+    require("torch", "learner")
+    require("producers.sim.env", "sim")
+    require("matplotlib", "analysis")
+    from producers.sim.skills import get_skill
+
+    for skill in args.skills or ():
+        get_skill(skill)  # an unknown one: exit 2 naming the known ones
+    check_bus_reachable(settings)
+    check_lake_writable(settings)
+    _check_writable(Path(args.report_dir))  # now, not after days of work
+    from learner.captions import CaptionEncoder
+
+    CaptionEncoder().encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
+    from consumers.experiment.loop import BASE_SKILLS, Run, RunConfig
+    from consumers.experiment.stages import StageFailed
+
+    config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),
+                       iterations=args.iterations, budget_episodes=args.budget_episodes,
+                       collection=args.collection, bootstrap_episodes=args.bootstrap_episodes,
+                       episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
+                       train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
+                       workers=args.workers, seed=args.seed, external_workers=args.external_workers)
+    print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
+          f"(vlm {settings.vlm}, collection {args.collection})", flush=True)
+    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
+    try:
+        outcome = run.run()
+    except StageFailed as exc:
+        _finish(settings, args, None)
+        raise CommandFailed(f"the run stopped: {exc}") from None
+    finally:
+        run.close()
+    _finish(settings, args, outcome)
+    return 0
+
+
+def _check_writable(directory: Path) -> None:
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        raise CommandFailed(f"the report cannot be written to {directory}: {exc.strerror or exc}") from None
+
+
+def _finish(settings: Settings, args, outcome) -> None:
+    """The summary table, then the report."""
+    from consumers.report import html, markdown
+    from consumers.report.report import gather
+    from infra.lake_sql import open_lake
+
+    con = open_lake(settings, read_only=True)
+    try:
+        report = gather(con, args.experiment, settings.lake_root)
+    finally:
+        con.close()
+    if outcome is not None:
+        print(f"\n== experiment {args.experiment}: {outcome.stopped or f'{outcome.iterations} iterations done'}")
+        print(_table(report.skills, outcome.state))
+    out = Path(args.report_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    page, text = out / f"{args.experiment}.html", out / f"{args.experiment}.md"
+    page.write_text(html.render(report), encoding="utf-8")
+    text.write_text(markdown.render(report, out / args.experiment), encoding="utf-8")
+    print(f"\nreport: {page.resolve()} (and {text.name} beside it)", flush=True)
+
+
+def _table(skills: list[dict], state) -> str:
+    """Per skill: every episode of the experiment, and the learned policy at its latest evaluation."""
+    from learner.evaluate import wilson
+
+    latest = max((i for i, stage in state.done if stage == "eval"), default=None)
+    evaluated = state.detail(latest, "eval") if latest is not None else {}
+    header = ["skill", "episodes", "success (all)", f"learned policy {evaluated.get('version', '-')}"]
+    lines = []
+    for row in skills:
+        if row["skill_id"] == "*":  # a verdict on the run as a whole
+            continue
+        wins, n = evaluated.get("success", {}).get(row["skill_id"], (0, 0))
+        low, high = wilson(wins, n)
+        learned = f"{wins}/{n} ({low:.2f}-{high:.2f})" if n else "-"
+        rate = f"{row['rate']:.2f} ({row['ci_low']:.2f}-{row['ci_high']:.2f})" if row["rate"] is not None else "-"
+        lines.append([row["skill_id"], str(row["attempts"]), rate, learned])
+    widths = [max(len(r[k]) for r in [header] + lines) for k in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header] + lines)

@@ -1,0 +1,67 @@
+"""Running a decision: its seeds, who acts (v3: a learned policy with the expert on new skills)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from producers.decisions import BadDecision, MixedPolicy, Policies, decision_seeds
+from producers.policy import ScriptedExpert
+from robolake.settings import Settings
+
+
+def test_seeds_are_a_function_of_the_decision():
+    assert decision_seeds("d1", 3) == decision_seeds("d1", 3)
+    assert decision_seeds("d1", 3)[:2] == decision_seeds("d1", 2)  # episode i has one seed, however many asked
+    assert not set(decision_seeds("d1", 3)) & set(decision_seeds("d2", 3))
+
+
+def test_the_expert_acts_without_a_policy_and_its_noise_names_its_version(tmp_path):
+    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"))
+    clean = policies.for_decision({"decision_id": "d"})
+    noisy = policies.for_decision({"decision_id": "d", "policy_id": "scripted_expert"}, noise=0.3)
+    assert isinstance(clean, ScriptedExpert) and (clean.version, noisy.version, noisy.noise) == ("1", "1+noise0.3", 0.3)
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"policy_id": "gpt-9"}, "unknown policy 'gpt-9'"),
+    ({"policy_id": "pac:r1"}, "needs a version 'step-<n>', got None"),
+    ({"policy_id": "pac:r1", "policy_version": "latest"}, "needs a version 'step-<n>', got 'latest'"),
+    ({"policy_id": "pac:r1", "policy_version": "step-5"}, "no checkpoint of step 5"),
+])
+def test_a_decision_naming_no_usable_policy_is_a_bad_decision(tmp_path, row, message):
+    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"))
+    with pytest.raises(BadDecision, match=message):
+        policies.for_decision({"decision_id": "d", **row})
+
+
+class Recorder:
+    id, version = "pac:r", "step-3"
+
+    def __init__(self):
+        self.started = []
+
+    def start(self, env, skill, rng):
+        self.started.append(skill.id)
+
+    def act(self, observation):
+        return np.full(4, 0.5, np.float32)
+
+
+def test_mixed_policy_hands_new_skills_to_the_expert():
+    from producers.sim.env import BlockStackingEnv
+    from producers.sim.skills import get_skill
+
+    learned, env = Recorder(), BlockStackingEnv()
+    try:
+        env.reset(seed=1)
+        policy = MixedPolicy(learned, ScriptedExpert(), {"grasp_red"})
+        assert (policy.id, policy.version) == ("pac:r", "step-3")  # the episode is the learned policy's
+        rng = np.random.default_rng(0)
+        policy.start(env, get_skill("reach_red"), rng)
+        assert policy.act(np.zeros(43)).tolist() == [0.5] * 4 and not policy.finishing()
+        policy.start(env, get_skill("grasp_red"), rng)
+        assert policy.act(np.zeros(43)).tolist() != [0.5] * 4 and policy.finishing()  # the script has moves left
+        assert learned.started == ["reach_red"]
+    finally:
+        env.close()

@@ -1,0 +1,145 @@
+"""`robolake run` on the embedded default: the loop to a report, a rerun that does nothing, a run
+killed with SIGKILL five times at random moments that ends with nothing lost and nothing twice,
+a second run that refuses, and a failing stage recorded, retried and stopped on cleanly."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from robolake.cli import main
+from robolake.settings import Settings
+from tests.run_checks import STAGES, check_exactly_once, events, query
+
+pytest.importorskip("torch")
+
+# Small enough for a test: two skills, a few episodes, a few learner steps.
+SMALL = ["--skills", "reach_red", "lift_red", "--iterations", "2", "--train-steps", "8", "--bootstrap-episodes", "1",
+         "--eval-episodes", "1", "--episodes", "1", "--tasks", "1", "--workers", "1"]
+
+
+def _settings(lake) -> Settings:
+    return Settings.load(lake=f"file://{lake}", bus="memory")
+
+
+def _args(lake, experiment="exp", extra=()):
+    return ["run", "--experiment", experiment, "--lake", f"file://{lake}", "--bus", "memory",
+            "-o", str(lake.parent / "report"), *SMALL, *extra]
+
+
+@pytest.mark.timeout(900)
+def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
+    lake = tmp_path / "lake"
+    assert main(_args(lake)) == 0
+    out = capsys.readouterr().out
+    assert "2 iterations done" in out and "report: " in out
+    assert (tmp_path / "report" / "exp.html").stat().st_size > 1000
+    check_exactly_once(_settings(lake))
+    assert main(["tail", "all", "--experiment", "exp", "--lake", f"file://{lake}", "--bus", "memory"]) == 0
+    conversation = capsys.readouterr().out  # the run's stages and who acted are part of the conversation
+    assert "run exp: iteration 1 train done" in conversation and "iteration 2 curriculum done" in conversation
+    assert 'with pac:exp-pac@step-8' in conversation and "with scripted_expert@1+noise0.3" in conversation
+    counts = ("SELECT count(*) FROM events", "SELECT count(*) FROM episodes")
+    before = [query(_settings(lake), sql) for sql in counts]
+    assert main(_args(lake)) == 0
+    assert "collect ..." not in capsys.readouterr().out  # nothing redone
+    assert [query(_settings(lake), sql) for sql in counts] == before
+    assert main(_args(lake, extra=["--skills", "reach_blue"])) == 2  # another experiment under the same id
+    assert "was started with base_skills ['reach_red', 'lift_red'] (now ['reach_blue'])" in capsys.readouterr().err
+    assert main(_args(lake, extra=["-o", "/proc/no-reports-here"])) == 1  # refused before any work
+    assert "the report cannot be written to /proc/no-reports-here" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(1500)
+def test_killed_run_resumes_with_nothing_lost_or_twice(tmp_path):
+    """Five SIGKILLs, each at a random moment after the restarted run began a stage."""
+    lake = tmp_path / "lake"
+    rng = random.Random(7)
+    cmd = [sys.executable, "-m", "robolake.cli", *_args(lake)]
+    killed_in = []
+    while len(killed_in) < 5:
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                 preexec_fn=os.setpgrp)
+        stage = next((line.strip() for line in child.stdout if line.rstrip().endswith(" ...")), None)
+        if stage is None:  # every stage was done: nothing left to interrupt
+            break
+        time.sleep(rng.uniform(0.2, 12.0))
+        if child.poll() is not None:
+            break
+        os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        killed_in.append(stage)
+    assert len(killed_in) >= 3, f"the run finished too soon to be killed often: {killed_in}"
+    final = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert final.returncode == 0, final.stderr[-2000:]
+    check_exactly_once(_settings(lake))
+
+
+def test_a_second_run_of_the_experiment_refuses(tmp_path, capsys):
+    from infra.lake_catalog import file_lock, lock_path
+
+    lake = tmp_path / "lake"
+    settings = Settings.load(lake=f"file://{lake}", bus="memory")
+    lake.mkdir()
+    with file_lock(lock_path(settings, "run-exp"), wait=False):
+        assert main(_args(lake)) == 1
+    assert "another `robolake run` of experiment 'exp' is running" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "../etc"], "--experiment: expected ASCII letters"),
+    (["--experiment", "x", "--skills", "juggle"], "juggle"),
+    (["--experiment", "x", "--iterations", "0"], "--iterations: expected a positive integer"),
+])
+def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
+    try:
+        code = main(["run", "--lake", f"file://{tmp_path}/lake", *args])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()  # refused before any work
+
+
+class FailingVLM:
+    backend, model = "scripted", "always-down"
+
+    def complete(self, request):
+        from consumers.curriculum.vlm import VLMError
+
+        raise VLMError("503 Service Unavailable (the test's model is down)")
+
+
+def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path, monkeypatch):
+    from consumers.experiment import loop
+    from consumers.experiment.loop import Run, RunConfig
+    from consumers.experiment.stages import StageFailed
+
+    monkeypatch.setattr(loop.time, "sleep", lambda s: None)  # the backoff, not under test here
+    lake = tmp_path / "lake"
+    settings = Settings.load(lake=f"file://{lake}", bus="memory")
+    config = RunConfig("exp", iterations=1, base_skills=("reach_red",), bootstrap_episodes=1, eval_episodes=1,
+                       train_steps=4, workers=1, retries=2)
+    run = Run(settings, config, vlm=FailingVLM(), say=lambda text: None, bars=False)
+    with pytest.raises(StageFailed, match="curriculum of iteration 1 failed 2 times.*503"):
+        run.run()
+    run.close()
+    stages = [(r["stage"], r["status"], r["attempt"]) for r in events(_settings(lake), "run.stage")
+              if r["stage"] == "curriculum"]
+    assert sorted(stages) == [("curriculum", "failed", 1), ("curriculum", "failed", 2), ("curriculum", "stopped", 2)]
+    assert any(c["error"] and "503" in c["error"] for c in events(_settings(lake), "vlm.call"))
+
+    run = Run(settings, config, say=lambda text: None, bars=False)  # the model is back: the run goes on
+    outcome = run.run()
+    run.close()
+    assert outcome.iterations == 1 and outcome.state.is_done(0, "curriculum")
+    recorded = [(r["stage"], r["status"], r["attempt"]) for r in events(_settings(lake), "run.stage")]
+    assert ("curriculum", "done", 3) in recorded
