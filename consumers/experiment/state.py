@@ -79,9 +79,9 @@ def complete_seeds(con, decision_ids: list[str]) -> dict[str, set[int]]:
     return out
 
 
-def episode_count(con, experiment_id: str, purposes: tuple[str, ...] = ("bootstrap", "curriculum", "random")) -> int:
+def episode_count(con, experiment_id: str, counted: tuple[str, ...] = ("bootstrap", "curriculum", "random")) -> int:
     """Complete episodes of the run's collections (evaluation excluded): what the budget counts."""
-    ids = [d for d, purpose in purposes(con, experiment_id).items() if purpose in purposes]
+    ids = [d for d, purpose in purposes(con, experiment_id).items() if purpose in counted]
     if not ids:
         return 0
     return con.execute(f"SELECT count(*) FROM episodes WHERE decision_id IN ({', '.join('?' * len(ids))})",

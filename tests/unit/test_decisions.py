@@ -65,3 +65,17 @@ def test_mixed_policy_hands_new_skills_to_the_expert():
         assert learned.started == ["reach_red"]
     finally:
         env.close()
+
+
+def test_the_budget_counts_collected_episodes_only(tmp_path):
+    from consumers.experiment.state import episode_count
+    from infra.lake_catalog import LakeTables
+    from infra.lake_sql import open_lake
+
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")
+    LakeTables(settings, writer="test").close()  # an empty lake
+    con = open_lake(settings)
+    try:
+        assert episode_count(con, "exp") == 0
+    finally:
+        con.close()
