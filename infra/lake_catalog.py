@@ -238,10 +238,15 @@ def lock_path(settings, purpose: str) -> Path:
     return path.with_name(f"{path.name}.{purpose}.lock" if purpose else f"{path.name}.lock")
 
 
+class LockHeld(BlockingIOError):
+    """Another process holds the lock (file_lock with wait=False); raised only when taking it, so a
+    BlockingIOError from the work under the lock is never mistaken for it."""
+
+
 @contextmanager
 def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
     """Hold an exclusive lock on `path` (other processes on this machine wait); `waiting` is logged
-    when someone else holds it. `wait=False`: BlockingIOError instead of waiting."""
+    when someone else holds it. `wait=False`: LockHeld instead of waiting."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -249,7 +254,7 @@ def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             if not wait:
-                raise
+                raise LockHeld(f"{path} is held by another process") from None
             if waiting:
                 log.info("%s", waiting)
             fcntl.flock(fd, fcntl.LOCK_EX)

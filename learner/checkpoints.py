@@ -48,6 +48,11 @@ class CheckpointStore:
             return None
         return self._load(json.loads(pointer)["checkpoint"], "latest names a checkpoint that is missing")
 
+    def latest_step(self) -> int | None:
+        """The step of the `latest` checkpoint, read from its pointer alone (None: no checkpoint)."""
+        pointer = self._get("latest")
+        return None if pointer is None else json.loads(pointer)["step"]
+
     def load(self, step: int) -> dict:
         """The checkpoint of `step` (a policy version "step-<n>" pins one)."""
         return self._load(f"step-{step:09d}.pt", f"no checkpoint of step {step}")

@@ -32,11 +32,12 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
           device: str = "auto", resume: bool = False, seed: int = 0, checkpoint_every: int = 500,
           metrics_every: int = 50, conditioning: str = "hindsight", successful_only: bool = False,
           skills: tuple[str, ...] | None = None, progress=None, metrics_sent_until: int = 0,
-          before_checkpoint=None) -> TrainRun:
+          before_checkpoint=None, captions=None) -> TrainRun:
     """Train `steps` steps. A resumed run repeats the steps after its checkpoint: their metrics up
     to `metrics_sent_until` are already on the log and are not sent again. `before_checkpoint()`
     runs before each checkpoint is written (`robolake run` on the in-process bus: sink the metrics
-    first, so no checkpoint is ever ahead of the metrics in the lake)."""
+    first, so no checkpoint is ever ahead of the metrics in the lake). `captions`: a CaptionEncoder
+    already loaded (default: a new one)."""
     from infra.bus import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
@@ -61,7 +62,7 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
                                                    successful_only=successful_only))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
-    captions = CaptionEncoder()
+    captions = captions or CaptionEncoder()
     producer = open_bus(settings).producer()
     lineage = {"dataset": dataset, "functions": [f"{n}@{v}" for n, v in data.functions],
                "conditioning": conditioning, "successful_only": successful_only,

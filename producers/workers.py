@@ -32,6 +32,14 @@ def produce_episodes(settings: Settings, config: RolloutConfig, episodes: int, w
     launch(_episodes_job, jobs, settings, progress)
 
 
+def run_decision_seeds(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int], workers: int,
+                       progress=None) -> None:
+    """These seeds of one decision (producers/decisions.py: it says who acts) split over `workers` workers."""
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), decision, seeds[w::workers])
+            for w in range(workers) if seeds[w::workers]]
+    launch(_decision_seeds_job, jobs, settings, progress)
+
+
 def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, until_idle_s: float | None,
                     progress=None, experiment: str | None = None) -> None:
     """Serve the curriculum's decisions (of one experiment, in a consumer group of its own, if given)."""
@@ -46,6 +54,27 @@ def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], r
     producer = open_bus(settings).producer()
     run_episodes(producer, config, seeds, progress=report, stop=stop)
     producer.close()
+
+
+# A worker thread keeps its loaded policies from one decision to the next (a process starts afresh).
+_THREAD_POLICIES: dict[tuple[str, str], object] = {}
+
+
+def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int], report,
+                        stop=None) -> None:
+    from infra.bus import open_bus
+    from producers.decisions import Policies, run_decision
+
+    if settings.bus != "memory" and (decision.get("policy_id") or "").startswith("pac:"):
+        import torch
+
+        torch.set_num_threads(1)  # the worker processes share the cores
+    producer = open_bus(settings).producer()
+    policies = _THREAD_POLICIES.setdefault((settings.lake_root, config.worker_id), Policies(settings))
+    try:
+        run_decision(producer, decision, config, policies, seeds=seeds, progress=report, stop=stop)
+    finally:
+        producer.close()
 
 
 def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, experiment: str | None,

@@ -230,3 +230,9 @@ class SkillRetriever:
         if self.scoring != "factorised" or not named:
             return np.ones(len(self._columns), dtype=bool)
         return np.array([(named <= 1) if n == 0 else (named == n) if n <= 2 else (named <= n) for n in self._arity])
+
+
+def retrievers(encoder) -> Callable:
+    """library -> a SkillRetriever over its captions, every one embedding with `encoder`
+    (learner.captions.CaptionEncoder: one model loaded, its embeddings cached per caption)."""
+    return lambda library: SkillRetriever(list(library.captions.items()), embed=encoder.encode)

@@ -26,7 +26,10 @@ from dataclasses import dataclass, field
 from consumers.curriculum.stages import stable_id
 from consumers.experiment import stages
 from consumers.experiment.state import RunState, complete_seeds, decisions, episode_count, load_state
+from consumers.lake_sink.sink import sink_in_process
+from producers.rollout import RolloutConfig
 from producers.sim.announce import BASE_SKILLS
+from producers.workers import run_decision_seeds
 from schemas import topics
 from schemas.events import RUN_STAGE
 
@@ -80,9 +83,12 @@ class Run:
         self.bus = open_bus(settings)
         self.producer = self.bus.producer()
         self.run_id = f"{config.experiment_id}-pac"
+        # How this process's workers roll out (each decision sets the skills, the experiment and who acts).
+        self.rollout = RolloutConfig(skills=("go_home",), task_skill="go_home", worker_id="run", frames=True,
+                                     frame_every=5)
         self.dataset = f"run:{config.experiment_id}"
         self.state = RunState(config.experiment_id)
-        self._curriculum = None
+        self._encoder = None
         self._reader = None
 
     # --- the loop --------------------------------------------------------------------------------
@@ -168,16 +174,13 @@ class Run:
 
     @contextmanager
     def _only_run(self):
-        from infra.lake_catalog import file_lock, lock_path
+        from infra.lake_catalog import LockHeld, file_lock, lock_path
 
-        path, held = lock_path(self.settings, f"run-{self.config.experiment_id}"), False
+        path = lock_path(self.settings, f"run-{self.config.experiment_id}")
         try:
             with file_lock(path, wait=False):
-                held = True
                 yield
-        except BlockingIOError:
-            if held:
-                raise
+        except LockHeld:
             raise AlreadyRunning(f"another `robolake run` of experiment {self.config.experiment_id!r} is running on "
                                  f"{self.settings.lake_root} (lock {path}); wait for it, or stop it first") from None
 
@@ -199,16 +202,9 @@ class Run:
         """Everything sent so far is in the lake when this returns."""
         self.producer.flush()
         if self.settings.bus == "memory":
-            self.sync_memory()
+            sink_in_process(self.settings)
         else:
             self._wait_for_sink()
-
-    def sync_memory(self) -> None:
-        if self.settings.bus == "memory":
-            from consumers.lake_sink import LakeSink
-
-            self.producer.flush()
-            LakeSink(self.settings, bus=self.bus, flush_seconds=1.0).run(until_idle_s=0.2)
 
     def _wait_for_sink(self) -> None:
         from consumers.lake_sink.sink import SOURCE_TOPICS
@@ -234,15 +230,21 @@ class Run:
                                  "running on this bus and lake?")
             time.sleep(0.5)
 
-    def send_decisions(self, rows: list[dict]) -> list[dict]:
-        """Sends the rows the lake lacks; they are in the lake when this returns."""
+    def send_decisions(self, rows: list[dict]) -> None:
+        """Sends the v3 decision rows the lake lacks; they are in the lake when this returns. Each is
+        keyed by its id, so the decisions spread over the partitions, so over the rollout workers."""
+        from consumers.curriculum.consumer import OnlyNew, known_ids
+        from schemas.codec import build
+        from schemas.events import CURRICULUM_DECISION_V3
+
         con = self.open()
         try:
-            sent = stages.send_decisions(self.producer, con, self.config.experiment_id, rows)
+            producer = OnlyNew(self.producer, known_ids(con, self.config.experiment_id))
         finally:
             con.close()
+        for row in rows:
+            producer.send(topics.CURRICULUM, row["decision_id"], build(CURRICULUM_DECISION_V3, [row]))
         self.sync()
-        return sent
 
     def collect(self, decision_ids: list[str], what: str) -> dict:
         """Run the seeds of these decisions whose episodes the lake lacks; the lake is synced after
@@ -264,7 +266,7 @@ class Run:
             if self.config.external_workers:
                 self._wait_for_workers(todo, bar)
             for row, seeds in [] if self.config.external_workers else todo:
-                run_decision_in_workers(self.settings, row, seeds, self.config.workers, bar.update)
+                run_decision_seeds(self.settings, self.rollout, row, seeds, self.config.workers, bar.update)
                 self.sync()
         return {"decisions": len(decision_ids), "episodes_run": total,
                 "episodes_before": sum(len(s) for s in complete.values())}
@@ -323,14 +325,19 @@ class Run:
             self.vlm_inner = open_vlm_from_settings(self.settings)
         return self.vlm_inner
 
-    def _retriever_factory(self):
-        if self._curriculum is None:
-            from consumers.curriculum.retrieval import SkillRetriever
+    @property
+    def encoder(self):
+        """One caption encoder for retrieval, growth and training (the model loads once)."""
+        if self._encoder is None:
             from learner.captions import CaptionEncoder
 
-            encoder = CaptionEncoder()
-            self._curriculum = lambda library: SkillRetriever(list(library.captions.items()), embed=encoder.encode)
-        return self._curriculum
+            self._encoder = CaptionEncoder()
+        return self._encoder
+
+    def _retriever_factory(self):
+        from consumers.curriculum.retrieval import retrievers
+
+        return retrievers(self.encoder)
 
     @contextmanager
     def bar(self, total: int, what: str, unit: str):
@@ -372,37 +379,6 @@ def _interrupted(exc: BaseException | None) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
-
-
-def run_decision_in_workers(settings, row: dict, seeds: list[int], workers: int, progress) -> None:
-    from producers.workers import launch
-
-    shares = [seeds[w::workers] for w in range(workers) if seeds[w::workers]]
-    launch(_decision_job, [(settings, row, share, f"run-{w}") for w, share in enumerate(shares)], settings,
-           progress)
-
-
-_WORKER_POLICIES: dict[tuple[str, str], object] = {}
-
-
-def _decision_job(settings, row: dict, seeds: list[int], worker_id: str, report, stop=None) -> None:
-    from infra.bus import open_bus
-    from producers.decisions import Policies, run_decision
-    from producers.rollout import RolloutConfig
-
-    if settings.bus != "memory":
-        import torch
-
-        torch.set_num_threads(1)  # the workers share the cores
-    producer = open_bus(settings).producer()
-    base = RolloutConfig(skills=("go_home",), task_skill="go_home", experiment_id=row["experiment_id"],
-                         worker_id=worker_id, frames=True, frame_every=5)
-    # A worker thread keeps its loaded policies from one decision to the next (a process starts afresh).
-    policies = _WORKER_POLICIES.setdefault((settings.lake_root, worker_id), Policies(settings))
-    try:
-        run_decision(producer, row, base, policies, seeds=seeds, progress=report, stop=stop)
-    finally:
-        producer.close()
 
 
 def _brief(detail: dict) -> str:

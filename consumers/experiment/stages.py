@@ -20,14 +20,12 @@ curriculum  a curriculum round (or, with collection = random, skills drawn unifo
 
 from __future__ import annotations
 
-import json
 import logging
 
 from consumers.curriculum.stages import stable_id
 from consumers.experiment import state as lake_state
 from producers.decisions import EXPERT
-from schemas import topics
-from schemas.events import CURRICULUM_DECISION_V3
+from producers.rollout import task_for
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +45,7 @@ def plan(run, iteration: int) -> dict:
     con = run.open()
     try:
         if iteration == 0:  # the base skills, with the skills their sequences build on
-            skills = list(dict.fromkeys(s for skill in run.config.base_skills for s in _sequence(skill)))
+            skills = list(dict.fromkeys(s for skill in run.config.base_skills for s in task_for(skill)))
         else:
             skills = [a.skill_id for a in run.grow(con)]
         practised = set(experiment_skills(con, run.config.experiment_id))
@@ -101,6 +99,7 @@ def relabel(run, iteration: int) -> dict:
 
 
 def train(run, iteration: int) -> dict:
+    from consumers.lake_sink.sink import sink_in_process
     from learner.checkpoints import CheckpointStore
     from learner.pac.config import get_config
     from learner.train import TrainingError
@@ -115,16 +114,16 @@ def train(run, iteration: int) -> dict:
         sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run.run_id)
     finally:
         con.close()
-    latest = CheckpointStore(run.settings, run.run_id).load_latest()
+    latest = CheckpointStore(run.settings, run.run_id).latest_step()
     with run.bar(target, "training", "step") as bar:
-        bar.update(min(target, latest["learner"]["steps"]) if latest else 0)
+        bar.update(min(target, latest or 0))
         try:
             done = train_pac(run.settings, config, run.dataset, steps=target, run_id=run.run_id,
                              experiment_id=run.config.experiment_id, device=run.config.device,
                              resume=latest is not None,
                              seed=run.config.seed, checkpoint_every=max(1, run.config.train_steps // 2),
                              metrics_every=max(1, run.config.train_steps // 10), progress=bar.update,
-                             metrics_sent_until=sent, before_checkpoint=run.sync_memory)
+                             metrics_sent_until=sent, before_checkpoint=lambda: sink_in_process(run.settings), captions=run.encoder)
         except TrainingError as exc:
             raise StageFailed(f"training failed: {exc}") from exc
     return {"run_id": run.run_id, "step": done.steps, "checkpoint": done.checkpoint,
@@ -222,7 +221,7 @@ def _random_round(run, iteration: int) -> dict:
     actor = _actor(run, iteration)
     rows = []
     for k, skill in enumerate(str(s) for s in rng.choice(skills, size=run.config.max_tasks, replace=True)):
-        fields = actor(_sequence(skill))
+        fields = actor(task_for(skill))
         rows.append(_decision(run, stable_id(run.config.experiment_id, "random", iteration, k, skill), skill,
                               fields["policy_id"], fields["policy_version"], fields["expert_skills"], 0.0,
                               run.config.episodes_per_decision, "random", f"random skill: {skill}"))
@@ -236,7 +235,7 @@ def _bootstrap(run, skill: str, noise: float) -> dict:
     episodes = run.config.bootstrap_episodes if noise == 0 else max(1, run.config.bootstrap_episodes // 2)
     version = "1" if noise == 0 else f"1+noise{noise:g}"
     return _decision(run, stable_id(run.config.experiment_id, "bootstrap", skill, noise), skill, EXPERT, version,
-                     list(_sequence(skill)), noise, episodes, "bootstrap",
+                     list(task_for(skill)), noise, episodes, "bootstrap",
                      f"bootstrap {skill} ({'expert' if noise == 0 else f'expert, noise {noise}'})")
 
 
@@ -245,15 +244,9 @@ def _decision(run, decision_id, skill, policy_id, policy_version, expert_skills,
     from producers.episode_writer import utc_now
 
     return {"decision_id": decision_id, "experiment_id": run.config.experiment_id, "proposal_id": None, "task": task,
-            "skill_sequence": list(_sequence(skill)), "episodes": episodes, "time": utc_now(), "steps": None,
+            "skill_sequence": list(task_for(skill)), "episodes": episodes, "time": utc_now(), "steps": None,
             "call_id": None, "policy_id": policy_id, "policy_version": policy_version,
             "expert_skills": list(expert_skills), "noise": noise, "purpose": purpose}
-
-
-def _sequence(skill: str) -> tuple[str, ...]:
-    from producers.rollout import task_for
-
-    return task_for(skill)
 
 
 def _reward_spec(skill: str) -> str:
@@ -264,9 +257,7 @@ def _reward_spec(skill: str) -> str:
 
 
 def _bootstrap_decisions(con, experiment_id: str) -> list[str]:
-    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ? "
-                       "ORDER BY _log, _partition, _offset", [experiment_id]).fetchall()
-    return [r["decision_id"] for (payload,) in rows for r in json.loads(payload) if r.get("purpose") == "bootstrap"]
+    return [r["decision_id"] for r in lake_state.decision_rows(con, experiment_id) if r.get("purpose") == "bootstrap"]
 
 
 def experiment_skills(con, experiment_id: str) -> list[str]:
@@ -274,20 +265,6 @@ def experiment_skills(con, experiment_id: str) -> list[str]:
     it, those its curriculum chose), in library order. Relabelled, trained on and evaluated."""
     from producers.sim.skills import LIBRARY
 
-    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
-                       [experiment_id]).fetchall()
-    skills = {s for (payload,) in rows for r in json.loads(payload) if r.get("purpose") != "eval"
+    skills = {s for r in lake_state.decision_rows(con, experiment_id) if r.get("purpose") != "eval"
               for s in r["skill_sequence"]}
     return [s for s in LIBRARY if s in skills]
-
-
-def send_decisions(producer, con, experiment_id: str, rows: list[dict]) -> list[dict]:
-    """The decision rows the lake does not hold yet, sent as one v3 batch; returns them."""
-    from schemas.codec import build
-
-    known = lake_state.recorded_ids(con, experiment_id, "curriculum.decision", "decision_id")
-    new = [r for r in rows if r["decision_id"] not in known]
-    for row in new:  # keyed by decision: the decisions spread over the partitions, so over the rollout workers
-        producer.send(topics.CURRICULUM, row["decision_id"], build(CURRICULUM_DECISION_V3, [row]))
-    producer.flush()
-    return new

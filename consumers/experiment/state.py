@@ -1,7 +1,7 @@
 """The run's state, as a projection of the lake: nothing about a run lives anywhere else.
 
 - `run.stage` events say which stages of which iteration finished (with what they produced),
-  which attempts failed, and whether the run stopped and why;
+  which attempts failed, and why a run stopped (for the log and the report);
 - `curriculum.decision` events (v3) say what was asked for, and the `episodes` view what was
   done: the seeds of a decision whose episodes are complete. A killed run resumes by running the
   stages not done, and within a collection only the seeds not complete.
@@ -18,18 +18,12 @@ class RunState:
     experiment_id: str
     done: dict[tuple[int, str], dict] = field(default_factory=dict)      # (iteration, stage) -> detail
     failures: dict[tuple[int, str], int] = field(default_factory=dict)   # (iteration, stage) -> failed attempts
-    stopped: str | None = None                                            # why the run stopped, if it did
 
     def is_done(self, iteration: int, stage: str) -> bool:
         return (iteration, stage) in self.done
 
     def detail(self, iteration: int, stage: str) -> dict:
         return self.done.get((iteration, stage), {})
-
-    @property
-    def iterations_done(self) -> int:
-        """Iterations whose last stage finished."""
-        return len({i for i, s in self.done if s == "curriculum"})
 
 
 def load_state(con, experiment_id: str) -> RunState:
@@ -43,27 +37,22 @@ def load_state(con, experiment_id: str) -> RunState:
                 state.done[key] = json.loads(row["detail"])
             elif row["status"] == "failed":
                 state.failures[key] = max(state.failures.get(key, 0), row["attempt"])
-            elif row["status"] == "stopped":
-                state.stopped = json.loads(row["detail"]).get("reason", "stopped")
     return state
 
 
-def recorded_ids(con, experiment_id: str, event_type: str, id_field: str) -> set[str]:
-    rows = con.execute("SELECT payload_json FROM events WHERE type = ? AND experiment_id = ?",
-                       [event_type, experiment_id]).fetchall()
-    return {r[id_field] for (payload,) in rows for r in json.loads(payload)}
+def decision_rows(con, experiment_id: str) -> list[dict]:
+    """The experiment's curriculum.decision rows, in log order."""
+    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ? "
+                       "ORDER BY _log, _partition, _offset", [experiment_id]).fetchall()
+    return [row for (payload,) in rows for row in json.loads(payload)]
 
 
 def decisions(con, experiment_id: str, ids: list[str]) -> list[dict]:
     """The decision rows with these ids, in the order of `ids` (each once)."""
-    wanted, found = set(ids), {}
-    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
-                       [experiment_id]).fetchall()
-    for (payload,) in rows:
-        for row in json.loads(payload):
-            if row["decision_id"] in wanted:
-                found.setdefault(row["decision_id"], row)
-    missing = wanted - set(found)
+    found: dict[str, dict] = {}
+    for row in decision_rows(con, experiment_id):
+        found.setdefault(row["decision_id"], row)
+    missing = set(ids) - set(found)
     if missing:
         raise LookupError(f"decisions not in the lake: {', '.join(sorted(missing))}")
     return [found[i] for i in ids]
@@ -90,9 +79,7 @@ def episode_count(con, experiment_id: str, counted: tuple[str, ...] = ("bootstra
 
 def purposes(con, experiment_id: str) -> dict[str, str]:
     """decision id -> why it was made (bootstrap | curriculum | random | eval)."""
-    rows = con.execute("SELECT payload_json FROM events WHERE type = 'curriculum.decision' AND experiment_id = ?",
-                       [experiment_id]).fetchall()
-    return {r["decision_id"]: r.get("purpose") or "curriculum" for (payload,) in rows for r in json.loads(payload)}
+    return {r["decision_id"]: r.get("purpose") or "curriculum" for r in decision_rows(con, experiment_id)}
 
 
 def announced_skills(con) -> set[str]:

@@ -33,6 +33,13 @@ SOURCE_TOPICS = [topics.EPISODES, topics.CURRICULUM, topics.SKILLS, topics.LEARN
                  topics.VLM, topics.LINEAGE, topics.RUNS]
 
 
+def sink_in_process(settings) -> None:
+    """On the in-process bus, what a command sent outlives it only in the lake: sink it now
+    (nothing to do on Kafka, where a running `robolake sink` writes it)."""
+    if settings.bus == "memory":
+        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+
+
 class LakeUnavailable(RuntimeError):
     """The lake cannot be written now; the message says where and why."""
 

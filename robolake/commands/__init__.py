@@ -121,12 +121,14 @@ def check_lake_writable(settings) -> None:
     if not settings.lake_is_s3:
         paths.insert(0, Path(settings.lake_root))
     for path in paths:
-        reason = _unwritable(path)
+        reason = unwritable(path)
         if reason:
             raise CommandFailed(f"the lake at {settings.lake_root} cannot be opened for writing: {reason}")
 
 
-def _unwritable(path) -> str | None:
+def unwritable(path) -> str | None:
+    """Why files cannot be created at `path` (the nearest directory that exists is probed, nothing
+    left behind), or None."""
     import tempfile
 
     existing = path
@@ -139,15 +141,6 @@ def _unwritable(path) -> str | None:
     except OSError as exc:
         return f"cannot create files in {existing} ({exc.strerror or exc})"
     return None
-
-
-def sink_in_process(settings) -> None:
-    """On the in-process bus, what this command sent outlives it only in the lake: sink it now
-    (nothing to do on Kafka, where a running `robolake sink` writes it)."""
-    if settings.bus == "memory":
-        from consumers.lake_sink import LakeSink
-
-        LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
 
 
 def check_bus_reachable(settings) -> None:

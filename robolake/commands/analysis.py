@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int,
-                               sink_in_process)
+from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
 from robolake.settings import Settings
 
 
@@ -76,6 +75,8 @@ def run_analyze(args, settings: Settings) -> int:
         print(f"no learner runs in {settings.lake_root} yet (robolake train writes their metrics)")
         return 0
     if sent or reader is not None:
+        from consumers.lake_sink.sink import sink_in_process
+
         sink_in_process(settings)
     print(f"wrote {len(plots)} curves to {args.out}/" + ("" if args.no_emit else
           f"; emitted {len(sent)} new analysis.verdict events ({len(verdicts) - len(sent)} already in the lake)"))

@@ -121,16 +121,13 @@ def _only_curriculum_of(settings: Settings, experiment: str):
     """Two curricula of one experiment would both send a round's events before either reaches the
     lake, so each would duplicate the other's: the second refuses (a lock file beside the lake's
     catalog; the lock goes with the process, however it ends)."""
-    from infra.lake_catalog import file_lock, lock_path
+    from infra.lake_catalog import LockHeld, file_lock, lock_path
 
-    path, held = lock_path(settings, f"curriculum-{experiment}"), False
+    path = lock_path(settings, f"curriculum-{experiment}")
     try:
         with file_lock(path, wait=False):
-            held = True
             yield
-    except BlockingIOError:
-        if held:  # not ours: raised by the work under the lock
-            raise
+    except LockHeld:
         raise CommandFailed(f"another curriculum of experiment {experiment!r} is running on "
                             f"{settings.lake_root} (lock {path}); wait for it to finish") from None
 
@@ -145,12 +142,12 @@ def _stages(failures: list[str]) -> str:
 def _retrievers():
     """SkillRetriever per library, sharing one caption encoder, loaded now: before the scene image is
     rendered, because loading torch after an EGL context exists (Mesa llvmpipe) crashes the process."""
-    from consumers.curriculum.retrieval import SkillRetriever
+    from consumers.curriculum.retrieval import retrievers
     from learner.captions import CaptionEncoder
 
     encoder = CaptionEncoder()
     encoder.encode(["reach the red block"])
-    return lambda library: SkillRetriever(list(library.captions.items()), embed=encoder.encode)
+    return retrievers(encoder)
 
 
 def _report(result, settings: Settings) -> None:

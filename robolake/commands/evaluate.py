@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import identifier, nonnegative_int, positive_int, sink_in_process
+from robolake.commands import identifier, nonnegative_int, positive_int
 from robolake.settings import Settings
 
 
@@ -43,6 +43,8 @@ def run_eval(args, settings: Settings) -> int:
               file=sys.stderr) as bar:
         results = evaluate_in_workers(settings, args.run_id, args.skills, args.episodes, args.workers, args.seed,
                                       args.experiment, bar.update)
+    from consumers.lake_sink.sink import sink_in_process
+
     sink_in_process(settings)
     print(f"policy {policy.id} {policy.version}")
     print(f"{'skill':<22}{'episodes':>9}{'success':>9}   95% interval")

@@ -36,28 +36,34 @@ def register(commands, common) -> None:
 
 
 def run_report(args, settings: Settings) -> int:
+    from infra.optional import require
+
+    require("matplotlib", "analysis")
+    report, page, text = write_report(settings, args.experiment, Path(args.output), args.frame_episodes)
+    print(f"wrote {page} and {text}: {len(report.conversation)} events, {len(report.skills)} skills, "
+          f"{report.volumes['complete episodes']} episodes")
+    return 0
+
+
+def write_report(settings: Settings, experiment: str, out: Path, frame_episodes: int = 4):
+    """Read the experiment from the lake and write out/<experiment>.html and .md: (report, page, text)."""
     from consumers.report import html, markdown
     from consumers.report.queries import ExperimentNotFound
     from consumers.report.report import gather
     from infra.lake_sql import open_lake
-    from infra.optional import require
 
-    require("matplotlib", "analysis")
-    out = Path(args.output)
     con = open_lake(settings, read_only=True)
     try:
-        report = gather(con, args.experiment, settings.lake_root, frame_episodes=args.frame_episodes)
+        report = gather(con, experiment, settings.lake_root, frame_episodes=frame_episodes)
     except ExperimentNotFound as exc:
         raise CommandFailed(str(exc)) from None
     finally:
         con.close()
     out.mkdir(parents=True, exist_ok=True)
-    page, text = out / f"{args.experiment}.html", out / f"{args.experiment}.md"
+    page, text = out / f"{experiment}.html", out / f"{experiment}.md"
     page.write_text(html.render(report), encoding="utf-8")
-    text.write_text(markdown.render(report, out / args.experiment), encoding="utf-8")
-    print(f"wrote {page} and {text}: {len(report.conversation)} events, {len(report.skills)} skills, "
-          f"{report.volumes['complete episodes']} episodes")
-    return 0
+    text.write_text(markdown.render(report, out / experiment), encoding="utf-8")
+    return report, page, text
 
 
 def run_dashboard(args, settings: Settings) -> int:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, nonnegative_int, positive_int)
+                               nonnegative_float, nonnegative_int, positive_int, unwritable)
 from robolake.settings import VLM_BACKENDS, Settings
 
 
@@ -85,10 +84,9 @@ def run_experiment(args, settings: Settings) -> int:
         get_skill(skill)  # an unknown one: exit 2 naming the known ones
     check_bus_reachable(settings)
     check_lake_writable(settings)
-    _check_writable(Path(args.report_dir))  # now, not after days of work
-    from learner.captions import CaptionEncoder
-
-    CaptionEncoder().encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
+    reason = unwritable(Path(args.report_dir))  # now, not after days of work
+    if reason:
+        raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
     from consumers.experiment.loop import BASE_SKILLS, Run, RunConfig
     from consumers.experiment.stages import StageFailed
 
@@ -98,9 +96,10 @@ def run_experiment(args, settings: Settings) -> int:
                        episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
                        train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
                        workers=args.workers, seed=args.seed, external_workers=args.external_workers)
+    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
+    run.encoder.encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
     print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(vlm {settings.vlm}, collection {args.collection})", flush=True)
-    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
     try:
         outcome = run.run()
     except StageFailed as exc:
@@ -112,35 +111,14 @@ def run_experiment(args, settings: Settings) -> int:
     return 0
 
 
-def _check_writable(directory: Path) -> None:
-    import tempfile
-
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=directory).close()
-    except OSError as exc:
-        raise CommandFailed(f"the report cannot be written to {directory}: {exc.strerror or exc}") from None
-
-
 def _finish(settings: Settings, args, outcome) -> None:
-    """The summary table, then the report."""
-    from consumers.report import html, markdown
-    from consumers.report.report import gather
-    from infra.lake_sql import open_lake
+    """The report, then the summary table and where the report is."""
+    from robolake.commands.report import write_report
 
-    con = open_lake(settings, read_only=True)
-    try:
-        report = gather(con, args.experiment, settings.lake_root)
-    finally:
-        con.close()
+    report, page, text = write_report(settings, args.experiment, Path(args.report_dir))
     if outcome is not None:
         print(f"\n== experiment {args.experiment}: {outcome.stopped or f'{outcome.iterations} iterations done'}")
         print(_table(report.skills, outcome.state))
-    out = Path(args.report_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    page, text = out / f"{args.experiment}.html", out / f"{args.experiment}.md"
-    page.write_text(html.render(report), encoding="utf-8")
-    text.write_text(markdown.render(report, out / args.experiment), encoding="utf-8")
     print(f"\nreport: {page.resolve()} (and {text.name} beside it)", flush=True)
 
 

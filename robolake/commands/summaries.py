@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from robolake.commands import (UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int,
-                               sink_in_process)
+from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
 from robolake.settings import Settings
 
 
@@ -67,6 +66,8 @@ def _summarise(args, settings: Settings) -> int:
         print(f"no complete episodes in {settings.lake_root} yet")
     if args.emit:
         if sent:
+            from consumers.lake_sink.sink import sink_in_process
+
             sink_in_process(settings)
         print(f"emitted {len(sent)} new skill.summary events")
     return 0

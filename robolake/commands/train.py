@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 
-from robolake.commands import identifier, nonnegative_int, positive_int, sink_in_process, usage_error
+from robolake.commands import identifier, nonnegative_int, positive_int, usage_error
 from robolake.settings import Settings
 
 
@@ -61,6 +61,8 @@ def run_train(args, settings: Settings) -> int:
                     device=args.device, resume=args.resume, seed=args.seed,
                     checkpoint_every=args.checkpoint_every, conditioning=args.conditioning,
                     successful_only=args.successful_only, skills=args.skills, progress=bar.update)
+    from consumers.lake_sink.sink import sink_in_process
+
     sink_in_process(settings)
     metrics = run.last_metrics or {}
     print(f"trained run {run.run_id} to step {run.steps}: critic loss {metrics.get('critic_loss', float('nan')):.4f}, "

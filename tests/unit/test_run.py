@@ -4,7 +4,6 @@ a second run that refuses, and a failing stage recorded, retried and stopped on 
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -16,7 +15,7 @@ import pytest
 
 from robolake.cli import main
 from robolake.settings import Settings
-from tests.run_checks import STAGES, check_exactly_once, events, query
+from tests.run_checks import check_exactly_once, events, query
 
 pytest.importorskip("torch")
 
