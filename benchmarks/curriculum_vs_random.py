@@ -96,7 +96,9 @@ def main() -> int:
     parser.add_argument("--episodes", type=int, default=8, help="episodes per decision")
     parser.add_argument("--tasks", type=int, default=3, help="decisions per round")
     parser.add_argument("--train-steps", type=int, default=500, help="learner steps per iteration")
-    parser.add_argument("--run-eval-episodes", type=int, default=4, help="the runs' own evaluation, per skill")
+    parser.add_argument("--run-eval-episodes", type=int, default=12,
+                        help="the runs' own evaluation, per skill (the curriculum's 'mastered' needs a Wilson "
+                             "lower bound >= 0.75: 12 of 12 at least, so fewer could never grow the library)")
     parser.add_argument("--held-out", default="place_red_on_blue")
     parser.add_argument("--eval-episodes", type=int, default=30, help="held-out evaluation episodes per run")
     args = parser.parse_args()

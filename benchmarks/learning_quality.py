@@ -13,7 +13,9 @@ for the same steps on the same lake, each over `--seeds` seeds:
   - BC:          alpha = 1, conditioned on the commanded caption (all data);
   - filtered BC: alpha = 1, commanded caption, only steps of skills their episode achieved;
   - PAC:         alpha = --alpha, hindsight-relabelled (a transition paired with any skill's
-                 caption and that skill's reward).
+                 caption and that skill's reward; skills the episode goes on to achieve drawn more
+                 often, and only those samples in the BC term: a misdirected episode is a
+                 demonstration of what it did).
 Each trained policy runs every evaluated task's natural skill sequence (producers.rollout.task_for)
 on held-out seeds; success is the task's. Goal (issue 10): PAC >= 2x BC and >= filtered BC,
 averaged over skills. Prints the table and writes success.png and learning_curves.png to --out.

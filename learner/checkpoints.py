@@ -37,10 +37,13 @@ class CheckpointStore:
 
         buffer = io.BytesIO()
         torch.save(state, buffer)
-        name = f"step-{step:09d}.pt"
+        name = _name(step)
         self._put(name, buffer.getvalue())
         self._put("latest", json.dumps({"checkpoint": name, "step": step}).encode())
-        return f"{self.settings.lake_root}/{self.prefix}/{name}"
+        return self.url(step)
+
+    def url(self, step: int) -> str:
+        return f"{self.settings.lake_root}/{self.prefix}/{_name(step)}"
 
     def load_latest(self) -> dict | None:
         pointer = self._get("latest")
@@ -55,7 +58,7 @@ class CheckpointStore:
 
     def load(self, step: int) -> dict:
         """The checkpoint of `step` (a policy version "step-<n>" pins one)."""
-        return self._load(f"step-{step:09d}.pt", f"no checkpoint of step {step}")
+        return self._load(_name(step), f"no checkpoint of step {step}")
 
     def _load(self, name: str, missing: str) -> dict:
         import torch
@@ -99,3 +102,7 @@ class CheckpointStore:
                 raise
         path = Path(self.root) / self.prefix / name
         return path.read_bytes() if path.exists() else None
+
+
+def _name(step: int) -> str:
+    return f"step-{step:09d}.pt"

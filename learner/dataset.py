@@ -2,7 +2,9 @@
 
 Each sample is one transition relabelled for one skill (reward function version), as NumPy arrays:
 `observation`, `action`, `next_observation`, `skill` (index into `captions`), `caption`,
-`reward`, `success`, `done`, `discount`, plus `episode_id` and `step` for tracing. No torch.
+`reward`, `success`, `done`, `discount`, `imitate` (the action demonstrates the caption: under
+"commanded" conditioning always, under "hindsight" on the steps up to the episode's first success
+at that skill, which ends the skill's task), plus `episode_id` and `step` for tracing. No torch.
 
 Conventions (how the rollout workers write steps): a step row holds the action taken and the
 observation *after* it, with the reward of that observation. So the transition of row t is
@@ -58,6 +60,9 @@ class DatasetConfig:
     # step (steps.skill_id, its caption and relabelled reward), as behaviour cloning conditions.
     conditioning: str = "hindsight"
     successful_only: bool = False                              # commanded: only skills the episode achieved
+    # hindsight: a skill the episode first achieves at this step or later is drawn this many times as
+    # often as the others (HER's achieved goals: the samples whose actions show how to do the skill)
+    achieved_boost: int = 1
 
 
 class LakeDataset:
@@ -69,6 +74,8 @@ class LakeDataset:
             raise ValueError(f"conditioning must be 'hindsight' or 'commanded', got {config.conditioning!r}")
         if config.successful_only and config.conditioning != "commanded":
             raise ValueError("successful_only filters by the commanded skill: it needs conditioning='commanded'")
+        if not (isinstance(config.achieved_boost, int) and config.achieved_boost >= 1):
+            raise ValueError(f"achieved_boost must be an integer >= 1, got {config.achieved_boost!r}")
         self.functions = self._functions()  # [(name, version)]
         names = [name for name, _ in self.functions]
         if config.conditioning == "commanded" and len(set(names)) < len(names):
@@ -151,22 +158,29 @@ class LakeDataset:
         seed = int(self.config.seed) * 1_000_003 + epoch
         pick = self._commanded() if self.config.conditioning == "commanded" else f"""
             pick AS (
-                SELECT episode_id, step, skill, reward, success FROM r
+                SELECT episode_id, step, skill, reward, success, achieved AS imitate FROM r
                 WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
                       BETWEEN cum - w AND cum - 1),"""
+        boost = int(self.config.achieved_boost) if self.config.conditioning == "hindsight" else 1
         # Per step, the positive-weight functions that have a row for it, with running sums of their
-        # (integer) weights; the seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x.
+        # (integer) weights, a skill the episode first achieves at this step or later weighing `boost`
+        # times more; the seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x.
         # One string hashed, not hash(a, b, c): DuckDB's combined hash barely mixes the seed into its
         # low bits (seeds 0, 1 and 3 drew the same skills).
         return f"""
             WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
-            r AS (
-                SELECT r.episode_id, r.step, f.skill, f.w, r.reward, r.success, r.reward_fn,
-                       sum(f.w) OVER (PARTITION BY r.episode_id, r.step ORDER BY f.skill
-                                      ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
-                       sum(f.w) OVER (PARTITION BY r.episode_id, r.step) AS total
+            a AS (
+                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn,
+                       coalesce(r.step <= min(CASE WHEN r.success THEN r.step END)
+                                OVER (PARTITION BY r.episode_id, f.skill), false) AS achieved,
+                       f.w * (CASE WHEN achieved THEN {boost} ELSE 1 END) AS w
                 FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
                 WHERE r.dataset = ?),
+            r AS (
+                SELECT *, sum(w) OVER (PARTITION BY episode_id, step ORDER BY skill
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
+                          sum(w) OVER (PARTITION BY episode_id, step) AS total
+                FROM a),
 {pick}
             s AS (
                 SELECT st.episode_id, st.step, st.action, st.observation AS next_observation,
@@ -174,7 +188,8 @@ class LakeDataset:
                                 CASE WHEN st.step = 0 THEN es.initial_observation END) AS observation
                 FROM steps st LEFT JOIN episode_starts es ON es.episode_id = st.episode_id
                 WHERE st.episode_id IN (SELECT episode_id FROM pick))
-            SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success
+            SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success,
+                   p.imitate
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
             WHERE s.observation IS NOT NULL"""
 
@@ -187,7 +202,7 @@ class LakeDataset:
                   ON ok.episode_id = st.episode_id AND ok.skill_id = st.skill_id""" if self.config.successful_only else ""
         return f"""
             pick AS (
-                SELECT r.episode_id, r.step, r.skill, r.reward, r.success FROM r
+                SELECT r.episode_id, r.step, r.skill, r.reward, r.success, true AS imitate FROM r
                 JOIN steps st ON st.episode_id = r.episode_id AND st.step = r.step AND st.skill_id = r.reward_fn{achieved}),"""
 
     def _columns(self, batch) -> dict[str, np.ndarray]:
@@ -205,6 +220,7 @@ class LakeDataset:
                 "caption": np.array(self.captions, dtype=object)[skill],
                 "reward": batch.column("reward").to_numpy(zero_copy_only=False).astype(np.float32),
                 "success": success, "done": success, "discount": (~success).astype(np.float32),
+                "imitate": batch.column("imitate").to_numpy(zero_copy_only=False).astype(bool),
                 "episode_id": np.array(batch.column("episode_id").to_pylist(), dtype=object),
                 "step": batch.column("step").to_numpy(zero_copy_only=False).astype(np.int32)}
 

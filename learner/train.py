@@ -59,7 +59,8 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
         data = LakeDataset(settings, DatasetConfig(dataset=dataset, batch_size=config.batch_size, epochs=None,
                                                    seed=seed + run.steps, conditioning=conditioning,
                                                    functions=tuple(skills) if skills else None,
-                                                   successful_only=successful_only))
+                                                   successful_only=successful_only,
+                                                   achieved_boost=config.achieved_boost))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     captions = captions or CaptionEncoder()

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 
 from consumers.curriculum.stages import stable_id
 from consumers.experiment import stages
-from consumers.experiment.state import RunState, complete_seeds, decisions, episode_count, load_state
+from consumers.experiment.state import (RunState, complete_seeds, decisions, episode_count, load_state,
+                                        metrics_sent_until)
 from consumers.lake_sink.sink import sink_in_process
 from producers.rollout import RolloutConfig
 from producers.sim.announce import BASE_SKILLS
@@ -58,7 +59,8 @@ class RunConfig:
     retries: int = 3                       # attempts per stage before the run stops
     sink_timeout_s: float = 300.0          # Kafka: how long to wait for the lake sink
     external_workers: bool = False         # Kafka: `robolake produce --from-decisions` runs the decisions
-    collect_timeout_s: float = 1800.0      # ... and this long without a new episode is a failure
+    external_learner: bool = False         # Kafka: `robolake learn` trains
+    external_timeout_s: float = 1800.0     # ... and this long without a new episode or step is a failure
 
     def identity(self) -> dict:
         """What makes an experiment what it is: a rerun must not change it (the rest may change)."""
@@ -90,6 +92,7 @@ class Run:
         self.state = RunState(config.experiment_id)
         self._encoder = None
         self._reader = None
+        self.attempt = 1  # of the stage running
 
     # --- the loop --------------------------------------------------------------------------------
 
@@ -120,23 +123,24 @@ class Run:
         while True:
             self.say(f"[iteration {iteration + 1}/{self.config.iterations}] {name} ...")
             started = time.monotonic()
+            self.attempt = attempt  # an external learner's request is numbered with its stage's attempt
             try:
                 detail = stages.STAGES[name](self, iteration)
                 self.sync()
             except _retryable() as exc:
                 if _interrupted(exc):  # Ctrl-C inside DuckDB comes back wrapped: it is not a failure
                     raise KeyboardInterrupt from exc
-                self._record(iteration, name, "failed", {"error": f"{type(exc).__name__}: {exc}"}, attempt)
+                self.record(iteration, name, "failed", {"error": f"{type(exc).__name__}: {exc}"}, attempt)
                 if tries >= self.config.retries:
                     reason = f"{name} of iteration {iteration + 1} failed {tries} times; the last: {exc}"
-                    self._record(iteration, name, "stopped", {"reason": reason}, attempt)
+                    self.record(iteration, name, "stopped", {"reason": reason}, attempt)
                     raise stages.StageFailed(reason) from exc
                 pause = min(60.0, 2.0 ** tries)
                 self.say(f"  {name} failed ({exc}); try {tries + 1} of {self.config.retries} in {pause:.0f}s")
                 time.sleep(pause)
                 attempt, tries = attempt + 1, tries + 1
                 continue
-            self._record(iteration, name, "done", detail, attempt)
+            self.record(iteration, name, "done", detail, attempt)
             self.state.done[(iteration, name)] = json.loads(json.dumps(detail, default=str))  # as recorded
             self.say(f"  {name} done in {time.monotonic() - started:.1f}s: {_brief(detail)}")
             return
@@ -155,15 +159,20 @@ class Run:
                 return f"the episode budget is spent ({spent} of {self.config.budget_episodes})"
         return None
 
-    def _record(self, iteration: int, name: str, status: str, detail: dict, attempt: int) -> None:
+    def record(self, iteration: int, name: str, status: str, detail: dict, attempt: int) -> str:
+        """A `run.stage` event, in the lake when this returns; its id is returned."""
         from producers.episode_writer import utc_now
         from schemas.codec import build
 
-        row = {"stage_id": stable_id(self.config.experiment_id, iteration, name, status, attempt),
+        row = {"stage_id": self.stage_id(iteration, name, status, attempt),
                "experiment_id": self.config.experiment_id, "iteration": iteration, "stage": name, "status": status,
                "attempt": attempt, "detail": json.dumps(detail, sort_keys=True, default=str), "time": utc_now()}
         self.producer.send(topics.RUNS, self.config.experiment_id, build(RUN_STAGE, [row]))
         self.sync()
+        return row["stage_id"]
+
+    def stage_id(self, iteration: int, name: str, status: str, attempt: int) -> str:
+        return stable_id(self.config.experiment_id, iteration, name, status, attempt)
 
     def _load(self) -> RunState:
         con = self.open()
@@ -287,11 +296,45 @@ class Run:
             if now > done:
                 bar.update(now - done)
                 done, last_progress = now, time.monotonic()
-            elif time.monotonic() - last_progress > self.config.collect_timeout_s:
+            elif time.monotonic() - last_progress > self.config.external_timeout_s:
                 raise stages.StageFailed(
-                    f"no new episode of the run's decisions in {self.config.collect_timeout_s:.0f}s ({done} of "
+                    f"no new episode of the run's decisions in {self.config.external_timeout_s:.0f}s ({done} of "
                     f"{bar.total} done): are rollout workers serving them (robolake produce --from-decisions "
                     f"--experiment {self.config.experiment_id})?")
+
+    def await_learner(self, iteration: int, request: dict) -> dict:
+        """The learner is another process (`robolake learn`): ask it with a `requested` train event,
+        then wait until the run's checkpoint reaches the target step, or the learner says it failed."""
+        from learner.checkpoints import CheckpointStore
+
+        request_id = self.stage_id(iteration, "train", "requested", self.attempt)
+        if request_id not in {r["stage_id"] for r in self._load().requests}:  # not sent before a kill
+            self.record(iteration, "train", "requested", request, self.attempt)
+        store, target = CheckpointStore(self.settings, request["run_id"]), request["target"]
+        last_progress = time.monotonic()
+        with self.bar(target, "training (robolake learn)", "step") as bar:
+            while True:
+                con = self.open()
+                try:
+                    failed = load_state(con, self.config.experiment_id).learner_failures.get(request_id)
+                    metrics = metrics_sent_until(con, self.config.experiment_id, request["run_id"])
+                finally:
+                    con.close()
+                if failed:
+                    raise stages.StageFailed(f"the learner failed: {failed}")
+                checkpoint = store.latest_step() or 0
+                if min(max(checkpoint, metrics), target) > bar.n:  # progress: its metrics, its checkpoints
+                    bar.update(min(max(checkpoint, metrics), target) - bar.n)
+                    last_progress = time.monotonic()
+                if checkpoint >= target:
+                    break
+                if time.monotonic() - last_progress > self.config.external_timeout_s:
+                    raise stages.StageFailed(
+                        f"no training progress in {self.config.external_timeout_s:.0f}s (step {bar.n} of {target}): "
+                        f"is a learner serving the run (robolake learn --experiment {self.config.experiment_id})?")
+                time.sleep(2.0)
+        return {"run_id": request["run_id"], "step": target, "learner": "external",
+                "checkpoint": store.url(target)}
 
     def grow(self, con):
         from consumers.curriculum.growth import skills_to_add

@@ -8,7 +8,8 @@ plan        iteration 0 bootstraps the base skills; later ones, the skills the l
             noisy. The previous iteration's curriculum decisions are collected too.
 collect     the planned decisions' episodes (only seeds not complete in the lake).
 relabel     the reward function of every skill the experiment practises, over its episodes.
-train       the experiment's PAC run, `train_steps` more steps (resumed from its checkpoint).
+train       the experiment's PAC run, `train_steps` more steps (resumed from its checkpoint); with an
+            external learner, a request that `robolake learn` serves.
 eval        the new checkpoint on every skill the experiment practises: eval decisions, collected
             the same way.
 summaries   skill.summary events of the experiment.
@@ -99,34 +100,49 @@ def relabel(run, iteration: int) -> dict:
 
 
 def train(run, iteration: int) -> dict:
+    request = train_request(run, iteration)
+    if run.config.external_learner:
+        return run.await_learner(iteration, request)
+    return train_to(run, request)
+
+
+def train_request(run, iteration: int) -> dict:
+    """What the train stage asks of the learner, in this process or another (`robolake learn`)."""
+    target = (run.state.detail(iteration - 1, "train")["step"] if iteration else 0) + run.config.train_steps
+    return {"run_id": run.run_id, "dataset": run.dataset, "model": run.config.model, "alpha": run.config.alpha,
+            "seed": run.config.seed, "target": target, "train_steps": run.config.train_steps}
+
+
+def train_to(run, request: dict) -> dict:
+    """Train the request's PAC run up to its target step, resumed from its checkpoint."""
     from consumers.lake_sink.sink import sink_in_process
     from learner.checkpoints import CheckpointStore
     from learner.pac.config import get_config
     from learner.train import TrainingError
     from learner.train import train as train_pac
 
-    config = get_config(run.config.model)
-    if run.config.alpha is not None:
-        config = config.replace(alpha=run.config.alpha)
-    target = (run.state.detail(iteration - 1, "train")["step"] if iteration else 0) + run.config.train_steps
+    config = get_config(request["model"])
+    if request["alpha"] is not None:
+        config = config.replace(alpha=request["alpha"])
+    run_id, target, every = request["run_id"], request["target"], request["train_steps"]
     con = run.open()
     try:
-        sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run.run_id)
+        sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run_id)
     finally:
         con.close()
-    latest = CheckpointStore(run.settings, run.run_id).latest_step()
+    latest = CheckpointStore(run.settings, run_id).latest_step()
     with run.bar(target, "training", "step") as bar:
         bar.update(min(target, latest or 0))
         try:
-            done = train_pac(run.settings, config, run.dataset, steps=target, run_id=run.run_id,
+            done = train_pac(run.settings, config, request["dataset"], steps=target, run_id=run_id,
                              experiment_id=run.config.experiment_id, device=run.config.device,
-                             resume=latest is not None,
-                             seed=run.config.seed, checkpoint_every=max(1, run.config.train_steps // 2),
-                             metrics_every=max(1, run.config.train_steps // 10), progress=bar.update,
-                             metrics_sent_until=sent, before_checkpoint=lambda: sink_in_process(run.settings), captions=run.encoder)
+                             resume=latest is not None, seed=request["seed"],
+                             checkpoint_every=max(1, every // 2), metrics_every=max(1, every // 10),
+                             progress=bar.update, metrics_sent_until=sent,
+                             before_checkpoint=lambda: sink_in_process(run.settings), captions=run.encoder)
         except TrainingError as exc:
             raise StageFailed(f"training failed: {exc}") from exc
-    return {"run_id": run.run_id, "step": done.steps, "checkpoint": done.checkpoint,
+    return {"run_id": run_id, "step": done.steps, "checkpoint": done.checkpoint,
             "loss": (done.last_metrics or {}).get("policy_loss")}
 
 

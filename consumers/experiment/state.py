@@ -1,7 +1,8 @@
 """The run's state, as a projection of the lake: nothing about a run lives anywhere else.
 
 - `run.stage` events say which stages of which iteration finished (with what they produced),
-  which attempts failed, and why a run stopped (for the log and the report);
+  which attempts failed, why a run stopped (for the log and the report), and, with an external
+  learner, what training was requested and which requests the learner failed;
 - `curriculum.decision` events (v3) say what was asked for, and the `episodes` view what was
   done: the seeds of a decision whose episodes are complete. A killed run resumes by running the
   stages not done, and within a collection only the seeds not complete.
@@ -12,12 +13,23 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+LEARN = "learn"  # the stage name of an external learner's own events (a failed request)
+
 
 @dataclass
 class RunState:
     experiment_id: str
     done: dict[tuple[int, str], dict] = field(default_factory=dict)      # (iteration, stage) -> detail
     failures: dict[tuple[int, str], int] = field(default_factory=dict)   # (iteration, stage) -> failed attempts
+    # An external learner's work (`robolake run --external-learner`, `robolake learn`): the train
+    # stages' requests, in log order, and the ones the learner failed (request stage id -> why).
+    requests: list[dict] = field(default_factory=list)
+    learner_failures: dict[str, str] = field(default_factory=dict)
+
+    def open_requests(self) -> list[dict]:
+        """Train requests whose stage is not done and that the learner has not failed, oldest first."""
+        return [r for r in self.requests if not self.is_done(r["iteration"], "train")
+                and r["stage_id"] not in self.learner_failures]
 
     def is_done(self, iteration: int, stage: str) -> bool:
         return (iteration, stage) in self.done
@@ -33,7 +45,12 @@ def load_state(con, experiment_id: str) -> RunState:
     for (payload,) in rows:
         for row in json.loads(payload):
             key = (row["iteration"], row["stage"])
-            if row["status"] == "done":
+            if row["stage"] == LEARN:
+                detail = json.loads(row["detail"])
+                state.learner_failures[detail["request"]] = detail["error"]
+            elif row["status"] == "requested":
+                state.requests.append({**row, "detail": json.loads(row["detail"])})
+            elif row["status"] == "done":
                 state.done[key] = json.loads(row["detail"])
             elif row["status"] == "failed":
                 state.failures[key] = max(state.failures.get(key, 0), row["attempt"])

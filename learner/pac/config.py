@@ -36,12 +36,16 @@ class PACConfig:
     action_bins: int = 11         # the policy: a categorical over bins per action dimension in [-1, 1]
     return_bins: int = 51         # the critic: a categorical over returns in [v_min, v_max]
     v_min: float = 0.0
-    v_max: float = 2.0
+    v_max: float = 10.0           # 1 / (1 - discount): the return of a shaped reward of 1 every step
     # Objective
     discount: float = 0.9
     alpha: float = 0.5            # weight of BC on dataset actions; 1.0 is plain BC
     eta: float = 0.1              # temperature of softmax(Q / eta) over sampled actions (fixed, reported)
     sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
+    # Hindsight sampling: a skill the episode first achieves at this step or later is drawn this many
+    # times as often as another (its actions are demonstrations, BC's only data); the rest teach
+    # the critic what does not work.
+    achieved_boost: int = 6
     target_tau: float = 0.005     # Polyak rate of the target network
     # Optimisation
     lr: float = 3e-4

@@ -3,7 +3,8 @@
 - Critic: categorical returns on a fixed support (C51 projection). The target is
   r + discount * (1 - done) * Z_target(s', a') with a' sampled from the policy at s', the
   target distributions of the sampled actions averaged (a mixture), then projected.
-- Policy: alpha * BC (negative log-likelihood of the dataset action's bins) + (1 - alpha) *
+- Policy: alpha * BC (negative log-likelihood of the dataset action's bins, over the samples
+  whose action demonstrates their caption: `imitate`) + (1 - alpha) *
   improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
   critic, and raise their likelihood (MPO's E-step with a fixed temperature). alpha = 1 is BC.
 """
@@ -11,7 +12,6 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from learner.pac.config import PACConfig
 
@@ -82,7 +82,11 @@ def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig)
     critic_loss = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
 
     # Policy: BC on the dataset action + improvement against the critic.
-    bc_loss = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0].mean()
+    # BC only where the dataset action demonstrates the caption (hindsight: the episode achieves
+    # that skill at this step or later); every sample still trains the critic and the improvement.
+    imitate = batch["imitate"]
+    nll = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0]
+    bc_loss = (nll * imitate).sum() / imitate.sum().clamp(min=1.0)
     improve_loss = torch.zeros((), device=obs.device)
     if config.alpha < 1.0:
         with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, nonnegative_int, positive_int, unwritable)
+                               nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
 from robolake.settings import VLM_BACKENDS, Settings
 
 
@@ -21,8 +21,9 @@ def register(commands, common) -> None:
                     "Every stage's completion is an event (run.stage) and the run's state is their projection in "
                     "the lake: after a crash or kill -9, the same command resumes where it was, without redoing "
                     "finished stages or duplicating episodes. One run per experiment and lake at a time. On Kafka "
-                    "a lake sink must run beside it (`robolake sink`), and rollout can be scaled out with "
-                    "`robolake produce --from-decisions` (--external-workers). At the end, the report is written "
+                    "a lake sink must run beside it (`robolake sink`), rollout can be scaled out with "
+                    "`robolake produce --from-decisions` (--external-workers), and the learner can run as its own "
+                    "process (`robolake learn`, --external-learner). At the end, the report is written "
                     "(`robolake report`); `robolake tail all --experiment X` and `robolake dashboard` follow it live.",
         epilog="examples:\n\n"
                "  robolake run --experiment exp-1 --iterations 3\n"
@@ -57,17 +58,40 @@ def register(commands, common) -> None:
     run.add_argument("--external-workers", action="store_true",
                      help="on Kafka: leave the decisions to separate rollout workers (`robolake produce "
                           "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
+    run.add_argument("--external-learner", action="store_true",
+                     help="on Kafka: leave training to a separate learner process (`robolake learn --experiment "
+                          "ID`, e.g. on a GPU machine) and wait for its checkpoints in the lake")
     run.add_argument("--seed", type=nonnegative_int, default=0)
     run.add_argument("-o", "--report-dir", default="report", metavar="DIR", help="where the report is written")
     run.set_defaults(run=run_experiment)
+
+    learn = commands.add_parser(
+        "learn", parents=[common], help="the learner of `robolake run --external-learner`, as its own process",
+        description="Serve an experiment's training: follow its run's state in the lake, and whenever a train "
+                    "stage asks for more steps (a run.stage 'requested' event), train the run's PAC learner to "
+                    "that step, resumed from its checkpoint, exactly as `robolake run` would in-process. A failure "
+                    "(a NaN loss, an empty dataset) is recorded for the run, which retries or stops with the "
+                    "reason. Runs until stopped (Ctrl-C), or --until-idle seconds without a request. One learner "
+                    "per experiment and lake.",
+        epilog="example (beside `robolake run --experiment exp-1 --external-learner` and `robolake sink`):\n\n"
+               "  robolake learn --experiment exp-1 --device cuda --bus kafka://10.0.0.5:9092 "
+               "--lake s3://robolake/lake")
+    learn.add_argument("--experiment", type=identifier, required=True, metavar="ID", help="the experiment to serve")
+    learn.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    learn.add_argument("--poll-seconds", type=positive_seconds, default=2.0, metavar="SECONDS",
+                       help="how often to look for a request (default 2)")
+    learn.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
+                       help="exit after this long without a request (default: run until stopped)")
+    learn.set_defaults(run=run_learner)
 
 
 def run_experiment(args, settings: Settings) -> int:
     from infra.optional import require
 
-    if args.external_workers and settings.bus == "memory":
-        raise UsageError("--external-workers needs a shared log: the rollout workers are other processes "
-                         "(--bus kafka://HOST:PORT)")
+    for flag, who in (("external_workers", "the rollout workers"), ("external_learner", "the learner")):
+        if getattr(args, flag) and settings.bus == "memory":
+            raise UsageError(f"--{flag.replace('_', '-')} needs a shared log: {who} are other processes "
+                             "(--bus kafka://HOST:PORT)")
     if args.alpha is not None and args.alpha > 1:
         raise UsageError(f"--alpha must be in [0, 1], got {args.alpha}")
     chosen = (("vlm", args.vlm), ("vlm_model", args.vlm_model))
@@ -95,7 +119,8 @@ def run_experiment(args, settings: Settings) -> int:
                        collection=args.collection, bootstrap_episodes=args.bootstrap_episodes,
                        episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
                        train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
-                       workers=args.workers, seed=args.seed, external_workers=args.external_workers)
+                       workers=args.workers, seed=args.seed, external_workers=args.external_workers,
+                       external_learner=args.external_learner)
     run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
     run.encoder.encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
     print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
@@ -108,6 +133,25 @@ def run_experiment(args, settings: Settings) -> int:
     finally:
         run.close()
     _finish(settings, args, outcome)
+    return 0
+
+
+def run_learner(args, settings: Settings) -> int:
+    from infra.optional import require
+
+    if settings.bus == "memory":
+        raise UsageError("robolake learn serves a run in another process: it needs a shared log "
+                         "(--bus kafka://HOST:PORT); on the in-process bus, `robolake run` trains itself")
+    require("torch", "learner")
+    check_bus_reachable(settings)
+    check_lake_writable(settings)
+    from consumers.experiment.learner_service import serve
+
+    print(f"== robolake learn: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
+          f"(device {args.device}); waiting for train requests", flush=True)
+    trained = serve(settings, args.experiment, device=args.device, say=lambda text: print(text, flush=True),
+                    poll_s=args.poll_seconds, until_idle_s=args.until_idle)
+    print(f"== {trained} training requests served; no request for {args.until_idle:.0f}s", flush=True)
     return 0
 
 

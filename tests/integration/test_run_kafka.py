@@ -1,6 +1,6 @@
-"""`robolake run` scaled out on the real stack: the run (with the learner) in one process, the lake
-sink in another, two rollout workers (`robolake produce --from-decisions`) in two more, all
-talking through Kafka, the lake and checkpoints on MinIO. Then the same invariants as on the
+"""`robolake run` scaled out on the real stack: the run in one process, the lake sink in another,
+two rollout workers (`robolake produce --from-decisions`) in two more, the learner (`robolake
+learn`) in a fifth, all talking through Kafka, the lake and checkpoints on MinIO. Then the same invariants as on the
 embedded default: every stage once, every decision's seeds complete once, no event twice."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def _start(env, log, *args) -> subprocess.Popen:
 
 
 @pytest.mark.timeout(1500)
-def test_run_with_separate_sink_and_rollout_workers(stack, tmp_path):
+def test_run_with_separate_sink_rollout_workers_and_learner(stack, tmp_path):
     experiment = f"run-{uuid.uuid4().hex[:6]}"
     settings = stack.replace(lake=f"s3://{stack.lake_bucket}/tests/{experiment}")
     env = {**os.environ, "ROBOLAKE_BUS": stack.bus, "ROBOLAKE_LAKE": settings.lake,
@@ -32,10 +32,11 @@ def test_run_with_separate_sink_and_rollout_workers(stack, tmp_path):
     log = open(tmp_path / "services.log", "w")  # kept by pytest for a post-mortem
     services = [_start(env, log, "sink", "--group", f"sink-{experiment}", "--flush-seconds", "0.5")]
     services += [_start(env, log, "produce", "--from-decisions", "--experiment", experiment) for _ in range(2)]
+    services += [_start(env, log, "learn", "--experiment", experiment, "--device", "cpu")]
     try:
         run = subprocess.run(
             [sys.executable, "-m", "robolake.cli", "run", "--experiment", experiment, "--external-workers",
-             "--skills", "lift_red", "--iterations", "2", "--train-steps", "8", "--bootstrap-episodes", "1",
+             "--external-learner", "--skills", "lift_red", "--iterations", "2", "--train-steps", "8", "--bootstrap-episodes", "1",
              "--eval-episodes", "1", "--episodes", "2", "--tasks", "1", "-o", str(tmp_path / "report")],
             env=env, capture_output=True, text=True, timeout=1200)
         assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -52,7 +53,10 @@ def test_run_with_separate_sink_and_rollout_workers(stack, tmp_path):
     # bootstrap and 6 evaluation decisions all landing on one worker's half has a chance of 2 in 4096)
     assert len(workers) == 2, workers
     assert any(r["policy_id"] == f"pac:{experiment}-pac" for r in _episodes(settings, experiment))
-    assert any(r["stage"] == "train" for r in events(settings, "run.stage", experiment))
+    trained = [r for r in events(settings, "run.stage", experiment) if (r["stage"], r["status"]) == ("train", "done")]
+    assert len(trained) == 2 and all('"learner": "external"' in r["detail"] for r in trained)
+    served = (tmp_path / "services.log").read_text()  # the run asked; the learner process trained
+    assert f"training {experiment}-pac to step 8" in served and f"training {experiment}-pac to step 16" in served
 
 
 def _episodes(settings, experiment):

@@ -182,6 +182,31 @@ def test_functions_over_different_episodes_drop_no_transition_and_mix_where_both
                                        REWARDS[(name, version)].evaluate(data["next_observation"][rows])[1])
 
 
+
+def test_imitate_marks_the_steps_up_to_an_episodes_first_success_and_the_boost_draws_them_more(lake):
+    """Hindsight: a sample's action demonstrates its skill on the steps up to the episode's first
+    success at it (HER's achieved goals); `achieved_boost` draws those skills more often."""
+    settings, _ = lake
+    con = open_lake(settings)
+    first = dict(((e, fn), s) for e, fn, s in con.execute(
+        "SELECT episode_id, reward_fn, min(step) FILTER (WHERE success) FROM rewards WHERE dataset = 'train' "
+        "GROUP BY ALL").fetchall())
+    con.close()
+    shares = {}
+    for boost in (1, 8):
+        batches = list(LakeDataset(settings, DatasetConfig(dataset="train", epochs=8, achieved_boost=boost, seed=3)))
+        data = {k: np.concatenate([b[k] for b in batches]) for k in ("episode_id", "step", "skill", "imitate")}
+        functions = LakeDataset(settings, DatasetConfig(dataset="train")).functions
+        expected = [first[(e, functions[k][0])] is not None and s <= first[(e, functions[k][0])]
+                    for e, s, k in zip(data["episode_id"], data["step"], data["skill"])]
+        np.testing.assert_array_equal(data["imitate"], expected)
+        shares[boost] = float(np.mean(data["imitate"]))
+    assert 0 < shares[1] < 1 and shares[8] > shares[1] + 0.15, shares
+    commanded = _epoch(settings, conditioning="commanded", functions=("lift_red@1",))[0]
+    assert commanded["imitate"].all()  # what the episode was commanded to do is what BC imitates
+    with pytest.raises(ValueError, match="achieved_boost must be an integer >= 1"):
+        LakeDataset(settings, DatasetConfig(dataset="train", achieved_boost=0))
+
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
     """6000 synthetic steps with rows of two made-up functions written straight into `rewards`."""

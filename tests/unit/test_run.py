@@ -97,6 +97,7 @@ def test_a_second_run_of_the_experiment_refuses(tmp_path, capsys):
     (["--experiment", "../etc"], "--experiment: expected ASCII letters"),
     (["--experiment", "x", "--skills", "juggle"], "juggle"),
     (["--experiment", "x", "--iterations", "0"], "--iterations: expected a positive integer"),
+    (["--experiment", "x", "--external-learner"], "--external-learner needs a shared log"),
 ])
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     try:
@@ -106,6 +107,13 @@ def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     assert code == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "lake").exists()  # refused before any work
+
+
+
+def test_learn_needs_a_shared_log(tmp_path, capsys):
+    assert main(["learn", "--experiment", "x", "--lake", f"file://{tmp_path}/lake", "--bus", "memory"]) == 2
+    assert "robolake learn serves a run in another process: it needs a shared log" in capsys.readouterr().err
+    assert not (tmp_path / "lake").exists()
 
 
 class FailingVLM:
@@ -142,3 +150,45 @@ def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path,
     assert outcome.iterations == 1 and outcome.state.is_done(0, "curriculum")
     recorded = [(r["stage"], r["status"], r["attempt"]) for r in events(_settings(lake), "run.stage")]
     assert ("curriculum", "done", 3) in recorded
+
+
+def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(tmp_path, monkeypatch):
+    """`robolake run --external-learner` asks, `robolake learn` trains. Sequential here: the run's
+    wait for a checkpoint is where the learner gets its turn (on Kafka they are two processes)."""
+    from consumers.experiment import loop, stages
+    from consumers.experiment.learner_service import serve
+    from consumers.experiment.loop import Run, RunConfig
+    from learner.checkpoints import CheckpointStore
+
+    settings = _settings(tmp_path / "lake")
+    real_sleep, real_train_to, turns = time.sleep, stages.train_to, []
+
+    def learner_turn(seconds):  # the run waits: the learner serves what is open, then returns
+        if not turns or turns[-1] != "serving":
+            turns.append("serving")
+            turns.append(serve(settings, "exp", say=lambda text: None, until_idle_s=0, bars=False))
+
+    def fails_once(run, request):
+        if not any(t == "failed" for t in turns):
+            turns.append("failed")
+            raise stages.StageFailed("training failed: loss is nan at step 3 (the test's)")
+        return real_train_to(run, request)
+
+    monkeypatch.setattr(loop.time, "sleep", learner_turn)
+    monkeypatch.setattr(stages, "train_to", fails_once)
+    config = RunConfig("exp", iterations=1, base_skills=("reach_red",), bootstrap_episodes=1, eval_episodes=1,
+                       episodes_per_decision=1, max_tasks=1, train_steps=4, workers=1, external_learner=True)
+    run = Run(settings, config, say=lambda text: None, bars=False)
+    outcome = run.run()
+    run.close()
+    monkeypatch.setattr(loop.time, "sleep", real_sleep)
+    assert outcome.iterations == 1 and turns.count("failed") == 1 and 1 in turns  # one failure, then one training
+    assert CheckpointStore(settings, "exp-pac").latest_step() == 4
+    recorded = [(r["stage"], r["status"], r["attempt"]) for r in events(settings, "run.stage")]
+    assert [r for r in recorded if r[0] in ("train", "learn")] == [
+        ("train", "requested", 1), ("learn", "failed", 1), ("train", "failed", 1), ("train", "requested", 2),
+        ("train", "done", 2)]
+    train = [r for r in events(settings, "run.stage") if (r["stage"], r["status"]) == ("train", "done")][0]
+    assert '"learner": "external"' in train["detail"] and '"step": 4' in train["detail"]
+    check_exactly_once(settings, iterations=1, train_steps=4)
+    assert serve(settings, "exp", say=lambda text: None, until_idle_s=0, bars=False) == 0  # nothing left open
