@@ -122,9 +122,12 @@ class Curriculum:
     `producer` too; `retriever_for(library)` makes a SkillRetriever (cached per library here)."""
 
     def __init__(self, producer: OnlyNew, vlm, experiment_id: str, retriever_for, max_tasks: int = 3,
-                 episodes: int = 10, replay: bool = False, actor=None):
+                 episodes: int = 10, replay: bool = False, actor=None, round_episodes: int | None = None):
         self.producer, self.vlm, self.experiment_id = producer, vlm, experiment_id
         self.retriever_for, self.max_tasks, self.episodes, self.replay = retriever_for, max_tasks, episodes, replay
+        # A round's collection budget, spread over however many decisions it makes (None: `episodes`
+        # per decision): a round with one frontier task collects as much as one with three.
+        self.round_episodes = round_episodes
         # actor(skill_sequence) -> the v3 fields saying who acts (`robolake run`: its latest policy);
         # without it, decisions leave that to the rollout workers (v2).
         self.actor = actor
@@ -153,6 +156,7 @@ class Curriculum:
         result = RoundResult(key, stages.propose(self.vlm, request, library, key, self.max_tasks))
         if not result.proposals:
             log.warning("experiment %s: no proposals this round", self.experiment_id)
+        decided = []
         for proposal in result.proposals:
             plan = stages.decompose(self.vlm, proposal, library, image)
             if plan is None:
@@ -161,7 +165,9 @@ class Curriculum:
             decision, missing = stages.decide(plan, steps, library, self.episodes)
             result.missing += missing
             if decision is not None:
-                result.decisions.append(decision)
+                decided.append((plan, steps))
+        result.decisions = [stages.decide(plan, steps, library, episodes)[0]
+                            for (plan, steps), episodes in zip(decided, self._shares(len(decided)))]
         self._emit(result)
         result.sent, result.calls = self.producer.count - sent, self.vlm.calls - calls
         result.failures = self.vlm.failures[failures:]
@@ -172,6 +178,13 @@ class Curriculum:
                  self.experiment_id, key[:8], len(result.proposals), len(result.decisions), len(result.missing),
                  result.sent)
         return result
+
+    def _shares(self, decisions: int) -> list[int]:
+        """Episodes per decision: `episodes` each, or the round's budget split (the first get the rest)."""
+        if self.round_episodes is None or not decisions:
+            return [self.episodes] * decisions
+        each, rest = divmod(self.round_episodes, decisions)
+        return [max(1, each + (i < rest)) for i in range(decisions)]
 
     def _retriever(self, library: Library):
         key = tuple(library.captions.items())

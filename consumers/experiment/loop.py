@@ -47,8 +47,9 @@ class RunConfig:
     base_skills: tuple[str, ...] = BASE_SKILLS
     bootstrap_episodes: int = 3            # per skill new to the experiment, clean (and half as many noisy)
     bootstrap_noise: float = 0.3
-    episodes_per_decision: int = 6         # per curriculum (or random) decision
-    max_tasks: int = 3                     # decisions per round at most
+    episodes_per_decision: int = 6         # per curriculum (or random) decision ...
+    max_tasks: int = 3                     # decisions per round at most (a curriculum round always
+                                           # collects max_tasks * episodes_per_decision, spread over its decisions)
     eval_episodes: int = 3                 # per announced skill, per iteration
     train_steps: int = 200                 # learner steps per iteration
     model: str = "tiny"
@@ -356,7 +357,8 @@ class Run:
             vlm = RecordingVLM(self._vlm(), producer, self.config.experiment_id, None)
             curriculum = Curriculum(producer, vlm, self.config.experiment_id, self._retriever_factory(),
                                     max_tasks=self.config.max_tasks, episodes=self.config.episodes_per_decision,
-                                    actor=actor)
+                                    actor=actor,
+                                    round_episodes=self.config.max_tasks * self.config.episodes_per_decision)
             return curriculum.round(con, summaries=summaries)
         finally:
             con.close()

@@ -50,7 +50,9 @@ def register(commands, common) -> None:
     run.add_argument("--bootstrap-episodes", type=positive_int, default=3, metavar="N",
                      help="clean expert episodes per skill new to the experiment (and half as many noisy ones)")
     run.add_argument("--episodes", type=positive_int, default=6, metavar="N", help="episodes per decision")
-    run.add_argument("--tasks", type=positive_int, default=3, metavar="N", help="decisions per round at most")
+    run.add_argument("--tasks", type=positive_int, default=3, metavar="N",
+                     help="decisions per round at most; a round collects tasks x episodes episodes, spread over "
+                          "the decisions it makes")
     run.add_argument("--eval-episodes", type=positive_int, default=3, metavar="N",
                      help="evaluation episodes per skill and iteration")
     run.add_argument("--workers", type=positive_int, default=2, metavar="N",

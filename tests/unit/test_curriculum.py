@@ -195,6 +195,19 @@ def test_a_round_turns_the_lakes_summaries_into_proposals_and_decisions(lake):
     assert "episodes" in calls[0]["prompt"] and calls[0]["images"][-1]["sha256"] == PNG.sha256
 
 
+
+def test_a_rounds_budget_is_spread_over_the_decisions_it_makes(lake):
+    """`robolake run`'s rounds collect tasks x episodes whatever the frontier's size: equal budgets."""
+    con = open_lake(lake)
+    try:
+        fixed = make(lake, "spread-a", max_tasks=2, episodes=4).round(con, image=PNG)
+        spread = make(lake, "spread-b", max_tasks=2, episodes=4, round_episodes=9).round(con, image=PNG)
+    finally:
+        con.close()
+    assert len(spread.decisions) == len(fixed.decisions) == 2
+    assert [d.episodes for d in fixed.decisions] == [4, 4] and [d.episodes for d in spread.decisions] == [5, 4]
+    assert make(lake, "x", round_episodes=9)._shares(1) == [9] and make(lake, "x", round_episodes=2)._shares(3) == [1, 1, 1]
+
 def test_a_rerun_on_the_same_lake_sends_nothing_new(lake):
     con = open_lake(lake)
     first = make(lake, "rerun", max_tasks=1).round(con, summaries=[], image=PNG)
