@@ -111,12 +111,15 @@ def _check_compatible(saved: dict, config) -> None:
 
     # A field the checkpoint lacks was added since (the model's inputs changed): "absent" != its value.
     before = PACConfig.from_dict({k: v for k, v in saved.items() if k in PACConfig.__dataclass_fields__})
+    # The model's shape, and what its critic's bins mean (the same weights on another support or
+    # discount would read as other returns).
     shape = ("d_model", "latents", "blocks", "heads", "ff_mult", "obs_groups", "action_dim", "caption_dim",
-             "action_bins", "return_bins", "relative_groups", "anchor_group", "normalize")
+             "action_bins", "return_bins", "relative_groups", "anchor_group", "normalize", "v_min", "v_max",
+             "discount")
     wrong = [f"{k}: checkpoint {getattr(before, k) if k in saved else 'absent'!r}, now {getattr(config, k)!r}"
              for k in shape if k not in saved or getattr(before, k) != getattr(config, k)]
     if wrong:
-        raise TrainingError("the checkpoint was trained with another model shape: " + "; ".join(wrong))
+        raise TrainingError("the checkpoint was trained with another model shape or critic: " + "; ".join(wrong))
 
 
 def _send_metrics(producer, run: TrainRun, metrics: dict) -> None:

@@ -128,8 +128,8 @@ class Run:
             try:
                 detail = stages.STAGES[name](self, iteration)
                 self.sync()
-            except _retryable() as exc:
-                if _interrupted(exc):  # Ctrl-C inside DuckDB comes back wrapped: it is not a failure
+            except retryable() as exc:
+                if interrupted(exc):  # Ctrl-C inside DuckDB comes back wrapped: it is not a failure
                     raise KeyboardInterrupt from exc
                 self.record(iteration, name, "failed", {"error": f"{type(exc).__name__}: {exc}"}, attempt)
                 if tries >= self.config.retries:
@@ -160,12 +160,13 @@ class Run:
                 return f"the episode budget is spent ({spent} of {self.config.budget_episodes})"
         return None
 
-    def record(self, iteration: int, name: str, status: str, detail: dict, attempt: int) -> str:
+    def record(self, iteration: int, name: str, status: str, detail: dict, attempt: int,
+               stage_id: str | None = None) -> str:
         """A `run.stage` event, in the lake when this returns; its id is returned."""
         from producers.episode_writer import utc_now
         from schemas.codec import build
 
-        row = {"stage_id": self.stage_id(iteration, name, status, attempt),
+        row = {"stage_id": stage_id or self.stage_id(iteration, name, status, attempt),
                "experiment_id": self.config.experiment_id, "iteration": iteration, "stage": name, "status": status,
                "attempt": attempt, "detail": json.dumps(detail, sort_keys=True, default=str), "time": utc_now()}
         self.producer.send(topics.RUNS, self.config.experiment_id, build(RUN_STAGE, [row]))
@@ -308,9 +309,11 @@ class Run:
         then wait until the run's checkpoint reaches the target step, or the learner says it failed."""
         from learner.checkpoints import CheckpointStore
 
-        request_id = self.stage_id(iteration, "train", "requested", self.attempt)
+        # The id names what is asked: a restart with other --train-steps or --alpha asks anew.
+        request_id = stable_id(self.stage_id(iteration, "train", "requested", self.attempt),
+                               json.dumps(request, sort_keys=True))
         if request_id not in {r["stage_id"] for r in self._load().requests}:  # not sent before a kill
-            self.record(iteration, "train", "requested", request, self.attempt)
+            self.record(iteration, "train", "requested", request, self.attempt, stage_id=request_id)
         store, target = CheckpointStore(self.settings, request["run_id"]), request["target"]
         last_progress = time.monotonic()
         with self.bar(target, "training (robolake learn)", "step") as bar:
@@ -327,15 +330,15 @@ class Run:
                 if min(max(checkpoint, metrics), target) > bar.n:  # progress: its metrics, its checkpoints
                     bar.update(min(max(checkpoint, metrics), target) - bar.n)
                     last_progress = time.monotonic()
-                if checkpoint >= target:
+                if checkpoint >= target:  # (beyond it: an older request asked for more)
                     break
                 if time.monotonic() - last_progress > self.config.external_timeout_s:
                     raise stages.StageFailed(
                         f"no training progress in {self.config.external_timeout_s:.0f}s (step {bar.n} of {target}): "
                         f"is a learner serving the run (robolake learn --experiment {self.config.experiment_id})?")
                 time.sleep(2.0)
-        return {"run_id": request["run_id"], "step": target, "learner": "external",
-                "checkpoint": store.url(target)}
+        return {"run_id": request["run_id"], "step": checkpoint, "learner": "external",
+                "checkpoint": store.url(checkpoint)}
 
     def grow(self, con):
         from consumers.curriculum.growth import skills_to_add
@@ -410,7 +413,7 @@ class SinkBehind(RuntimeError):
     pass
 
 
-def _retryable() -> tuple[type[BaseException], ...]:
+def retryable() -> tuple[type[BaseException], ...]:
     from consumers.curriculum.vlm import VLMError
     from consumers.lake_sink.sink import LakeUnavailable
     from infra.bus.interface import BusError
@@ -418,7 +421,7 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return stages.StageFailed, VLMError, LakeUnavailable, BusError, SinkBehind
 
 
-def _interrupted(exc: BaseException | None) -> bool:
+def interrupted(exc: BaseException | None) -> bool:
     while exc is not None:
         if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "InterruptException":
             return True

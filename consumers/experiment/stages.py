@@ -100,10 +100,24 @@ def relabel(run, iteration: int) -> dict:
 
 
 def train(run, iteration: int) -> dict:
+    from infra.lake_catalog import LockHeld
+
     request = train_request(run, iteration)
     if run.config.external_learner:
         return run.await_learner(iteration, request)
-    return train_to(run, request)
+    try:
+        with learner_lock(run.settings, run.config.experiment_id):
+            return train_to(run, request)
+    except LockHeld:
+        raise StageFailed("a `robolake learn` process serves this experiment: run with --external-learner, or "
+                          "stop it") from None
+
+
+def learner_lock(settings, experiment_id: str):
+    """Held by whoever trains the experiment's PAC run: one trainer at a time (LockHeld if taken)."""
+    from infra.lake_catalog import file_lock, lock_path
+
+    return file_lock(lock_path(settings, f"learn-{experiment_id}"), wait=False)
 
 
 def train_request(run, iteration: int) -> dict:

@@ -62,7 +62,7 @@ def register(commands, common) -> None:
                           "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
     run.add_argument("--external-learner", action="store_true",
                      help="on Kafka: leave training to a separate learner process (`robolake learn --experiment "
-                          "ID`, e.g. on a GPU machine) and wait for its checkpoints in the lake")
+                          "ID`) and wait for its checkpoints in the lake")
     run.add_argument("--seed", type=nonnegative_int, default=0)
     run.add_argument("-o", "--report-dir", default="report", metavar="DIR", help="where the report is written")
     run.set_defaults(run=run_experiment)
@@ -73,10 +73,11 @@ def register(commands, common) -> None:
                     "stage asks for more steps (a run.stage 'requested' event), train the run's PAC learner to "
                     "that step, resumed from its checkpoint, exactly as `robolake run` would in-process. A failure "
                     "(a NaN loss, an empty dataset) is recorded for the run, which retries or stops with the "
-                    "reason. Runs until stopped (Ctrl-C), or --until-idle seconds without a request. One learner "
-                    "per experiment and lake.",
+                    "reason. Runs until stopped (Ctrl-C), or --until-idle seconds without a request. One trainer "
+                    "per experiment and lake. It reads the training data through the lake's catalog, so it runs "
+                    "on the catalog's machine (where the lake sink runs); rollout workers can run anywhere.",
         epilog="example (beside `robolake run --experiment exp-1 --external-learner` and `robolake sink`):\n\n"
-               "  robolake learn --experiment exp-1 --device cuda --bus kafka://10.0.0.5:9092 "
+               "  robolake learn --experiment exp-1 --device cuda --bus kafka://127.0.0.1:9092 "
                "--lake s3://robolake/lake")
     learn.add_argument("--experiment", type=identifier, required=True, metavar="ID", help="the experiment to serve")
     learn.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -145,6 +146,9 @@ def run_learner(args, settings: Settings) -> int:
         raise UsageError("robolake learn serves a run in another process: it needs a shared log "
                          "(--bus kafka://HOST:PORT); on the in-process bus, `robolake run` trains itself")
     require("torch", "learner")
+    from learner.pac.learning import pick_device
+
+    pick_device(args.device)  # no CUDA for --device cuda: say so now, not at the first request
     check_bus_reachable(settings)
     check_lake_writable(settings)
     from consumers.experiment.learner_service import serve

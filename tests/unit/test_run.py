@@ -161,16 +161,16 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
     from learner.checkpoints import CheckpointStore
 
     settings = _settings(tmp_path / "lake")
-    real_sleep, real_train_to, turns = time.sleep, stages.train_to, []
+    real_sleep, real_train_to, said, serving = time.sleep, stages.train_to, [], []
 
-    def learner_turn(seconds):  # the run waits: the learner serves what is open, then returns
-        if not turns or turns[-1] != "serving":
-            turns.append("serving")
-            turns.append(serve(settings, "exp", say=lambda text: None, until_idle_s=0, bars=False))
+    def learner_turn(seconds):  # the run waits (or backs off): a learner serves what is open, then returns
+        if not serving:
+            serving.append(True)
+            serve(settings, "exp", say=said.append, until_idle_s=0, bars=False)
+            serving.pop()
 
     def fails_once(run, request):
-        if not any(t == "failed" for t in turns):
-            turns.append("failed")
+        if not any("failed" in line for line in said):
             raise stages.StageFailed("training failed: loss is nan at step 3 (the test's)")
         return real_train_to(run, request)
 
@@ -180,10 +180,12 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
                        episodes_per_decision=1, max_tasks=1, train_steps=4, workers=1, external_learner=True)
     run = Run(settings, config, say=lambda text: None, bars=False)
     outcome = run.run()
-    run.close()
     monkeypatch.setattr(loop.time, "sleep", real_sleep)
-    assert outcome.iterations == 1 and turns.count("failed") == 1 and 1 in turns  # one failure, then one training
-    assert CheckpointStore(settings, "exp-pac").latest_step() == 4
+    assert outcome.iterations == 1 and CheckpointStore(settings, "exp-pac").latest_step() == 4
+    # the failed request was not trained again by a later learner: one training, of the second request
+    trainings = [line for line in said if "training exp-pac to step 4" in line]
+    assert len(trainings) == 2 and "attempt 1" in trainings[0] and "attempt 2" in trainings[1], said
+    assert sum("failed (the run is told): training failed: loss is nan" in line for line in said) == 1
     recorded = [(r["stage"], r["status"], r["attempt"]) for r in events(settings, "run.stage")]
     assert [r for r in recorded if r[0] in ("train", "learn")] == [
         ("train", "requested", 1), ("learn", "failed", 1), ("train", "failed", 1), ("train", "requested", 2),
@@ -191,4 +193,14 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
     train = [r for r in events(settings, "run.stage") if (r["stage"], r["status"]) == ("train", "done")][0]
     assert '"learner": "external"' in train["detail"] and '"step": 4' in train["detail"]
     check_exactly_once(settings, iterations=1, train_steps=4)
-    assert serve(settings, "exp", say=lambda text: None, until_idle_s=0, bars=False) == 0  # nothing left open
+
+    # a run restarted while waiting asks nothing twice, and finds the checkpoint
+    run.attempt = 2
+    assert run.await_learner(0, stages.train_request(run, 0))["step"] == 4
+    assert [r["status"] for r in events(settings, "run.stage") if r["stage"] == "train"].count("requested") == 2
+    assert serve(settings, "exp", say=said.append, until_idle_s=0, bars=False) == 0  # nothing left to train
+    # one trainer per experiment: a run training in-process refuses while a learner holds the experiment
+    with stages.learner_lock(settings, "exp"):
+        with pytest.raises(stages.StageFailed, match="a `robolake learn` process serves this experiment"):
+            stages.train(Run(settings, RunConfig("exp"), say=lambda text: None, bars=False), 0)
+    run.close()

@@ -103,6 +103,8 @@ def test_a_checkpoint_from_before_the_input_features_names_what_changed():
         _check_compatible({k: v for k, v in saved.items() if k not in ("relative_groups", "normalize")}, config)
     with pytest.raises(TrainingError, match="action_bins: checkpoint 11, now 21"):
         _check_compatible(saved, config.replace(action_bins=21))
+    with pytest.raises(TrainingError, match="v_max: checkpoint 2.0, now 10.0"):  # the critic's bins meant other returns
+        _check_compatible({**saved, "v_max": 2.0}, config)
 
 
 def test_eval_of_a_checkpoint_from_before_the_input_features_names_what_changed(tmp_path):
