@@ -41,7 +41,8 @@ def main() -> None:
     settings = Settings.load(bus="memory", lake=f"file://{tempfile.mkdtemp(prefix='learner-bench-')}/lake")
     fill(settings, args.episodes, 100)
     relabel(settings, resolve(FUNCTIONS), publish=False)
-    data = LakeDataset(settings, DatasetConfig(batch_size=config.batch_size, epochs=None))
+    data = LakeDataset(settings, DatasetConfig(batch_size=config.batch_size, epochs=None,
+                                                   achieved_boost=config.achieved_boost))
     captions = CaptionEncoder()
 
     batches, started = [], time.perf_counter()
