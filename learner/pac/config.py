@@ -43,8 +43,9 @@ class PACConfig:
     eta: float = 0.1              # temperature of softmax(Q / eta) over sampled actions (fixed, reported)
     sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
     # Hindsight sampling: a skill the episode first achieves at this step or later is drawn this many
-    # times as often as another (its actions are demonstrations, BC's only data); the rest teach
-    # the critic what does not work.
+    # times as often as another (its actions count as demonstrations, BC's only data); the rest teach
+    # the critic what does not work. Known weakness: a success long after the step (an episode that
+    # passes the goal by the way) makes a poor demonstration (benchmarks/README.md, learning_quality).
     achieved_boost: int = 6
     target_tau: float = 0.005     # Polyak rate of the target network
     # Optimisation
