@@ -20,7 +20,7 @@ import os
 import random
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pyarrow as pa
@@ -261,6 +261,22 @@ def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
         yield
     finally:
         os.close(fd)  # releases the lock; a killed process releases it too
+
+
+@contextmanager
+def only_one(settings, purpose: str, refused=None):
+    """The lock of `purpose` beside the lake's catalog for the block, or `refused(path)` raised at
+    once when another process holds it (LockHeld without `refused`). Only taking the lock is refused:
+    a LockHeld from the work under it passes through as it is."""
+    path = lock_path(settings, purpose)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(file_lock(path, wait=False))
+        except LockHeld:
+            if refused is None:
+                raise
+            raise refused(path) from None
+        yield
 
 
 def _rollback(con) -> None:

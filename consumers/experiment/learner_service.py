@@ -27,14 +27,11 @@ def serve(settings, experiment_id: str, device: str = "auto", say=print, poll_s:
           until_idle_s: float | None = None, bars: bool = True) -> int:
     """Serve the experiment's train requests until stopped (or `until_idle_s` without one); returns
     how many it trained."""
-    from infra.lake_catalog import LockHeld
-
     try:
-        with stages.learner_lock(settings, experiment_id):
+        with stages.learner_lock(settings, experiment_id, lambda path: AlreadyRunning(
+                f"another learner trains experiment {experiment_id!r} on {settings.lake_root} (a `robolake learn`, "
+                "or a `robolake run` without --external-learner)")):
             return _serve(settings, experiment_id, device, say, poll_s, until_idle_s, bars)
-    except LockHeld:
-        raise AlreadyRunning(f"another learner trains experiment {experiment_id!r} on {settings.lake_root} (a "
-                             "`robolake learn`, or a `robolake run` without --external-learner)") from None
     except Exception as exc:
         if interrupted(exc):  # Ctrl-C inside DuckDB comes back wrapped
             raise KeyboardInterrupt from exc

@@ -183,17 +183,12 @@ class Run:
         finally:
             con.close()
 
-    @contextmanager
     def _only_run(self):
-        from infra.lake_catalog import LockHeld, file_lock, lock_path
+        from infra.lake_catalog import only_one
 
-        path = lock_path(self.settings, f"run-{self.config.experiment_id}")
-        try:
-            with file_lock(path, wait=False):
-                yield
-        except LockHeld:
-            raise AlreadyRunning(f"another `robolake run` of experiment {self.config.experiment_id!r} is running on "
-                                 f"{self.settings.lake_root} (lock {path}); wait for it, or stop it first") from None
+        return only_one(self.settings, f"run-{self.config.experiment_id}", lambda path: AlreadyRunning(
+            f"another `robolake run` of experiment {self.config.experiment_id!r} is running on "
+            f"{self.settings.lake_root} (lock {path}); wait for it, or stop it first"))
 
     # --- what the stages share -------------------------------------------------------------------
 

@@ -100,24 +100,20 @@ def relabel(run, iteration: int) -> dict:
 
 
 def train(run, iteration: int) -> dict:
-    from infra.lake_catalog import LockHeld
-
     request = train_request(run, iteration)
     if run.config.external_learner:
         return run.await_learner(iteration, request)
-    try:
-        with learner_lock(run.settings, run.config.experiment_id):
-            return train_to(run, request)
-    except LockHeld:
-        raise StageFailed("a `robolake learn` process serves this experiment: run with --external-learner, or "
-                          "stop it") from None
+    with learner_lock(run.settings, run.config.experiment_id, lambda path: StageFailed(
+            "a `robolake learn` process serves this experiment: run with --external-learner, or stop it")):
+        return train_to(run, request)
 
 
-def learner_lock(settings, experiment_id: str):
-    """Held by whoever trains the experiment's PAC run: one trainer at a time (LockHeld if taken)."""
-    from infra.lake_catalog import file_lock, lock_path
+def learner_lock(settings, experiment_id: str, refused=None):
+    """Held by whoever trains the experiment's PAC run: one trainer at a time (`refused(path)`, or
+    LockHeld, if another holds it)."""
+    from infra.lake_catalog import only_one
 
-    return file_lock(lock_path(settings, f"learn-{experiment_id}"), wait=False)
+    return only_one(settings, f"learn-{experiment_id}", refused)
 
 
 def train_request(run, iteration: int) -> dict:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 
 from consumers.curriculum.replies import printable  # light: re and json
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
@@ -116,20 +115,15 @@ def run_curriculum(args, settings: Settings) -> int:
     return 0
 
 
-@contextmanager
 def _only_curriculum_of(settings: Settings, experiment: str):
     """Two curricula of one experiment would both send a round's events before either reaches the
     lake, so each would duplicate the other's: the second refuses (a lock file beside the lake's
     catalog; the lock goes with the process, however it ends)."""
-    from infra.lake_catalog import LockHeld, file_lock, lock_path
+    from infra.lake_catalog import only_one
 
-    path = lock_path(settings, f"curriculum-{experiment}")
-    try:
-        with file_lock(path, wait=False):
-            yield
-    except LockHeld:
-        raise CommandFailed(f"another curriculum of experiment {experiment!r} is running on "
-                            f"{settings.lake_root} (lock {path}); wait for it to finish") from None
+    return only_one(settings, f"curriculum-{experiment}", lambda path: CommandFailed(
+        f"another curriculum of experiment {experiment!r} is running on {settings.lake_root} (lock {path}); "
+        "wait for it to finish"))
 
 
 def _stages(failures: list[str]) -> str:
