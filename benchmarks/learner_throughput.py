@@ -24,10 +24,11 @@ def main() -> None:
 
     from _relabel_data import fill
     from learner.captions import CaptionEncoder
-    from learner.dataset import DatasetConfig, LakeDataset
+    from learner.dataset import DatasetConfig
     from learner.pac.config import get_config
     from learner.pac.learning import PACLearner, parameter_count
     from learner.relabel import relabel, resolve
+    from learner.train import training_data
     from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -41,8 +42,8 @@ def main() -> None:
     settings = Settings.load(bus="memory", lake=f"file://{tempfile.mkdtemp(prefix='learner-bench-')}/lake")
     fill(settings, args.episodes, 100)
     relabel(settings, resolve(FUNCTIONS), publish=False)
-    data = LakeDataset(settings, DatasetConfig(batch_size=config.batch_size, epochs=None,
-                                                   achieved_boost=config.achieved_boost))
+    data = training_data(settings, config, DatasetConfig(batch_size=config.batch_size, epochs=None,
+                                                         achieved_boost=config.achieved_boost))
     captions = CaptionEncoder()
 
     batches, started = [], time.perf_counter()

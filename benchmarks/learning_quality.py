@@ -8,14 +8,16 @@ steps carry that commanded skill and caption; what actually moves the arm is one
                       "place red on green" commanded, "place blue on green" done);
   - play (30%):       temporally correlated random motion (an Ornstein-Uhlenbeck process) with
                       random gripper changes.
-Rewards come from "Relabel" (every skill's reward function over every step). Three learners train
+Rewards come from "Relabel" (every skill's reward function over every step). Four learners train
 for the same steps on the same lake, each over `--seeds` seeds:
   - BC:          alpha = 1, conditioned on the commanded caption (all data);
   - filtered BC: alpha = 1, commanded caption, only steps of skills their episode achieved;
-  - PAC:         alpha = --alpha, hindsight-relabelled (a transition paired with any skill's
-                 caption and that skill's reward; skills the episode goes on to achieve drawn more
-                 often, and only those samples in the BC term: a misdirected episode is a
-                 demonstration of what it did).
+  - hindsight BC: alpha = 1 on PAC's demonstrations alone (below): PAC's data without its critic;
+  - PAC:         alpha = --alpha, hindsight-relabelled: a transition paired with any skill's
+                 caption and that skill's reward for the critic; the BC term only on demonstrations,
+                 the steps of a commanded segment up to a skill's first success in it (a
+                 misdirected "reach red" that reached blue demonstrates "reach blue"), which make
+                 half of every batch (PACConfig.demo_fraction).
 Each trained policy runs every evaluated task's natural skill sequence (producers.rollout.task_for)
 on held-out seeds; success is the task's. Goal (issue 10): PAC >= 2x BC and >= filtered BC,
 averaged over skills. Prints the table and writes success.png and learning_curves.png to --out.
@@ -42,7 +44,7 @@ COLOURS = ("red", "green", "blue")
 TASKS = tuple(f"{verb}_{c}" for verb in ("reach", "grasp", "lift") for c in COLOURS) + tuple(
     f"place_{a}_on_{b}" for a, b in itertools.permutations(COLOURS, 2))
 MIX = (("clean", 0.3), ("misdirected", 0.4), ("play", 0.3))
-METHODS = ("BC", "filtered BC", "PAC")
+METHODS = ("BC", "filtered BC", "hindsight BC", "PAC")
 
 
 class NullProducer:
@@ -163,6 +165,8 @@ def dataset_success(settings) -> dict[str, tuple[int, int]]:
 def method_args(method: str, alpha: float) -> dict:
     return {"BC": dict(alpha=1.0, conditioning="commanded", successful_only=False),
             "filtered BC": dict(alpha=1.0, conditioning="commanded", successful_only=True),
+            # PAC's data without its critic: BC on the hindsight demonstrations alone
+            "hindsight BC": dict(alpha=1.0, conditioning="hindsight", successful_only=False, demo_fraction=1.0),
             "PAC": dict(alpha=alpha, conditioning="hindsight", successful_only=False)}[method]
 
 
@@ -176,7 +180,8 @@ def train_one(settings, method: str, seed: int, steps: int, alpha: float, datase
     from learner.train import train
 
     chosen = method_args(method, alpha)
-    config = get_config("tiny").replace(alpha=chosen["alpha"], **changes)
+    fields = {k: chosen[k] for k in ("alpha", "demo_fraction") if k in chosen}
+    config = get_config("tiny").replace(**fields, **changes)
     rid = run_id(method, seed)
     train(settings, config, dataset, steps, rid, experiment_id=dataset, device="cpu", seed=seed,
           checkpoint_every=steps, metrics_every=max(1, steps // 40), conditioning=chosen["conditioning"],
@@ -219,12 +224,12 @@ def plot(out: Path, tasks, success: dict, data: dict, curves: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(13, 4.5))
-    width = 0.2
+    width = 0.8 / (len(METHODS) + 1)
     x = np.arange(len(tasks))
-    ax.bar(x - 1.5 * width, [data[t][0] / data[t][1] for t in tasks], width, label="dataset", color="0.7")
+    ax.bar(x - 0.4 + width / 2, [data[t][0] / data[t][1] for t in tasks], width, label="dataset", color="0.7")
     for i, method in enumerate(METHODS):
         rates = [success[method][t][0] / success[method][t][1] for t in tasks]
-        ax.bar(x + (i - 0.5) * width, rates, width, label=method)
+        ax.bar(x - 0.4 + (i + 1.5) * width, rates, width, label=method)
     ax.set_xticks(x, [t.replace("place_", "place\n").replace("_on_", " on ") for t in tasks], fontsize=7)
     ax.set_ylabel("task success")
     ax.set_ylim(0, 1)

@@ -3,8 +3,9 @@
 Each sample is one transition relabelled for one skill (reward function version), as NumPy arrays:
 `observation`, `action`, `next_observation`, `skill` (index into `captions`), `caption`,
 `reward`, `success`, `done`, `discount`, `imitate` (the action demonstrates the caption: under
-"commanded" conditioning always, under "hindsight" on the steps up to the episode's first success
-at that skill, which ends the skill's task), plus `episode_id` and `step` for tracing. No torch.
+"commanded" conditioning always; under "hindsight" on the steps of a commanded segment, a run of
+steps under one `skill_id`, up to that skill's first success in the segment, unless the segment
+began with it achieved), plus `episode_id` and `step` for tracing. No torch.
 
 Conventions (how the rollout workers write steps): a step row holds the action taken and the
 observation *after* it, with the reward of that observation. So the transition of row t is
@@ -60,9 +61,12 @@ class DatasetConfig:
     # step (steps.skill_id, its caption and relabelled reward), as behaviour cloning conditions.
     conditioning: str = "hindsight"
     successful_only: bool = False                              # commanded: only skills the episode achieved
-    # hindsight: a skill the episode first achieves at this step or later is drawn this many times as
-    # often as the others (HER's achieved goals: the samples whose actions show how to do the skill)
+    # hindsight: a skill the step demonstrates (`imitate`) is drawn this many times as often as the
+    # others (HER's achieved goals: the samples whose actions show how to do the skill)
     achieved_boost: int = 1
+    # hindsight: only the samples whose action demonstrates the drawn skill (`imitate`), each step drawn
+    # among the skills it demonstrates; steps that demonstrate none are left out (BC's demonstrations)
+    demonstrations_only: bool = False
 
 
 class LakeDataset:
@@ -74,6 +78,8 @@ class LakeDataset:
             raise ValueError(f"conditioning must be 'hindsight' or 'commanded', got {config.conditioning!r}")
         if config.successful_only and config.conditioning != "commanded":
             raise ValueError("successful_only filters by the commanded skill: it needs conditioning='commanded'")
+        if config.demonstrations_only and config.conditioning != "hindsight":
+            raise ValueError("demonstrations_only picks hindsight skills: it needs conditioning='hindsight'")
         if not (isinstance(config.achieved_boost, int) and config.achieved_boost >= 1):
             raise ValueError(f"achieved_boost must be an integer >= 1, got {config.achieved_boost!r}")
         self.functions = self._functions()  # [(name, version)]
@@ -125,13 +131,18 @@ class LakeDataset:
         epoch = 0
         while c.epochs is None or epoch < c.epochs:
             buffer = ShuffleBuffer(c.shuffle_buffer, seed=c.seed * 1_000_003 + epoch)
+            rows_read = 0
 
             def pieces():
+                nonlocal rows_read
                 for rows in self._rows(epoch):
+                    rows_read += len(rows["step"])
                     yield from buffer.push(rows)
                 yield from buffer.drain()
 
             yield from rebatch(pieces(), c.batch_size, c.drop_last)
+            if not rows_read:  # nothing to read: end rather than loop over empty epochs forever
+                return
             epoch += 1
 
     def _rows(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
@@ -162,20 +173,36 @@ class LakeDataset:
                 WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
                       BETWEEN cum - w AND cum - 1),"""
         boost = int(self.config.achieved_boost) if self.config.conditioning == "hindsight" else 1
+        demos = " WHERE achieved" if self.config.demonstrations_only else ""
         # Per step, the positive-weight functions that have a row for it, with running sums of their
-        # (integer) weights, a skill the episode first achieves at this step or later weighing `boost`
-        # times more; the seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x.
+        # (integer) weights, a skill the step demonstrates weighing `boost` times more (a segment is
+        # the unit: a misdirected "reach red" that ends above blue demonstrates "reach blue", but
+        # steps long before an incidental success, in another segment, do not); the seeded draw x
+        # in [0, total) picks the one whose [cum - w, cum) holds x.
         # One string hashed, not hash(a, b, c): DuckDB's combined hash barely mixes the seed into its
         # low bits (seeds 0, 1 and 3 drew the same skills).
         return f"""
             WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
-            a AS (
-                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn,
-                       coalesce(r.step <= min(CASE WHEN r.success THEN r.step END)
-                                OVER (PARTITION BY r.episode_id, f.skill), false) AS achieved,
-                       f.w * (CASE WHEN achieved THEN {boost} ELSE 1 END) AS w
+            seg AS (  -- the commanded segments: runs of steps under one skill_id
+                SELECT episode_id, step,
+                       sum(CASE WHEN skill_id IS DISTINCT FROM prev THEN 1 ELSE 0 END)
+                           OVER (PARTITION BY episode_id ORDER BY step) AS segment
+                FROM (SELECT episode_id, step, skill_id,
+                             lag(skill_id) OVER (PARTITION BY episode_id ORDER BY step) AS prev
+                      FROM steps WHERE episode_id IN (SELECT episode_id FROM rewards WHERE dataset = $1))),
+            firsts AS (
+                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn, f.w,
+                       min(CASE WHEN r.success THEN r.step END)
+                           OVER (PARTITION BY r.episode_id, seg.segment, f.skill) AS first_success,
+                       min(r.step) OVER (PARTITION BY r.episode_id, seg.segment) AS segment_start
                 FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
-                WHERE r.dataset = ?),
+                JOIN seg ON seg.episode_id = r.episode_id AND seg.step = r.step
+                WHERE r.dataset = $1),
+            a AS (
+                SELECT episode_id, step, skill, reward, success, reward_fn,
+                       coalesce(step <= first_success AND first_success > segment_start, false) AS achieved,
+                       w * (CASE WHEN achieved THEN {boost} ELSE 1 END) AS w
+                FROM firsts{demos}),
             r AS (
                 SELECT *, sum(w) OVER (PARTITION BY episode_id, step ORDER BY skill
                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
@@ -263,3 +290,27 @@ def _caption(name: str, version: int) -> str:
 
     fn = REWARDS.get((name, version))
     return fn.caption if fn is not None else name  # a function no longer registered keeps its name
+
+
+class Mixture:
+    """Batches joined from two datasets, `a`'s rows first (e.g. a fixed share of demonstrations in
+    every batch); ends when either does. Same captions in both (the same functions)."""
+
+    def __init__(self, a: LakeDataset, b: LakeDataset):
+        if a.captions != b.captions:
+            raise ValueError("a mixture needs datasets of the same functions")
+        self.a, self.b = a, b
+        self.functions, self.captions = a.functions, a.captions
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        a, b = iter(self.a), iter(self.b)
+        try:
+            for x, y in zip(a, b):
+                yield {k: np.concatenate([x[k], y[k]]) for k in x}
+        finally:  # stop both reading threads, whichever ended
+            a.close()
+            b.close()
+
+    def close(self) -> None:
+        self.a.close()
+        self.b.close()

@@ -41,7 +41,7 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     from infra.bus import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
-    from learner.dataset import DatasetConfig, LakeDataset
+    from learner.dataset import DatasetConfig
     from learner.pac.learning import PACLearner
 
     store = CheckpointStore(settings, run_id)
@@ -56,11 +56,10 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
         run.steps = learner.steps
         log.info("resumed run %s at step %d", run_id, run.steps)
     try:  # an empty dataset is an error before training starts
-        data = LakeDataset(settings, DatasetConfig(dataset=dataset, batch_size=config.batch_size, epochs=None,
-                                                   seed=seed + run.steps, conditioning=conditioning,
-                                                   functions=tuple(skills) if skills else None,
-                                                   successful_only=successful_only,
-                                                   achieved_boost=config.achieved_boost))
+        data = training_data(settings, config, DatasetConfig(
+            dataset=dataset, batch_size=config.batch_size, epochs=None, seed=seed + run.steps,
+            conditioning=conditioning, functions=tuple(skills) if skills else None,
+            successful_only=successful_only, achieved_boost=config.achieved_boost))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     captions = captions or CaptionEncoder()
@@ -93,6 +92,21 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     if run.steps < steps:
         raise TrainingError(f"dataset {dataset!r} ran out after {run.steps} steps")
     return run
+
+
+def training_data(settings, config, data):
+    """The lake dataset PAC trains on (a DatasetConfig): under hindsight conditioning with a
+    `demo_fraction`, each batch is that share of demonstrations, then samples of every skill."""
+    from learner.dataset import LakeDataset, Mixture
+
+    demos = round(config.batch_size * config.demo_fraction) if data.conditioning == "hindsight" else 0
+    if demos == 0:
+        return LakeDataset(settings, data)
+    shown = LakeDataset(settings, dataclasses.replace(data, batch_size=demos, demonstrations_only=True))
+    if demos == config.batch_size:
+        return shown
+    return Mixture(shown, LakeDataset(settings, dataclasses.replace(data, batch_size=config.batch_size - demos,
+                                                              seed=data.seed + 7919)))
 
 
 def _state(learner, config, lineage: dict) -> dict:

@@ -37,15 +37,23 @@ class PACConfig:
     return_bins: int = 51         # the critic: a categorical over returns in [v_min, v_max]
     v_min: float = 0.0
     v_max: float = 10.0           # 1 / (1 - discount): the return of a shaped reward of 1 every step
+    # The critic reads the shared latents; False: without shaping them (its gradient stops there).
+    # On the CPU budget the critic's TD loss over every skill swamped BC's gradient in the shared
+    # encoder and BC on the same demonstrations learned several times less (benchmarks/README.md,
+    # learning_quality). The paper trains both through one encoder, at scale.
+    critic_shapes_encoder: bool = False
     # Objective
     discount: float = 0.9
     alpha: float = 0.5            # weight of BC on dataset actions; 1.0 is plain BC
     eta: float = 0.1              # temperature of softmax(Q / eta) over sampled actions (fixed, reported)
     sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
-    # Hindsight sampling: a skill the episode first achieves at this step or later is drawn this many
-    # times as often as another (its actions count as demonstrations, BC's only data); the rest teach
-    # the critic what does not work. Known weakness: a success long after the step (an episode that
-    # passes the goal by the way) makes a poor demonstration (benchmarks/README.md, learning_quality).
+    # Hindsight sampling. A sample's action demonstrates the drawn skill (`imitate`, the BC term's only
+    # data) on the steps of a commanded segment up to that skill's first success in it (a misdirected
+    # "reach red" that reached blue demonstrates "reach blue"); the rest teach the critic what does not
+    # work. `demo_fraction` of every batch is drawn from the demonstrations alone (they are a few percent
+    # of the (step, skill) pairs), the rest from all pairs, where a demonstrated skill is drawn
+    # `achieved_boost` times as often as another.
+    demo_fraction: float = 0.5
     achieved_boost: int = 6
     target_tau: float = 0.005     # Polyak rate of the target network
     # Optimisation

@@ -45,9 +45,11 @@ class PACLearner:
             if not np.isfinite(values).all():
                 raise ValueError(f"batch field {key} has non-finite values")
         tensors = {k: torch.as_tensor(v, device=self.device) for k, v in arrays.items()}
-        imitate = batch.get("imitate")  # absent: every action demonstrates its caption
-        tensors["imitate"] = (torch.ones_like(tensors["reward"]) if imitate is None else
-                              torch.as_tensor(np.asarray(imitate, dtype=np.float32), device=self.device))
+        # Absent: every action demonstrates its caption, and no step reached its skill's goal.
+        for key, absent in (("imitate", 1.0), ("success", 0.0)):
+            values = batch.get(key)
+            tensors[key] = (torch.full_like(tensors["reward"], absent) if values is None else
+                            torch.as_tensor(np.asarray(values, dtype=np.float32), device=self.device))
         if not self.model.normalizer_ready:  # the first batch's states and captions set the input statistics
             states = torch.cat([tensors["observation"], tensors["next_observation"]])
             self.model.set_normalizer(states, tensors["caption"])

@@ -1,8 +1,9 @@
 """PAC's objective: a distributional TD critic and a KL-regularised policy (BC + improvement).
 
 - Critic: categorical returns on a fixed support (C51 projection). The target is
-  r + discount * (1 - done) * Z_target(s', a') with a' sampled from the policy at s', the
-  target distributions of the sampled actions averaged (a mixture), then projected.
+  r + discount * Z_target(s', a') with a' sampled from the policy at s', the target
+  distributions of the sampled actions averaged (a mixture), then projected; a step that reaches
+  its skill's goal ends the task at the highest return, 1 / (1 - discount).
 - Policy: alpha * BC (negative log-likelihood of the dataset action's bins, over the samples
   whose action demonstrates their caption: `imitate`) + (1 - alpha) *
   improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
@@ -64,9 +65,25 @@ def expected(logits: torch.Tensor, config: PACConfig) -> torch.Tensor:
     return (logits.softmax(-1) * support(config, logits.device)).sum(-1)
 
 
+def critic_target(target, batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
+    """The return distribution the critic learns for each sample, (B, return_bins).
+
+    Reaching a skill's goal ends its task (discount 0) and is worth the most a state can be: the
+    goal pays the most a step can (1: rewards are in [0, 1]) for ever after, 1 / (1 - discount).
+    Without that, a shaped reward (reach: exp(-distance)) is worth more hovering near the goal for
+    ever than arriving, which ends the reward, and the critic learns to avoid success
+    (learning_quality in benchmarks/README.md)."""
+    z_next = target.encode(batch["next_observation"], batch["caption"])
+    _, next_actions = sample_actions(target.policy_logits(z_next), config.sampled_actions, config)
+    next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)                # (B, n)
+    goal = torch.full_like(batch["reward"], 1 / (1 - config.discount))
+    rewards = torch.where(batch["success"] > 0, goal, batch["reward"])
+    return project(next_probs, rewards, config.discount * batch["discount"], config)
+
+
 def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig) -> tuple[torch.Tensor, dict]:
     """The total loss and its parts for one batch (observation, caption, action, reward,
-    next_observation, discount)."""
+    next_observation, discount, success: the step reached its skill's goal, imitate)."""
     obs, caption, action = batch["observation"], batch["caption"], batch["action"]
     k = config.sampled_actions
     z = model.encode(obs, caption)
@@ -74,16 +91,14 @@ def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig)
 
     # Critic: distributional TD with the target network.
     with torch.no_grad():
-        z_next = target.encode(batch["next_observation"], caption)
-        _, next_actions = sample_actions(target.policy_logits(z_next), k, config)
-        next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)            # (B, n)
-        target_probs = project(next_probs, batch["reward"], config.discount * batch["discount"], config)
-    q_data = model.q_logits(z, action.unsqueeze(1))[:, 0]                                # (B, n)
+        target_probs = critic_target(target, batch, config)
+    z_critic = z if config.critic_shapes_encoder else z.detach()
+    q_data = model.q_logits(z_critic, action.unsqueeze(1))[:, 0]                         # (B, n)
     critic_loss = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
 
     # Policy: BC on the dataset action + improvement against the critic.
-    # BC only where the dataset action demonstrates the caption (hindsight: the episode achieves
-    # that skill at this step or later); every sample still trains the critic and the improvement.
+    # BC only where the dataset action demonstrates the caption (hindsight: its commanded segment
+    # goes on to achieve that skill); every sample still trains the critic and the improvement.
     imitate = batch["imitate"]
     nll = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0]
     bc_loss = (nll * imitate).sum() / imitate.sum().clamp(min=1.0)

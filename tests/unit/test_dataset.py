@@ -183,22 +183,43 @@ def test_functions_over_different_episodes_drop_no_transition_and_mix_where_both
 
 
 
-def test_imitate_marks_the_steps_up_to_an_episodes_first_success_and_the_boost_draws_them_more(lake):
-    """Hindsight: a sample's action demonstrates its skill on the steps up to the episode's first
-    success at it (HER's achieved goals); `achieved_boost` draws those skills more often."""
-    settings, _ = lake
+def _demonstrated(settings) -> dict:
+    """(episode, step, function) -> whether the step demonstrates the function: it lies in a commanded
+    segment (a run of steps under one skill_id) at or before the function's first success in that
+    segment, and the function was not already achieved at the segment's first step."""
     con = open_lake(settings)
-    first = dict(((e, fn), s) for e, fn, s in con.execute(
-        "SELECT episode_id, reward_fn, min(step) FILTER (WHERE success) FROM rewards WHERE dataset = 'train' "
-        "GROUP BY ALL").fetchall())
+    commanded = con.execute("SELECT episode_id, step, skill_id FROM steps ORDER BY ALL").fetchall()
+    success = {(e, s, fn): ok for e, s, fn, ok in con.execute(
+        "SELECT episode_id, step, reward_fn, success FROM rewards WHERE dataset = 'train'").fetchall()}
     con.close()
+    segments = []  # [(episode, [steps])]
+    for e, s, skill in commanded:
+        if not segments or segments[-1][0] != (e, skill):
+            segments.append(((e, skill), []))
+        segments[-1][1].append(s)
+    out = {}
+    for fn in {f for _, _, f in success}:
+        for (e, _), seg in segments:
+            first = next((s for s in seg if success[(e, s, fn)]), None)
+            for s in seg:
+                out[(e, s, fn)] = first is not None and first > seg[0] and s <= first
+    return out
+
+
+def test_imitate_marks_a_segments_steps_up_to_a_skills_first_success_and_the_boost_draws_them_more(lake):
+    """Hindsight: a sample's action demonstrates its skill on the steps of a commanded segment up to
+    the skill's first success in it; `achieved_boost` draws those skills more often."""
+    settings, _ = lake
+    demonstrated = _demonstrated(settings)
+    functions = LakeDataset(settings, DatasetConfig(dataset="train")).functions
+    assert 0 < np.mean(list(demonstrated.values())) < 0.5
+    # the lift segment starts with the block already reached: reaching is not demonstrated there
+    assert not any(v for (e, s, fn), v in demonstrated.items() if fn == "reach_red" and s > 40)
     shares = {}
     for boost in (1, 8):
         batches = list(LakeDataset(settings, DatasetConfig(dataset="train", epochs=8, achieved_boost=boost, seed=3)))
         data = {k: np.concatenate([b[k] for b in batches]) for k in ("episode_id", "step", "skill", "imitate")}
-        functions = LakeDataset(settings, DatasetConfig(dataset="train")).functions
-        expected = [first[(e, functions[k][0])] is not None and s <= first[(e, functions[k][0])]
-                    for e, s, k in zip(data["episode_id"], data["step"], data["skill"])]
+        expected = [demonstrated[(e, s, functions[k][0])] for e, s, k in zip(data["episode_id"], data["step"], data["skill"])]
         np.testing.assert_array_equal(data["imitate"], expected)
         shares[boost] = float(np.mean(data["imitate"]))
     assert 0 < shares[1] < 1 and shares[8] > shares[1] + 0.15, shares
@@ -206,6 +227,34 @@ def test_imitate_marks_the_steps_up_to_an_episodes_first_success_and_the_boost_d
     assert commanded["imitate"].all()  # what the episode was commanded to do is what BC imitates
     with pytest.raises(ValueError, match="achieved_boost must be an integer >= 1"):
         LakeDataset(settings, DatasetConfig(dataset="train", achieved_boost=0))
+
+
+def test_demonstrations_only_draws_each_demonstrating_step_once_among_the_skills_it_shows(lake):
+    settings, _ = lake
+    demonstrated = _demonstrated(settings)
+    functions = LakeDataset(settings, DatasetConfig(dataset="train")).functions
+    data, _ = _epoch(settings, demonstrations_only=True, epochs=3, seed=5)
+    assert data["imitate"].all()
+    assert all(demonstrated[(e, s, functions[k][0])] for e, s, k in zip(data["episode_id"], data["step"], data["skill"]))
+    keys = collections.Counter(zip(data["episode_id"], data["step"].tolist()))
+    assert set(keys) == {(e, s) for (e, s, fn), v in demonstrated.items() if v} and set(keys.values()) == {3}
+    with pytest.raises(ValueError, match="demonstrations_only picks hindsight skills"):
+        LakeDataset(settings, DatasetConfig(dataset="train", conditioning="commanded", demonstrations_only=True))
+
+
+def test_a_mixture_joins_a_share_of_demonstrations_into_every_batch(lake):
+    from learner.dataset import Mixture
+
+    settings, _ = lake
+    shown = LakeDataset(settings, DatasetConfig(dataset="train", batch_size=4, demonstrations_only=True, epochs=None))
+    every = LakeDataset(settings, DatasetConfig(dataset="train", batch_size=12, epochs=1))
+    mixture = Mixture(shown, every)
+    batches = list(mixture)
+    assert len(batches) == len(list(every))  # ends with the shorter stream
+    assert all(b["imitate"][:4].all() and len(b["step"]) == 16 for b in batches[:-1])
+    assert mixture.captions == every.captions
+    assert not shown._prefetchers and not every._prefetchers  # both reading threads stopped
+
 
 @pytest.fixture(scope="module")
 def big(tmp_path_factory):
@@ -246,6 +295,11 @@ def test_same_seed_same_order_on_a_lake_of_thousands_of_steps(big):
     first = order()
     assert len(first) == n - 60 and len(set(first)) == n - 60
     assert order() == first and order() == first
+
+
+def test_a_dataset_with_nothing_to_read_ends_instead_of_looping_over_empty_epochs(big):
+    settings, _ = big  # no step succeeds at anything: there are no demonstrations
+    assert list(LakeDataset(settings, DatasetConfig(dataset="big", demonstrations_only=True, epochs=None))) == []
 
 
 def test_functions_without_rows_and_bad_weights_are_clear_errors(lake):

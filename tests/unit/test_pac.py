@@ -145,3 +145,35 @@ def test_the_first_batch_sets_the_input_statistics_and_they_travel_with_the_weig
     copy.load_state_dict(learner.state_dict())
     assert torch.equal(copy.model.feature_std, model.feature_std) and copy.model.normalizer_ready
     assert np.array_equal(copy.act(batch["observation"], batch["caption"]), learner.act(batch["observation"], batch["caption"]))
+
+
+def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
+    """A shaped reward paid while hovering near the goal must not be worth more than arriving."""
+    from learner.pac.losses import critic_target
+
+    c = CONFIGS["tiny"]
+    learner, n = PACLearner(c, device="cpu"), 4
+    batch = {"observation": torch.randn(n, c.obs_dim), "next_observation": torch.randn(n, c.obs_dim),
+             "caption": torch.randn(n, c.caption_dim), "reward": torch.tensor([0.6, 0.0, 0.3, 0.9]),
+             "discount": torch.tensor([0.0, 0.0, 0.0, 1.0]), "success": torch.tensor([1.0, 1.0, 0.0, 0.0])}
+    values = (critic_target(learner.target, batch, c) * support(c)).sum(-1)
+    assert values[:2].tolist() == pytest.approx([1 / (1 - c.discount)] * 2)  # arrived, whatever the reward
+    assert values[2].item() == pytest.approx(0.3, abs=1e-5)  # ended elsewhere: its reward, nothing after
+    assert values[3].item() > 0.9  # goes on: the reward, then the discounted next value
+
+
+def test_the_critic_shapes_the_shared_encoder_only_when_asked():
+    from learner.pac.losses import pac_losses
+
+    rng = np.random.default_rng(0)
+    for shapes in (False, True):
+        c = CONFIGS["tiny"].replace(alpha=1.0, critic_shapes_encoder=shapes)
+        learner = PACLearner(c, device="cpu")
+        batch = _batch(rng, 8, c, np.zeros(c.caption_dim, np.float32), lambda obs: np.zeros((len(obs), 4)))
+        tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
+        tensors.update(reward=torch.rand(8), imitate=torch.zeros(8), success=torch.zeros(8))  # no BC: critic only
+        loss, _ = pac_losses(learner.model, learner.target, tensors, c)
+        loss.backward()
+        encoder = [p.grad for p in learner.model.encoder.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in encoder) == shapes
+        assert learner.model.q_head.weight.grad.abs().sum() > 0
