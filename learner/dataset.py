@@ -5,7 +5,8 @@ Each sample is one transition relabelled for one skill (reward function version)
 `reward`, `success`, `done`, `discount`, `imitate` (the action demonstrates the caption: under
 "commanded" conditioning always; under "hindsight" on the steps of a commanded segment, a run of
 steps under one `skill_id`, up to that skill's first success in the segment, unless the segment
-began with it achieved), plus `episode_id` and `step` for tracing. No torch.
+began with it achieved: the step before it succeeded), plus `episode_id` and `step` for tracing.
+No torch.
 
 Conventions (how the rollout workers write steps): a step row holds the action taken and the
 observation *after* it, with the reward of that observation. So the transition of row t is
@@ -19,6 +20,8 @@ epoch) against the cumulative weights (uniform by default) *of the functions tha
 for that step* (renormalised over those), so an epoch visits every transition that has at least one
 row of a positive-weight function exactly once, and skills mix in the given proportions wherever
 they are all computed (functions relabelled over different episodes never drop transitions).
+With `demonstrations_only`, an epoch visits every step that demonstrates a skill once, drawn
+among the skills it demonstrates.
 DuckDB streams the join as Arrow record batches in a deterministic order (sorted by another seeded
 hash, then episode and step: its multi-threaded join alone emits rows in arrival order), spilling to
 disk beyond its memory limit; a seeded shuffle buffer decorrelates them further; a background
@@ -127,21 +130,20 @@ class LakeDataset:
     # --- the reading thread ---------------------------------------------------------------------
 
     def _batches(self) -> Iterator[dict[str, np.ndarray]]:
+        return rebatch(self._epochs(), self.config.batch_size, self.config.drop_last)
+
+    def _epochs(self) -> Iterator[dict[str, np.ndarray]]:
+        """Shuffled rows, epoch after epoch (a batch may span two, so an endless dataset's batches are
+        all full); ends after `epochs`, or at an epoch that reads nothing rather than loop for ever."""
         c = self.config
         epoch = 0
         while c.epochs is None or epoch < c.epochs:
-            buffer = ShuffleBuffer(c.shuffle_buffer, seed=c.seed * 1_000_003 + epoch)
-            rows_read = 0
-
-            def pieces():
-                nonlocal rows_read
-                for rows in self._rows(epoch):
-                    rows_read += len(rows["step"])
-                    yield from buffer.push(rows)
-                yield from buffer.drain()
-
-            yield from rebatch(pieces(), c.batch_size, c.drop_last)
-            if not rows_read:  # nothing to read: end rather than loop over empty epochs forever
+            buffer, read = ShuffleBuffer(c.shuffle_buffer, seed=c.seed * 1_000_003 + epoch), 0
+            for rows in self._rows(epoch):
+                read += len(rows["step"])
+                yield from buffer.push(rows)
+            yield from buffer.drain()
+            if not read:
                 return
             epoch += 1
 
@@ -190,17 +192,21 @@ class LakeDataset:
                 FROM (SELECT episode_id, step, skill_id,
                              lag(skill_id) OVER (PARTITION BY episode_id ORDER BY step) AS prev
                       FROM steps WHERE episode_id IN (SELECT episode_id FROM rewards WHERE dataset = $1))),
-            firsts AS (
-                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn, f.w,
-                       min(CASE WHEN r.success THEN r.step END)
-                           OVER (PARTITION BY r.episode_id, seg.segment, f.skill) AS first_success,
-                       min(r.step) OVER (PARTITION BY r.episode_id, seg.segment) AS segment_start
+            ranked AS (
+                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn, f.w, seg.segment,
+                       lag(r.success) OVER (PARTITION BY r.episode_id, f.skill ORDER BY r.step) AS success_before
                 FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
                 JOIN seg ON seg.episode_id = r.episode_id AND seg.step = r.step
                 WHERE r.dataset = $1),
+            firsts AS (  -- a row holds the state after its action: the segment began where the row before left
+                SELECT *, min(CASE WHEN success THEN step END)
+                              OVER (PARTITION BY episode_id, segment, skill) AS first_success,
+                          first_value(success_before)
+                              OVER (PARTITION BY episode_id, segment, skill ORDER BY step) AS began_achieved
+                FROM ranked),
             a AS (
                 SELECT episode_id, step, skill, reward, success, reward_fn,
-                       coalesce(step <= first_success AND first_success > segment_start, false) AS achieved,
+                       coalesce(step <= first_success AND NOT coalesce(began_achieved, false), false) AS achieved,
                        w * (CASE WHEN achieved THEN {boost} ELSE 1 END) AS w
                 FROM firsts{demos}),
             r AS (
@@ -297,7 +303,7 @@ class Mixture:
     every batch); ends when either does. Same captions in both (the same functions)."""
 
     def __init__(self, a: LakeDataset, b: LakeDataset):
-        if a.captions != b.captions:
+        if a.functions != b.functions:
             raise ValueError("a mixture needs datasets of the same functions")
         self.a, self.b = a, b
         self.functions, self.captions = a.functions, a.captions

@@ -89,8 +89,13 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     finally:
         data.close()
         producer.close()
-    if run.steps < steps:
-        raise TrainingError(f"dataset {dataset!r} ran out after {run.steps} steps")
+    if run.steps < steps:  # an endless dataset ends only when it has nothing to read
+        hint = ""
+        if conditioning == "hindsight" and config.demo_fraction > 0:
+            hint = ("; PAC's BC term trains on demonstrations (a commanded segment's steps up to a skill's first "
+                    "success in it): does any episode achieve one of the dataset's skills? (--demo-fraction 0 "
+                    "trains without them)")
+        raise TrainingError(f"dataset {dataset!r} ran out after {run.steps} steps{hint}")
     return run
 
 
@@ -99,13 +104,15 @@ def training_data(settings, config, data):
     `demo_fraction`, each batch is that share of demonstrations, then samples of every skill."""
     from learner.dataset import LakeDataset, Mixture
 
-    demos = round(config.batch_size * config.demo_fraction) if data.conditioning == "hindsight" else 0
+    if not 0 <= config.demo_fraction <= 1:
+        raise ValueError(f"demo_fraction must be in [0, 1], got {config.demo_fraction!r}")
+    demos = int(data.batch_size * config.demo_fraction + 0.5) if data.conditioning == "hindsight" else 0
     if demos == 0:
         return LakeDataset(settings, data)
     shown = LakeDataset(settings, dataclasses.replace(data, batch_size=demos, demonstrations_only=True))
-    if demos == config.batch_size:
+    if demos == data.batch_size:
         return shown
-    return Mixture(shown, LakeDataset(settings, dataclasses.replace(data, batch_size=config.batch_size - demos,
+    return Mixture(shown, LakeDataset(settings, dataclasses.replace(data, batch_size=data.batch_size - demos,
                                                               seed=data.seed + 7919)))
 
 

@@ -29,6 +29,11 @@ def pick_device(name: str = "auto") -> torch.device:
 
 class PACLearner:
     def __init__(self, config: PACConfig, device: str = "auto", seed: int = 0):
+        if not 0 <= config.discount < 1:
+            raise ValueError(f"discount must be in [0, 1), got {config.discount}")
+        if config.v_max < 1 / (1 - config.discount) - 1e-6:  # a reached goal's return (losses.critic_target)
+            raise ValueError(f"v_max {config.v_max} is below 1 / (1 - discount) = {1 / (1 - config.discount):g}, "
+                             "the return of a reached goal: the critic could not tell arriving from hovering")
         torch.manual_seed(seed)
         self.config, self.device = config, pick_device(device)
         self.model = PerceiverActorCritic(config).to(self.device)

@@ -34,6 +34,10 @@ def register(commands, common) -> None:
                             "multi-task way; default) or the skill the episode was commanded (as BC conditions)")
     train.add_argument("--successful-only", action="store_true",
                        help="with --conditioning commanded: only steps of skills the episode achieved (filtered BC)")
+    train.add_argument("--demo-fraction", type=float, metavar="F",
+                       help="with hindsight: the share of each batch drawn from demonstrations (a commanded "
+                            "segment's steps up to a skill's first success in it), BC's data; 0: none, for data "
+                            "that never succeeds (default: the config's, 0.5)")
     train.set_defaults(run=run_train)
 
 
@@ -48,6 +52,8 @@ def run_train(args, settings: Settings) -> int:
 
     if args.alpha is not None and not 0.0 <= args.alpha <= 1.0:
         return usage_error("train", f"--alpha must be in [0, 1], got {args.alpha}")
+    if args.demo_fraction is not None and not 0.0 <= args.demo_fraction <= 1.0:
+        return usage_error("train", f"--demo-fraction must be in [0, 1], got {args.demo_fraction}")
     if args.successful_only and args.conditioning != "commanded":
         return usage_error("train", "--successful-only filters by the commanded skill: add --conditioning commanded")
     if args.resume and not args.run_id:
@@ -55,6 +61,8 @@ def run_train(args, settings: Settings) -> int:
     config = get_config(args.config)
     if args.alpha is not None:
         config = config.replace(alpha=args.alpha)
+    if args.demo_fraction is not None:
+        config = config.replace(demo_fraction=args.demo_fraction)
     run_id = args.run_id or f"pac-{args.config}-{uuid.uuid4().hex[:8]}"
     with tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
         run = train(settings, config, args.dataset, args.steps, run_id, experiment_id=args.experiment,

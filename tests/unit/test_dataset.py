@@ -93,9 +93,11 @@ def test_seeded_shuffling_reproduces_and_differs_by_seed_and_epoch(lake):
     assert order(seed=3) == order(seed=3)
     assert order(seed=3) != order(seed=4)
     assert order(seed=3) != sorted(order(seed=3))
-    two = list(LakeDataset(settings, DatasetConfig(dataset="train", epochs=2, batch_size=1000, shuffle_buffer=1000)))
-    assert len(two) == 2 and sorted(two[0]["step"]) == sorted(two[1]["step"])
-    assert two[0]["step"].tolist() != two[1]["step"].tolist()
+    batches = list(LakeDataset(settings, DatasetConfig(dataset="train", epochs=2, batch_size=16, shuffle_buffer=1000)))
+    steps = np.concatenate([b["step"] for b in batches])  # batches run on across the epochs: all full but the last
+    first, second = steps[:len(steps) // 2], steps[len(steps) // 2:]
+    assert sorted(first) == sorted(second) and first.tolist() != second.tolist()
+    assert [len(b["step"]) for b in batches[:-1]] == [16] * (len(batches) - 1)
 
 
 def test_leaving_early_stops_the_prefetch_thread(lake):
@@ -186,7 +188,7 @@ def test_functions_over_different_episodes_drop_no_transition_and_mix_where_both
 def _demonstrated(settings) -> dict:
     """(episode, step, function) -> whether the step demonstrates the function: it lies in a commanded
     segment (a run of steps under one skill_id) at or before the function's first success in that
-    segment, and the function was not already achieved at the segment's first step."""
+    segment, and the function was not already achieved when the segment began (at the step before)."""
     con = open_lake(settings)
     commanded = con.execute("SELECT episode_id, step, skill_id FROM steps ORDER BY ALL").fetchall()
     success = {(e, s, fn): ok for e, s, fn, ok in con.execute(
@@ -201,8 +203,9 @@ def _demonstrated(settings) -> dict:
     for fn in {f for _, _, f in success}:
         for (e, _), seg in segments:
             first = next((s for s in seg if success[(e, s, fn)]), None)
+            began_achieved = success.get((e, seg[0] - 1, fn), False)
             for s in seg:
-                out[(e, s, fn)] = first is not None and first > seg[0] and s <= first
+                out[(e, s, fn)] = first is not None and not began_achieved and s <= first
     return out
 
 
@@ -213,8 +216,15 @@ def test_imitate_marks_a_segments_steps_up_to_a_skills_first_success_and_the_boo
     demonstrated = _demonstrated(settings)
     functions = LakeDataset(settings, DatasetConfig(dataset="train")).functions
     assert 0 < np.mean(list(demonstrated.values())) < 0.5
-    # the lift segment starts with the block already reached: reaching is not demonstrated there
-    assert not any(v for (e, s, fn), v in demonstrated.items() if fn == "reach_red" and s > 40)
+    # the grasp segment begins with the block reached: reaching is demonstrated in the reach segment only
+    con = open_lake(settings)
+    grasp = con.execute("SELECT episode_id, min(step) FROM steps WHERE skill_id = 'grasp_red' GROUP BY 1").fetchall()
+    reached = dict(((e, s), ok) for e, s, ok in con.execute(
+        "SELECT episode_id, step, success FROM rewards WHERE dataset = 'train' AND reward_fn = 'reach_red'").fetchall())
+    con.close()
+    assert len(grasp) == 2 and all(reached[(e, start - 1)] for e, start in grasp)
+    reach_demos = {(e, s) for (e, s, fn), v in demonstrated.items() if v and fn == "reach_red"}
+    assert reach_demos and all(s < dict(grasp)[e] for e, s in reach_demos)
     shares = {}
     for boost in (1, 8):
         batches = list(LakeDataset(settings, DatasetConfig(dataset="train", epochs=8, achieved_boost=boost, seed=3)))

@@ -177,3 +177,11 @@ def test_the_critic_shapes_the_shared_encoder_only_when_asked():
         encoder = [p.grad for p in learner.model.encoder.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in encoder) == shapes
         assert learner.model.q_head.weight.grad.abs().sum() > 0
+
+
+def test_a_support_too_small_for_a_reached_goal_is_refused():
+    with pytest.raises(ValueError, match=r"v_max 10.0 is below 1 / \(1 - discount\) = 100"):
+        PACLearner(CONFIGS["tiny"].replace(discount=0.99), device="cpu")
+    with pytest.raises(ValueError, match=r"discount must be in \[0, 1\)"):
+        PACLearner(CONFIGS["tiny"].replace(discount=1.0), device="cpu")
+    PACLearner(CONFIGS["tiny"].replace(discount=0.99, v_max=100.0), device="cpu")

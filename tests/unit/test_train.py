@@ -44,6 +44,7 @@ def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
     (["train", "--dataset", "d", "--skills", "lift_red", "grasp_blue"], 1, "has no rewards rows for grasp_blue"),
     (["train", "--successful-only"], 2, "add --conditioning commanded"),
     (["train", "--alpha", "2"], 2, "--alpha must be in [0, 1]"),
+    (["train", "--demo-fraction", "1.5"], 2, "--demo-fraction must be in [0, 1], got 1.5"),
     (["train", "--resume"], 2, "--resume needs --run-id"),
     (["train", "--config", "huge"], 2, "invalid choice"),
     (["train", "--resume", "--run-id", "never"], 1, "no checkpoint of run never"),
@@ -55,6 +56,14 @@ def test_bad_input_is_one_line(lake, capsys, argv, code, message):
         assert exc.code == code
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_dataset_without_demonstrations_says_so(lake, capsys):
+    assert main(["relabel", "--rewards", "place_blue_on_green", "--name", "never"]) == 0  # lift_red episodes
+    assert main(["train", "--dataset", "never", "--steps", "2"]) == 1
+    err = capsys.readouterr().err
+    assert "ran out after 0 steps; PAC's BC term trains on demonstrations" in err and "Traceback" not in err
+    assert main(["train", "--dataset", "never", "--steps", "2", "--demo-fraction", "0"]) == 0  # the critic alone
 
 
 def test_eval_runs_the_trained_policy_and_its_episodes_land_tagged(lake, capsys):
