@@ -168,52 +168,13 @@ class LakeDataset:
 
         skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
                            for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
-        seed = int(self.config.seed) * 1_000_003 + epoch
-        pick = self._commanded() if self.config.conditioning == "commanded" else f"""
-            pick AS (
-                SELECT episode_id, step, skill, reward, success, achieved AS imitate FROM r
-                WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
-                      BETWEEN cum - w AND cum - 1),"""
-        boost = int(self.config.achieved_boost) if self.config.conditioning == "hindsight" else 1
-        demos = " WHERE achieved" if self.config.demonstrations_only else ""
-        # Per step, the positive-weight functions that have a row for it, with running sums of their
-        # (integer) weights, a skill the step demonstrates weighing `boost` times more (a segment is
-        # the unit: a misdirected "reach red" that ends above blue demonstrates "reach blue", but
-        # steps long before an incidental success, in another segment, do not); the seeded draw x
-        # in [0, total) picks the one whose [cum - w, cum) holds x.
-        # One string hashed, not hash(a, b, c): DuckDB's combined hash barely mixes the seed into its
-        # low bits (seeds 0, 1 and 3 drew the same skills).
+        pick = self._commanded() if self.config.conditioning == "commanded" else self._hindsight(epoch)
         return f"""
             WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
-            seg AS (  -- the commanded segments: runs of steps under one skill_id
-                SELECT episode_id, step,
-                       sum(CASE WHEN skill_id IS DISTINCT FROM prev THEN 1 ELSE 0 END)
-                           OVER (PARTITION BY episode_id ORDER BY step) AS segment
-                FROM (SELECT episode_id, step, skill_id,
-                             lag(skill_id) OVER (PARTITION BY episode_id ORDER BY step) AS prev
-                      FROM steps WHERE episode_id IN (SELECT episode_id FROM rewards WHERE dataset = $1))),
-            ranked AS (
-                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn, f.w, seg.segment,
-                       lag(r.success) OVER (PARTITION BY r.episode_id, f.skill ORDER BY r.step) AS success_before
+            relabelled AS (
+                SELECT r.episode_id, r.step, f.skill, r.reward, r.success, r.reward_fn, f.w
                 FROM rewards r JOIN f ON r.reward_fn = f.reward_fn AND r.reward_version = f.reward_version
-                JOIN seg ON seg.episode_id = r.episode_id AND seg.step = r.step
                 WHERE r.dataset = $1),
-            firsts AS (  -- a row holds the state after its action: the segment began where the row before left
-                SELECT *, min(CASE WHEN success THEN step END)
-                              OVER (PARTITION BY episode_id, segment, skill) AS first_success,
-                          first_value(success_before)
-                              OVER (PARTITION BY episode_id, segment, skill ORDER BY step) AS began_achieved
-                FROM ranked),
-            a AS (
-                SELECT episode_id, step, skill, reward, success, reward_fn,
-                       coalesce(step <= first_success AND NOT coalesce(began_achieved, false), false) AS achieved,
-                       w * (CASE WHEN achieved THEN {boost} ELSE 1 END) AS w
-                FROM firsts{demos}),
-            r AS (
-                SELECT *, sum(w) OVER (PARTITION BY episode_id, step ORDER BY skill
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
-                          sum(w) OVER (PARTITION BY episode_id, step) AS total
-                FROM a),
 {pick}
             s AS (
                 SELECT st.episode_id, st.step, st.action, st.observation AS next_observation,
@@ -226,6 +187,47 @@ class LakeDataset:
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
             WHERE s.observation IS NOT NULL"""
 
+    def _hindsight(self, epoch: int) -> str:
+        """One relabelled row per step, drawn among the positive-weight functions that have a row for
+        it: running sums of their (integer) weights, a skill the step demonstrates weighing `boost`
+        times more (a segment is the unit: a misdirected "reach red" that ends above blue demonstrates
+        "reach blue", but steps long before an incidental success, in another segment, do not); the
+        seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x. One string hashed, not
+        hash(a, b, c): DuckDB's combined hash barely mixes the seed into its low bits (seeds 0, 1 and 3
+        drew the same skills)."""
+        seed = int(self.config.seed) * 1_000_003 + epoch
+        demos = " WHERE achieved" if self.config.demonstrations_only else ""
+        return f"""
+            seg AS (  -- the commanded segments: runs of steps under one skill_id
+                SELECT episode_id, step,
+                       sum(CASE WHEN skill_id IS DISTINCT FROM prev THEN 1 ELSE 0 END)
+                           OVER (PARTITION BY episode_id ORDER BY step) AS segment
+                FROM (SELECT episode_id, step, skill_id,
+                             lag(skill_id) OVER (PARTITION BY episode_id ORDER BY step) AS prev
+                      FROM steps WHERE episode_id IN (SELECT episode_id FROM relabelled))),
+            firsts AS (  -- a row holds the state after its action: the segment began where the row before left
+                SELECT *, min(CASE WHEN success THEN step END)
+                              OVER (PARTITION BY episode_id, segment, skill) AS first_success,
+                          first_value(success_before)
+                              OVER (PARTITION BY episode_id, segment, skill ORDER BY step) AS began_achieved
+                FROM (SELECT x.*, seg.segment,
+                             lag(x.success) OVER (PARTITION BY x.episode_id, x.skill ORDER BY x.step) AS success_before
+                      FROM relabelled x JOIN seg ON seg.episode_id = x.episode_id AND seg.step = x.step)),
+            a AS (
+                SELECT episode_id, step, skill, reward, success,
+                       coalesce(step <= first_success AND NOT coalesce(began_achieved, false), false) AS achieved,
+                       w * (CASE WHEN achieved THEN {int(self.config.achieved_boost)} ELSE 1 END) AS w
+                FROM firsts{demos}),
+            r AS (
+                SELECT *, sum(w) OVER (PARTITION BY episode_id, step ORDER BY skill
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum,
+                          sum(w) OVER (PARTITION BY episode_id, step) AS total
+                FROM a),
+            pick AS (
+                SELECT episode_id, step, skill, reward, success, achieved AS imitate FROM r
+                WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
+                      BETWEEN cum - w AND cum - 1),"""
+
     def _commanded(self) -> str:
         """The rewards row of the step's own skill (a skill's reward function has its name); with
         `successful_only`, only steps of skills their episode achieved (episode.ended's outcomes)."""
@@ -235,8 +237,8 @@ class LakeDataset:
                   ON ok.episode_id = st.episode_id AND ok.skill_id = st.skill_id""" if self.config.successful_only else ""
         return f"""
             pick AS (
-                SELECT r.episode_id, r.step, r.skill, r.reward, r.success, true AS imitate FROM r
-                JOIN steps st ON st.episode_id = r.episode_id AND st.step = r.step AND st.skill_id = r.reward_fn{achieved}),"""
+                SELECT x.episode_id, x.step, x.skill, x.reward, x.success, true AS imitate FROM relabelled x
+                JOIN steps st ON st.episode_id = x.episode_id AND st.step = x.step AND st.skill_id = x.reward_fn{achieved}),"""
 
     def _columns(self, batch) -> dict[str, np.ndarray]:
         import pyarrow.compute as pc

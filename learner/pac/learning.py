@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from learner.pac.config import PACConfig
-from learner.pac.losses import pac_losses
+from learner.pac.losses import goal_return, pac_losses
 from learner.pac.networks import PerceiverActorCritic
 
 _KEYS = ("observation", "next_observation", "action", "reward", "discount", "caption")
@@ -31,8 +31,8 @@ class PACLearner:
     def __init__(self, config: PACConfig, device: str = "auto", seed: int = 0):
         if not 0 <= config.discount < 1:
             raise ValueError(f"discount must be in [0, 1), got {config.discount}")
-        if config.v_max < 1 / (1 - config.discount) - 1e-6:  # a reached goal's return (losses.critic_target)
-            raise ValueError(f"v_max {config.v_max} is below 1 / (1 - discount) = {1 / (1 - config.discount):g}, "
+        if config.v_max < goal_return(config) - 1e-6:
+            raise ValueError(f"v_max {config.v_max} is below 1 / (1 - discount) = {goal_return(config):g}, "
                              "the return of a reached goal: the critic could not tell arriving from hovering")
         torch.manual_seed(seed)
         self.config, self.device = config, pick_device(device)

@@ -65,18 +65,22 @@ def expected(logits: torch.Tensor, config: PACConfig) -> torch.Tensor:
     return (logits.softmax(-1) * support(config, logits.device)).sum(-1)
 
 
+def goal_return(config: PACConfig) -> float:
+    """The return of a reached goal: the most a step pays (1: rewards are in [0, 1]) for ever after."""
+    return 1 / (1 - config.discount)
+
+
 def critic_target(target, batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
     """The return distribution the critic learns for each sample, (B, return_bins).
 
-    Reaching a skill's goal ends its task (discount 0) and is worth the most a state can be: the
-    goal pays the most a step can (1: rewards are in [0, 1]) for ever after, 1 / (1 - discount).
-    Without that, a shaped reward (reach: exp(-distance)) is worth more hovering near the goal for
-    ever than arriving, which ends the reward, and the critic learns to avoid success
-    (learning_quality in benchmarks/README.md)."""
+    Reaching a skill's goal ends its task (discount 0) and is worth the most a state can be,
+    `goal_return`. Without that, a shaped reward (reach: exp(-distance)) is worth more hovering
+    near the goal for ever than arriving, which ends the reward, and the critic learns to avoid
+    success (learning_quality in benchmarks/README.md)."""
     z_next = target.encode(batch["next_observation"], batch["caption"])
     _, next_actions = sample_actions(target.policy_logits(z_next), config.sampled_actions, config)
     next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)                # (B, n)
-    goal = torch.full_like(batch["reward"], 1 / (1 - config.discount))
+    goal = torch.full_like(batch["reward"], goal_return(config))
     rewards = torch.where(batch["success"] > 0, goal, batch["reward"])
     return project(next_probs, rewards, config.discount * batch["discount"], config)
 
