@@ -1,0 +1,57 @@
+"""The observation's named fields, by version: what each float of `steps.observation` means.
+
+A version only appends fields, so a float keeps its position in every later version: a reader of
+v1 (reward functions, a model trained on v1 episodes) reads the first `size(1)` floats of a v2
+observation unchanged. An episode's observation version is its `env_version`
+(`episode.started`).
+
+- v1 (43 floats): arm joint positions (7) and velocities (7), gripper opening in metres (1), the
+  grip point's position (3) and quaternion (4), then per cube (red, green, blue) position (3) and
+  quaternion (4).
+- v2 (46 floats): v1, then the controller's set point (3), the point the hand is being driven to.
+  The scripted experts act on `(goal - set point) / max_step`: without it a Markov policy sees
+  "hand 3 cm short" labelled both "hold" (the set point is already there) and "move".
+"""
+
+from __future__ import annotations
+
+COLOURS = ("red", "green", "blue")  # the cubes, in observation order (producers.sim.scene.COLOURS)
+
+_V1 = (("joint_positions", 7), ("joint_velocities", 7), ("gripper_opening", 1), ("hand_xyz", 3), ("hand_quat", 4),
+       *((f"{c}_{part}", n) for c in COLOURS for part, n in (("xyz", 3), ("quat", 4))))
+FIELDS: dict[int, tuple[tuple[str, int], ...]] = {1: _V1, 2: _V1 + (("setpoint_xyz", 3),)}
+CURRENT = max(FIELDS)
+
+
+class UnknownObservationVersion(ValueError):
+    pass
+
+
+def fields(version: int = CURRENT) -> tuple[tuple[str, int], ...]:
+    """(name, number of floats) in order."""
+    if version not in FIELDS:
+        raise UnknownObservationVersion(f"observation version {version!r} is unknown; known: "
+                                        + ", ".join(map(str, FIELDS)))
+    return FIELDS[version]
+
+
+def size(version: int = CURRENT) -> int:
+    return sum(n for _, n in fields(version))
+
+
+def offsets(version: int = CURRENT) -> dict[str, slice]:
+    """Field name -> its slice of the flat observation."""
+    out, start = {}, 0
+    for name, n in fields(version):
+        out[name] = slice(start, start + n)
+        start += n
+    return out
+
+
+def version_of(length: int) -> int:
+    """The version whose observation has `length` floats (they all differ)."""
+    for version in FIELDS:
+        if size(version) == length:
+            return version
+    raise UnknownObservationVersion(f"no observation version has {length} floats; known: "
+                                    + ", ".join(f"v{v} = {size(v)}" for v in FIELDS))
