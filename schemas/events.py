@@ -215,7 +215,8 @@ ANALYSIS_VERDICT = EventType("analysis.verdict", 1, pa.schema([
     _f("verdict_id", pa.string()),
     _f("experiment_id", pa.string()),
     _f("skill_id", pa.string()),
-    _f("verdict", pa.string()),                       # improving | converged | stalled | stop
+    _f("verdict", pa.string()),                       # improving | converged | stalled | stop (v2 also: not
+                                                      # learning | no evaluation yet)
     _f("rationale", pa.string()),
     _f("time", TIME),
 ]), doc="the analyst's judgement of a skill's training progress")

@@ -1,14 +1,16 @@
-"""The analyst: learner runs' curves from the lake, judged (verdicts.py), as `analysis.verdict` events.
+"""The analyst: learner runs judged by what their policy does (verdicts.py), as `analysis.verdict` events.
 
 A learner run is known by its `learner.metrics` events (their experiment is the run's). Its curves:
 - per skill, evaluation success against the learner step: the run's evaluation episodes carry the
   policy id `pac:<run id>` and version `step-<N>` (learner/evaluate.py), in whatever experiment;
   one point per evaluated checkpoint, success per skill as the summaries count it;
-- the loss LOSS_METRIC against the step, for the run as a whole (skill id ALL): judged only while
-  no evaluation curve has enough points to be judged.
-Each curve gets an `improving | converged | stalled` verdict; the run gets `stop` (skill id ALL)
-once every curve is converged or stalled. Verdict ids hash the curve's points and verdict, so
-judging the same data again (or a replayed lake) gives the same ids and emits nothing new.
+- the loss LOSS_METRIC against the step, for the run as a whole: a diagnostic only. A loss falls
+  whenever the policy fits its data, whether or not it does the task, so it never says "improving".
+Each skill gets a verdict by its evaluated success (improving | converged | stalled | not learning,
+quoted with Wilson intervals); the run as a whole (skill id ALL) gets one from them, with the loss
+as a note, or `no evaluation yet`; then `stop` once every skill has MIN_POINTS evaluations and none
+is improving. Verdict ids hash the evidence and verdict, so judging the same data again (or a
+replayed lake) gives the same ids and emits nothing new.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ import logging
 import re
 from dataclasses import dataclass, field
 
-from consumers.analysis.verdicts import Judgement, judge
+from consumers.analysis.verdicts import MIN_POINTS, NOT_LEARNING, Judgement, judge_success, quote
 
 log = logging.getLogger(__name__)
 
 ALL = "*"                      # the skill id of a verdict on the run as a whole
+NO_EVALUATION = "no evaluation yet"
 LOSS_METRIC = "policy_loss"
 _VERSION = re.compile(r"step-(\d+)")
 
@@ -39,7 +42,7 @@ class Curve:
     values: list[float]
     episodes: list[int] | None = None
     time: object = None        # when its latest point was recorded
-    judgement: Judgement | None = field(default=None, repr=False)
+    judgement: Judgement | None = field(default=None, repr=False)  # success curves only: a loss is not judged
 
 
 def learner_runs(con, experiment_id: str | None = None) -> list[tuple[str, str]]:
@@ -83,26 +86,58 @@ def run_curves(con, experiment_id: str, run_id: str) -> list[Curve]:
 
 
 def judge_run(curves: list[Curve], seed: int = 0) -> list[dict]:
-    """analysis.verdict v2 rows for a run's curves (those with enough points; the loss only while no
-    evaluation curve has them), then `stop` if due."""
+    """analysis.verdict v2 rows: one per evaluated skill, one for the run (ALL), then `stop` if due."""
+    success = [c for c in curves if c.kind == "success"]
+    loss = next((c for c in curves if c.kind == "loss"), None)
+    note = loss_note(loss)
     rows = []
-    for curve in sorted(curves, key=lambda c: c.kind != "success"):
-        if curve.kind == "loss" and rows:
-            continue
-        curve.judgement = judge(curve.steps, curve.values, curve.kind, curve.episodes, seed)
-        if curve.judgement is None:
-            log.info("run %s, %s: %d points, too few to judge", curve.run_id, curve.skill_id, len(curve.steps))
-            continue
-        j = curve.judgement
-        rows.append(verdict_row(curve, j.verdict, f"{curve.metric}: {j.rationale}", j.converged_at, j.slope,
-                                j.slope_low, j.slope_high, [curve.steps, curve.values, curve.episodes, seed]))
-    if rows and all(r["verdict"] in ("converged", "stalled") for r in rows):
-        ids = sorted(r["verdict_id"] for r in rows)
-        said = ", ".join(f"{r['skill_id']} {r['verdict']}" for r in rows)
-        latest = max(curves, key=lambda c: c.time)
-        rows.append(verdict_row(latest, "stop", f"every curve is converged or stalled ({said}): more training "
-                                "would not help", None, None, None, None, ids, skill_id=ALL))
+    for curve in success:
+        wins = [round(v * n) for v, n in zip(curve.values, curve.episodes)]
+        j = curve.judgement = judge_success(curve.steps, wins, curve.episodes, seed)
+        rows.append(verdict_row(curve, j.verdict, j.rationale, j.converged_at, j.slope, j.slope_low, j.slope_high,
+                                [curve.steps, curve.values, curve.episodes, seed]))
+    if not success:
+        if loss is None:
+            return []
+        why = (f"{NO_EVALUATION}: no checkpoint of run {loss.run_id} has been evaluated (robolake eval), so whether "
+               "its policy does the task is unknown" + (f"; {note} (a diagnostic, not a verdict)" if note else ""))
+        return [verdict_row(loss, NO_EVALUATION, why, None, None, None, None, [NO_EVALUATION, loss.steps, loss.values])]
+    skills = [r["verdict"] for r in rows]
+    if "improving" in skills:
+        verdict = "improving"
+    elif all(v == NOT_LEARNING for v in skills):
+        verdict = NOT_LEARNING
+    elif all(v in ("converged", NOT_LEARNING) for v in skills):
+        verdict = "converged"
+    else:
+        verdict = "stalled"
+    same_step = len({c.steps[-1] for c in success}) == 1
+    quoted = ", ".join((f"{c.skill_id} " if len(success) > 1 else "")
+                       + quote(round(c.values[-1] * c.episodes[-1]), c.episodes[-1])
+                       + ("" if same_step else f" at step {c.steps[-1]}") for c in success)
+    why = (f"{verdict}: evaluated success {quoted}" + (f" at step {success[0].steps[-1]}" if same_step else "")
+           + (f" while {note}" if note else ""))
+    latest = max(curves, key=lambda c: c.time)
+    ids = sorted(r["verdict_id"] for r in rows)
+    rows.append(verdict_row(latest, verdict, why, None, None, None, None, [ids, note], skill_id=ALL))
+    if all(len(c.steps) >= MIN_POINTS for c in success) and "improving" not in skills:
+        said = ", ".join(f"{r['skill_id']} {r['verdict']}" for r in rows[:-1])
+        rows.append(verdict_row(latest, "stop", f"every skill is converged, stalled or not learning after at least "
+                                f"{MIN_POINTS} evaluations ({said}): more training would not help",
+                                None, None, None, None, ids, skill_id=ALL))
     return rows
+
+
+def loss_note(curve: Curve | None) -> str | None:
+    """'policy_loss fell 2.1 → 0.4': how the loss went, first to last finite point (a diagnostic)."""
+    import math
+
+    points = [v for v in (curve.values if curve else []) if math.isfinite(v)]
+    if len(points) < 2:
+        return None
+    if points[-1] == points[0]:
+        return f"{curve.metric} stayed at {points[0]:.3g}"
+    return f"{curve.metric} {'fell' if points[-1] < points[0] else 'rose'} {points[0]:.3g} → {points[-1]:.3g}"
 
 
 def verdict_row(curve: Curve, verdict: str, rationale: str, converged_at, slope, low, high, evidence,

@@ -1,5 +1,6 @@
 """Judging one learning curve: improving, converged (from which step), or stalled — by a test
-that accounts for noise.
+that accounts for noise (`judge`); and a skill's verdict by its evaluated success (`judge_success`),
+the only verdict on whether a run learns.
 
 A curve is a series of (learner step, value) points: a skill's evaluation success rate at each
 evaluated checkpoint (higher is better), or a loss (lower is better; judged negated, so every rule
@@ -21,7 +22,19 @@ below reads "higher is better").
 
 `tolerance` is TOLERANCE for success rates (10 points); for a loss, 10% of the whole curve's range or
 twice the window's residual standard deviation (around its fitted line), whichever is larger.
-A run's verdict is `stop` when every curve judged is converged or stalled (analysis.py).
+
+A skill's verdict (`judge_success`) is by the successes of its evaluations, each quoted with its
+Wilson 95% interval (the skill summaries' interval):
+- not learning: every evaluation had 0 successes, or none after the first rose above the first's
+  rate beyond its interval (no later evaluation's lower bound above it), unless that first rate was
+  already GOOD;
+- improving: the curve above says so, or (below MIN_POINTS evaluations) the last evaluation's
+  lower bound is above the first's rate;
+- converged: the curve above says so, or (below MIN_POINTS) success was GOOD from the first
+  evaluation on;
+- stalled: it rose at some point, but is neither rising now nor at a plateau worth having.
+A loss is never a learning verdict: a falling loss with no success is a policy fitting its data
+without doing the task (analysis.py quotes it as a note).
 
 Points that are not finite (a NaN or inf loss from a diverging step) are left out, with a warning:
 one of them would otherwise poison every mean and slope. Fewer than MIN_POINTS finite points are
@@ -43,14 +56,15 @@ BOOTSTRAP = 1000
 TOLERANCE = 0.1
 GOOD = 0.8
 PER = 1000  # slopes are reported per this many learner steps
+NOT_LEARNING = "not learning"
 
 
 @dataclass(frozen=True)
 class Judgement:
-    verdict: str                      # improving | converged | stalled
-    slope: float                      # per PER steps, in the curve's own units (not negated)
-    slope_low: float
-    slope_high: float
+    verdict: str                      # improving | converged | stalled (| not learning: judge_success)
+    slope: float | None               # per PER steps, in the curve's own units (not negated); None:
+    slope_low: float | None           # too few points for one
+    slope_high: float | None
     converged_at: int | None
     rationale: str
 
@@ -102,6 +116,49 @@ def judge(steps, values, kind: str = "success", episodes=None, seed: int = 0) ->
         verdict, reason = "stalled", f"{what} flat at {shown:.3g}, no better than before ({sign * gain:+.3g})"
     return Judgement(verdict, sign * slope, _lo(sign, low, high), _hi(sign, low, high), converged_at,
                      f"{reason}; {interval} over the last {size} of {len(x)} points")
+
+
+def quote(wins: int, n: int) -> str:
+    """Evaluated success with its Wilson 95% interval: '3/12 [0.09, 0.53]'."""
+    low, high = _wilson(wins, n)
+    return f"{wins}/{n} [{low:.2f}, {high:.2f}]"
+
+
+def judge_success(steps, successes, episodes, seed: int = 0) -> Judgement:
+    """A skill's verdict from its evaluations (at least one): successes of episodes at each step."""
+    order = np.argsort(np.asarray(steps), kind="stable")
+    x = [int(steps[i]) for i in order]
+    wins = [int(successes[i]) for i in order]
+    n = [int(episodes[i]) for i in order]
+    fit = judge(x, [w / e for w, e in zip(wins, n)], "success", n, seed)  # the slope test; None below MIN_POINTS
+    first = wins[0] / n[0]
+    # Rising beyond noise: an evaluation whose whole interval is above where the skill started.
+    rose_at = next((s for s, w, e in zip(x[1:], wins[1:], n[1:]) if _wilson(w, e)[0] > first), None)
+    since = f"first evaluation {quote(wins[0], n[0])} at step {x[0]}"
+    converged_at = None
+    if not any(wins):
+        verdict, why = NOT_LEARNING, f"0 successes in every evaluation ({len(x)} of them, {sum(n)} episodes)"
+    elif fit is not None and fit.verdict in ("improving", "converged"):
+        verdict, why, converged_at = fit.verdict, fit.rationale, fit.converged_at
+    elif fit is None and _wilson(wins[-1], n[-1])[0] > first:
+        verdict, why = "improving", f"up from the {since}"
+    elif rose_at is None and first < GOOD:
+        verdict, why = NOT_LEARNING, f"never above the {since} beyond its interval"
+    elif rose_at is None and fit is None:  # good from the start: learned before its first evaluation
+        verdict, why, converged_at = "converged", f"at least {GOOD} since the {since}", x[0]
+    else:
+        verdict = "stalled"
+        why = fit.rationale if fit is not None else f"rose above the {since} at step {rose_at}, then fell back"
+    rationale = f"{verdict}: evaluated success {quote(wins[-1], n[-1])} at step {x[-1]}; {why}"
+    if fit is None:
+        return Judgement(verdict, None, None, None, converged_at, rationale)
+    return Judgement(verdict, fit.slope, fit.slope_low, fit.slope_high, converged_at, rationale)
+
+
+def _wilson(wins: int, n: int) -> tuple[float, float]:
+    from consumers.summaries.summaries import wilson  # the interval the skill summaries quote
+
+    return wilson(wins, n)
 
 
 def _lo(sign: float, low: float, high: float) -> float:

@@ -1,5 +1,7 @@
 """The VLM reads a plotted learning curve, as a researcher would glance at it; its verdict is
-recorded beside the statistical one (an analysis.verdict with method = vlm and the call's id).
+recorded beside the statistical one (an analysis.verdict with method = vlm and the call's id),
+which it never replaces: whether a run learns is decided by evaluated success (analysis.py), and
+`robolake analyze` shows the model success curves only.
 
 The hook for `robolake analyze`: pass a RecordingVLM (consumers/curriculum/recorder.py) so every
 call is on the log as a `vlm.call`; a reply that is not a valid verdict is sent back once with

@@ -13,7 +13,7 @@ train       the experiment's PAC run, `train_steps` more steps (resumed from its
 eval        the new checkpoint on every skill the experiment practises: eval decisions, collected
             the same way.
 summaries   skill.summary events of the experiment.
-analysis    verdicts on the run's curves; `stop` (on success curves, not the loss alone) ends the run.
+analysis    verdicts on the run by evaluated success (never the loss); `stop` ends the run.
 curriculum  a curriculum round (or, with collection = random, skills drawn uniformly from the whole
             built-in library: the baseline): the next iteration's decisions, with the latest policy
             acting and the expert on skills it was not trained on.
@@ -192,7 +192,7 @@ def summaries(run, iteration: int) -> dict:
 
 
 def analysis(run, iteration: int) -> dict:
-    from consumers.analysis.analysis import ALL, emit_verdicts, judge_run, run_curves
+    from consumers.analysis.analysis import emit_verdicts, judge_run, run_curves
 
     con = run.open()
     try:
@@ -200,10 +200,9 @@ def analysis(run, iteration: int) -> dict:
         emit_verdicts(con, run.producer, rows)
     finally:
         con.close()
-    # Stop on what the policy does, not on its loss alone (judged only while success has too few points).
-    judged_success = any(r["verdict"] != "stop" and r["skill_id"] != ALL for r in rows)
-    stop = next((r["rationale"] for r in rows if r["verdict"] == "stop"), None) if judged_success else None
-    return {"verdicts": {r["skill_id"]: r["verdict"] for r in rows}, "stop": stop}
+    # `stop` comes only from evaluated success (judge_run), never from the loss.
+    stop = next((r["rationale"] for r in rows if r["verdict"] == "stop"), None)
+    return {"verdicts": {r["skill_id"]: r["verdict"] for r in rows if r["verdict"] != "stop"}, "stop": stop}
 
 
 def curriculum(run, iteration: int) -> dict:

@@ -10,14 +10,18 @@ from robolake.settings import Settings
 
 def register(commands, common) -> None:
     analyze = commands.add_parser(
-        "analyze", parents=[common], help="judge learner runs: improving, converged, stalled, stop",
-        description="Judge each learner run's curves: per skill, evaluation success against the learner step "
-                    "(`robolake eval` of its checkpoints), or its policy loss while no skill has 4 evaluations. A "
-                    "seeded bootstrap interval on the slope over the most recent half of the points says "
-                    "improving, converged (from which step) or stalled; a run whose curves are all converged "
-                    "or stalled gets `stop`. The verdicts go on the analysis topic as analysis.verdict events "
-                    "(those the lake does not hold yet) and each curve is drawn to a PNG. "
-                    "Example: robolake analyze --experiment default --out analysis")
+        "analyze", parents=[common], help="judge learner runs by evaluated success: improving, converged, stalled, "
+                                          "not learning, stop",
+        description="Judge each learner run by what its policy does: per skill, evaluation success against the "
+                    "learner step (`robolake eval` of its checkpoints), quoted with Wilson 95% intervals. A skill "
+                    "whose evaluations never rise above the first beyond the interval (or never succeed) is not "
+                    "learning, whatever its loss does; it is improving when its latest interval is above its first "
+                    "success or a seeded bootstrap interval on the slope over the most recent half of the points "
+                    "is above zero; converged (from which step) or stalled otherwise. The run gets a verdict from "
+                    "its skills (`no evaluation yet` without evaluations), its policy loss quoted as a note only, and "
+                    "`stop` once every skill has 4 evaluations and none is improving. The verdicts go on the "
+                    "analysis topic as analysis.verdict events (those the lake does not hold yet) and each curve is "
+                    "drawn to a PNG. Example: robolake analyze --experiment default --out analysis")
     analyze.add_argument("--experiment", type=identifier, metavar="ID", help="runs of one experiment (default: all)")
     analyze.add_argument("--run", dest="run_id", type=identifier, metavar="ID", help="one learner run (default: all)")
     analyze.add_argument("--out", type=Path, default=Path("analysis"), metavar="DIR",
@@ -25,9 +29,9 @@ def register(commands, common) -> None:
     analyze.add_argument("--seed", type=nonnegative_int, default=0, help="bootstrap seed (default 0)")
     analyze.add_argument("--no-emit", action="store_true", help="print and plot only; send no events")
     analyze.add_argument("--vlm", choices=("gemini", "openai"),
-                         help="also let this model read each plotted curve; its verdict (method vlm) is recorded "
-                              "beside the statistical one and every call is a vlm.call event (settings vlm_model, "
-                              "vlm_base_url; keys GOOGLE_API_KEY / OPENAI_API_KEY)")
+                         help="also let this model read each plotted success curve; its verdict (method vlm) is "
+                              "recorded beside the statistical one and every call is a vlm.call event (settings "
+                              "vlm_model, vlm_base_url; keys GOOGLE_API_KEY / OPENAI_API_KEY)")
     analyze.set_defaults(run=run_analyze)
 
 
@@ -55,7 +59,8 @@ def run_analyze(args, settings: Settings) -> int:
             for curve in curves:
                 name = curve.metric if curve.skill_id == ALL else curve.skill_id
                 plots.append(plot_curve(curve, args.out / experiment / run / f"{name}.png"))
-                if reader is not None and len(curve.steps) >= 4:  # as few points as the statistics judge
+                # Success curves only (a falling loss is no verdict), with as few points as the bootstrap judges.
+                if reader is not None and curve.kind == "success" and len(curve.steps) >= 4:
                     read = reader(con, experiment, curve, plots[-1].read_bytes())
                     rows += [read] if read is not None else []
             verdicts += rows
@@ -123,6 +128,6 @@ def _chosen_runs(con, args, learner_runs) -> list[tuple[str, str]]:
 def _print_run(experiment: str, run: str, curves, rows: list[dict]) -> None:
     print(f"run {run} (experiment {experiment})")
     if not rows:
-        print(f"  no curve has enough points to judge yet ({', '.join(f'{c.skill_id}: {len(c.steps)}' for c in curves) or 'no evaluations or losses'})")
+        print("  nothing to judge yet: no evaluations and no policy loss")
     for row in rows:
-        print(f"  {row['skill_id']:<20} {row['verdict']:<10} {row['rationale']}")
+        print(f"  {row['skill_id']:<20} {row['verdict']:<12} {row['rationale']}")

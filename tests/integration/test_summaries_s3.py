@@ -27,7 +27,7 @@ def test_summaries_and_verdicts_round_trip_through_kafka_and_minio(stack, tmp_pa
 
     assert main(["produce", "--synthetic", "12", "--steps", "8", "--experiment", experiment, *flags]) == 0
     producer = bus.producer()
-    for step in range(100, 1001, 100):  # a loss still falling
+    for step in range(100, 1001, 100):  # a loss still falling, and no evaluation
         producer.send(topics.LEARNER, experiment, build(LEARNER_METRICS, [{
             "experiment_id": experiment, "run_id": f"run-{experiment}", "step": step, "name": "policy_loss",
             "value": 3.0 - step / 500, "skill_id": None, "time": utc_now()}]))
@@ -39,7 +39,7 @@ def test_summaries_and_verdicts_round_trip_through_kafka_and_minio(stack, tmp_pa
     assert "emitted 4 new skill.summary events" in capsys.readouterr().out
     assert main(["analyze", "--experiment", experiment, "--out", str(tmp_path), *flags]) == 0
     out = capsys.readouterr().out
-    assert "improving" in out and "emitted 1 new analysis.verdict events" in out
+    assert "no evaluation yet" in out and "improving" not in out and "emitted 1 new analysis.verdict events" in out
     assert (tmp_path / experiment / f"run-{experiment}" / "policy_loss.png").stat().st_size > 1000
     sink()  # the new events, from Kafka into the lake
 
@@ -51,7 +51,7 @@ def test_summaries_and_verdicts_round_trip_through_kafka_and_minio(stack, tmp_pa
     summaries = stored("skill.summary")
     assert sorted(s["skill_id"] for s in summaries) == ["grasp_red", "lift_red", "place_red_on_blue", "reach_red"]
     assert {s["episodes"] for s in summaries if s["skill_id"] == "reach_red"} == {12}
-    assert [(v["verdict"], v["method"]) for v in stored("analysis.verdict")] == [("improving", "statistical")]
+    assert [(v["verdict"], v["method"]) for v in stored("analysis.verdict")] == [("no evaluation yet", "statistical")]
     assert main(["summaries", "--experiment", experiment, "--emit", *flags]) == 0
     assert main(["analyze", "--experiment", experiment, "--out", str(tmp_path), *flags]) == 0
     out = capsys.readouterr().out

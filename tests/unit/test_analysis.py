@@ -1,16 +1,18 @@
-"""The analyst: verdicts on synthetic curves (noisy, seeded), on a lake's learner metrics and
-evaluation episodes, events emitted once, PNG curves, and the CLI's errors."""
+"""The analyst: verdicts on synthetic curves (noisy, seeded), runs judged by evaluated success (never
+by their loss), on a lake's learner metrics and evaluation episodes, events emitted once, PNG
+curves, and the CLI's errors."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import uuid
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
-from consumers.analysis.analysis import ALL, judge_run, learner_runs, run_curves
+from consumers.analysis.analysis import ALL, Curve, judge_run, learner_runs, run_curves
 from consumers.analysis.verdicts import judge
 from consumers.lake_sink import LakeSink
 from infra.bus.memory import MemoryBus
@@ -81,6 +83,57 @@ def test_points_that_are_not_finite_are_left_out_with_a_warning(caplog):
     assert judge(STEPS[:5], [1.0, np.nan, 0.8, np.nan, 0.6], "loss") is None, "3 finite points: too few to judge"
 
 
+def _run(wins, episodes=12, steps=None, loss=(2.1, 1.7, 1.2, 0.9, 0.6, 0.4)):
+    """A run's curves: one skill evaluated at `steps` with `wins` successes of `episodes`, and its loss."""
+    steps = steps or [100 * (i + 1) for i in range(len(wins))]
+    now = datetime.now(timezone.utc)
+    success = Curve("exp", "run", "reach_red", "success", "success", steps, [w / episodes for w in wins],
+                    [episodes] * len(wins), now)
+    losses = Curve("exp", "run", ALL, "loss", "policy_loss", [100 * (i + 1) for i in range(len(loss))], list(loss),
+                   None, now)
+    return [success, losses]
+
+
+def _verdicts(curves):
+    return {(r["skill_id"], r["verdict"]): r for r in judge_run(curves)}
+
+
+def test_a_zero_success_run_with_a_falling_loss_is_not_learning():
+    for evaluations in (2, 6):  # too few for a slope, and enough
+        rows = judge_run(_run([0] * evaluations))
+        verdicts = [(r["skill_id"], r["verdict"]) for r in rows]
+        assert ("reach_red", "not learning") in verdicts and (ALL, "not learning") in verdicts
+        assert all(r["verdict"] != "improving" for r in rows), "a falling loss is no learning verdict"
+    run = _verdicts(_run([0] * 6))[(ALL, "not learning")]
+    assert run["rationale"] == ("not learning: evaluated success 0/12 [0.00, 0.24] at step 600 "
+                                "while policy_loss fell 2.1 → 0.4")
+    assert (ALL, "stop") in _verdicts(_run([0] * 6)) and (ALL, "stop") not in _verdicts(_run([0] * 2))
+
+
+def test_success_that_never_rises_beyond_its_interval_is_not_learning():
+    rows = _verdicts(_run([3, 4, 2, 5]))  # 5/12 is within the noise of 3/12: its interval starts at 0.19
+    assert ("reach_red", "not learning") in rows and (ALL, "not learning") in rows
+    why = rows[("reach_red", "not learning")]["rationale"]
+    assert "never above the first evaluation 3/12 [0.09, 0.53] at step 100" in why
+
+
+def test_success_that_rises_is_improving_and_quoted_with_its_interval():
+    rows = _verdicts(_run([0, 10]))
+    skill, run = rows[("reach_red", "improving")], rows[(ALL, "improving")]
+    assert skill["rationale"] == ("improving: evaluated success 10/12 [0.55, 0.95] at step 200; up from the first "
+                                  "evaluation 0/12 [0.00, 0.24] at step 100")
+    assert run["rationale"].startswith("improving: evaluated success 10/12 [0.55, 0.95] at step 200 while policy_loss")
+    assert (ALL, "stop") not in rows
+    rising = _verdicts(_run([0, 2, 3, 5, 6, 8, 9, 10]))  # enough points: the bootstrap slope says so
+    assert rising[("reach_red", "improving")]["slope_low"] > 0
+
+
+def test_a_run_good_from_its_first_evaluation_has_converged_not_stopped_learning():
+    rows = _verdicts(_run([11, 12]))
+    assert rows[("reach_red", "converged")]["converged_at"] == 100 and (ALL, "converged") in rows
+    assert (ALL, "stop") not in rows, "two evaluations are too few to stop on"
+
+
 def _metrics(producer, experiment, run, losses):
     for step, loss in losses:
         rows = [{"experiment_id": experiment, "run_id": run, "step": int(step), "name": name, "value": float(value),
@@ -117,7 +170,7 @@ def lake(tmp_path_factory):
     return settings
 
 
-def test_a_run_without_evaluations_is_judged_by_its_loss(lake):
+def test_a_run_without_evaluations_has_no_evaluation_yet_whatever_its_loss(lake):
     con = open_lake(lake)
     try:
         assert learner_runs(con) == [("exp-a", "losses"), ("exp-b", "evals")]
@@ -125,10 +178,10 @@ def test_a_run_without_evaluations_is_judged_by_its_loss(lake):
     finally:
         con.close()
     assert [(c.skill_id, c.kind, c.metric, len(c.steps)) for c in curves] == [(ALL, "loss", "policy_loss", 20)]
-    [row] = judge_run(curves)
-    assert (row["verdict"], row["run_id"], row["method"], row["experiment_id"]) == ("improving", "losses",
-                                                                                    "statistical", "exp-a")
-    assert row["slope_high"] < 0 and "policy_loss" in row["rationale"]
+    [row] = judge_run(curves)  # the loss falls from 2.9 to 1
+    assert (row["verdict"], row["run_id"], row["method"], row["experiment_id"], row["skill_id"]) == (
+        "no evaluation yet", "losses", "statistical", "exp-a", ALL)
+    assert row["slope"] is None and "policy_loss fell" in row["rationale"] and "not a verdict" in row["rationale"]
 
 
 def test_evaluation_curves_per_skill_and_stop_when_all_settle(lake):
@@ -144,19 +197,23 @@ def test_evaluation_curves_per_skill_and_stop_when_all_settle(lake):
     assert curves[1].values == [0.2, 0.6, 1.0, 1.0, 1.0, 1.0]
     rows = judge_run(curves)
     assert [(r["skill_id"], r["verdict"], r["converged_at"]) for r in rows] == [
-        ("lift_red", "stalled", None), ("reach_red", "converged", 300), (ALL, "stop", None)]  # the loss is not judged
+        ("lift_red", "not learning", None), ("reach_red", "converged", 300), (ALL, "converged", None),
+        (ALL, "stop", None)]  # the loss is not judged
+    assert "lift_red 0/10 [0.00, 0.28], reach_red 10/10 [0.72, 1.00] at step 600" in rows[2]["rationale"]
     assert judge_run(curves) == rows  # same data, same ids
-    for curve in curves[:2]:  # three evaluations are too few: the loss speaks for the run
+    for curve in curves[:2]:  # three evaluations: too few to stop on, but enough to see reach_red rise
         curve.steps, curve.values, curve.episodes = curve.steps[:3], curve.values[:3], curve.episodes[:3]
-    assert [(r["skill_id"], r["verdict"]) for r in judge_run(curves)] == [(ALL, "stalled"), (ALL, "stop")]
+    assert [(r["skill_id"], r["verdict"]) for r in judge_run(curves)] == [
+        ("lift_red", "not learning"), ("reach_red", "improving"), (ALL, "improving")]
 
 
 def test_cli_prints_verdicts_writes_pngs_and_emits_once(lake, tmp_path, capsys):
     out = tmp_path / "curves"
     assert main(["analyze", "--out", str(out), "--lake", lake.lake]) == 0
     printed = capsys.readouterr().out
-    assert "run losses (experiment exp-a)" in printed and "improving" in printed and "stop" in printed
-    assert "emitted 4 new analysis.verdict events" in printed
+    assert "run losses (experiment exp-a)" in printed and "no evaluation yet" in printed and "stop" in printed
+    assert "improving" not in printed, "neither run's success rises"
+    assert "emitted 5 new analysis.verdict events" in printed
     pngs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     assert pngs == ["exp-a/losses/policy_loss.png", "exp-b/evals/lift_red.png", "exp-b/evals/policy_loss.png",
                     "exp-b/evals/reach_red.png"]
@@ -168,10 +225,10 @@ def test_cli_prints_verdicts_writes_pngs_and_emits_once(lake, tmp_path, capsys):
     finally:
         con.close()
     assert sorted((r["run_id"], r["skill_id"], r["verdict"]) for r in stored) == [
-        ("evals", "*", "stop"), ("evals", "lift_red", "stalled"), ("evals", "reach_red", "converged"),
-        ("losses", "*", "improving")]
+        ("evals", "*", "converged"), ("evals", "*", "stop"), ("evals", "lift_red", "not learning"),
+        ("evals", "reach_red", "converged"), ("losses", "*", "no evaluation yet")]
     assert main(["analyze", "--run", "evals", "--out", str(out), "--lake", lake.lake]) == 0
-    assert "emitted 0 new analysis.verdict events (3 already in the lake)" in capsys.readouterr().out
+    assert "emitted 0 new analysis.verdict events (4 already in the lake)" in capsys.readouterr().out
 
 
 def test_cli_help_and_bad_input(lake, tmp_path, capsys):
@@ -200,9 +257,11 @@ def test_the_conversation_reads_a_runs_verdicts(lake):
     finally:
         con.close()
     line = describe(Delivery(topics.ANALYSIS, 0, 0, "exp-b", build(ANALYSIS_VERDICT_V2, rows), 0))
-    assert line.endswith("analyst: lift_red is stalled, reach_red is converged, * is stop (run evals, statistical)")
+    assert line.endswith("analyst: lift_red is not learning, reach_red is converged, * is converged, * is stop "
+                         "(run evals, statistical)")
     one = describe(Delivery(topics.ANALYSIS, 0, 0, "exp-b", build(ANALYSIS_VERDICT_V2, rows[1:2]), 0))
-    assert "analyst: reach_red is converged — success: success flat at 1 since step 300" in one
+    assert ("analyst: reach_red is converged — converged: evaluated success 10/10 [0.72, 1.00] at step 600; "
+            "success flat at 1 since step 300") in one
 
 
 def test_the_vlm_reads_the_plotted_curve_over_the_openai_protocol(lake, tmp_path):
@@ -251,7 +310,7 @@ def test_cli_vlm_verdicts_beside_the_statistical_ones(lake, tmp_path, capsys, mo
         monkeypatch.setenv("ROBOLAKE_VLM_BASE_URL", server.url + "/v1")
         assert main(["analyze", "--run", "evals", "--vlm", "openai", "--out", str(tmp_path), "--lake", lake.lake]) == 0
         asked = len(server.requests)
-    assert asked == 3  # one plot each: lift_red, reach_red, policy_loss
+    assert asked == 2  # one plot each: lift_red, reach_red (a loss is no verdict: the model does not judge it)
     printed = capsys.readouterr().out
     assert "read from the plot by" in printed and "flat and low" in printed
     con = open_lake(lake)
@@ -262,5 +321,5 @@ def test_cli_vlm_verdicts_beside_the_statistical_ones(lake, tmp_path, capsys, mo
         calls = con.execute("SELECT sum(rows) FROM events WHERE type = 'vlm.call' AND experiment_id = 'exp-b'").fetchone()[0]
     finally:
         con.close()
-    assert methods.count("vlm") == 3 and calls == 3
+    assert methods.count("vlm") == 2 and calls == 2
     assert main(["analyze", "--vlm", "openai", "--no-emit", "--lake", lake.lake]) == 2

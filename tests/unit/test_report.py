@@ -102,7 +102,7 @@ def build_experiment(settings, episodes: int = 3, drain=sink, experiment: str = 
          [call(ids["analyze_call"], "analyze", '{"verdict": "improving"}', experiment)])
     emit(settings, topics.ANALYSIS, events.ANALYSIS_VERDICT_V2, [{
         "verdict_id": ids["verdict"], "experiment_id": experiment, "skill_id": "lift_red", "verdict": "improving",
-        "rationale": "loss still falling", "run_id": ids["run"], "method": "vlm", "converged_at": None, "slope": 0.2,
+        "rationale": "success still rising", "run_id": ids["run"], "method": "vlm", "converged_at": None, "slope": 0.2,
         "slope_low": 0.1, "slope_high": 0.3, "call_id": ids["analyze_call"]}])
     drain(settings)
     return ids
@@ -139,7 +139,7 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
     # the numbers: reach_red 3/3, lift_red 1/3 with Wilson intervals
     assert re.search(r"<td>lift_red</td><td class=\"n\">3</td><td class=\"n\">1</td><td class=\"n\">33%</td>", page)
     assert "[6, 79]%" in page  # wilson(1, 3)
-    assert "I propose" in page and "loss still falling" in page
+    assert "I propose" in page and "success still rising" in page
     assert f'id="relabel-{relabel_id}"' in page and "into dataset hindsight" in page
     markdown = (tmp_path / "out" / f"{EXPERIMENT}.md").read_text()
     for key in ("proposal", "decision", "propose_call", "verdict", "summary", "run"):
