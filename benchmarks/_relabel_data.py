@@ -27,6 +27,7 @@ def fill(settings, episodes: int, steps: int, progress=None) -> int:
     from consumers.lake_sink import LakeSink
     from infra.bus import open_bus
     from producers.episode_writer import EpisodeWriter
+    from producers.sim.env import ENV_VERSION
 
     obs_bank, action_bank = _bank()
     rng = np.random.default_rng(0)
@@ -35,7 +36,7 @@ def fill(settings, episodes: int, steps: int, progress=None) -> int:
     writer = EpisodeWriter(producer, chunk_steps=50)
     sink = LakeSink(settings, bus=bus, flush_seconds=30.0, group="bench-fill")
     for e in range(episodes):
-        writer.start(experiment_id="bench", worker_id="bench", env_name="panda_block_stacking", env_version=1,
+        writer.start(experiment_id="bench", worker_id="bench", env_name="panda_block_stacking", env_version=ENV_VERSION,
                      seed=e, initial_state=[0.0], task="bench", skill_sequence=["place_red_on_blue"],
                      policy_id="bench", policy_version="1")
         start = int(rng.integers(len(obs_bank) - steps)) if len(obs_bank) > steps else 0

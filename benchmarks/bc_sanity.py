@@ -22,11 +22,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import table  # noqa: E402
-from benchmarks.learning_quality import (NullProducer, evaluate_run, generate, run_id,  # noqa: E402
+from benchmarks._common import table, write_result  # noqa: E402
+from benchmarks.learning_quality import (TASKS, NullProducer, evaluate_run, generate, run_id,  # noqa: E402
                                          train_one)
-
-TASKS = ("reach_red", "reach_green", "reach_blue", "grasp_red", "lift_red")
 
 
 def main() -> int:
@@ -34,11 +32,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bc-sanity"), help="lake and results")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--episodes-per-task", type=int, default=100, help="clean expert episodes per task")
-    parser.add_argument("--steps", type=int, default=3000, help="gradient steps per run")
+    parser.add_argument("--steps", type=int, default=5000, help="gradient steps per run")
+    parser.add_argument("--config", default="tiny", help="the learner's config (default tiny)")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds")
-    parser.add_argument("--eval-episodes", type=int, default=30, help="held-out episodes per task and seed")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="held-out episodes per task and seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see learning_quality.py --threads)")
+    parser.add_argument("--workers", type=int, default=2, help="evaluation processes (default 2)")
     args = parser.parse_args()
     import torch
     from tqdm import tqdm
@@ -65,13 +65,21 @@ def main() -> int:
     rids = [run_id("BC", s) for s in range(args.seeds)]
     for seed in tqdm(range(args.seeds), desc="training", unit="run"):
         if not (args.out / "lake" / "checkpoints" / rids[seed]).exists():
-            train_one(settings, "BC", seed, args.steps, 1.0, dataset="clean")
+            train_one(settings, "BC", seed, args.steps, 1.0, dataset="clean", config_name=args.config)
     timings["training"] = time.perf_counter() - started
 
     started = time.perf_counter()
     eval_seed = 10_000_000 + args.seed  # never a training episode's seed
     expert = evaluate(NullProducer(), ScriptedExpert(), list(args.tasks), args.eval_episodes, seed=eval_seed)
-    learned = [evaluate_run((lake, rid, tuple(args.tasks), args.eval_episodes, eval_seed))["results"] for rid in rids]
+    from concurrent.futures import ProcessPoolExecutor
+    import multiprocessing
+
+    jobs = [(lake, rid, tuple(args.tasks[w::args.workers]), args.eval_episodes, eval_seed)
+            for rid in rids for w in range(args.workers)]
+    learned = [{} for _ in rids]
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for done in pool.map(evaluate_run, jobs):
+            learned[rids.index(done["run"])].update(done["results"])
     timings["evaluation"] = time.perf_counter() - started
 
     def cell(wins, n):
@@ -82,10 +90,20 @@ def main() -> int:
     for t in args.tasks:
         total = np.sum([r[t] for r in learned], axis=0)
         rows.append([t, cell(*expert[t]), cell(*total), ", ".join(f"{r[t][0] / r[t][1]:.2f}" for r in learned)])
-    print(f"\nBC sanity: {args.episodes_per_task} clean expert episodes per task, tiny config, {args.steps} steps, "
+    print(f"\nBC sanity: {args.episodes_per_task} clean expert episodes per task, {args.config} config, {args.steps} steps, "
           f"{args.seeds} seed(s), {args.eval_episodes} held-out episodes per task and seed; success [Wilson 95%]")
     print(table(["task", "expert (held-out seeds)", "BC", "BC per seed"], rows))
-    print("timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    per_task = {t: float(np.sum([r[t][0] for r in learned]) / np.sum([r[t][1] for r in learned])) for t in args.tasks}
+    mean = float(np.mean(list(per_task.values())))
+    wins, n = int(sum(r[t][0] for r in learned for t in args.tasks)), int(sum(r[t][1] for r in learned for t in args.tasks))
+    print(f"mean over tasks: {mean:.3f}; timings: " + ", ".join(f"{k} {v:.0f}s" for k, v in timings.items()))
+    print("results:", write_result("bc_sanity", {
+        "mean": mean, "wilson95": list(wilson(wins, n)), "per_task": per_task,
+        "per_task_wins_episodes": {t: [int(sum(r[t][0] for r in learned)), int(sum(r[t][1] for r in learned))]
+                                   for t in args.tasks},
+        "expert": {t: list(v) for t, v in expert.items()}, "config": args.config, "steps": args.steps,
+        "episodes_per_task": args.episodes_per_task, "seeds": args.seeds, "seconds": sum(timings.values()),
+        "timings_s": timings}))
     (args.out / "results.json").write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                                        "expert": expert, "bc": learned, "timings": timings}, indent=1))
     return 0

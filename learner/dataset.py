@@ -70,6 +70,9 @@ class DatasetConfig:
     # hindsight: only the samples whose action demonstrates the drawn skill (`imitate`), each step drawn
     # among the skills it demonstrates; steps that demonstrate none are left out (BC's demonstrations)
     demonstrations_only: bool = False
+    # The observation version the model reads (schemas/observation.py): episodes of it and of later
+    # versions (which only append fields), their observations cut to its size; None: the current one.
+    observation_version: int | None = None
 
 
 class LakeDataset:
@@ -85,7 +88,12 @@ class LakeDataset:
             raise ValueError("demonstrations_only picks hindsight skills: it needs conditioning='hindsight'")
         if not (isinstance(config.achieved_boost, int) and config.achieved_boost >= 1):
             raise ValueError(f"achieved_boost must be an integer >= 1, got {config.achieved_boost!r}")
+        from schemas import observation
+
+        self.observation_version = config.observation_version or observation.CURRENT
+        self.observation_size = observation.size(self.observation_version)
         self.functions = self._functions()  # [(name, version)]
+        self._check_observation_versions()
         names = [name for name, _ in self.functions]
         if config.conditioning == "commanded" and len(set(names)) < len(names):
             raise ValueError("commanded conditioning needs one version per function; choose with functions=")
@@ -166,6 +174,7 @@ class LakeDataset:
     def _query(self, epoch: int) -> str:
         from infra.duck import sql_str
 
+        size = self.observation_size
         skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
                            for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
         pick = self._commanded() if self.config.conditioning == "commanded" else self._hindsight(epoch)
@@ -177,11 +186,11 @@ class LakeDataset:
                 WHERE r.dataset = $1),
 {pick}
             s AS (
-                SELECT st.episode_id, st.step, st.action, st.observation AS next_observation,
-                       coalesce(lag(st.observation) OVER (PARTITION BY st.episode_id ORDER BY st.step),
-                                CASE WHEN st.step = 0 THEN es.initial_observation END) AS observation
+                SELECT st.episode_id, st.step, st.action, st.observation[1:{size}] AS next_observation,
+                       coalesce(lag(st.observation[1:{size}]) OVER (PARTITION BY st.episode_id ORDER BY st.step),
+                                CASE WHEN st.step = 0 THEN es.initial_observation[1:{size}] END) AS observation
                 FROM steps st LEFT JOIN episode_starts es ON es.episode_id = st.episode_id
-                WHERE st.episode_id IN (SELECT episode_id FROM pick))
+                WHERE st.episode_id IN (SELECT episode_id FROM pick) AND len(st.observation) >= {size})
             SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success,
                    p.imitate
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
@@ -258,6 +267,31 @@ class LakeDataset:
                 "imitate": batch.column("imitate").to_numpy(zero_copy_only=False).astype(bool),
                 "episode_id": np.array(batch.column("episode_id").to_pylist(), dtype=object),
                 "step": batch.column("step").to_numpy(zero_copy_only=False).astype(np.int32)}
+
+    def _check_observation_versions(self) -> None:
+        """Episodes of an earlier observation version than the model's lack fields it reads: left out,
+        said once; none left is an error naming the versions (an episode's env_version is its
+        observation version)."""
+        import logging
+
+        from infra.lake_sql import open_lake
+
+        con = open_lake(self.settings)
+        try:
+            counts = dict(con.execute(
+                "SELECT env_version, count(*) FROM episode_starts WHERE episode_id IN "
+                "(SELECT DISTINCT episode_id FROM rewards WHERE dataset = ?) GROUP BY 1", [self.config.dataset]).fetchall())
+        finally:
+            con.close()
+        older = {v: n for v, n in counts.items() if v < self.observation_version}
+        if older and sum(older.values()) == sum(counts.values()):
+            raise ValueError(f"dataset {self.config.dataset!r} holds only episodes of observation version "
+                             f"{', '.join(f'v{v}' for v in sorted(older))}, and this model reads "
+                             f"v{self.observation_version}: train with --observation-version {max(older)}")
+        if older:
+            logging.getLogger(__name__).warning(
+                "dataset %r: leaving out %d episodes of observation %s (the model reads v%d)", self.config.dataset,
+                sum(older.values()), ", ".join(f"v{v}" for v in sorted(older)), self.observation_version)
 
     def _functions(self) -> list[tuple[str, int]]:
         from infra.lake_sql import open_lake

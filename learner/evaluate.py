@@ -34,7 +34,7 @@ class LearnedPolicy:
         state = store.load_latest() if step is None else store.load(step)
         if state is None:
             raise CheckpointError(f"no checkpoint of run {run_id} in {settings.lake_root}")
-        config = PACConfig.from_dict({k: v for k, v in state["config"].items() if k in PACConfig.__dataclass_fields__})
+        config = PACConfig.from_dict(state["config"])
         _check_compatible(state["config"], config)  # a checkpoint from before a model change names what changed
         learner = PACLearner(config, device=device)
         learner.load_state_dict(state["learner"])

@@ -1,26 +1,38 @@
-"""PAC configurations: documented dataclasses, CPU-sized `tiny` to the paper-sized `base`."""
+"""PAC configurations: documented dataclasses, the CPU's FiLM MLP `tiny` to the paper-sized
+Perceiver `base`."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
 
-# One input token per entity of the 43-float observation (producers.sim.env.OBSERVATION_NAMES):
-# joint angles, joint velocities, gripper opening, end-effector pose, then each cube's pose.
-# A test checks this against the environment, so the learner need not import the simulator.
-PANDA_OBS_GROUPS = (7, 7, 1, 7, 7, 7, 7)
+from schemas import observation
+
+# The Perceiver's input tokens: one per entity of the observation (schemas/observation.py): joint
+# angles, joint velocities, gripper opening, end-effector pose, each cube's pose; v2 adds the set point.
+_ENTITY_GROUPS = {1: (7, 7, 1, 7, 7, 7, 7), 2: (7, 7, 1, 7, 7, 7, 7, 3)}
+TORSOS = ("film", "perceiver")
 
 
 @dataclass(frozen=True)
 class PACConfig:
     name: str = "tiny"
-    # Model
-    d_model: int = 64             # width of every token and latent
+    # What the model reads: episodes of this observation version (schemas/observation.py). A model
+    # of v1 reads the first 43 floats of a v2 observation (versions only append).
+    observation_version: int = observation.CURRENT
+    # Model. "film": an MLP whose hidden layers the caption modulates (per-layer scale and shift, FiLM),
+    # over the standardised observation plus the differences the skills act on (cube - hand, cube -
+    # set point, set point - hand, cube - cube); fast on a CPU. "perceiver": the paper's model.
+    torso: str = "film"
+    hidden: int = 256             # film: width of each hidden layer
+    layers: int = 3               # film: hidden layers
+    film_dim: int = 64            # film: the caption is projected to this before each layer's scale and shift
+    critic_hidden: int = 128      # film: the critic's MLP on (state features, action)
+    d_model: int = 64             # perceiver: width of every token and latent
     latents: int = 8              # learned latent queries that cross-attend to the input tokens
     blocks: int = 2               # self-attention blocks over the latents
     heads: int = 4
     ff_mult: int = 4              # MLP width = ff_mult * d_model
-    obs_groups: tuple[int, ...] = PANDA_OBS_GROUPS
     action_dim: int = 4
     caption_dim: int = 384        # the frozen sentence encoder's embedding size (all-MiniLM-L6-v2)
     # Relative positions: each of these groups' token also gets its xyz minus the `anchor_group`'s
@@ -33,7 +45,9 @@ class PACConfig:
     # checkpoint); the raw floats span metres, radians and rad/s, constant quaternion entries swamp
     # a 5 cm offset, and captions differing only in a colour have cosine ~0.75.
     normalize: bool = True
-    action_bins: int = 11         # the policy: a categorical over bins per action dimension in [-1, 1]
+    # The policy: a categorical over bins per action dimension in [-1, 1] (21: steps of 0.1, 5 mm of
+    # motion; 11 bins left place's final approach 1 cm coarse).
+    action_bins: int = 21
     return_bins: int = 51         # the critic: a categorical over returns in [v_min, v_max]
     v_min: float = 0.0
     v_max: float = 10.0           # 1 / (1 - discount): the return of a shaped reward of 1 every step
@@ -44,8 +58,16 @@ class PACConfig:
     critic_shapes_encoder: bool = False
     # Objective
     discount: float = 0.9
+    # The critic's reward: reaching the skill's goal (worth goal_return, losses.py) and nothing else, so
+    # Q reads as how soon the goal comes; True adds the relabelled shaped rewards on the way (reach's
+    # exp(-distance)), which also pay for hovering near a goal.
+    shaped_rewards: bool = False
     alpha: float = 0.5            # weight of BC on dataset actions; 1.0 is plain BC
-    eta: float = 0.1              # temperature of softmax(Q / eta) over sampled actions (fixed, reported)
+    # The improvement's temperature: softmax(Q / eta) over sampled actions. Learned from MPO's dual so
+    # that the reweighted policy stays within KL `eta_epsilon` of the current one (0: eta stays fixed).
+    # A fixed small eta on returns of 0-10 made the weights an argmax over the critic's noise.
+    eta: float = 1.0              # its initial (or fixed) value
+    eta_epsilon: float = 0.1
     sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
     # Hindsight sampling. A sample's action demonstrates the drawn skill (`imitate`, the BC term's only
     # data) on the steps of a commanded segment up to that skill's first success in it (a misdirected
@@ -56,38 +78,62 @@ class PACConfig:
     demo_fraction: float = 0.5
     achieved_boost: int = 6
     target_tau: float = 0.005     # Polyak rate of the target network
-    # Optimisation
-    lr: float = 3e-4
+    # Optimisation (the learning rate decays to 0 over the run's steps on a cosine, train.py)
+    lr: float = 1e-3
     weight_decay: float = 1e-4
     batch_size: int = 256
     grad_clip: float = 1.0
 
     @property
     def obs_dim(self) -> int:
-        return sum(self.obs_groups)
+        return observation.size(self.observation_version)
+
+    @property
+    def obs_groups(self) -> tuple[int, ...]:
+        return _ENTITY_GROUPS[self.observation_version]
+
+    @property
+    def relative_pairs(self) -> tuple[tuple[str, str], ...]:
+        """film: (a, b) observation fields whose difference a - b is an input feature."""
+        names = dict(observation.fields(self.observation_version))
+        cubes = [f"{c}_xyz" for c in observation.COLOURS]
+        pairs = [(cube, "hand_xyz") for cube in cubes] + [(b, a) for i, a in enumerate(cubes) for b in cubes[i + 1:]]
+        if "setpoint_xyz" in names:
+            pairs += [(cube, "setpoint_xyz") for cube in cubes] + [("setpoint_xyz", "hand_xyz")]
+        return tuple(pairs)
 
     @property
     def feature_dim(self) -> int:
-        """Network inputs per state: the observation, then 3 relative floats per relative group."""
-        return self.obs_dim + 3 * len(self.relative_groups)
+        """Network inputs per state: the observation, then 3 relative floats per relative group (perceiver)
+        or pair (film)."""
+        relative = self.relative_pairs if self.torso == "film" else self.relative_groups
+        return self.obs_dim + 3 * len(relative)
 
     @classmethod
     def from_dict(cls, saved: dict) -> "PACConfig":
         """The config a checkpoint recorded (dataclasses.asdict; its tuples come back as lists)."""
-        tuples = {k: tuple(saved[k]) for k in ("obs_groups", "relative_groups") if k in saved}
-        return cls(**{**saved, **tuples})
+        known = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
+        tuples = {k: tuple(known[k]) for k in ("relative_groups",) if k in known}
+        return cls(**{**known, **tuples})
 
     def replace(self, **changes) -> "PACConfig":
         return dataclasses.replace(self, **changes)
 
+    def __post_init__(self):
+        if self.torso not in TORSOS:
+            raise ValueError(f"unknown torso {self.torso!r}; choose one of {', '.join(TORSOS)}")
+        observation.fields(self.observation_version)  # an unknown version names the known ones
+
 
 CONFIGS = {
-    # Trains in minutes on 2 CPU cores.
+    # The CPU's: trains in minutes on one core (benchmarks/README.md, learner_throughput).
     "tiny": PACConfig(),
-    # A larger CPU/GPU run.
-    "small": PACConfig(name="small", d_model=256, latents=32, blocks=6, heads=8),
+    # The Perceiver, small enough for a CPU test or a short GPU run.
+    "perceiver-tiny": PACConfig(name="perceiver-tiny", torso="perceiver", lr=3e-4),
+    "small": PACConfig(name="small", torso="perceiver", d_model=256, latents=32, blocks=6, heads=8, lr=3e-4),
     # The paper's size, ~140M parameters, for a GPU (bf16 autocast).
-    "base": PACConfig(name="base", d_model=1024, latents=64, blocks=8, heads=16, batch_size=512),
+    "base": PACConfig(name="base", torso="perceiver", d_model=1024, latents=64, blocks=8, heads=16, batch_size=512,
+                     lr=3e-4),
 }
 
 

@@ -7,10 +7,13 @@
 - Policy: alpha * BC (negative log-likelihood of the dataset action's bins, over the samples
   whose action demonstrates their caption: `imitate`) + (1 - alpha) *
   improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
-  critic, and raise their likelihood (MPO's E-step with a fixed temperature). alpha = 1 is BC.
+  critic, and raise their likelihood (MPO's E-step; eta from its dual, config.eta_epsilon). alpha = 1 is BC, and
+  trains no critic.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -77,28 +80,41 @@ def critic_target(target, batch: dict[str, torch.Tensor], config: PACConfig) -> 
     `goal_return`. Without that, a shaped reward (reach: exp(-distance)) is worth more hovering
     near the goal for ever than arriving, which ends the reward, and the critic learns to avoid
     success (learning_quality in benchmarks/README.md)."""
-    z_next = target.encode(batch["next_observation"], batch["caption"])
+    z_next = target.encode(batch["next_observation"], batch["caption"], batch.get("caption_index"))
     _, next_actions = sample_actions(target.policy_logits(z_next), config.sampled_actions, config)
     next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)                # (B, n)
     goal = torch.full_like(batch["reward"], goal_return(config))
-    rewards = torch.where(batch["success"] > 0, goal, batch["reward"])
+    paid = batch["reward"] if config.shaped_rewards else torch.zeros_like(batch["reward"])
+    rewards = torch.where(batch["success"] > 0, goal, paid)
     return project(next_probs, rewards, config.discount * batch["discount"], config)
+
+
+def critic_loss(model, target, batch: dict[str, torch.Tensor], z: torch.Tensor,
+                config: PACConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of the critic's return distribution for the dataset actions against the target,
+    and those logits (B, return_bins). It shapes the state encoding `z` only if the config says so."""
+    with torch.no_grad():
+        target_probs = critic_target(target, batch, config)
+    z_critic = z if config.critic_shapes_encoder else z.detach()
+    q_data = model.q_logits(z_critic, batch["action"].unsqueeze(1))[:, 0]
+    return -(target_probs * q_data.log_softmax(-1)).sum(-1).mean(), q_data
 
 
 def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig) -> tuple[torch.Tensor, dict]:
     """The total loss and its parts for one batch (observation, caption, action, reward,
-    next_observation, discount, success: the step reached its skill's goal, imitate)."""
+    next_observation, discount, success: the step reached its skill's goal, imitate; optional
+    caption_index: then caption holds the distinct captions, networks.py)."""
     obs, caption, action = batch["observation"], batch["caption"], batch["action"]
     k = config.sampled_actions
-    z = model.encode(obs, caption)
+    z = model.encode(obs, caption, batch.get("caption_index"))
     policy = model.policy_logits(z)
+    zero = torch.zeros((), device=obs.device)
 
-    # Critic: distributional TD with the target network.
-    with torch.no_grad():
-        target_probs = critic_target(target, batch, config)
-    z_critic = z if config.critic_shapes_encoder else z.detach()
-    q_data = model.q_logits(z_critic, action.unsqueeze(1))[:, 0]                         # (B, n)
-    critic_loss = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
+    # Critic: distributional TD with the target network (none for BC, alpha = 1: nothing reads it).
+    critic, q_mean = zero, zero
+    if config.alpha < 1.0:
+        critic, q_data = critic_loss(model, target, batch, z, config)
+        q_mean = expected(q_data.detach(), config).mean()
 
     # Policy: BC on the dataset action + improvement against the critic.
     # BC only where the dataset action demonstrates the caption (hindsight: its commanded segment
@@ -106,16 +122,19 @@ def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig)
     imitate = batch["imitate"]
     nll = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0]
     bc_loss = (nll * imitate).sum() / imitate.sum().clamp(min=1.0)
-    improve_loss = torch.zeros((), device=obs.device)
+    improve_loss, eta_loss, eta = zero, zero, torch.tensor(config.eta)
     if config.alpha < 1.0:
         with torch.no_grad():
             bins, actions = sample_actions(policy, k, config)
             q = expected(model.q_logits(z.detach(), actions), config)                      # (B, K)
-            weights = (q / config.eta).softmax(-1)
+        if config.eta_epsilon > 0:  # MPO's dual: the eta whose reweighting moves the policy by KL epsilon
+            eta = model.log_eta.exp().clamp_min(1e-3)
+            eta_loss = eta * config.eta_epsilon + eta * (torch.logsumexp(q / eta, -1) - math.log(k)).mean()
+        weights = (q / eta.detach()).softmax(-1)
         improve_loss = -(weights * log_prob(policy, bins)).sum(-1).mean()
     policy_loss = config.alpha * bc_loss + (1 - config.alpha) * improve_loss
     entropy = -(policy.softmax(-1) * policy.log_softmax(-1)).sum(-1).sum(-1).mean()
-    metrics = {"critic_loss": critic_loss.detach(), "bc_loss": bc_loss.detach(),
+    metrics = {"critic_loss": critic.detach(), "bc_loss": bc_loss.detach(),
                "improve_loss": improve_loss.detach(), "policy_loss": policy_loss.detach(),
-               "q_mean": expected(q_data.detach(), config).mean(), "entropy": entropy.detach()}
-    return critic_loss + policy_loss, metrics
+               "q_mean": q_mean, "entropy": entropy.detach(), "eta": eta.detach()}
+    return critic + policy_loss + eta_loss, metrics

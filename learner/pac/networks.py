@@ -1,12 +1,18 @@
-"""The Perceiver actor-critic: entity tokens + a caption token -> latents -> policy and Q.
+"""The actor-critics: standardised observation features + a caption -> a state encoding -> policy and Q.
 
-Each observation group (joints, velocities, gripper, end effector, each cube) and the caption's
-frozen sentence embedding become one token; a cube's token also reads its position relative to
-the hand (config.relative_groups), and every input float is standardised with the training data's
-statistics (buffers, so they are saved and loaded with the weights). Learned latents cross-attend to the tokens, then a
-stack of self-attention blocks refines them. Two decoders read the latents: the policy (a learned
-query -> logits over bins per action dimension) and the distributional critic, whose queries are
-encoded actions, so Q for many candidate actions reuses one latent encoding of the state.
+Both networks read the same inputs: the observation (schemas/observation.py) plus relative
+positions, every float standardised with the training data's statistics, and the caption's frozen
+sentence embedding centred on the training captions' mean (buffers, saved and loaded with the
+weights). Both answer one interface, which losses.py uses: `encode(observation, caption) -> z`,
+`policy_logits(z)` (logits over bins per action dimension) and `q_logits(z, actions)` (return
+logits for K candidate actions per state, reusing one encoding of the state).
+
+- `FiLMActorCritic` (torso "film", the CPU default): an MLP whose hidden layers the caption
+  modulates (per-layer scale and shift); its inputs add the differences the skills act on (cube -
+  hand, cube - set point, set point - hand, cube - cube). The critic is an MLP on (z, action).
+- `PerceiverActorCritic` (torso "perceiver", the paper's): each observation group and the caption
+  become one token; learned latents cross-attend to them, self-attention blocks refine them; the
+  policy decodes a learned query, the critic one query per encoded action.
 """
 
 from __future__ import annotations
@@ -15,6 +21,96 @@ import torch
 from torch import nn
 
 from learner.pac.config import PACConfig
+from schemas import observation
+
+
+def build(config: PACConfig) -> nn.Module:
+    import math
+
+    model = (FiLMActorCritic if config.torso == "film" else PerceiverActorCritic)(config)
+    # The improvement's temperature (losses.py), learned with the weights and saved with them.
+    model.log_eta = nn.Parameter(torch.tensor(math.log(config.eta)))
+    return model
+
+
+class _Inputs(nn.Module):
+    """Feature standardisation shared by the torsos (identity until `set_normalizer`)."""
+
+    def _init_inputs(self, c: PACConfig) -> None:
+        self.register_buffer("feature_mean", torch.zeros(c.feature_dim))
+        self.register_buffer("feature_std", torch.ones(c.feature_dim))
+        self.register_buffer("normalizer_ready", torch.zeros(()))
+        # Captions are centred on the training captions' mean and scaled to unit RMS per dimension:
+        # the encoder's vectors share most of their direction ("reach the red block" vs "... green
+        # block": cosine 0.77), so the colour, which picks the cube, would be a small residue.
+        self.register_buffer("caption_mean", torch.zeros(c.caption_dim))
+        self.register_buffer("caption_scale", torch.ones(()))
+
+    @torch.no_grad()
+    def set_normalizer(self, observations: torch.Tensor, captions: torch.Tensor, min_std: float = 1e-2) -> None:
+        """Standardise with these observations' feature statistics (features that barely vary, a
+        resting cube's quaternion, get `min_std`, so they stay near 0 instead of exploding) and
+        these captions' mean and spread (one scale for all dimensions: a caption never seen in
+        training keeps its geometry)."""
+        if self.config.normalize:
+            f = self.features(observations.float())
+            self.feature_mean.copy_(f.mean(0))
+            self.feature_std.copy_(f.std(0).nan_to_num(0.0).clamp_min(min_std))
+            centred = captions.float() - captions.float().mean(0)
+            self.caption_mean.copy_(captions.float().mean(0))
+            self.caption_scale.copy_(centred.pow(2).mean().sqrt().clamp_min(1e-3))
+        self.normalizer_ready.fill_(1.0)
+
+    def standardised(self, observation: torch.Tensor, caption: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        f = ((self.features(observation) - self.feature_mean) / self.feature_std).clamp(-10.0, 10.0)
+        return f, ((caption - self.caption_mean) / self.caption_scale).clamp(-10.0, 10.0)
+
+
+class FiLMActorCritic(_Inputs):
+    def __init__(self, config: PACConfig):
+        super().__init__()
+        self.config = c = config
+        self._init_inputs(c)
+        fields = observation.offsets(c.observation_version)
+        self._pairs = [(fields[a].start, fields[b].start) for a, b in c.relative_pairs]
+        h = c.hidden
+        self.layers = nn.ModuleList(nn.Linear(c.feature_dim if i == 0 else h, h) for i in range(c.layers))
+        # The caption, through a narrow projection, gives every layer a scale and a shift (cheap: the
+        # caption's 384 floats would otherwise meet 2 x layers x hidden outputs per sample).
+        self.film = nn.Sequential(nn.Linear(c.caption_dim, c.film_dim), nn.ReLU(),
+                                  nn.Linear(c.film_dim, 2 * c.layers * h))
+        self.policy_head = nn.Linear(h, c.action_dim * c.action_bins)
+        q = c.critic_hidden
+        self.q_state, self.q_action = nn.Linear(h, q), nn.Linear(c.action_dim, q)
+        self.q_mlp = nn.Sequential(nn.ReLU(), nn.Linear(q, q), nn.ReLU())
+        self.q_head = nn.Linear(q, c.return_bins)
+
+    def features(self, observation: torch.Tensor) -> torch.Tensor:
+        """(B, >= obs_dim) -> (B, feature_dim): the observation, then a - b per relative pair (raw)."""
+        observation = observation[:, :self.config.obs_dim]
+        rel = [observation[:, a:a + 3] - observation[:, b:b + 3] for a, b in self._pairs]
+        return torch.cat([observation, *rel], -1)
+
+    def encode(self, observation: torch.Tensor, caption: torch.Tensor,
+               caption_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, obs_dim), (B, caption_dim) -> (B, hidden). With `caption_index` (B,), `caption` holds the
+        batch's distinct captions (a few, one per skill) and each is turned into scales and shifts once."""
+        x, caption = self.standardised(observation, caption)
+        scale_shift = self.film(caption)
+        if caption_index is not None:
+            scale_shift = scale_shift[caption_index]
+        scale_shift = scale_shift.view(x.shape[0], len(self.layers), 2, -1)
+        for i, layer in enumerate(self.layers):
+            x = torch.relu(layer(x) * (1 + scale_shift[:, i, 0]) + scale_shift[:, i, 1])
+        return x
+
+    def policy_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """-> (B, action_dim, action_bins)."""
+        return self.policy_head(z).view(z.shape[0], self.config.action_dim, self.config.action_bins)
+
+    def q_logits(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Actions (B, K, action_dim) -> return logits (B, K, return_bins); the state's part once per state."""
+        return self.q_head(self.q_mlp(self.q_state(z)[:, None] + self.q_action(actions)))
 
 
 class _Block(nn.Module):
@@ -35,10 +131,11 @@ class _Block(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
-class PerceiverActorCritic(nn.Module):
+class PerceiverActorCritic(_Inputs):
     def __init__(self, config: PACConfig):
         super().__init__()
         self.config = c = config
+        self._init_inputs(c)
         d = c.d_model
         self.obs_proj = nn.ModuleList(nn.Linear(n + 3 * (g in c.relative_groups), d)
                                       for g, n in enumerate(c.obs_groups))
@@ -55,47 +152,25 @@ class PerceiverActorCritic(nn.Module):
         self.q_head = nn.Linear(d, c.return_bins)
         self._splits = list(c.obs_groups)
         self._starts = [sum(c.obs_groups[:g]) for g in range(len(c.obs_groups))]
-        # Standardisation of the features (identity until set_normalizer; normalizer_ready says if it was).
-        self.register_buffer("feature_mean", torch.zeros(c.feature_dim))
-        self.register_buffer("feature_std", torch.ones(c.feature_dim))
-        self.register_buffer("normalizer_ready", torch.zeros(()))
-        # Captions are centred on the training captions' mean and scaled to unit RMS per dimension:
-        # the encoder's vectors share most of their direction ("reach the red block" vs "... green
-        # block": cosine 0.77), so the colour, which picks the cube, would be a small residue.
-        self.register_buffer("caption_mean", torch.zeros(c.caption_dim))
-        self.register_buffer("caption_scale", torch.ones(()))
 
     def features(self, observation: torch.Tensor) -> torch.Tensor:
         """(B, obs_dim) -> (B, feature_dim): the observation, then per relative group its xyz minus
         the anchor's (raw, not standardised)."""
+        observation = observation[:, :self.config.obs_dim]
         anchor = self._starts[self.config.anchor_group]
         rel = [observation[:, self._starts[g]:self._starts[g] + 3] - observation[:, anchor:anchor + 3]
                for g in self.config.relative_groups]
         return torch.cat([observation, *rel], -1)
 
-    @torch.no_grad()
-    def set_normalizer(self, observations: torch.Tensor, captions: torch.Tensor, min_std: float = 1e-2) -> None:
-        """Standardise with these observations' feature statistics (features that barely vary, a
-        resting cube's quaternion, get `min_std`, so they stay near 0 instead of exploding) and
-        these captions' mean and spread (one scale for all dimensions: a caption never seen in
-        training keeps its geometry)."""
-        if self.config.normalize:
-            f = self.features(observations.float())
-            self.feature_mean.copy_(f.mean(0))
-            self.feature_std.copy_(f.std(0).nan_to_num(0.0).clamp_min(min_std))
-            centred = captions.float() - captions.float().mean(0)
-            self.caption_mean.copy_(captions.float().mean(0))
-            self.caption_scale.copy_(centred.pow(2).mean().sqrt().clamp_min(1e-3))
-        self.normalizer_ready.fill_(1.0)
-
-    def encode(self, observation: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
-        """(B, obs_dim), (B, caption_dim) -> latents (B, latents, d)."""
+    def encode(self, observation: torch.Tensor, caption: torch.Tensor,
+               caption_index: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, obs_dim), (B, caption_dim) or distinct captions and their `caption_index` -> latents (B, latents, d)."""
         c, n = self.config, self.config.obs_dim
-        f = ((self.features(observation) - self.feature_mean) / self.feature_std).clamp(-10.0, 10.0)
+        caption = caption if caption_index is None else caption[caption_index]
+        f, caption = self.standardised(observation, caption)
         parts = list(torch.split(f[:, :n], self._splits, dim=-1))
         for i, g in enumerate(c.relative_groups):
             parts[g] = torch.cat([parts[g], f[:, n + 3 * i:n + 3 * i + 3]], -1)
-        caption = ((caption - self.caption_mean) / self.caption_scale).clamp(-10.0, 10.0)
         tokens = torch.stack([proj(p) for proj, p in zip(self.obs_proj, parts)] + [self.caption_proj(caption)], 1)
         tokens = tokens + self.token_type
         z = self.encoder(self.latents.expand(observation.shape[0], -1, -1), tokens)

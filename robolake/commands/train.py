@@ -17,7 +17,16 @@ def register(commands, common) -> None:
                     "are written atomically to <lake>/checkpoints/<run id>/. --alpha 1 is behaviour cloning. "
                     "Example: robolake train --dataset default --config tiny --steps 2000")
     train.add_argument("--dataset", default="default", help="relabelled dataset name (default 'default')")
-    train.add_argument("--config", default="tiny", choices=("tiny", "small", "base"), help="model size (default tiny)")
+    from learner.pac.config import CONFIGS
+    from schemas import observation
+
+    train.add_argument("--config", default="tiny", choices=tuple(CONFIGS),
+                       help="model: tiny (FiLM MLP, the CPU's; default), perceiver-tiny, small, base (the paper's "
+                            "Perceiver, ~140M parameters, for a GPU)")
+    train.add_argument("--observation-version", type=int, choices=tuple(observation.FIELDS), metavar="V",
+                       help=f"the observation version the model reads (default {observation.CURRENT}, the current): "
+                            "it trains on episodes of that version and later; 1 trains on lakes written before "
+                            "the controller's set point was observed")
     train.add_argument("--alpha", type=float, metavar="A", help="BC weight in [0, 1] (default: the config's, 0.5)")
     train.add_argument("--steps", type=positive_int, default=1000, metavar="N", help="gradient steps (default 1000)")
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
@@ -63,6 +72,8 @@ def run_train(args, settings: Settings) -> int:
         config = config.replace(alpha=args.alpha)
     if args.demo_fraction is not None:
         config = config.replace(demo_fraction=args.demo_fraction)
+    if args.observation_version is not None:
+        config = config.replace(observation_version=args.observation_version)
     run_id = args.run_id or f"pac-{args.config}-{uuid.uuid4().hex[:8]}"
     with tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
         run = train(settings, config, args.dataset, args.steps, run_id, experiment_id=args.experiment,

@@ -1,5 +1,6 @@
-"""The Perceiver-Actor-Critic on synthetic data: shapes, sizes, the C51 projection, BC learning a
-mapping, and PAC beating BC where the data's actions are mostly bad but a reward says which are good."""
+"""The actor-critics (the CPU's FiLM MLP, the paper's Perceiver) on synthetic data: shapes, sizes, the
+C51 projection, BC learning a mapping, and PAC beating BC where the data's actions are mostly bad but
+a reward says which are good."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="the learner extra (torch) is not installed")
 
-from learner.pac.config import CONFIGS, PANDA_OBS_GROUPS, get_config  # noqa: E402
-from learner.pac.learning import PACLearner, parameter_count  # noqa: E402
+from learner.pac.config import CONFIGS, get_config  # noqa: E402
+from learner.pac.learning import PACLearner, distinct_rows, parameter_count  # noqa: E402
 from learner.pac.losses import action_to_bins, project, support  # noqa: E402
 
+TORSOS = ("tiny", "perceiver-tiny")
 
-def test_observation_groups_are_the_environments_entities():
+
+def test_perceiver_tokens_are_the_environments_entities():
     from producers.sim.env import OBSERVATION_NAMES
 
     groups, names = [], list(OBSERVATION_NAMES)
@@ -22,23 +25,38 @@ def test_observation_groups_are_the_environments_entities():
         if not groups or groups[-1][0] != entity:
             groups.append([entity, 0])
         groups[-1][1] += 1
-    assert tuple(n for _, n in groups) == PANDA_OBS_GROUPS
+    assert tuple(n for _, n in groups) == CONFIGS["perceiver-tiny"].obs_groups
+    assert CONFIGS["tiny"].replace(observation_version=1).obs_dim == 43
 
 
 def test_sizes_tiny_for_the_cpu_base_the_papers():
     assert parameter_count(CONFIGS["tiny"]) < 1_000_000
     assert 120e6 < parameter_count(CONFIGS["base"]) < 160e6
-    with pytest.raises(ValueError, match="choose one of tiny, small, base"):
+    with pytest.raises(ValueError, match="choose one of tiny, perceiver-tiny, small, base"):
         get_config("huge")
+    with pytest.raises(ValueError, match="unknown torso 'lstm'"):
+        CONFIGS["tiny"].replace(torso="lstm")
+    with pytest.raises(ValueError, match="observation version 9 is unknown"):
+        CONFIGS["tiny"].replace(observation_version=9)
 
 
-def test_shapes_and_q_for_many_actions_from_one_encoding():
-    learner = PACLearner(CONFIGS["tiny"], device="cpu")
+@pytest.mark.parametrize("name", TORSOS)
+def test_shapes_and_q_for_many_actions_from_one_encoding(name):
+    learner = PACLearner(CONFIGS[name], device="cpu")
     c = learner.config
     z = learner.model.encode(torch.randn(5, c.obs_dim), torch.randn(5, c.caption_dim))
-    assert z.shape == (5, c.latents, c.d_model)
+    assert z.shape == ((5, c.latents, c.d_model) if c.torso == "perceiver" else (5, c.hidden))
     assert learner.model.policy_logits(z).shape == (5, c.action_dim, c.action_bins)
     assert learner.model.q_logits(z, torch.rand(5, 7, c.action_dim)).shape == (5, 7, c.return_bins)
+    captions = torch.randn(2, c.caption_dim)  # distinct captions and an index: the same encoding as every row's own
+    index, obs = torch.tensor([1, 0, 1, 1, 0]), torch.randn(5, c.obs_dim)
+    assert torch.allclose(learner.model.encode(obs, captions, index), learner.model.encode(obs, captions[index]), atol=1e-6)
+
+
+def test_distinct_rows_index_each_caption_once():
+    rows = np.array([[1, 2], [3, 4], [1, 2], [5, 6], [3, 4]], np.float32)
+    unique, index = distinct_rows(rows)
+    assert unique.tolist() == [[1, 2], [3, 4], [5, 6]] and index.tolist() == [0, 1, 0, 2, 1]
 
 
 def test_the_projection_keeps_mass_and_a_terminal_reward_is_a_point():
@@ -56,8 +74,9 @@ def _batch(rng, n, c, caption, action):
             "discount": np.ones(n, np.float32)}
 
 
-def test_bc_learns_the_datasets_mapping():
-    c = CONFIGS["tiny"].replace(alpha=1.0, lr=3e-3, sampled_actions=4)
+@pytest.mark.parametrize("name", TORSOS)
+def test_bc_learns_the_datasets_mapping(name):
+    c = CONFIGS[name].replace(alpha=1.0, lr=3e-3, sampled_actions=4)
     learner, rng = PACLearner(c, device="cpu"), np.random.default_rng(0)
     caption = rng.normal(size=c.caption_dim).astype(np.float32)
     target = lambda obs: np.stack([np.sign(obs[:, 0]), -np.sign(obs[:, 1]), np.zeros(len(obs)), np.ones(len(obs))], 1)
@@ -66,21 +85,39 @@ def test_bc_learns_the_datasets_mapping():
     test = _batch(rng, 256, c, caption, target)
     predicted = learner.act(test["observation"], test["caption"])
     assert np.isclose(predicted, test["action"], atol=1e-6).mean() > 0.9, metrics
-    assert metrics["improve_loss"] == 0.0  # alpha = 1 is plain BC
+    assert metrics["improve_loss"] == 0.0 and metrics["critic_loss"] == 0.0  # alpha = 1 is plain BC, no critic
+
+
+def test_the_cpu_torso_tells_captions_apart_from_the_same_start():
+    """A few demonstrations per caption from one state: "reach red" and "reach blue" must differ."""
+    from learner.captions import CaptionEncoder
+
+    c = CONFIGS["tiny"].replace(alpha=1.0)
+    learner, rng = PACLearner(c, device="cpu"), np.random.default_rng(0)
+    captions = CaptionEncoder().encode(["reach the red block", "reach the blue block"])
+    start = rng.normal(size=c.obs_dim).astype(np.float32)
+    moves = np.array([[1.0, -0.5, -1.0, 1.0], [-0.3, 1.0, -1.0, 1.0]], np.float32)  # towards red; towards blue
+    for _ in range(150):
+        which = rng.integers(0, 2, 64)
+        obs = start + rng.normal(0, 0.01, (64, c.obs_dim)).astype(np.float32)  # a few nearby starts
+        learner.step({"observation": obs, "next_observation": obs, "caption": captions[which],
+                      "action": moves[which], "reward": np.zeros(64, np.float32), "discount": np.ones(64, np.float32)})
+    acted = learner.act(np.stack([start, start]), captions)
+    np.testing.assert_allclose(acted, moves, atol=0.051)  # each caption its own move, to the bin
 
 
 def test_pac_finds_the_good_actions_in_mostly_bad_data_where_bc_copies_them():
-    """One-step tasks: the data's actions are uniform (mostly bad); reward 1 when action[0] > 0.5.
+    """One-step tasks: the data's actions are uniform (mostly bad); the goal is reached when action[0] > 0.5.
     BC reproduces the data (about 2/11 good); PAC, with the critic, prefers the good ones."""
     rates = {}
     for alpha in (1.0, 0.1):
-        c = CONFIGS["tiny"].replace(alpha=alpha, eta=0.05, lr=3e-3, discount=0.0, sampled_actions=8)
+        c = CONFIGS["tiny"].replace(action_bins=11, alpha=alpha, eta=0.05, lr=3e-3, discount=0.0, sampled_actions=8)
         learner, rng = PACLearner(c, device="cpu", seed=1), np.random.default_rng(1)
         caption = rng.normal(size=c.caption_dim).astype(np.float32)
         for _ in range(150):
             batch = _batch(rng, 32, c, caption, lambda obs: rng.uniform(-1, 1, size=(len(obs), 4)))
             bins = action_to_bins(torch.as_tensor(batch["action"]), c).numpy()
-            batch["reward"] = (bins[:, 0] > (c.action_bins - 1) * 0.75).astype(np.float32)
+            batch["reward"] = batch["success"] = (bins[:, 0] > (c.action_bins - 1) * 0.75).astype(np.float32)
             batch["discount"] = np.zeros(32, np.float32)  # every step ends its episode
             learner.step(batch)
         test = _batch(rng, 512, c, caption, lambda obs: np.zeros((len(obs), 4)))
@@ -106,8 +143,24 @@ def test_a_nan_loss_stops_the_step_and_state_round_trips():
         learner.step(batch)
 
 
-def test_cube_tokens_read_the_cube_relative_to_the_hand():
+def test_film_inputs_add_the_differences_the_skills_act_on():
     c = CONFIGS["tiny"]
+    model = PACLearner(c, device="cpu").model
+    obs = torch.zeros(1, c.obs_dim)
+    obs[0, 15:18] = torch.tensor([0.4, 0.1, 0.6])    # the hand
+    obs[0, 22:25] = torch.tensor([0.5, 0.0, 0.45])   # red
+    obs[0, 43:46] = torch.tensor([0.45, 0.1, 0.5])   # the set point
+    features = dict(zip(c.relative_pairs, model.features(obs)[0, c.obs_dim:].view(-1, 3)))
+    assert model.features(obs).shape == (1, c.feature_dim)
+    assert torch.allclose(features[("red_xyz", "hand_xyz")], torch.tensor([0.1, -0.1, -0.15]))
+    assert torch.allclose(features[("red_xyz", "setpoint_xyz")], torch.tensor([0.05, -0.1, -0.05]))
+    assert torch.allclose(features[("setpoint_xyz", "hand_xyz")], torch.tensor([0.05, 0.0, -0.1]))
+    v1 = PACLearner(c.replace(observation_version=1), device="cpu").model  # reads a v2 observation's v1 prefix
+    assert v1.features(obs).shape == (1, 43 + 18) and torch.equal(v1.features(obs)[:, :43], obs[:, :43])
+
+
+def test_cube_tokens_read_the_cube_relative_to_the_hand():
+    c = CONFIGS["perceiver-tiny"]
     model = PACLearner(c, device="cpu").model
     obs = torch.zeros(2, c.obs_dim)
     obs[:, 15:18] = torch.tensor([0.4, 0.1, 0.6])    # the hand (end-effector xyz)
@@ -151,7 +204,7 @@ def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
     """A shaped reward paid while hovering near the goal must not be worth more than arriving."""
     from learner.pac.losses import critic_target
 
-    c = CONFIGS["tiny"]
+    c = CONFIGS["tiny"].replace(shaped_rewards=True)
     learner, n = PACLearner(c, device="cpu"), 4
     batch = {"observation": torch.randn(n, c.obs_dim), "next_observation": torch.randn(n, c.obs_dim),
              "caption": torch.randn(n, c.caption_dim), "reward": torch.tensor([0.6, 0.0, 0.3, 0.9]),
@@ -160,21 +213,25 @@ def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
     assert values[:2].tolist() == pytest.approx([1 / (1 - c.discount)] * 2)  # arrived, whatever the reward
     assert values[2].item() == pytest.approx(0.3, abs=1e-5)  # ended elsewhere: its reward, nothing after
     assert values[3].item() > 0.9  # goes on: the reward, then the discounted next value
+    unshaped = (critic_target(learner.target, batch, c.replace(shaped_rewards=False)) * support(c)).sum(-1)
+    assert unshaped[:3].tolist() == pytest.approx([10.0, 10.0, 0.0], abs=1e-5)  # only the goal pays
 
 
-def test_the_critic_shapes_the_shared_encoder_only_when_asked():
-    from learner.pac.losses import pac_losses
+@pytest.mark.parametrize("name", TORSOS)
+def test_the_critic_shapes_the_shared_encoder_only_when_asked(name):
+    from learner.pac.losses import critic_loss
 
     rng = np.random.default_rng(0)
     for shapes in (False, True):
-        c = CONFIGS["tiny"].replace(alpha=1.0, critic_shapes_encoder=shapes)
+        c = CONFIGS[name].replace(critic_shapes_encoder=shapes)
         learner = PACLearner(c, device="cpu")
         batch = _batch(rng, 8, c, np.zeros(c.caption_dim, np.float32), lambda obs: np.zeros((len(obs), 4)))
         tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
-        tensors.update(reward=torch.rand(8), imitate=torch.zeros(8), success=torch.zeros(8))  # no BC: critic only
-        loss, _ = pac_losses(learner.model, learner.target, tensors, c)
-        loss.backward()
-        encoder = [p.grad for p in learner.model.encoder.parameters()]
+        tensors.update(reward=torch.rand(8), success=torch.zeros(8))
+        z = learner.model.encode(tensors["observation"], tensors["caption"])
+        critic_loss(learner.model, learner.target, tensors, z, c)[0].backward()
+        first = learner.model.layers[0] if c.torso == "film" else learner.model.encoder
+        encoder = [p.grad for p in first.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in encoder) == shapes
         assert learner.model.q_head.weight.grad.abs().sum() > 0
 
