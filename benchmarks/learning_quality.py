@@ -86,9 +86,6 @@ class Misdirected:
 
         self.expert.start(env, get_skill(_recoloured(skill.id, self.permutation)), rng)
 
-    def finishing(self):
-        return self.expert.finishing()
-
     def act(self, observation):
         return self.expert.act(observation)
 

@@ -3,7 +3,8 @@
 Views:
     episodes          one row per episode proven complete: one start, one end, and chunks that
                       match the end's num_chunks, length and checksum exactly once
-    steps, frames     steps / camera frames of complete episodes only
+    steps, frames     steps / camera frames of complete episodes only; steps.obs names the
+                      observation's fields (`SELECT obs.hand_xyz, obs.red_xyz[3] FROM steps`)
     episode_status    every episode id seen, with `problem` (NULL when complete)
     partial_episodes  the others, with the reason: no start, no end, duplicate start or end,
                       duplicate chunks, missing chunks, length mismatch, checksum mismatch
@@ -27,7 +28,7 @@ import re
 
 from infra.duck import sql_str
 from infra.lake_catalog import LakeNotFound, attach, data_path
-from schemas import lake
+from schemas import lake, observation
 from schemas.codec import CHECKSUM_SCHEME
 
 
@@ -62,6 +63,10 @@ _STATUS = f"""
     END AS problem
     FROM s FULL JOIN e USING (episode_id) FULL JOIN c USING (episode_id)"""
 
+# `obs`: the observation's named fields (schemas/observation.py), e.g. obs.hand_xyz, NULL where the
+# row's version lacks one; computed only when a query reads it.
+_OBS = observation.sql_struct("observation")
+
 _DERIVED = {
     "episode_status": _STATUS,
     "episodes": """
@@ -71,7 +76,9 @@ _DERIVED = {
                e.time AS ended_at, e.num_chunks, e.checksum
         FROM episode_starts s JOIN episode_ends e USING (episode_id)
         WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)""",
-    "steps": "SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
+    "steps": f"""
+        SELECT *, {_OBS} AS obs FROM steps_all
+        WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)""",
     "frames": "SELECT * FROM frames_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NULL)",
     "partial_episodes": """
         SELECT st.episode_id, st.problem, s.experiment_id, s.task, s.worker_id, s.started_at,
@@ -84,8 +91,9 @@ _DERIVED = {
                           any_value(num_chunks) AS num_chunks
                    FROM episode_ends GROUP BY ALL) e USING (episode_id)
         WHERE st.problem IS NOT NULL""",  # one row per episode, however often it was started or ended
-    "partial_steps": """
-        SELECT * FROM steps_all WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
+    "partial_steps": f"""
+        SELECT *, {_OBS} AS obs FROM steps_all
+        WHERE episode_id IN (SELECT episode_id FROM episode_status WHERE problem IS NOT NULL)""",
     # per episode and reward function version: did it fire, and first on which step
     "achievements": """
         SELECT dataset, experiment_id, episode_id, reward_fn, reward_version, bool_or(success) AS achieved,

@@ -24,9 +24,11 @@ in the lake or, on Kafka where the lake lags, on the lineage topic) and lists th
 under `adopted` (run id, function, version, rows), publishing an event for that even when it
 computes nothing new.
 
-Reward functions read the Panda scene's observation (43 floats), so only episodes of that
-environment are selected; others are counted and skipped. A step of that environment with an
-observation of another length is an error naming its episode (nothing is written for its batch).
+Reward functions read the Panda scene's observation (any version of schemas/observation.py: 43
+floats in v1, 46 in v2; they read v1's, which keep their places), so only episodes of that
+environment are selected; others are counted and skipped, and episodes of every version relabel
+together. A step of that environment with an observation of no known version's length is an error
+naming its episode (nothing is written for its batch).
 """
 
 from __future__ import annotations
@@ -234,22 +236,26 @@ def _cuts(table: pa.Table, batch_steps: int) -> list[int]:
 def _compute(chunk: pa.Table, functions, pending, dataset: str, relabel_id: str) -> tuple[pa.Table, RelabelStats]:
     """Every pending function over the chunk's steps: the rewards rows, checked before anything is
     written, and their counts (to add to the run's once committed)."""
-    from producers.sim.rewards import OBS_DIM
-    from schemas import lake
+    from schemas import lake, observation
 
     stats = RelabelStats(relabel_id=relabel_id)
     n = chunk.num_rows
     lengths = pc.list_value_length(chunk.column("observation"))
-    wrong = pc.fill_null(pc.not_equal(lengths, OBS_DIM), True)  # every row, not just the total
+    sizes = {v: observation.size(v) for v in observation.FIELDS}
+    known = pa.array(sorted(sizes.values()), lengths.type)
+    wrong = pc.fill_null(pc.invert(pc.is_in(lengths, value_set=known)), True)  # every row, not just the total
     if pc.any(wrong).as_py():
         episodes = sorted(set(pc.filter(chunk.column("episode_id"), wrong).to_pylist()))
         found = sorted(set(pc.filter(lengths, wrong).to_pylist()), key=lambda v: (v is None, v or 0))
         raise RelabelError(f"episode{'s' if len(episodes) > 1 else ''} {', '.join(episodes[:5])}"
                            f"{f' (and {len(episodes) - 5} more)' if len(episodes) > 5 else ''} of {_ENV} "
-                           f"ha{'ve' if len(episodes) > 1 else 's'} observations of {found} floats, not {OBS_DIM}: "
+                           f"ha{'ve' if len(episodes) > 1 else 's'} observations of {found} floats, not "
+                           f"{' or '.join(f'{size} (v{v})' for v, size in sizes.items())}: "
                            "not relabelled (nothing written for this batch)")
-    values = pc.list_flatten(chunk.column("observation")).to_numpy(zero_copy_only=False)
-    obs = values.reshape(n, OBS_DIM).astype(np.float32, copy=False)
+    # The functions read v1's floats, the first size(1) of every version: one matrix for a batch mixing versions.
+    width = observation.size(1)
+    values = pc.list_flatten(pc.list_slice(chunk.column("observation"), 0, width)).to_numpy(zero_copy_only=False)
+    obs = values.reshape(n, width).astype(np.float32, copy=False)
     episode = pc.dictionary_encode(chunk.column("episode_id").combine_chunks())
     ids = episode.dictionary.to_pylist()
     parts = []

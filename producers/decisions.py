@@ -43,10 +43,6 @@ class MixedPolicy:
         self._active = self.expert if skill.id in self.expert_skills else self.learned
         self._active.start(env, skill, rng)
 
-    def finishing(self) -> bool:
-        finishing = getattr(self._active, "finishing", None)
-        return bool(finishing and finishing())
-
     def act(self, observation):
         return self._active.act(observation)
 

@@ -17,11 +17,8 @@ class Policy(Protocol):
         """A new skill begins (its caption is `skill.caption`)."""
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        """The action for this observation (see producers/sim/env.py for units and bounds)."""
-
-    # Optional: `finishing() -> bool`, True while the policy is in the middle of a motion it should
-    # complete before the next skill starts (a scripted place backing away from the stack). A
-    # policy without it switches the moment its skill succeeds.
+        """The action for this observation (see producers/sim/env.py for units and bounds).
+        The next skill starts at the first step on which this one succeeds (producers/rollout.py)."""
 
 
 class ScriptedExpert:
@@ -35,23 +32,15 @@ class ScriptedExpert:
         self.version = "1" if noise == 0 else f"1+noise{noise:g}"
         self._actions = iter(())
         self._env = None
-        self._next = None
 
     def start(self, env, skill, rng: np.random.Generator) -> None:
         from producers.sim.skills import expert_actions
 
         self._env = env
         self._actions = expert_actions(env, skill, rng, self.noise)
-        self._next = None
-
-    def finishing(self) -> bool:
-        """True while the script has moves left."""
-        if self._next is None:
-            self._next = next(self._actions, None)
-        return self._next is not None
 
     def act(self, observation: np.ndarray) -> np.ndarray:
-        action, self._next = (self._next, None) if self._next is not None else (next(self._actions, None), None)
+        action = next(self._actions, None)
         if action is None:  # the script is done: hold still, gripper as it is
             opened = self._env.gripper_opening() > 0.07
             action = np.array([0.0, 0.0, 0.0, 1.0 if opened else -1.0], dtype=np.float32)

@@ -1,14 +1,14 @@
 """Rollout: run skill sequences in the simulator and stream every episode as events.
 
-The active skill switches when its success function fires (`switch="success"`) or after a fixed
-number of steps (`switch="fixed"`, as in the published system); each skill gets at most
-`steps_per_skill` steps. "When it fires" means once the skill has succeeded *and* its policy has
-finished the motion it is in (`Policy.finishing()`, optional): a place succeeds the moment the
-gripper opens, but its expert then backs away from the stack; cutting that retreat short made the
-next reach sweep the arm through the tower (build_tower: every sub-skill succeeded, 8 of 10
-episodes ended as a timeout with the middle block knocked off). Rewards on every step: `reward`
-is the active skill's success (0/1), `task_reward` the task's. `episode.ended` is written last; a worker that dies mid-episode leaves
-that episode without it (the lake keeps it apart, in `partial_episodes`).
+The active skill switches at the first step on which its success function fires
+(`switch="success"`), or after a fixed number of steps (`switch="fixed"`, as in the published
+system); each skill gets at most `steps_per_skill` steps. The policy has no say: collected data,
+learned rollouts and evaluation all run here under this one rule, so the next skill's
+demonstrations start in the states a learned policy hands over (the scripted expert is written to
+stop anywhere its skill succeeds: its reach first rises clear of a stack it has just built).
+Rewards on every step: `reward` is the active skill's success (0/1), `task_reward` the task's.
+`episode.ended` is written last; a worker that dies mid-episode leaves that episode without it
+(the lake keeps it apart, in `partial_episodes`).
 
 Frames (`frames=True`) are 64x64 PNGs on steps 0, k, 2k, ... (`frame_every=k`); the other steps
 carry no frame. A worker keeps one environment, and so one renderer, for all its episodes.
@@ -94,7 +94,6 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                  task=task.caption, skill_sequence=list(config.skills), decision_id=config.decision_id,
                  policy_id=policy.id, policy_version=policy.version, initial_observation=obs.tolist())
     step, succeeded, termination = 0, {s: False for s in config.skills}, None
-    finishing = getattr(policy, "finishing", None)
     for skill_id in config.skills:
         skill = get_skill(skill_id)
         policy.start(env, skill, rng)
@@ -116,8 +115,8 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                         terminated=False, truncated=False,
                         frame=encode_png(env.frame()) if framed else None)
             step += 1
-            if config.switch == "success" and succeeded[skill_id] and not (finishing and finishing()):
-                break
+            if config.switch == "success" and reward:
+                break  # the hand-over: whatever acts (one rule, so demonstrations cover a learned policy's states)
         if termination:
             break
     task_success = termination is None and task.success(obs)

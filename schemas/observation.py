@@ -55,3 +55,17 @@ def version_of(length: int) -> int:
             return version
     raise UnknownObservationVersion(f"no observation version has {length} floats; known: "
                                     + ", ".join(f"v{v} = {size(v)}" for v in FIELDS))
+
+
+def sql_struct(column: str = "observation") -> str:
+    """A DuckDB expression over a `steps.observation` list: a STRUCT with one member per named field of
+    any version (a FLOAT for a 1-float field, else a FLOAT list), NULL where the row's version (told by
+    its length) lacks the field or the length is no version's, e.g. `obs.setpoint_xyz` of v1 rows."""
+    members = []
+    for name, where in offsets(CURRENT).items():
+        lengths = ", ".join(str(size(v)) for v in FIELDS if name in offsets(v))
+        # DuckDB lists are 1-based and their slices include both ends
+        value = (f"{column}[{where.start + 1}]" if where.stop - where.start == 1
+                 else f"{column}[{where.start + 1}:{where.stop}]")
+        members.append(f"{name} := CASE WHEN len({column}) IN ({lengths}) THEN {value} END")
+    return f"struct_pack({', '.join(members)})"

@@ -6,9 +6,11 @@ Out-of-range values are clipped; a NaN anywhere makes the whole action a no-op (
 keep the gripper as it is) and is counted in `info["rejected_actions"]`. The hand stays pointing
 down; the target is kept inside the workspace box above the table.
 
-Observation (43 float32): arm joint positions (7) and velocities (7), gripper opening in metres
-(1), end-effector position (3) and quaternion (4), then for red, green, blue: position (3) and
-quaternion (4). `OBSERVATION_NAMES` labels them.
+Observation (v2, 46 float32; the fields are schemas/observation.py's): arm joint positions (7) and
+velocities (7), gripper opening in metres (1), grip point position (3) and quaternion (4), for red,
+green, blue: position (3) and quaternion (4), then the controller's set point (3, `env.target`:
+where the grip point is being driven). `OBSERVATION_NAMES` labels each float. An episode's
+observation version is `ENV_VERSION` (v1 episodes have the first 43 floats only).
 
 A physics blow-up (non-finite state) ends the episode with `info["termination"] = "sim_error"`.
 """
@@ -23,8 +25,9 @@ from producers.sim import scene
 from producers.sim.panda import FINGER_CLOSED, FINGER_OPEN, REST_POSTURE, PandaIK, finger_qadr
 from producers.sim.render import DETAILS, FrameRenderer
 from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
+from schemas import observation as observation_schema
 
-ENV_NAME, ENV_VERSION = "panda_block_stacking", 1
+ENV_NAME, ENV_VERSION = "panda_block_stacking", 2  # also the observation version (schemas/observation.py)
 HOME = np.array([0.45, 0.0, TABLE_TOP + 0.25])
 # The controlled point is between the fingertips: this far below the model's end-effector site
 # along the (downward) hand axis. The fingertips reach 8 mm further.
@@ -35,11 +38,18 @@ MIN_CUBE_DISTANCE = 0.08
 _BLOW_UP_WARNINGS = np.array([mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
                               mujoco.mjtWarning.mjWARN_BADQACC], dtype=int)
 
-OBSERVATION_NAMES = (
-    [f"q{i}" for i in range(1, 8)] + [f"dq{i}" for i in range(1, 8)] + ["gripper_opening"]
-    + [f"ee_{a}" for a in ("x", "y", "z", "qw", "qx", "qy", "qz")]
-    + [f"{c}_{a}" for c in COLOURS for a in ("x", "y", "z", "qw", "qx", "qy", "qz")]
-)
+
+def float_names(field: str) -> list[str]:
+    """The names of a schemas.observation field's floats. The grip point is `ee_*`: reward
+    functions index by these names and hash their source, so they stay as v1 had them."""
+    if field in ("joint_positions", "joint_velocities"):
+        return [f"{'q' if field == 'joint_positions' else 'dq'}{i}" for i in range(1, 8)]
+    entity, _, kind = field.rpartition("_")
+    axes = {"xyz": ("x", "y", "z"), "quat": ("qw", "qx", "qy", "qz")}.get(kind)
+    return [f"{'ee' if entity == 'hand' else entity}_{a}" for a in axes] if axes else [field]
+
+
+OBSERVATION_NAMES = [name for field, _ in observation_schema.fields(ENV_VERSION) for name in float_names(field)]
 
 
 class BlockStackingEnv(gym.Env):
@@ -125,7 +135,7 @@ class BlockStackingEnv(gym.Env):
         mujoco.mju_mat2Quat(ee_quat, ee_rot.reshape(-1))
         cubes = [d.qpos[self.cube_qadr[c]:self.cube_qadr[c] + 7] for c in COLOURS]
         return np.concatenate([d.qpos[self.ik.qadr], d.qvel[self.arm_dofs], [d.qpos[self.fingers].sum()],
-                               ee_pos, ee_quat, *cubes]).astype(np.float32)
+                               ee_pos, ee_quat, *cubes, self.target]).astype(np.float32)
 
     def cube_position(self, colour: str) -> np.ndarray:
         adr = self.cube_qadr[colour]

@@ -1,7 +1,8 @@
 """Reward functions of the observation: vectorized, registered by (name, version), hashed.
 
-Each function takes a batch of observations (N x 43 float32, `OBSERVATION_NAMES`) and returns N
-success booleans and N float rewards (the success as 0/1 unless a shaped reward is defined). The
+Each function takes a batch of observations (N x 43 or N x 46 float32: v1 or v2 of
+schemas/observation.py, named by `OBSERVATION_NAMES`; they read v1's floats only, which keep their
+places in v2) and returns N success booleans and N float rewards (the success as 0/1 unless a shaped reward is defined). The
 rollout workers call the same function on a batch of one (`fn(obs)` with a 1-D observation), so
 the reward a worker wrote and the one a relabel computes come from one definition.
 
@@ -23,8 +24,9 @@ import numpy as np
 
 from producers.sim.env import HOME, OBSERVATION_NAMES
 from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
+from schemas import observation
 
-OBS_DIM = len(OBSERVATION_NAMES)
+OBS_DIMS = (observation.size(1), observation.size(2))  # the observation lengths a function accepts
 _INDEX = {name: i for i, name in enumerate(OBSERVATION_NAMES)}
 OPEN_THRESHOLD, HOLD_RANGE = 0.07, (0.03, 0.05)  # gripper opening (sum of both fingers), metres
 REST_Z = TABLE_TOP + CUBE_HALF                    # a cube's centre when it lies on the table
@@ -38,7 +40,7 @@ class RewardError(ValueError):
     """A reward function returned something unusable (wrong length, NaN): names the function."""
 
 
-# --- helpers over batches (N x OBS_DIM) -----------------------------------------------------------
+# --- helpers over batches (N x OBS_DIMS) ----------------------------------------------------------
 
 def _xyz(obs: np.ndarray, name: str) -> np.ndarray:
     i = _INDEX[f"{name}_x"]
@@ -65,7 +67,8 @@ def _on(obs, top, bottom, xy_tol=0.02, z_tol=0.01):
 
 
 _HELPERS = (_xyz, _opening, _norm, _holding, _on)
-_CONSTANTS = {"OBSERVATION_NAMES": list(OBSERVATION_NAMES), "OPEN_THRESHOLD": OPEN_THRESHOLD,
+# Hashed as they were before v2 (the v1 names): rows in existing lakes are keyed by these hashes.
+_CONSTANTS = {"OBSERVATION_NAMES": list(OBSERVATION_NAMES[:observation.size(1)]), "OPEN_THRESHOLD": OPEN_THRESHOLD,
               "HOLD_RANGE": HOLD_RANGE, "CUBE_HALF": CUBE_HALF, "TABLE_TOP": TABLE_TOP, "HOME": HOME.tolist()}
 
 
@@ -142,8 +145,9 @@ class RewardFunction:
     def evaluate(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(success bool[N], reward float32[N]) for a batch; RewardError if the kernel misbehaves."""
         obs = np.asarray(obs, dtype=np.float32)
-        if obs.ndim != 2 or obs.shape[1] != OBS_DIM:
-            raise ValueError(f"{self.spec} expects an N x {OBS_DIM} observation batch, got {obs.shape}")
+        if obs.ndim != 2 or obs.shape[1] not in OBS_DIMS:
+            raise ValueError(f"{self.spec} expects an N x {' or N x '.join(map(str, OBS_DIMS))} observation batch "
+                             f"(observation v1 or v2), got {obs.shape}")
         out = self.kernel(obs, **dict(self.params))
         success, reward = out if isinstance(out, tuple) else (out, None)
         success = np.asarray(success)

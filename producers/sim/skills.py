@@ -17,7 +17,7 @@ import numpy as np
 
 from producers.sim.env import HOME, BlockStackingEnv
 from producers.sim.rewards import OPEN_THRESHOLD, REWARDS, RewardFunction, get_reward  # noqa: F401 (re-exported)
-from producers.sim.scene import COLOURS, CUBE_HALF
+from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
 
 @dataclass(frozen=True)
 class Skill:
@@ -55,8 +55,18 @@ def _hold(env: BlockStackingEnv, grip: float, steps: int):
         yield env.target.copy(), grip
 
 
+# A skill hands over the moment it succeeds (producers/rollout.py): a reach may begin with the
+# fingers just opened around the block a place stacked. Below this height (a two-block stack and the
+# fingers with a margin), a reach elsewhere first rises straight up, so the arm never sweeps
+# through the stack. From the reset pose (HOME, higher) it goes straight to the block.
+CLEAR_Z = TABLE_TOP + 0.15
+
+
 def _reach(env, colour):
-    yield from _go(env, env.cube_position(colour) + [0, 0, 0.06], 1.0)
+    above, hand = env.cube_position(colour) + [0, 0, 0.06], env.ee_position()
+    if hand[2] < CLEAR_Z and np.linalg.norm(above[:2] - hand[:2]) > 0.02:
+        yield from _go(env, [*hand[:2], CLEAR_Z], 1.0)
+    yield from _go(env, above, 1.0)
 
 
 def _grasp(env, colour):

@@ -15,6 +15,7 @@ from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 from producers.sim.rewards import REWARDS
 from robolake.cli import main
 from robolake.settings import Settings
+from schemas import observation
 
 FUNCTIONS = ("reach_red@1", "lift_red@1", "any_block_lifted@1")
 
@@ -62,7 +63,7 @@ def test_an_epoch_is_every_transition_once_with_the_reward_of_its_relabelled_ski
         assert set(data["caption"][rows]) == {dataset.captions[skill]}
     np.testing.assert_array_equal(data["discount"], 1 - data["done"])
     assert data["done"].any() and len(episodes) == 2
-    assert data["observation"].dtype == np.float32 and data["observation"].shape[1] == 43
+    assert data["observation"].dtype == np.float32 and data["observation"].shape[1] == observation.size()
 
 
 def test_skills_mix_by_weight_uniform_by_default(lake):

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
-from producers.sim.rewards import (OBS_DIM, REWARDS, RewardError, UnknownReward, get_reward, register,
+from producers.sim.rewards import (REWARDS, RewardError, UnknownReward, get_reward, register,
                                    source_hash)
 from producers.sim.scene import COLOURS
 
@@ -40,8 +40,9 @@ def real() -> np.ndarray:
 def _random(real: np.ndarray, n: int = 1500, seed: int = 0) -> np.ndarray:
     """Real observations jittered by a few cm (so thresholds are crossed both ways) plus pure noise."""
     rng = np.random.default_rng(seed)
-    jittered = real[rng.integers(len(real), size=n)] + rng.normal(0, 0.01, (n, OBS_DIM)).astype(np.float32)
-    noise = rng.uniform(-1, 1, (n // 4, OBS_DIM)).astype(np.float32)
+    dim = real.shape[1]
+    jittered = real[rng.integers(len(real), size=n)] + rng.normal(0, 0.01, (n, dim)).astype(np.float32)
+    noise = rng.uniform(-1, 1, (n // 4, dim)).astype(np.float32)
     return np.concatenate([jittered, noise])
 
 
@@ -141,6 +142,31 @@ def test_each_version_has_its_own_hash_and_the_hash_follows_the_source():
     assert source_hash(fn.kernel, {**dict(fn.params), "xy_tol": 0.011}) != fn.source_hash
 
 
+def test_hashes_are_those_the_lakes_rows_were_written_under_before_observation_v2():
+    """Rewards rows are keyed by source_hash: appending fields to the observation must not change it
+    (pinned at the commit before v2)."""
+    import hashlib
+
+    assert REWARDS[("reach_red", 1)].source_hash == "a3cb191a31c9661a051ceca294219bff32472dd5c63e0f302dae18591a8ccf51"
+    every = "".join(f.source_hash for f in sorted(REWARDS.values(), key=lambda f: f.key))
+    assert hashlib.sha256(every.encode()).hexdigest() == \
+        "acfda8b3b8fd9b45d0703e6f1e1693d4b7c93b0a4ca1139fb19302e63dbb0e63"
+
+
+def test_v1_and_v2_observations_give_the_same_results_and_other_lengths_are_refused(real):
+    from schemas import observation
+
+    assert real.shape[1] == observation.size(2)
+    v1 = real[:, :observation.size(1)]
+    for fn in REWARDS.values():
+        for a, b in zip(fn.evaluate(real), fn.evaluate(v1)):
+            np.testing.assert_array_equal(a, b, err_msg=fn.spec)
+        assert fn(real[-1]) == fn(v1[-1])
+    for bad in ((3, 44), (3, 39), (46,)):
+        with pytest.raises(ValueError, match=r"reach_red@1 expects an N x 43 or N x 46 observation batch"):
+            REWARDS[("reach_red", 1)].evaluate(np.zeros(bad, np.float32))
+
+
 def test_lookup_by_name_takes_the_latest_version_and_unknown_lists_the_known():
     assert get_reward("place_red_on_blue").version == 2
     assert get_reward("place_red_on_blue@1").version == 1
@@ -161,7 +187,7 @@ def test_a_misbehaving_function_is_an_error_naming_it(monkeypatch, kernel, messa
 
     register("broken", 1, "break things", kernel)
     with pytest.raises(RewardError, match=message):
-        rewards.REWARDS[("broken", 1)].evaluate(np.zeros((2, OBS_DIM), np.float32))
+        rewards.REWARDS[("broken", 1)].evaluate(np.zeros((2, 46), np.float32))
     assert ("broken", 1) not in REWARDS
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from consumers.lake_sink import LakeSink
 from infra.bus import open_bus
 from producers.episode_writer import utc_now
@@ -119,8 +121,9 @@ def test_config_rejects_unknown_skills():
 
 
 def test_build_tower_from_the_expert_succeeds_when_every_sub_skill_does():
-    """Issue 14, item 12: switching on success cut the place expert's retreat, so the next reach
-    swept the arm through the stack (8 of 10 episodes ended as a timeout)."""
+    """Issue 14, item 12: a place hands over the moment the gripper opens, around the block it
+    stacked; a reach that went straight to the next block swept the arm through the stack (8 of 10
+    episodes ended as a timeout). The expert's reach now rises clear first."""
     from infra.bus.memory import MemoryBroker, MemoryBus
     from producers.rollout import run_episodes
 
@@ -129,3 +132,72 @@ def test_build_tower_from_the_expert_succeeds_when_every_sub_skill_does():
     ended = run_episodes(bus.producer(), config, list(range(10)))
     assert [e["termination"] for e in ended] == ["success"] * 10
     assert all(all(s["success"] for s in e["skills"]) for e in ended)
+
+
+class _Replay:
+    """A plain policy (not the expert): the given actions in order."""
+
+    id, version = "replay", "1"
+
+    def __init__(self, actions):
+        self.actions = iter(actions)
+
+    def start(self, env, skill, rng):
+        pass
+
+    def act(self, observation):
+        return next(self.actions)
+
+
+def test_data_learned_rollouts_and_evaluation_hand_over_in_the_same_states(tmp_path):
+    """One rule for the three paths: the expert's actions replayed by another policy, in a worker's
+    run_episode and in learner.evaluate, give the same skill on every step (issue 22, item 1)."""
+    from learner.evaluate import evaluate
+    from producers.rollout import run_episode
+    from producers.sim.env import BlockStackingEnv
+
+    config = RolloutConfig(skills=task_for("build_tower"), task_skill="build_tower")
+    env, expert, replayed = BlockStackingEnv(), _StepRecorder(), _StepRecorder()
+    try:
+        assert run_episode(env, expert, config, seed=3)["task_success"]
+        actions = [s["action"] for s in expert.steps]
+        run_episode(env, replayed, config, seed=3, policy=_Replay(actions))
+    finally:
+        env.close()
+    skills = [s["skill_id"] for s in expert.steps]
+    assert len(set(skills)) == len(config.skills)
+    assert [s["skill_id"] for s in replayed.steps] == skills
+    settings = _settings(tmp_path)
+    assert evaluate(open_bus(settings).producer(), _Replay(actions), ["build_tower"], episodes=1, seed=3) == \
+        {"build_tower": (1, 1)}
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    assert count(settings, "SELECT list(skill_id ORDER BY step) FROM steps") == skills
+
+
+def test_a_skill_hands_over_at_its_first_successful_step():
+    from producers.rollout import run_episode
+    from producers.sim.env import BlockStackingEnv
+
+    class Still:
+        id, version = "still", "1"
+
+        def start(self, env, skill, rng):
+            pass
+
+        def act(self, observation):
+            return np.array([0.0, 0.0, 0.0, 1.0], np.float32)
+
+    env, still, expert = BlockStackingEnv(), _StepRecorder(), _StepRecorder()
+    try:
+        # the reset pose is home: go_home succeeds on its first step, whatever the policy does next
+        run_episode(env, still, RolloutConfig(skills=("go_home", "reach_red"), task_skill="reach_red",
+                                              steps_per_skill=5), seed=0, policy=Still())
+        run_episode(env, expert, RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue"),
+                    seed=5)
+    finally:
+        env.close()
+    assert [(s["skill_id"], s["reward"]) for s in still.steps] == [("go_home", 1.0)] + [("reach_red", 0.0)] * 5
+    steps = expert.steps
+    for skill in task_for("place_red_on_blue"):  # each skill's steps: unsuccessful, then one successful, the last
+        rewards = [s["reward"] for s in steps if s["skill_id"] == skill]
+        assert rewards[-1] == 1.0 and not any(rewards[:-1]), skill

@@ -27,6 +27,28 @@ def test_gymnasium_api(env):
     np.testing.assert_allclose(obs, again, atol=1e-6)  # same seed, same scene
 
 
+def test_the_observation_is_the_named_fields_of_its_version(env):
+    """v2: the schema's fields in order, each float named, the last three the controller's set point."""
+    from producers.sim.env import ENV_VERSION, float_names
+    from schemas import observation
+
+    assert ENV_VERSION == 2 == observation.CURRENT
+    start = 0
+    for field, n in observation.fields(ENV_VERSION):
+        assert len(float_names(field)) == n, field
+        assert OBSERVATION_NAMES[start:start + n] == float_names(field)
+        start += n
+    assert len(OBSERVATION_NAMES) == observation.size(ENV_VERSION) == 46 == len(set(OBSERVATION_NAMES))
+    assert OBSERVATION_NAMES[-3:] == ["setpoint_x", "setpoint_y", "setpoint_z"]
+    env.reset(seed=2)
+    env.step([0.4, -0.2, 0.0, 1.0])
+    obs = env.step([0.4, -0.2, 0.0, 1.0])[0]
+    at = observation.offsets()
+    np.testing.assert_allclose(obs[at["setpoint_xyz"]], env.target, atol=1e-6)
+    np.testing.assert_allclose(obs[at["hand_xyz"]], env.ee_position(), atol=1e-6)
+    np.testing.assert_allclose(obs[at["blue_xyz"]], env.cube_position("blue"), atol=1e-6)
+
+
 def test_cubes_spawn_apart_on_the_table(env):
     for seed in range(20):
         env.reset(seed=seed)
