@@ -110,8 +110,12 @@ def test_a_checkpoint_from_before_the_input_features_names_what_changed():
     _check_compatible(saved, config)  # the same shape loads
     with pytest.raises(TrainingError, match="relative_groups: checkpoint 'absent', now \\(4, 5, 6\\)"):
         _check_compatible({k: v for k, v in saved.items() if k not in ("relative_groups", "normalize")}, config)
-    with pytest.raises(TrainingError, match="action_bins: checkpoint 11, now 21"):
-        _check_compatible(saved, config.replace(action_bins=21))
+    with pytest.raises(TrainingError, match="action_bins: checkpoint 21, now 11"):
+        _check_compatible(saved, config.replace(action_bins=11))
+    with pytest.raises(TrainingError, match="torso: checkpoint 'absent', now 'film'"):  # a Perceiver checkpoint of before
+        _check_compatible({k: v for k, v in saved.items() if k != "torso"}, config)
+    with pytest.raises(TrainingError, match="observation_version: checkpoint 1, now 2"):
+        _check_compatible({**saved, "observation_version": 1}, config)
     with pytest.raises(TrainingError, match="v_max: checkpoint 2.0, now 10.0"):  # the critic's bins meant other returns
         _check_compatible({**saved, "v_max": 2.0}, config)
 
