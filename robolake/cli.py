@@ -24,7 +24,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
 USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("consumers.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
-                ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
+                ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
