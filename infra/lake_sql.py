@@ -15,8 +15,8 @@ Views:
 
 Read-only by construction: the lake is attached READ_ONLY, and after that the connection loses
 all file access but reading the data files (`enable_external_access = false` with
-`allowed_directories` = <lake>/data/: no COPY, EXPORT, ATTACH or reading files elsewhere), has a
-locked configuration. DuckLake
+`allowed_directories` = <lake>/data/: no COPY, EXPORT, ATTACH or reading files elsewhere), has no
+temporary directory, a memory cap (setting sql_memory_limit) and a locked configuration. DuckLake
 reads only the files its catalog lists: a file dropped there is never part of a table. Only
 SELECT statements (and EXPLAIN of one) are accepted, and only if they name nothing but the views,
 their own CTEs and vetted functions (infra.sql_guard): DuckDB's sandbox must leave the data files
@@ -30,11 +30,11 @@ import re
 
 from infra.duck import sql_str
 from infra.lake_catalog import LakeNotFound, attach, data_path
-from infra.sql_guard import ReadOnlyError, check_select
+from infra.sql_guard import QueryLimitError, ReadOnlyError, check_select, query_limits
 from schemas import lake
 from schemas.codec import CHECKSUM_SCHEME
 
-__all__ = ["VIEWS", "ReadOnlyError", "check_read_only", "open_lake", "query"]  # re-exports
+__all__ = ["VIEWS", "QueryLimitError", "ReadOnlyError", "check_read_only", "limits", "open_lake", "query"]  # re-exports
 
 _EXPLAIN = re.compile(r"^(\s+|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\s+(ANALYZE\s+)?", re.IGNORECASE | re.DOTALL)
 
@@ -116,6 +116,8 @@ def open_lake(settings, read_only: bool = True):
         con.execute(f"CREATE VIEW {view} AS {query}")
     if read_only:
         con.execute(f"SET allowed_directories = [{sql_str(data_path(settings))}]")
+        con.execute(f"SET memory_limit = '{settings.sql_memory_bytes}B'")
+        con.execute("SET temp_directory = ''")  # nowhere to spill past the cap (nor a directory to read)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
@@ -145,7 +147,16 @@ def check_read_only(con, sql: str) -> None:
         check_select(con, text, VIEWS)
 
 
+def limits(con, settings):
+    """Around running a user's query on `con` (from open_lake): the statement timeout, and the
+    memory cap's error, as one-line QueryLimitErrors."""
+    memory = settings.sql_memory_limit
+    if memory.strip().endswith("%"):
+        memory += f" of RAM, {settings.sql_memory_bytes / 2**30:.1f} GiB"
+    return query_limits(con, settings.sql_timeout_s, memory)
+
+
 def query(con, sql: str):
-    """A DuckDB relation for one read-only query."""
+    """A DuckDB relation for one read-only query (run it inside `limits`)."""
     check_read_only(con, sql)
     return con.sql(sql)

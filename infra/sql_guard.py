@@ -1,4 +1,4 @@
-"""What user SQL over the lake may name.
+"""What user SQL over the lake may name, and how long and how much memory it may take.
 
 An allowlist, checked on DuckDB's own parse tree (json_serialize_sql) of every statement, however
 deeply nested (subqueries, CTEs, lateral joins, set operations, DESCRIBE/SUMMARIZE of a query):
@@ -13,16 +13,26 @@ deeply nested (subqueries, CTEs, lateral joins, set operations, DESCRIBE/SUMMARI
   bare DuckDB lists them (no extension's), less those with side effects (random and uuids stay),
   those that read configuration or session state, parse or plan SQL text, or whose macro body
   reads a table; called by name (or as system.main's).
+
+Limits: `query_limits` interrupts a statement that runs past the timeout; the memory cap is the
+connection's memory_limit (infra.lake_sql.open_lake, with no temporary directory to spill to).
+Either ends the query with one line naming the setting that bounds it.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import threading
+from contextlib import contextmanager
 
 
 class ReadOnlyError(ValueError):
     pass
+
+
+class QueryLimitError(RuntimeError):
+    """A query ran past the statement timeout or the memory cap."""
 
 
 _PREFIX = "the lake is read-only here: "
@@ -97,3 +107,32 @@ def _function_name(node: dict) -> str:
     if catalog in ("", "system") and schema in ("", "main"):
         return name
     return ".".join(p for p in (catalog, schema, name) if p)
+
+
+@contextmanager
+def query_limits(con, timeout_s: float, memory_limit: str):
+    """Interrupt what `con` runs inside past `timeout_s`; a timeout or running out of the memory
+    cap becomes one QueryLimitError line naming its setting."""
+    import duckdb
+
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        con.interrupt()
+
+    timer = threading.Timer(timeout_s, interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException:
+        if not fired.is_set():
+            raise  # Ctrl-C: the CLI reports it as an interruption
+        raise QueryLimitError(f"query exceeded the statement timeout of {timeout_s:g} s (setting sql_timeout_s, "
+                              "ROBOLAKE_SQL_TIMEOUT_S or --timeout)") from None
+    except duckdb.OutOfMemoryException:
+        raise QueryLimitError(f"query exceeded the memory limit of {memory_limit} (setting sql_memory_limit, "
+                              "ROBOLAKE_SQL_MEMORY_LIMIT or --memory-limit)") from None
+    finally:
+        timer.cancel()

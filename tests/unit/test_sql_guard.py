@@ -1,18 +1,30 @@
-"""User SQL over the lake (`robolake sql`, the dashboard): an allowlist of views and functions. One lake with history (three runs, compacted, and one more) serves every
+"""User SQL over the lake (`robolake sql`, the dashboard): an allowlist of views and functions,
+a statement timeout and a memory cap. One lake with history (three runs, compacted, and one more) serves every
 test: a refused statement must leave every file of it byte-identical, catalog included."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import re
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from infra.lake_sql import ReadOnlyError, open_lake, query
+from infra.lake_sql import QueryLimitError, ReadOnlyError, limits, open_lake, query
 from infra.sql_guard import allowed_functions
 from robolake.cli import main
 from robolake.settings import Settings
+
+# 192^5 rows: minutes of work, unless the timeout ends it
+CROSS_JOIN = "SELECT sum(a.step + b.step + c.step + d.step + e.step) FROM steps a, steps b, steps c, steps d, steps e"
+# a list of 192^4 values, far past a small memory cap
+HUNGRY = "SELECT max(len(l)) FROM (SELECT list(a.step + b.step + c.step + d.step) AS l FROM steps a, steps b, steps c, steps d)"
+
 
 @pytest.fixture(scope="module")
 def lake(tmp_path_factory):
@@ -136,7 +148,8 @@ def test_hostile_statements_are_refused_in_one_line_and_change_no_byte(lake, sta
     before = _files(lake)
     con = open_lake(lake)
     with pytest.raises(ReadOnlyError) as error:
-        query(con, statement.format(root=root)).fetchall()
+        with limits(con, lake):
+            query(con, statement.format(root=root)).fetchall()
     message = str(error.value)
     assert "\n" not in message
     assert re.search(r"(read-only here: |cannot check the query)" + re.escape(refused.format(root=root)), message)
@@ -213,7 +226,8 @@ def test_the_three_reported_attacks_get_past_duckdbs_own_sandbox(lake, tmp_path)
 ])
 def test_ordinary_analytics_still_runs(lake, sql):
     con = open_lake(lake)
-    query(con, sql).fetchall()
+    with limits(con, lake):
+        query(con, sql).fetchall()
     con.close()
 
 
@@ -228,3 +242,58 @@ def test_the_vetted_functions_are_builtins_that_read_no_table_and_hold_no_state(
     assert not [name for name, body in macros if name in allowed and re.search(r"\bFROM\b", body, re.I)]
     volatile = {r[0] for r in con.execute("SELECT function_name FROM duckdb_functions() WHERE has_side_effects").fetchall()}
     assert allowed & volatile <= {"random", "uuid", "uuidv4", "uuidv7", "gen_random_uuid"}
+
+
+def test_a_query_past_the_timeout_ends_in_one_line_and_the_connection_lives_on(lake):
+    settings = lake.replace(sql_timeout_s=1.0)
+    con = open_lake(settings)
+    started = time.monotonic()
+    with pytest.raises(QueryLimitError, match=r"^query exceeded the statement timeout of 1 s \(setting sql_timeout_s"):
+        with limits(con, settings):
+            query(con, CROSS_JOIN).fetchall()
+    assert time.monotonic() - started < 5
+    with limits(con, settings):
+        assert query(con, "SELECT count(*) FROM steps").fetchone() == (192,)
+
+
+def test_a_query_past_the_memory_cap_ends_in_one_line(lake):
+    settings = lake.replace(sql_memory_limit="64MB")
+    con = open_lake(settings)
+    assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0].startswith("61.")  # MiB
+    with pytest.raises(QueryLimitError) as error:
+        with limits(con, settings):
+            query(con, HUNGRY).fetchall()
+    assert str(error.value) == ("query exceeded the memory limit of 64MB (setting sql_memory_limit, "
+                                "ROBOLAKE_SQL_MEMORY_LIMIT or --memory-limit)")
+
+
+def test_the_cli_ends_a_query_past_its_limits_with_one_line_and_exit_1(lake, capsys, monkeypatch):
+    started = time.monotonic()
+    assert main(["sql", "--timeout", "1", CROSS_JOIN]) == 1
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "statement timeout of 1 s" in err
+    monkeypatch.setenv("ROBOLAKE_SQL_MEMORY_LIMIT", "64MB")
+    assert main(["sql", HUNGRY]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "memory limit of 64MB" in err
+    assert main(["sql", "--memory-limit", "lots", "SELECT 1"]) == 2
+    assert "sql_memory_limit must be a size" in capsys.readouterr().err
+    assert main(["sql", "SELECT * FROM read_blob('x')"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_the_dashboard_answers_a_query_past_the_timeout_with_400(lake, monkeypatch):
+    from consumers.report import dashboard
+
+    monkeypatch.setitem(dashboard._API, "/api/slow", lambda con, params: {"rows": con.execute(CROSS_JOIN).fetchall()})
+    server = dashboard.serve(lake.replace(sql_timeout_s=1.0), port=0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(urllib.error.HTTPError) as answer:
+            urllib.request.urlopen(f"http://127.0.0.1:{server.server_address[1]}/api/slow", timeout=30)
+        assert answer.value.code == 400
+        assert "statement timeout of 1 s" in json.loads(answer.value.read())["error"]
+    finally:
+        server.shutdown()
+        server.server_close()
