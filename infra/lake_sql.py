@@ -15,11 +15,14 @@ Views:
     episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets   the tables
 
 Read-only by construction: the lake is attached READ_ONLY, and after that the connection loses
-all file access (`enable_external_access = false`: no COPY, EXPORT, ATTACH or file reads) and its
-configuration is locked. Data files and catalog live apart (data under <lake>/data/), so the
-only files left readable are the data files, and DuckLake reads only the files its catalog
-lists: a file dropped there is never part of a table. Only SELECT statements (and EXPLAIN of
-one) are accepted, which also keeps writes away from the data directory.
+all file access but reading the data files (`enable_external_access = false` with
+`allowed_directories` = <lake>/data/: no COPY, EXPORT, ATTACH or reading files elsewhere), has no
+temporary directory, a memory cap (setting sql_memory_limit) and a locked configuration. DuckLake
+reads only the files its catalog lists: a file dropped there is never part of a table. Only
+SELECT statements (and EXPLAIN of one) are accepted, and only if they name nothing but the views,
+their own CTEs and vetted functions (infra.sql_guard): DuckDB's sandbox must leave the data files
+and the catalog reachable, and DuckLake's maintenance functions write and delete there even on a
+read-only attachment.
 """
 
 from __future__ import annotations
@@ -28,15 +31,13 @@ import re
 
 from infra.duck import sql_str
 from infra.lake_catalog import LakeNotFound, attach, data_path
+from infra.sql_guard import QueryLimitError, ReadOnlyError, check_select, query_limits
 from schemas import lake, observation
 from schemas.codec import CHECKSUM_SCHEME
 
+__all__ = ["VIEWS", "QueryLimitError", "ReadOnlyError", "check_read_only", "limits", "open_lake", "query"]  # re-exports
 
-class ReadOnlyError(ValueError):
-    pass
-
-
-_EXPLAIN = re.compile(r"^\s*EXPLAIN\s+(ANALYZE\s+)?", re.IGNORECASE)
+_EXPLAIN = re.compile(r"^(\s+|--[^\n]*\n|/\*.*?\*/)*EXPLAIN\s+(ANALYZE\s+)?", re.IGNORECASE | re.DOTALL)
 
 _TABLES = {"episode_starts": lake.EPISODE_STARTS, "episode_ends": lake.EPISODE_ENDS, "steps_all": lake.STEPS,
            "chunks": lake.CHUNKS, "frames_all": lake.FRAMES, "events": lake.EVENTS, "lake_offsets": lake.OFFSETS,
@@ -123,13 +124,15 @@ def open_lake(settings, read_only: bool = True):
         con.execute(f"CREATE VIEW {view} AS {query}")
     if read_only:
         con.execute(f"SET allowed_directories = [{sql_str(data_path(settings))}]")
+        con.execute(f"SET memory_limit = '{settings.sql_memory_bytes}B'")
+        con.execute("SET temp_directory = ''")  # nowhere to spill past the cap (nor a directory to read)
         con.execute("SET enable_external_access = false")
         con.execute("SET lock_configuration = true")
     return con
 
 
 def check_read_only(con, sql: str) -> None:
-    """Refuse anything but reads, naming the statement type that was refused."""
+    """Refuse anything but reads of the lake's views, naming what was refused (infra.sql_guard)."""
     import duckdb
 
     try:
@@ -149,49 +152,19 @@ def check_read_only(con, sql: str) -> None:
         if kind != "SELECT":
             raise ReadOnlyError(f"the lake is read-only here: {kind} statements are refused "
                                 "(only SELECT, EXPLAIN of a SELECT, DESCRIBE, SHOW, SUMMARIZE)")
-        for name in _functions(con, text):
-            if _refused_function(name):
-                raise ReadOnlyError(f"the lake is read-only here: {name}() is refused (it maintains or "
-                                    "writes the lake, or reads files outside it)")
+        check_select(con, text, VIEWS)
 
 
-# Functions a SELECT may call that write or reach past the lake: DuckLake's maintenance (a
-# read-only attachment still lets some of them write or delete data files), the SQLite scanner
-# (it ignores enable_external_access), and query() (SQL text our check would not see).
-_READ_ONLY_DUCKLAKE = {"ducklake_snapshots", "ducklake_table_info", "ducklake_list_files",
-                       "ducklake_table_changes", "ducklake_table_insertions", "ducklake_table_deletions"}
-
-
-def _refused_function(name: str) -> bool:
-    name = name.lower()
-    return ((name.startswith("ducklake_") and name not in _READ_ONLY_DUCKLAKE)
-            or name.startswith(("sqlite_", "postgres_", "mysql_")) or name in {"query", "query_table"})
-
-
-def _functions(con, select_sql: str) -> set[str]:
-    """Every function name in a SELECT, from DuckDB's own parse tree."""
-    import json
-
-    tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [select_sql]).fetchone()[0])
-    if tree.get("error"):
-        raise ReadOnlyError(f"cannot parse the query: {tree.get('error_message', tree)}")
-    names: set[str] = set()
-
-    def walk(node) -> None:
-        if isinstance(node, dict):
-            if isinstance(node.get("function_name"), str):
-                names.add(node["function_name"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(tree)
-    return names
+def limits(con, settings):
+    """Around running a user's query on `con` (from open_lake): the statement timeout, and the
+    memory cap's error, as one-line QueryLimitErrors."""
+    memory = settings.sql_memory_limit
+    if memory.strip().endswith("%"):
+        memory += f" of RAM, {settings.sql_memory_bytes / 2**30:.1f} GiB"
+    return query_limits(con, settings.sql_timeout_s, memory)
 
 
 def query(con, sql: str):
-    """A DuckDB relation for one read-only query."""
+    """A DuckDB relation for one read-only query (run it inside `limits`)."""
     check_read_only(con, sql)
     return con.sql(sql)

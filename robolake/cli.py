@@ -24,7 +24,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
 USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("consumers.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
-                ("infra.lake_sql", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
+                ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
@@ -35,7 +35,7 @@ FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFa
             ("consumers.curriculum.recorder", "ReplayMismatch"),
             ("learner.checkpoints", "CheckpointError"), ("producers.decisions", "BadDecision"),
             ("consumers.experiment.loop", "SinkBehind"), ("consumers.experiment.loop", "AlreadyRunning"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
-            ("builtins", "OSError")]
+            ("infra.sql_guard", "QueryLimitError"), ("builtins", "OSError")]
 
 DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "
                "event-sourced data lake.")
@@ -87,7 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     command = " ".join(["robolake", args.command] + ([args.infra_command] if getattr(args, "infra_command", None) else []))
     try:
         settings = Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
-                                 partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout)
+                                 partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
+                                 # a command's own settings flags (robolake sql --timeout, --memory-limit)
+                                 sql_timeout_s=getattr(args, "sql_timeout_s", None),
+                                 sql_memory_limit=getattr(args, "sql_memory_limit", None))
         return args.run(args, settings) or 0
     except (Exception, KeyboardInterrupt) as exc:
         known = failure(exc)

@@ -65,6 +65,10 @@ class Settings:
     vlm_model: str = ""              # empty: the backend's default model
     vlm_base_url: str = ""           # openai: the server's /v1 URL (vLLM, Ollama, llama.cpp); gemini: an override
     vlm_timeout: float = 60.0        # seconds one model call may take before it is retried
+    # Bounds of one read-only query (`robolake sql`, the dashboard): seconds, and memory as a size
+    # (4GB, 512MiB) or a share of this machine's RAM (25%); past either the query ends.
+    sql_timeout_s: float = 60.0
+    sql_memory_limit: str = "25%"
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -88,6 +92,9 @@ class Settings:
             raise SettingsError(f"vlm must be one of {', '.join(VLM_BACKENDS)}, got {self.vlm!r}")
         if not (math.isfinite(self.vlm_timeout) and self.vlm_timeout > 0):
             raise SettingsError(f"vlm_timeout must be a number of seconds > 0, got {self.vlm_timeout}")
+        if not (math.isfinite(self.sql_timeout_s) and self.sql_timeout_s > 0):
+            raise SettingsError(f"sql_timeout_s must be a number of seconds > 0, got {self.sql_timeout_s}")
+        _parse_memory(self.sql_memory_limit)
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 
@@ -141,6 +148,11 @@ class Settings:
         return _parse_endpoint(self.s3_endpoint, "s3_endpoint")
 
     @property
+    def sql_memory_bytes(self) -> int:
+        """sql_memory_limit in bytes."""
+        return _parse_memory(self.sql_memory_limit)
+
+    @property
     def stack_state(self) -> Path:
         """State of the native infra stack: data, logs and pid files of each service."""
         return self.stack_dir or self.home / "stack"
@@ -169,6 +181,25 @@ def _parse_endpoint(text: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise SettingsError(f"{what} must look like host:port, got {text!r}")
     return host, int(port)
+
+
+_MEMORY_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+                 "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _parse_memory(text: str) -> int:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(%|[KMGT]i?B|B)\s*", text, re.IGNORECASE)
+    if match:
+        number, unit = float(match[1]), match[2].upper()
+        if unit == "%":
+            total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+            size = int(total * number / 100) if 0 < number <= 100 else 0
+        else:
+            size = int(number * _MEMORY_UNITS[unit])
+        if size >= 2**20:
+            return size
+    raise SettingsError(f"sql_memory_limit must be a size of at least 1MiB (4GB, 512MiB) or a share of RAM "
+                        f"(25%), got {text!r}")
 
 
 def _parse_bus(url: str) -> list[str]:

@@ -89,13 +89,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _with_lake(self, handler, params: dict) -> dict:
         from infra.lake_catalog import LakeNotFound
+        from infra.lake_sql import QueryLimitError, limits
 
         try:
             con = self.lake.cursor()
         except LakeNotFound as exc:
             return {"lake": False, "message": str(exc)}
         try:
-            return {"lake": True, **handler(con, params)}
+            with limits(con, self.lake.settings):
+                return {"lake": True, **handler(con, params)}
+        except QueryLimitError as exc:
+            raise BadRequest(str(exc)) from None
         finally:
             con.close()
 

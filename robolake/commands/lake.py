@@ -72,7 +72,9 @@ def register(commands, common) -> None:
         description="Query the lake with DuckDB. Views: episodes, steps, frames (complete episodes only), "
                     "episode_status, partial_episodes (with the problem), partial_steps, events, and the "
                     "tables episode_starts, episode_ends, steps_all, chunks, frames_all, lake_offsets. "
-                    "The lake is opened read-only: only SELECT (and EXPLAIN of one) runs. 'table' is a "
+                    "The lake is opened read-only: only SELECT (and EXPLAIN of one) runs, naming only these "
+                    "views, its own CTEs and DuckDB's built-in scalar, aggregate and window functions (no "
+                    "table functions), within a timeout and a memory cap. 'table' is a "
                     "preview for the terminal; csv (nested values as JSON text), json (one object per line) "
                     "and parquet write every row.",
         epilog="examples:\n\n"
@@ -85,6 +87,11 @@ def register(commands, common) -> None:
     sql.add_argument("--output", "-o", metavar="FILE",
                      help="write to this file instead of standard output (needed for parquet; not for table)")
     sql.add_argument("--explain", action="store_true", help="show the query plan instead of running it")
+    sql.add_argument("--timeout", dest="sql_timeout_s", type=positive_seconds, metavar="SECONDS",
+                     help="end a query running longer (setting sql_timeout_s; default 60)")
+    sql.add_argument("--memory-limit", dest="sql_memory_limit", metavar="SIZE",
+                     help="end a query needing more memory: 4GB, 512MiB or a share of RAM like 25%% "
+                          "(setting sql_memory_limit; default 25%%)")
     sql.set_defaults(run=run_sql)
 
 
@@ -186,8 +193,8 @@ def run_sql(args, settings: Settings) -> int:
         _check_output(args.output, settings)
     con = open_lake(settings)
     if args.query is None:
-        return _shell(con)
-    _run_one(con, args.query, args.format, args.output, args.explain)
+        return _shell(con, settings)
+    _run_one(con, settings, args.query, args.format, args.output, args.explain)
     return 0
 
 
@@ -210,11 +217,15 @@ def _check_output(path: str, settings: Settings) -> None:
         raise CommandFailed(f"--output {path}: directory {target.resolve().parent} does not exist")
 
 
-def _run_one(con, sql: str, fmt: str, output: str | None, explain: bool) -> None:
-    from infra.lake_sql import query
+def _run_one(con, settings: Settings, sql: str, fmt: str, output: str | None, explain: bool) -> None:
+    from infra.lake_sql import limits, query
 
     _refuse_pivot_without_values(con, sql)
-    relation = query(con, sql)
+    with limits(con, settings):
+        _run_checked(con, query(con, sql), sql, fmt, output, explain)
+
+
+def _run_checked(con, relation, sql: str, fmt: str, output: str | None, explain: bool) -> None:
     if explain:
         if len(con.extract_statements(sql)) != 1:
             raise UsageError("--explain takes one statement")
@@ -316,10 +327,10 @@ def _csv_ready(table):
     return table
 
 
-def _shell(con) -> int:
+def _shell(con, settings: Settings) -> int:
     import duckdb
 
-    from infra.lake_sql import VIEWS, ReadOnlyError
+    from infra.lake_sql import VIEWS, QueryLimitError, ReadOnlyError
 
     try:
         import readline  # noqa: F401  (line editing and history for input())
@@ -338,6 +349,6 @@ def _shell(con) -> int:
             continue
         statement, buffer = buffer.strip(), ""
         try:
-            _run_one(con, statement, "table", None, False)
-        except (ReadOnlyError, duckdb.Error) as exc:
+            _run_one(con, settings, statement, "table", None, False)
+        except (ReadOnlyError, QueryLimitError, duckdb.Error) as exc:
             print(f"error: {exc}")

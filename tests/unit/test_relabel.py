@@ -121,7 +121,7 @@ def test_unknown_functions_are_one_line_listing_the_known_ones(lake, capsys):
     # the check parses exactly the text that runs: these used to pass it and then fail to parse (exit 1)
     ("TRUE --", 2, "cannot parse the query"),
     ("TRUE UNION SELECT 'x'", 2, "cannot parse the query"),
-    ("episode_id IN (SELECT * FROM read_csv('/etc/passwd'))", 1, "disabled"),
+    ("episode_id IN (SELECT * FROM read_csv('/etc/passwd'))", 2, "read-only here: read_csv() is refused"),
     ("no_such_column = 1", 1, "no_such_column"),
 ])
 def test_a_where_that_writes_or_reads_outside_the_lake_is_refused(lake, capsys, where, code, message):

@@ -34,6 +34,10 @@ def test_environment_then_flags():
     ({"kafka_port": 70000}, "kafka_port"),
     ({"partitions": 0}, "partitions"),
     ({"s3_secret_key": "short"}, "8 characters"),
+    ({"sql_timeout_s": 0}, "sql_timeout_s"),
+    ({"sql_memory_limit": "lots"}, "sql_memory_limit must be a size"),
+    ({"sql_memory_limit": "0%"}, "sql_memory_limit must be a size"),
+    ({"sql_memory_limit": "100KB"}, "at least 1MiB"),
 ])
 def test_bad_values_name_the_problem(overrides, message):
     with pytest.raises(SettingsError, match=message):
@@ -48,3 +52,14 @@ def test_bad_environment_value_names_the_variable():
 def test_file_lake_has_no_bucket():
     with pytest.raises(SettingsError, match="no bucket"):
         Settings.load(env={}).lake_bucket
+
+
+def test_sql_limits_default_to_a_minute_and_a_quarter_of_ram():
+    import os
+
+    ram = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    s = Settings.load(env={})
+    assert s.sql_timeout_s == 60 and s.sql_memory_bytes == ram // 4
+    s = Settings.load(env={"ROBOLAKE_SQL_TIMEOUT_S": "2.5", "ROBOLAKE_SQL_MEMORY_LIMIT": "512MiB"})
+    assert s.sql_timeout_s == 2.5 and s.sql_memory_bytes == 512 * 2**20
+    assert Settings.load(env={}, sql_memory_limit="1.5GB").sql_memory_bytes == 1_500_000_000
