@@ -12,8 +12,8 @@ from robolake.settings import Settings
 def register(commands, common) -> None:
     train = commands.add_parser(
         "train", parents=[common], help="train the PAC learner offline from the lake",
-        description="Train a text-conditioned Perceiver-Actor-Critic on a relabelled dataset (`robolake "
-                    "relabel --name DATASET`): learner.metrics events go onto the learner topic, checkpoints "
+        description="Train a text-conditioned actor-critic with PAC's objective (a FiLM MLP on the CPU, the "
+                    "paper's Perceiver on a GPU) on a relabelled dataset (`robolake relabel --name DATASET`): learner.metrics events go onto the learner topic, checkpoints "
                     "are written atomically to <lake>/checkpoints/<run id>/. --alpha 1 is behaviour cloning. "
                     "Example: robolake train --dataset default --config tiny --steps 2000")
     train.add_argument("--dataset", default="default", help="relabelled dataset name (default 'default')")

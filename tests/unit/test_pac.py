@@ -242,3 +242,35 @@ def test_a_support_too_small_for_a_reached_goal_is_refused():
     with pytest.raises(ValueError, match=r"discount must be in \[0, 1\)"):
         PACLearner(CONFIGS["tiny"].replace(discount=1.0), device="cpu")
     PACLearner(CONFIGS["tiny"].replace(discount=0.99, v_max=100.0), device="cpu")
+
+
+def test_eta_follows_its_dual_sharper_where_the_critic_tells_actions_apart():
+    """MPO's temperature: with the KL bound fixed, a critic whose sampled actions differ a lot needs a
+    larger eta (softer weights) than one that rates them all alike."""
+    import math
+
+    from learner.pac.losses import pac_losses
+
+    etas = {}
+    for spread in (0.0, 5.0):
+        c = CONFIGS["tiny"].replace(eta=1.0, eta_epsilon=0.1, lr=0.05)
+        learner = PACLearner(c, device="cpu")
+        with torch.no_grad():  # Q = spread * the first action dimension: spread 0 rates every action alike
+            learner.model.q_head.weight.zero_()
+            learner.model.q_head.bias.zero_()
+        rng = np.random.default_rng(0)
+        batch = {k: torch.as_tensor(v) for k, v in _batch(rng, 64, c, np.zeros(c.caption_dim, np.float32),
+                                                          lambda obs: np.zeros((len(obs), 4))).items()}
+        batch.update(imitate=torch.zeros(64), success=torch.zeros(64))
+        model = learner.model
+        model.q_logits = lambda z, a: torch.stack([torch.zeros_like(a[..., 0])] * (c.return_bins - 1)
+                                                  + [spread * a[..., 0] * 4], -1)
+        optimizer = torch.optim.SGD([model.log_eta], lr=0.05)
+        for _ in range(100):
+            loss, metrics = pac_losses(model, learner.target, batch, c)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        etas[spread] = metrics["eta"].item()
+    assert etas[0.0] < 0.9 and etas[5.0] > 2.0, etas  # from 1.0: down where nothing differs, up where much does
+    assert not math.isnan(etas[5.0])
