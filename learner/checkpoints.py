@@ -19,6 +19,16 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def only_trainer(settings, run_id: str, error: type[Exception] = CheckpointError):
+    """Held while a run trains: two trainers of one run would overwrite each other's checkpoints
+    and send its metrics twice, so the second refuses (`error`) before any work."""
+    from infra.lake_catalog import only_one
+
+    return only_one(settings, f"train-{run_id}", lambda path: error(
+        f"run {run_id} is being trained by another process on {settings.lake_root} (lock {path}); "
+        "wait for it, or pick another --run-id"))
+
+
 class CheckpointStore:
     def __init__(self, settings, run_id: str):
         self.settings, self.run_id = settings, run_id
