@@ -65,6 +65,9 @@ class Settings:
     vlm_model: str = ""              # empty: the backend's default model
     vlm_base_url: str = ""           # openai: the server's /v1 URL (vLLM, Ollama, llama.cpp); gemini: an override
     vlm_timeout: float = 60.0        # seconds one model call may take before it is retried
+    # Tries of one lake commit (a full disk, the object store down) before a sink gives up with the
+    # error; the log keeps what was not written (backoff 0.5 s doubling to 30 s: 8 tries ~1 minute).
+    lake_commit_attempts: int = 8
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -88,6 +91,8 @@ class Settings:
             raise SettingsError(f"vlm must be one of {', '.join(VLM_BACKENDS)}, got {self.vlm!r}")
         if not (math.isfinite(self.vlm_timeout) and self.vlm_timeout > 0):
             raise SettingsError(f"vlm_timeout must be a number of seconds > 0, got {self.vlm_timeout}")
+        if self.lake_commit_attempts < 1:
+            raise SettingsError(f"lake_commit_attempts must be >= 1, got {self.lake_commit_attempts}")
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 
