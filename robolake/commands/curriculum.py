@@ -130,12 +130,12 @@ def _only_curriculum_of(settings: Settings, experiment: str):
     experiment holds its run lock and runs its own rounds: refused too."""
     from infra.lake_catalog import only_one
 
-    with only_one(settings, f"run-{experiment}", lambda path: CommandFailed(
-            f"`robolake run` of experiment {experiment!r} is running on {settings.lake_root} and runs its own "
-            f"curriculum rounds (lock {path}); wait for it, or stop it first")), \
-            only_one(settings, f"curriculum-{experiment}", lambda path: CommandFailed(
-                f"another curriculum of experiment {experiment!r} is running on {settings.lake_root} (lock {path}); "
-                "wait for it to finish")):
+    with only_one(settings, f"curriculum-{experiment}", lambda path: CommandFailed(
+            f"another curriculum of experiment {experiment!r} is running on {settings.lake_root} (lock {path}); "
+            "wait for it to finish")), \
+            only_one(settings, f"run-{experiment}", lambda path: CommandFailed(
+                f"`robolake run` of experiment {experiment!r} is running on {settings.lake_root} and runs its own "
+                f"curriculum rounds (lock {path}); wait for it, or stop it first")):
         yield
 
 
