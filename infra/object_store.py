@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
@@ -30,6 +31,25 @@ def s3_client(settings: Settings, retries: int = 8, backoff_s: float = 0.2, back
     http = urllib3.PoolManager(retries=retry, timeout=urllib3.Timeout(connect=5, read=60), maxsize=16)
     return Minio(settings.s3_endpoint, access_key=settings.s3_access_key,
                  secret_key=settings.s3_secret_key, secure=settings.s3_secure, http_client=http)
+
+
+class AccessDenied(PermissionError):
+    """S3 refused our credentials (403): permanent, so failed at once, never retried."""
+
+
+def access_denied(exc: BaseException, settings: Settings, where: str | None = None) -> AccessDenied | None:
+    """An AccessDenied naming what was refused and the credentials settings, if `exc` (a minio
+    S3Error, a DuckDB HTTP error) is S3's 403; else None (the failure may be transient)."""
+    text = str(exc)
+    if not (getattr(exc, "code", None) in _DENIED or getattr(exc, "status_code", None) == 403
+            or re.search(r"HTTP code 403|\b(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)\b", text)):
+        return None
+    where = where or (re.findall(r"s3://[^\s]+?(?=:?\s|:?$)", text) or ["the lake"])[0]
+    return AccessDenied(f"S3 at {settings.s3_endpoint} refused access to {where} (403 Forbidden): check the "
+                        "s3_access_key and s3_secret_key settings (ROBOLAKE_S3_ACCESS_KEY, ROBOLAKE_S3_SECRET_KEY)")
+
+
+_DENIED = ("AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch")
 
 
 def ensure_bucket(settings: Settings, bucket: str) -> bool:

@@ -19,6 +19,16 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def only_trainer(settings, run_id: str, error: type[Exception] = CheckpointError):
+    """Held while a run trains: two trainers of one run would overwrite each other's checkpoints
+    and send its metrics twice, so the second refuses (`error`) before any work."""
+    from infra.lake_catalog import only_one
+
+    return only_one(settings, f"train-{run_id}", lambda path: error(
+        f"run {run_id} is being trained by another process on {settings.lake_root} (lock {path}); "
+        "wait for it, or pick another --run-id"))
+
+
 class CheckpointStore:
     def __init__(self, settings, run_id: str):
         self.settings, self.run_id = settings, run_id
@@ -70,9 +80,16 @@ class CheckpointStore:
 
     def _put(self, name: str, data: bytes) -> None:
         if self.client is not None:
+            from minio.error import S3Error
+
             from infra.object_store import put_bytes
 
-            put_bytes(self.client, self.bucket, f"{self.root}/{self.prefix}/{name}".lstrip("/"), data)
+            key = f"{self.root}/{self.prefix}/{name}".lstrip("/")
+            try:
+                put_bytes(self.client, self.bucket, key, data)
+            except S3Error as exc:
+                self._raise_if_denied(exc, key)
+                raise
             return
         path = Path(self.root) / self.prefix / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,14 +111,24 @@ class CheckpointStore:
 
             from infra.object_store import get_bytes
 
+            key = f"{self.root}/{self.prefix}/{name}".lstrip("/")
             try:
-                return get_bytes(self.client, self.bucket, f"{self.root}/{self.prefix}/{name}".lstrip("/"))
+                return get_bytes(self.client, self.bucket, key)
             except S3Error as exc:
                 if exc.code == "NoSuchKey":
                     return None
+                self._raise_if_denied(exc, key)
                 raise
         path = Path(self.root) / self.prefix / name
         return path.read_bytes() if path.exists() else None
+
+    def _raise_if_denied(self, exc: Exception, key: str) -> None:
+        """A 403 as one line naming the object and the credentials settings (AccessDenied)."""
+        from infra.object_store import access_denied
+
+        denied = access_denied(exc, self.settings, f"s3://{self.bucket}/{key}")
+        if denied is not None:
+            raise denied from exc
 
 
 def _name(step: int) -> str:

@@ -69,6 +69,9 @@ class Settings:
     # (4GB, 512MiB) or a share of this machine's RAM (25%); past either the query ends.
     sql_timeout_s: float = 60.0
     sql_memory_limit: str = "25%"
+    # Tries of one lake commit (a full disk, the object store down) before a sink gives up with the
+    # error; the log keeps what was not written (backoff 0.5 s doubling to 30 s: 8 tries ~1 minute).
+    lake_commit_attempts: int = 8
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -95,6 +98,8 @@ class Settings:
         if not (math.isfinite(self.sql_timeout_s) and self.sql_timeout_s > 0):
             raise SettingsError(f"sql_timeout_s must be a number of seconds > 0, got {self.sql_timeout_s}")
         _parse_memory(self.sql_memory_limit)
+        if self.lake_commit_attempts < 1:
+            raise SettingsError(f"lake_commit_attempts must be >= 1, got {self.lake_commit_attempts}")
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 

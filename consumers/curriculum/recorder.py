@@ -143,7 +143,9 @@ class RecordingVLM:
                 row["reply"], row["model"], row["latency_s"], row["input_tokens"], row["output_tokens"],
                 call_id=row["call_id"]))
 
-    def complete(self, request: VLMRequest, attempt: int = 1) -> RecordedReply:
+    def complete(self, request: VLMRequest, attempt: int = 1, check=None) -> RecordedReply:
+        """The reply, recorded as a vlm.call event. `check(text)` raises if the reply is unusable:
+        then the call is recorded with the reason as its error (and the reply is still returned)."""
         prompt_hash = request.hash
         occurrence = self._asked[prompt_hash]
         recorded = self.replay.take(request, occurrence) if self.replay is not None else None
@@ -157,7 +159,8 @@ class RecordingVLM:
             self.calls += 1
             if error is not None:
                 self.failures.append(f"{request.stage}: {error}")
-        row = self._send(this_call, request, attempt, backend, model, reply, error, latency)
+        row = self._send(this_call, request, attempt, backend, model, reply, error, latency,
+                         _rejected(reply, check))
         if recorded is None:
             self._remember(row, count=True)
         else:
@@ -179,7 +182,7 @@ class RecordingVLM:
         return reply, None, reply.latency_s
 
     def _send(self, this_call: str, request: VLMRequest, attempt: int, backend: str, model: str,
-              reply: VLMReply | None, error: VLMError | None, latency_s: float) -> dict:
+              reply: VLMReply | None, error: VLMError | None, latency_s: float, rejected: str | None = None) -> dict:
         row = {
             "call_id": this_call, "experiment_id": self.experiment_id, "stage": request.stage,
             "backend": backend, "model": model, "temperature": float(request.temperature),
@@ -188,13 +191,24 @@ class RecordingVLM:
             "reply": bounded(reply.text) if reply else None, "latency_s": float(latency_s),
             "input_tokens": _count(reply.input_tokens) if reply else None,
             "output_tokens": _count(reply.output_tokens) if reply else None,
-            "error": bounded(str(error)) if error is not None else None,
+            "error": bounded(str(error)) if error is not None else rejected and bounded(rejected),
             "attempt": attempt, "time": datetime.now(timezone.utc),
         }
         # Flushed at once: the call is on the log before anything that cites it.
         self.producer.send(topics.VLM, self.experiment_id, build(VLM_CALL, [row]))
         self.producer.flush()
         return row
+
+
+def _rejected(reply: VLMReply | None, check) -> str | None:
+    """Why `check` refuses the reply (its error, as a recorded error says it), or None."""
+    if reply is None or check is None:
+        return None
+    try:
+        check(reply.text)
+    except Exception as exc:  # ReplyError; anything else is the check's bug, but the record stays whole
+        return f"reply rejected: {exc}"
+    return None
 
 
 def bounded(text: str, limit: int = RECORDED_BYTES) -> str:

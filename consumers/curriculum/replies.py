@@ -165,7 +165,7 @@ def ask(vlm, request: VLMRequest, check: Callable[[dict], object]) -> Answer | N
         return recalled
     for attempt in (1, 2):
         try:
-            reply = vlm.complete(request, attempt=attempt)
+            reply = vlm.complete(request, attempt=attempt, check=lambda text: check(parse(text)))
         except VLMError as exc:
             log.warning("%s: rejected, the model call failed (call %s, attempt %d): %s",
                         request.stage, getattr(vlm, "last_call_id", None), attempt, printable(str(exc)))

@@ -126,7 +126,7 @@ def train_request(run, iteration: int) -> dict:
 def train_to(run, request: dict) -> dict:
     """Train the request's PAC run up to its target step, resumed from its checkpoint."""
     from consumers.lake_sink.sink import sink_in_process
-    from learner.checkpoints import CheckpointStore
+    from learner.checkpoints import CheckpointStore, only_trainer
     from learner.pac.config import get_config
     from learner.train import TrainingError
     from learner.train import train as train_pac
@@ -135,13 +135,14 @@ def train_to(run, request: dict) -> dict:
     if request["alpha"] is not None:
         config = config.replace(alpha=request["alpha"])
     run_id, target, every = request["run_id"], request["target"], request["train_steps"]
-    con = run.open()
-    try:
-        sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run_id)
-    finally:
-        con.close()
-    latest = CheckpointStore(run.settings, run_id).latest_step()
-    with run.bar(target, "training", "step") as bar:
+    # One trainer per run: a `robolake train --run-id` of this very run makes the stage fail (and retry).
+    with only_trainer(run.settings, run_id, StageFailed), run.bar(target, "training", "step") as bar:
+        con = run.open()
+        try:
+            sent = lake_state.metrics_sent_until(con, run.config.experiment_id, run_id)
+        finally:
+            con.close()
+        latest = CheckpointStore(run.settings, run_id).latest_step()
         bar.update(min(target, latest or 0))
         try:
             done = train_pac(run.settings, config, request["dataset"], steps=target, run_id=run_id,

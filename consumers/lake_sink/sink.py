@@ -156,21 +156,32 @@ class LakeSink:
 
     def _commit(self, consumer: Consumer, stop: threading.Event, attempts: int | None = None) -> bool:
         """Commit what is buffered. While the lake is down, retry with backoff; give up (False)
-        when `stop` is set or after `attempts` tries."""
+        when `stop` is set or after `attempts` tries. Without `attempts`, LakeUnavailable after the
+        lake_commit_attempts setting's tries, and at once when S3 refuses our credentials."""
+        from infra.object_store import access_denied
+
         if not self.writer.dirty:
             return True
         delay, tried = 0.5, 0
+        limit = attempts or self.settings.lake_commit_attempts
         while True:
             try:
                 consumer.flush_dead_letters()  # durable before the commit that moves past them
                 fenced = self.writer.commit()
                 break
             except Exception as exc:  # the lake (MinIO, disk, catalog) or the bus failed
+                denied = access_denied(exc, self.settings)
+                if denied is not None:
+                    raise denied from exc
                 tried += 1
                 self.stats.retries += 1
+                reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
                 log.warning("committing to the lake at %s failed (%s); retry in %.1fs",
-                            self.writer.tables.root, str(exc).splitlines()[0] if str(exc) else repr(exc), delay)
-                if (attempts is not None and tried >= attempts) or stop.wait(delay):
+                            self.writer.tables.root, reason, delay)
+                if tried >= limit and attempts is None:
+                    raise LakeUnavailable(f"committing to the lake at {self.writer.tables.root} failed {tried} times "
+                                          f"(the last: {reason}); {self._kept()}") from exc
+                if tried >= limit or stop.wait(delay):
                     return False
                 delay = min(delay * 2, self.retry_max_s)
         assigned = consumer.assignment()
@@ -183,6 +194,12 @@ class LakeSink:
         except BusError as exc:  # only a mirror: the lake holds the offsets that count
             log.warning("mirroring offsets to the bus failed: %s", exc)
         return True
+
+    def _kept(self) -> str:
+        if self.settings.bus == "memory":
+            return ("what this process sent was not written (the in-process log ends with it): "
+                    "make the lake writable and run the command again")
+        return "nothing is lost: the log keeps the messages, and a sink started again continues from the lake"
 
 
 def run_until_signalled(sink: LakeSink) -> SinkStats:

@@ -10,6 +10,12 @@
 The server holds one read-only connection to the lake (opening one costs ~0.4 s) and answers each
 request on a cursor of its own; DuckLake reads its catalog at every query, so each answer sees what
 sinks committed since the last one. Anything but GET is refused with 405.
+
+A browser page from anywhere can reach a loopback server by renaming its own host to 127.0.0.1
+(DNS rebinding): only requests that name this server (localhost, 127.0.0.1, [::1] or the address
+it listens on, with its port) in their Host header are answered, others get 403. Idle connections
+are closed after `idle_timeout_s`, and at most `max_connections` are served at once (the rest get
+503 at once), so half-open connections cannot pile up threads.
 """
 
 from __future__ import annotations
@@ -35,15 +41,44 @@ class BadRequest(ValueError):
     pass
 
 
-def serve(settings, host: str = "127.0.0.1", port: int = 8765) -> ThreadingHTTPServer:
+def serve(settings, host: str = "127.0.0.1", port: int = 8765, idle_timeout_s: float = 10.0,
+          max_connections: int = 64) -> ThreadingHTTPServer:
     """A server bound to (host, port) (port 0: any free one); call serve_forever() on it."""
 
     class Handler(_Handler):
         lake = SharedLake(settings)
+        timeout = idle_timeout_s  # the socket's: a silent client is dropped, its thread freed
 
-    server = ThreadingHTTPServer((host, port), Handler)
-    server.daemon_threads = True
-    return server
+    return _Server((host, port), Handler, max_connections)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    _BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+    def __init__(self, address, handler, max_connections: int):
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        port = self.server_address[1]
+        bound = address[0] if address[0] not in ("", "0.0.0.0", "::") else "localhost"
+        names = {"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound}
+        self.hosts = {f"{n}:{port}".lower() for n in names} | ({n.lower() for n in names} if port == 80 else set())
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):  # full: refuse now rather than queue a thread
+            try:
+                request.sendall(self._BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class SharedLake:
@@ -67,6 +102,10 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "robolake-dashboard"
 
     def do_GET(self) -> None:
+        host = (self.headers.get("Host") or "").strip().lower()
+        if host not in self.server.hosts:
+            return self._json(HTTPStatus.FORBIDDEN, {"error": f"this dashboard answers only to "
+                                                     f"{', '.join(sorted(self.server.hosts))}, not Host {host[:80]!r}"})
         url = urlsplit(self.path)
         params = {k: v[-1] for k, v in parse_qs(url.query).items()}
         try:
@@ -78,6 +117,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(HTTPStatus.OK, self._with_lake(handler, params))
         except BadRequest as exc:
             self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
+        except Exception as exc:  # a bug, but the client still gets an answer (and the log the trace)
+            log.exception("dashboard: %s failed", url.path)
+            self._json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"{type(exc).__name__}: {str(exc)[:200]}"})
 
     def _refuse(self) -> None:
         self.send_response(HTTPStatus.METHOD_NOT_ALLOWED)

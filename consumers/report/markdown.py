@@ -8,8 +8,23 @@ from pathlib import Path
 from consumers.report.report import Report, interval, percent
 
 
+# Event text (a model's words, a task) is data: HTML in it must not render, nor become a link or
+# an image (translate maps each character once: the escapes it adds are not escaped again).
+_ESCAPES = str.maketrans({"\\": "\\\\", "`": "\\`", "[": "\\[", "]": "\\]", "&": "&amp;", "<": "&lt;", ">": "&gt;"})
+
+
+def _text(value) -> str:
+    """Event text as inert Markdown, on one line."""
+    return " ".join(str(value).translate(_ESCAPES).splitlines())
+
+
+def _code(value) -> str:
+    """Event text in a code span (shown verbatim: only a backtick could end it)."""
+    return "`" + " ".join(str(value).replace("`", "'").splitlines()) + "`"
+
+
 def _cell(value) -> str:
-    return "–" if value is None or value == "" else str(value).replace("|", "\\|").replace("\n", " ")
+    return "–" if value is None or value == "" else _text(value).replace("|", "\\|")
 
 
 def _table(headers: list[str], rows: list[list]) -> str:
@@ -43,15 +58,17 @@ def render(report: Report, stem: Path) -> str:
                    for skill, points in sorted(report.success.items()) for i, pt in enumerate(points, 1)]),
            "## Learning curves\n", images.get("learning", "No learner metrics yet.\n"),
            "## The conversation between the modules\n"]
-    out += [f"- `{e['type']}` {e['line']}" + (f" — refs: {', '.join(r['kind'] + ' ' + r['id'] for r in e['refs'])}"
-                                              if e["refs"] else "") for e in report.conversation] or ["No events yet."]
+    out += [f"- {_code(e['type'])} {_text(e['line'])}"
+            + (f" — refs: {_text(', '.join(r['kind'] + ' ' + r['id'] for r in e['refs']))}" if e["refs"] else "")
+            for e in report.conversation] or ["No events yet."]
     out += ["", "## Example episodes\n"]
     for e in report.frames:
         strip = stem.with_name(f"{stem.name}.episode-{e['episode_id'][:12]}.png")
         strip.write_bytes(_strip([f["png"] for f in e["frames"]]))
-        out.append(f"Episode `{e['episode_id']}` — \"{e['task']}\" {'succeeded' if e['success'] else 'failed'} in "
-                   f"{e['length']} steps; decision `{e['decision_id']}`, policy `{e['policy']}`\n\n"
-                   f"![frames of {e['episode_id']}]({strip.name})\n")
+        out.append(f"Episode {_code(e['episode_id'])} — \"{_text(e['task'])}\" "
+                   f"{'succeeded' if e['success'] else 'failed'} in {e['length']} steps; decision "
+                   f"{_code(e['decision_id'])}, policy {_code(e['policy'])}\n\n"
+                   f"![frames of {_text(e['episode_id'])}]({strip.name})\n")
     if not report.frames:
         out.append("No episode of this experiment has camera frames.\n")
     out += ["## Provenance\n", "### Decisions\n",

@@ -107,7 +107,8 @@ def _decode_cursor(cursor: str | None) -> dict[str, int]:
         return {}
     try:
         seen = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if isinstance(seen, dict) and all(isinstance(k, str) and type(v) is int for k, v in seen.items()):
+        if isinstance(seen, dict) and all(isinstance(k, str) and type(v) is int and -2**63 <= v < 2**63
+                                          for k, v in seen.items()):  # offsets are BIGINT
             return seen
     except ValueError:
         pass

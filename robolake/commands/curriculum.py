@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 
 from consumers.curriculum.replies import printable  # light: re and json
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
@@ -58,8 +59,6 @@ def register(commands, common) -> None:
 
 
 def run_curriculum(args, settings: Settings) -> int:
-    from infra.optional import require
-
     memory = settings.bus == "memory"
     if not args.once and memory:
         raise UsageError("without --once the curriculum waits for skill.summary events from a shared log, but the "
@@ -72,10 +71,19 @@ def run_curriculum(args, settings: Settings) -> int:
         raise UsageError("--until-idle is for the consumer that waits for summaries (without --once)")
     settings = settings.replace(**{k: v for k, v in (("vlm", args.vlm), ("vlm_model", args.model)) if v is not None})
     from consumers.curriculum.backends import open_vlm_from_settings
-    from consumers.curriculum.consumer import Curriculum, NoModel, OnlyNew
-    from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
+    from consumers.curriculum.consumer import NoModel
 
     inner = NoModel() if args.replay else open_vlm_from_settings(settings)  # bad backend setup: exit 2 first
+    with _only_curriculum_of(settings, args.experiment):  # until its events are on the log (memory: in the lake)
+        return _curriculum(args, settings, inner)
+
+
+def _curriculum(args, settings: Settings, inner) -> int:
+    from consumers.curriculum.consumer import Curriculum, OnlyNew
+    from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
+    from infra.optional import require
+
+    memory = settings.bus == "memory"
     require("producers.sim.env", "sim")  # the library and the scene image (first: it picks the GL backend)
     require("sentence_transformers", "learner")  # the caption encoder behind retrieval
     from infra.bus import open_bus
@@ -84,46 +92,51 @@ def run_curriculum(args, settings: Settings) -> int:
     check_bus_reachable(settings)
     if memory:
         check_lake_writable(settings)  # the sink runs at the end: refuse now, not after the model calls
-    with _only_curriculum_of(settings, args.experiment):  # until its events are on the log (memory: in the lake)
-        con = open_lake(settings)
-        try:
-            replay = RecordedReplies.from_lake(con, args.experiment) if args.replay else None
-            producer = OnlyNew(open_bus(settings).producer(), set())
-            vlm = RecordingVLM(inner, producer, args.experiment, replay)
-            curriculum = Curriculum(producer, vlm, args.experiment, _retrievers(), max_tasks=args.tasks,
-                                    episodes=args.episodes, replay=args.replay)
-            if not args.once:
-                return _serve(curriculum, settings, args)
-            result = curriculum.round(con)
-        finally:
-            con.close()
-        _report(result, settings)
-        if args.execute:
-            _execute(settings, args, len(result.decisions))
-        if memory:
-            from consumers.lake_sink import LakeSink
+    con = open_lake(settings)
+    try:
+        replay = RecordedReplies.from_lake(con, args.experiment) if args.replay else None
+        producer = OnlyNew(open_bus(settings).producer(), set())
+        vlm = RecordingVLM(inner, producer, args.experiment, replay)
+        curriculum = Curriculum(producer, vlm, args.experiment, _retrievers(), max_tasks=args.tasks,
+                                episodes=args.episodes, replay=args.replay)
+        if not args.once:
+            return _serve(curriculum, settings, args)
+        result = curriculum.round(con)
+    finally:
+        con.close()
+    _report(result, settings)
+    if args.execute:
+        _execute(settings, args, len(result.decisions))
+    if memory:
+        from consumers.lake_sink import LakeSink
 
-            stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
-            print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
-            if result.sent and result.decisions and not args.execute:
-                print("note: on the in-process bus no later command runs these decisions; add --execute to run "
-                      "them here, or use --bus kafka://HOST:PORT with robolake produce --from-decisions",
-                      file=sys.stderr)
+        stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
+        print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
+        if result.sent and result.decisions and not args.execute:
+            print("note: on the in-process bus no later command runs these decisions; add --execute to run "
+                  "them here, or use --bus kafka://HOST:PORT with robolake produce --from-decisions",
+                  file=sys.stderr)
     if result.failed:  # recorded above; the round is asked again on the next run
         raise CommandFailed(f"the model calls failed: {len(result.failures)} of {result.calls} "
                             f"({_stages(result.failures)}); the last: {printable(result.failures[-1])}")
     return 0
 
 
+@contextmanager
 def _only_curriculum_of(settings: Settings, experiment: str):
     """Two curricula of one experiment would both send a round's events before either reaches the
     lake, so each would duplicate the other's: the second refuses (a lock file beside the lake's
-    catalog; the lock goes with the process, however it ends)."""
+    catalog; the lock goes with the process, however it ends). A running `robolake run` of the
+    experiment holds its run lock and runs its own rounds: refused too."""
     from infra.lake_catalog import only_one
 
-    return only_one(settings, f"curriculum-{experiment}", lambda path: CommandFailed(
-        f"another curriculum of experiment {experiment!r} is running on {settings.lake_root} (lock {path}); "
-        "wait for it to finish"))
+    with only_one(settings, f"curriculum-{experiment}", lambda path: CommandFailed(
+            f"another curriculum of experiment {experiment!r} is running on {settings.lake_root} (lock {path}); "
+            "wait for it to finish")), \
+            only_one(settings, f"run-{experiment}", lambda path: CommandFailed(
+                f"`robolake run` of experiment {experiment!r} is running on {settings.lake_root} and runs its own "
+                f"curriculum rounds (lock {path}); wait for it, or stop it first")):
+        yield
 
 
 def _stages(failures: list[str]) -> str:

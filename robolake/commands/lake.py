@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, nonnegative_float,
-                               positive_int, positive_seconds)
+from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                               nonnegative_float, one_line, positive_int, positive_seconds)
 from robolake.settings import Settings
 
 FORMATS = ("table", "csv", "json", "parquet")
@@ -94,6 +94,14 @@ def register(commands, common) -> None:
                           "(setting sql_memory_limit; default 25%%)")
     sql.set_defaults(run=run_sql)
 
+    verify = commands.add_parser(
+        "verify", parents=[common], help="check the stored steps against the digests recorded when they arrived",
+        description="Recompute every episode's chunk digests from the steps stored in the lake and compare them "
+                    "with the digests recorded at commit (the chunks table) and the episode's checksum. Damaged "
+                    "episodes are listed with the data files that hold them; exit 1 if there is any.")
+    verify.add_argument("--experiment", type=identifier, metavar="ID", help="only this experiment's episodes")
+    verify.set_defaults(run=run_verify)
+
 
 def run_compact(args, settings: Settings) -> int:
     from tqdm import tqdm
@@ -181,6 +189,8 @@ def run_sink(args, settings: Settings) -> int:
 
 
 def run_sql(args, settings: Settings) -> int:
+    import duckdb
+
     from infra.lake_sql import open_lake
 
     if args.format == "parquet" and not args.output:
@@ -194,8 +204,39 @@ def run_sql(args, settings: Settings) -> int:
     con = open_lake(settings)
     if args.query is None:
         return _shell(con, settings)
-    _run_one(con, settings, args.query, args.format, args.output, args.explain)
+    try:
+        _run_one(con, settings, args.query, args.format, args.output, args.explain)
+    except duckdb.Error as exc:
+        raise _naming_the_file(con, exc) from exc
     return 0
+
+
+def _naming_the_file(con, exc: Exception) -> Exception:
+    """A read that failed on a damaged data file, as one line naming the file (DuckDB's says none)."""
+    from infra.lake_files import damaged_file, looks_like_file_error
+
+    found = damaged_file(con) if looks_like_file_error(exc) else None
+    if found is None:
+        return exc
+    return CommandFailed(f"the lake's data file {found[0]} is damaged ({found[1][:200]}); "
+                         "`robolake verify` lists the episodes it holds")
+
+
+def run_verify(args, settings: Settings) -> int:
+    from tqdm import tqdm
+
+    from consumers.lake_sink.verify import verify
+
+    with tqdm(unit="episode", desc="verifying", disable=None, file=sys.stderr) as bar:
+        result = verify(settings, args.experiment, progress=bar.update)
+    if not result.damaged:
+        print(f"{result.episodes} episodes verified: every chunk matches its recorded digest")
+        return 0
+    print(f"{'episode':<38} {'experiment':<16} problem; files")
+    for d in result.damaged:
+        print(f"{d.episode_id:<38} {d.experiment_id:<16} {d.problem}; {', '.join(d.files) or '(rows in the catalog)'}")
+    raise CommandFailed(f"{len(result.damaged)} of {result.episodes} episodes do not match the digests recorded "
+                        "when they arrived")
 
 
 def _check_output(path: str, settings: Settings) -> None:
@@ -350,5 +391,7 @@ def _shell(con, settings: Settings) -> int:
         statement, buffer = buffer.strip(), ""
         try:
             _run_one(con, settings, statement, "table", None, False)
-        except (ReadOnlyError, QueryLimitError, duckdb.Error) as exc:
+        except (ReadOnlyError, QueryLimitError) as exc:
             print(f"error: {exc}")
+        except duckdb.Error as exc:
+            print(f"error: {one_line(_naming_the_file(con, exc))}")

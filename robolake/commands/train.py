@@ -75,7 +75,10 @@ def run_train(args, settings: Settings) -> int:
     if args.observation_version is not None:
         config = config.replace(observation_version=args.observation_version)
     run_id = args.run_id or f"pac-{args.config}-{uuid.uuid4().hex[:8]}"
-    with tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
+    from learner.checkpoints import only_trainer
+
+    with only_trainer(settings, run_id), \
+            tqdm(total=args.steps, unit="step", desc=f"training {run_id}", disable=None, file=sys.stderr) as bar:
         run = train(settings, config, args.dataset, args.steps, run_id, experiment_id=args.experiment,
                     device=args.device, resume=args.resume, seed=args.seed,
                     checkpoint_every=args.checkpoint_every, conditioning=args.conditioning,

@@ -252,3 +252,19 @@ def test_a_replay_that_asks_something_new_says_the_inputs_or_prompts_differ():
                             replay=RecordedReplies.from_rows(_events(bus)))
     with pytest.raises(ReplayMismatch, match=r"the inputs \(summaries, library, scene\) or the prompts differ"):
         replayer.complete(_request("b"))
+
+
+def test_a_rejected_reply_is_recorded_with_why_it_was_rejected():
+    from consumers.curriculum.replies import ReplyError, ask
+
+    def check(reply: dict):
+        raise ReplyError(f"{reply['task']!r} is not one of the candidates")
+
+    bus = MemoryBus()
+    vlm = RecordingVLM(CountingVLM(), bus.producer(), "exp-rec-rejected")
+    assert ask(vlm, _request(), check) is None  # rejected, then its repair rejected too
+    calls = _events(bus)
+    assert [c["attempt"] for c in calls] == [1, 2]
+    assert [c["error"] for c in calls] == ["reply rejected: 'task 1' is not one of the candidates",
+                                           "reply rejected: 'task 2' is not one of the candidates"]
+    assert [c["reply"] for c in calls] == ['{"task": "task 1"}', '{"task": "task 2"}'], "the reply is kept"
