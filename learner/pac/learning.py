@@ -83,15 +83,16 @@ class PACLearner:
         return out
 
     def act(self, observation: np.ndarray, caption: np.ndarray, greedy: bool = True) -> np.ndarray:
-        """Actions (B, action_dim) in [-1, 1] for observations (B, obs_dim) and caption embeddings."""
-        from learner.pac.losses import bin_centres, sample_actions
+        """Actions (B, action_dim) in [-1, 1] for observations (B, obs_dim) and caption embeddings:
+        the policy's expected action (greedy), or one sampled."""
+        from learner.pac.losses import mean_action, sample_actions
 
         with torch.no_grad():
             obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)
             cap = torch.as_tensor(np.asarray(caption, np.float32), device=self.device)
             logits = self.model.policy_logits(self.model.encode(obs, cap))
             if greedy:
-                return bin_centres(self.config, self.device)[logits.argmax(-1)].cpu().numpy()
+                return mean_action(logits, self.config).cpu().numpy()
             return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
 
     def state_dict(self) -> dict:

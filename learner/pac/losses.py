@@ -4,7 +4,7 @@
   r + discount * Z_target(s', a') with a' sampled from the policy at s', the target
   distributions of the sampled actions averaged (a mixture), then projected; a step that reaches
   its skill's goal ends the task at the highest return, 1 / (1 - discount).
-- Policy: alpha * BC (negative log-likelihood of the dataset action's bins, over the samples
+- Policy: alpha * BC (cross-entropy against the dataset action two-hot over its bins, over the samples
   whose action demonstrates their caption: `imitate`) + (1 - alpha) *
   improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
   critic, and raise their likelihood (MPO's E-step; eta from its dual, config.eta_epsilon). alpha = 1 is BC, and
@@ -32,6 +32,25 @@ def action_to_bins(actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
     """Continuous actions in [-1, 1] -> the nearest bin index per dimension."""
     scaled = (actions.clamp(-1, 1) + 1) / 2 * (config.action_bins - 1)
     return scaled.round().long()
+
+
+def two_hot(actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
+    """(..., A) actions in [-1, 1] -> (..., A, bins): each value split between its two neighbouring
+    bins so that the distribution's mean is the value itself. Cross-entropy against it teaches the
+    policy the exact action (the expert's last fractional step onto a goal), not just the nearest
+    bin, and `mean_action` reads it back."""
+    scaled = (actions.clamp(-1, 1) + 1) / 2 * (config.action_bins - 1)
+    low = scaled.floor().clamp(max=config.action_bins - 2)
+    high_weight = (scaled - low).unsqueeze(-1)
+    out = torch.zeros(*actions.shape, config.action_bins, device=actions.device)
+    out.scatter_(-1, low.long().unsqueeze(-1), 1 - high_weight)
+    out.scatter_add_(-1, low.long().unsqueeze(-1) + 1, high_weight)
+    return out
+
+
+def mean_action(logits: torch.Tensor, config: PACConfig) -> torch.Tensor:
+    """The policy's expected action per dimension: (B, A, bins) -> (B, A)."""
+    return (logits.softmax(-1) * bin_centres(config, logits.device)).sum(-1)
 
 
 def sample_actions(logits: torch.Tensor, k: int, config: PACConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -120,7 +139,7 @@ def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig)
     # BC only where the dataset action demonstrates the caption (hindsight: its commanded segment
     # goes on to achieve that skill); every sample still trains the critic and the improvement.
     imitate = batch["imitate"]
-    nll = -log_prob(policy, action_to_bins(action, config).unsqueeze(1))[:, 0]
+    nll = -(two_hot(action, config) * policy.log_softmax(-1)).sum(-1).sum(-1)
     bc_loss = (nll * imitate).sum() / imitate.sum().clamp(min=1.0)
     improve_loss, eta_loss, eta = zero, zero, torch.tensor(config.eta)
     if config.alpha < 1.0:

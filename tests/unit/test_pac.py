@@ -59,6 +59,17 @@ def test_distinct_rows_index_each_caption_once():
     assert unique.tolist() == [[1, 2], [3, 4], [5, 6]] and index.tolist() == [0, 1, 0, 2, 1]
 
 
+def test_a_two_hot_action_keeps_its_exact_value_as_the_mean():
+    from learner.pac.losses import mean_action, two_hot
+
+    c = CONFIGS["tiny"]
+    actions = torch.tensor([[-1.0, -0.37, 0.0, 1.0], [0.28, 0.95, -0.05, 0.5]])
+    target = two_hot(actions, c)
+    assert torch.allclose(target.sum(-1), torch.ones(2, 4))
+    assert (target > 0).sum(-1).max() <= 2  # two neighbouring bins at most
+    assert torch.allclose(mean_action(target.log(), c), actions, atol=1e-6)  # its mean is the action itself
+
+
 def test_the_projection_keeps_mass_and_a_terminal_reward_is_a_point():
     c = CONFIGS["tiny"]
     probs = torch.softmax(torch.randn(3, c.return_bins), -1)
@@ -84,7 +95,7 @@ def test_bc_learns_the_datasets_mapping(name):
         metrics = learner.step(_batch(rng, 32, c, caption, target))
     test = _batch(rng, 256, c, caption, target)
     predicted = learner.act(test["observation"], test["caption"])
-    assert np.isclose(predicted, test["action"], atol=1e-6).mean() > 0.9, metrics
+    assert (np.sign(predicted.round(1)) == test["action"]).mean() > 0.9, metrics  # the mean action: its sign
     assert metrics["improve_loss"] == 0.0 and metrics["critic_loss"] == 0.0  # alpha = 1 is plain BC, no critic
 
 
@@ -103,7 +114,7 @@ def test_the_cpu_torso_tells_captions_apart_from_the_same_start():
         learner.step({"observation": obs, "next_observation": obs, "caption": captions[which],
                       "action": moves[which], "reward": np.zeros(64, np.float32), "discount": np.ones(64, np.float32)})
     acted = learner.act(np.stack([start, start]), captions)
-    np.testing.assert_allclose(acted, moves, atol=0.051)  # each caption its own move, to the bin
+    np.testing.assert_allclose(acted, moves, atol=0.05)  # each caption its own move
 
 
 def test_pac_finds_the_good_actions_in_mostly_bad_data_where_bc_copies_them():
