@@ -28,3 +28,11 @@ def count(settings, sql: str):
         return con.execute(sql).fetchone()[0]
     finally:
         con.close()
+
+
+def rows(settings, sql: str) -> list[tuple]:
+    con = open_lake(settings)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -7,19 +7,11 @@ import pytest
 
 from consumers.lake_sink import LakeSink
 from infra.bus import open_bus
-from infra.lake_sql import open_lake
 from learner.relabel import relabel, resolve
 from producers.episode_writer import EpisodeWriter
 from robolake.settings import Settings
 from schemas import observation
-
-
-def _rows(settings, sql: str):
-    con = open_lake(settings)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+from tests.lake_helpers import rows
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +31,7 @@ def lake(tmp_path_factory):
         env.close()
     producer.flush()
     LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
-    steps = _rows(settings, "SELECT step, sim_time, observation, action, reward, task_reward, skill_id, skill_caption "
+    steps = rows(settings, "SELECT step, sim_time, observation, action, reward, task_reward, skill_id, skill_caption "
                             "FROM steps ORDER BY step")
     v1 = observation.size(1)
     writer.start(experiment_id="v1", worker_id="w0", env_name="panda_block_stacking", env_version=1, seed=1,
@@ -56,12 +48,12 @@ def lake(tmp_path_factory):
 
 
 def test_named_fields_read_each_rows_version(lake):
-    rows = _rows(lake, "SELECT e.env_version, s.step, len(s.observation), s.observation, s.obs.setpoint_xyz, "
+    found = rows(lake, "SELECT e.env_version, s.step, len(s.observation), s.observation, s.obs.setpoint_xyz, "
                        "s.obs.hand_xyz, s.obs.red_xyz[3], s.obs.gripper_opening "
                        "FROM steps s JOIN episodes e USING (episode_id) ORDER BY s.step, e.env_version")
     at = observation.offsets(2)
-    assert {r[0] for r in rows} == {1, 2} and len(rows) % 2 == 0
-    for v1, v2 in zip(rows[::2], rows[1::2]):
+    assert {r[0] for r in found} == {1, 2} and len(found) % 2 == 0
+    for v1, v2 in zip(found[::2], found[1::2]):
         assert (v1[0], v1[2], v2[0], v2[2]) == (1, 43, 2, 46) and v1[1] == v2[1]
         assert v1[4] is None and v2[4] == v2[3][at["setpoint_xyz"]]
         assert v1[5] == v2[5] == v2[3][at["hand_xyz"]]
@@ -74,7 +66,7 @@ def test_relabel_gives_v1_and_v2_episodes_the_same_rewards(lake):
     stats = relabel(lake, functions, dataset="versions", publish=False)
     assert stats.episodes == 2
     by_experiment = {}
-    for experiment, fn, step, success, reward in _rows(
+    for experiment, fn, step, success, reward in rows(
             lake, "SELECT experiment_id, reward_fn, step, success, reward FROM rewards "
                   "WHERE dataset = 'versions' ORDER BY ALL"):
         by_experiment.setdefault(experiment, []).append((fn, step, success, reward))
