@@ -69,6 +69,9 @@ class PACConfig:
     eta: float = 1.0              # its initial (or fixed) value
     eta_epsilon: float = 0.1
     sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
+    # Acting greedily: the policy's mean action, or (> 0, with a critic: alpha < 1) the best by Q of the
+    # mean and this many actions sampled from the policy, MPO's improved policy at its sharpest.
+    act_candidates: int = 0
     # Hindsight sampling. A sample's action demonstrates the drawn skill (`imitate`, the BC term's only
     # data) on the steps of a commanded segment up to that skill's first success in it (a misdirected
     # "reach red" that reached blue demonstrates "reach blue"); the rest teach the critic what does not

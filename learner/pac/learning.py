@@ -84,16 +84,24 @@ class PACLearner:
 
     def act(self, observation: np.ndarray, caption: np.ndarray, greedy: bool = True) -> np.ndarray:
         """Actions (B, action_dim) in [-1, 1] for observations (B, obs_dim) and caption embeddings:
-        the policy's expected action (greedy), or one sampled."""
-        from learner.pac.losses import mean_action, sample_actions
+        the policy's expected action (greedy; with `act_candidates`, the critic's pick among it and
+        samples of the policy), or one sampled."""
+        from learner.pac.losses import expected, mean_action, sample_actions
 
         with torch.no_grad():
             obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)
             cap = torch.as_tensor(np.asarray(caption, np.float32), device=self.device)
-            logits = self.model.policy_logits(self.model.encode(obs, cap))
-            if greedy:
-                return mean_action(logits, self.config).cpu().numpy()
-            return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
+            z = self.model.encode(obs, cap)
+            logits = self.model.policy_logits(z)
+            if not greedy:
+                return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
+            action = mean_action(logits, self.config)
+            if self.config.act_candidates and self.config.alpha < 1.0:
+                candidates = torch.cat([action[:, None], sample_actions(logits, self.config.act_candidates,
+                                                                         self.config)[1]], 1)
+                best = expected(self.model.q_logits(z, candidates), self.config).argmax(-1)
+                action = candidates[torch.arange(len(best)), best]
+            return action.cpu().numpy()
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "target": self.target.state_dict(),
