@@ -32,7 +32,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("bc-sanity"), help="lake and results")
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
     parser.add_argument("--episodes-per-task", type=int, default=100, help="clean expert episodes per task")
-    parser.add_argument("--steps", type=int, default=5000, help="gradient steps per run")
+    parser.add_argument("--steps", type=int, default=10000, help="gradient steps per run")
     parser.add_argument("--config", default="tiny", help="the learner's config (default tiny)")
     parser.add_argument("--seeds", type=int, default=1, help="training seeds")
     parser.add_argument("--eval-episodes", type=int, default=50, help="held-out episodes per task and seed")
