@@ -43,8 +43,11 @@ def sink_in_process(settings) -> None:
 
 def default_group(settings) -> str:
     """The sink's consumer group, one per lake: its offsets mirror that lake's, and a sink of
-    another lake that shared it would start where this one stands."""
-    return f"lake-sink-{hashlib.sha256(settings.lake_root.encode()).hexdigest()[:12]}"
+    another lake that shared it would start where this one stands. (Only a mirror: the lake's own
+    offsets decide where a sink continues.)"""
+    root = settings.lake_root
+    identity = f"{settings.s3_endpoint}/{root}" if root.startswith("s3://") else root  # one bucket, two servers
+    return f"lake-sink-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
 
 
 class LakeUnavailable(RuntimeError):

@@ -203,3 +203,5 @@ def test_each_lake_has_a_group_of_its_own(tmp_path):
     assert default_group(first) == default_group(_settings(tmp_path, "first"))
     assert default_group(first) != default_group(second)
     assert LakeSink(first, bus=MemoryBus()).group == default_group(first)
+    here, there = (Settings.load(env={}, lake="s3://robolake/lake", s3_endpoint=e) for e in ("a:9000", "b:9000"))
+    assert default_group(here) != default_group(there), "the same bucket on two servers is two lakes"
