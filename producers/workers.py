@@ -1,8 +1,11 @@
 """Parallel rollout workers: W worker processes (threads on the in-process bus, which lives in one
 process) that run episodes and stream them, or serve `curriculum.decision` events (the
 embodiment module): each decision's skill sequence is run for its number of episodes, and the
-decision's offset is committed only after those episodes are on the bus. A worker serves every
-decision in one environment (one compiled model, one renderer).
+decision's offset is committed only after those episodes are on the bus. A worker keeps its
+partitions while it runs a decision (Consumer.held: the episodes outlast Kafka's poll interval),
+and a rebalance meanwhile only costs a second run of that decision, which the lake counts once
+(infra/lake_sql.py: one episode per decision and seed). A worker serves every decision in one
+environment (one compiled model, one renderer).
 
 Ctrl-C stops every worker promptly (between two control steps): finished episodes are on the
 bus, the running ones are abandoned without their end (the lake lists them as partial)."""
@@ -80,7 +83,7 @@ def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dic
 def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, experiment: str | None,
                    report, stop=None) -> None:
     from infra.bus import open_bus
-    from producers.decisions import BadDecision, Policies, run_decision
+    from producers.decisions import Policies
 
     bus = open_bus(settings)
     producer = bus.producer()
@@ -91,35 +94,57 @@ def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: floa
     try:
         while (stop is None or not stop.is_set()) and (
                 until_idle_s is None or time.monotonic() - idle_since < until_idle_s or consumer.lag() != 0):
-            deliveries = consumer.poll(1.0)
-            for delivery in deliveries:
-                if delivery.batch.type != "curriculum.decision":
-                    continue
-                for decision in delivery.batch.rows():
-                    if experiment is not None and decision["experiment_id"] != experiment:
-                        continue
+            for delivery in consumer.poll(1.0, max_records=1):  # one at a time: each committed once done
+                rows = [d for d in delivery.batch.rows() if experiment is None or d["experiment_id"] == experiment] \
+                    if delivery.batch.type == "curriculum.decision" else []
+                if rows:
                     if env is None:
                         from producers.sim.env import BlockStackingEnv
 
                         env = BlockStackingEnv()
-                    log.info("running decision %s: %d episodes of %s", decision["decision_id"],
-                             decision["episodes"], " -> ".join(decision["skill_sequence"]))
-                    try:
-                        run_decision(producer, decision, config, policies, env=env, progress=report, stop=stop)
-                    except BadDecision as exc:
-                        log.error("decision %s cannot be run, skipped: %s", decision["decision_id"], exc)
-                        continue
-                    if stop is not None and stop.is_set():
-                        return  # uncommitted: the decision is served again by the next worker
-            if deliveries:
-                producer.flush()
-                consumer.commit()  # only once the decision's episodes are on the bus
+                    with consumer.held():  # the episodes outlast the poll interval: keep our partitions meanwhile
+                        _serve(producer, rows, config, policies, env, report, stop)
+                if stop is not None and stop.is_set():
+                    return  # uncommitted: the decision is served again by the next worker
+                _done(consumer, delivery)
                 idle_since = time.monotonic()
     finally:
         if env is not None:
             env.close()
         consumer.close()
         producer.close()
+
+
+def _serve(producer, rows: list[dict], config: RolloutConfig, policies, env, report, stop) -> None:
+    """Run these decisions' episodes; they are on the bus when this returns."""
+    from producers.decisions import BadDecision, run_decision
+
+    for decision in rows:
+        log.info("running decision %s: %d episodes of %s", decision["decision_id"], decision["episodes"],
+                 " -> ".join(decision["skill_sequence"]))
+        try:
+            run_decision(producer, decision, config, policies, env=env, progress=report, stop=stop)
+        except BadDecision as exc:
+            log.error("decision %s cannot be run, skipped: %s", decision["decision_id"], exc)
+    producer.flush()
+
+
+def _done(consumer, delivery) -> None:
+    """Commit past a served message (its episodes are on the bus). If a rebalance gave its
+    partition to another worker meanwhile, that worker may run it again: the lake counts each
+    (decision, seed) once, so we only say so and carry on."""
+    from infra.bus import BusError
+
+    where = (delivery.topic, delivery.partition)
+    try:
+        if where not in consumer.assignment():
+            raise BusError("the partition was assigned to another worker")
+        consumer.commit({where: delivery.offset + 1})
+    except BusError as exc:
+        log.warning("%s/%d@%d served, but not committed (%s); another worker may serve it again",
+                    *where, delivery.offset, exc)
+        return
+    consumer.seek(*where, delivery.offset + 1)  # a rebalance meanwhile may have set us back to the commit
 
 
 def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:

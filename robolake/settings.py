@@ -59,6 +59,9 @@ class Settings:
     # Seconds a Kafka client waits for a broker that does not answer; a refused connection
     # (nothing listening) fails at once.
     kafka_connect_timeout: float = 15.0
+    # Seconds a Kafka consumer may go without polling before the group counts it gone; long work
+    # (a rollout worker's decision) keeps polling meanwhile (Consumer.held).
+    kafka_max_poll_interval: float = 300.0
     # The experimenter's model (consumers/curriculum): scripted (offline, the default) | gemini | openai.
     # The keys come from the providers' own variables: GOOGLE_API_KEY, OPENAI_API_KEY.
     vlm: str = "scripted"
@@ -91,6 +94,8 @@ class Settings:
             raise SettingsError(f"max_message_bytes must be >= 4096, got {self.max_message_bytes}")
         if not (math.isfinite(self.kafka_connect_timeout) and self.kafka_connect_timeout > 0):
             raise SettingsError(f"kafka_connect_timeout must be a number of seconds > 0, got {self.kafka_connect_timeout}")
+        if not (math.isfinite(self.kafka_max_poll_interval) and self.kafka_max_poll_interval >= 1):
+            raise SettingsError(f"kafka_max_poll_interval must be a number of seconds >= 1, got {self.kafka_max_poll_interval}")
         if self.vlm not in VLM_BACKENDS:
             raise SettingsError(f"vlm must be one of {', '.join(VLM_BACKENDS)}, got {self.vlm!r}")
         if not (math.isfinite(self.vlm_timeout) and self.vlm_timeout > 0):

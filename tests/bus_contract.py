@@ -261,4 +261,27 @@ def test_synthetic_episodes_arrive_complete_and_ordered(bus, topic, group):
         assert ended["checksum"] == steps_checksum(b.table for b in mine[1:-1])
 
 
+
+def test_a_held_consumer_reads_nothing_then_goes_on_where_it_stood(bus, topic, group):
+    producer = bus.producer()
+    for i in range(3):
+        producer.send(topic, "k", metrics(1, start=i))
+    producer.flush()
+    consumer = bus.consumer(group, [topic])
+    first = []
+    deadline = time.monotonic() + 30
+    while not first and time.monotonic() < deadline:
+        first = consumer.poll(0.5, max_records=1)
+    with consumer.held(interval_s=0.2):  # long work: the consumer must not be used meanwhile
+        producer.send(topic, "k", metrics(1, start=3))
+        producer.flush()
+        time.sleep(1.0)
+    rest = drain(consumer, 3)
+    consumer.commit()
+    assert [d.offset for d in first + rest] == [0, 1, 2, 3]
+    assert sum(consumer.committed().values()) == 4
+    assert _settle(consumer) == []
+    consumer.close()
+
+
 __all__ = [name for name in dir() if name.startswith("test_")] + ["topic", "group"]

@@ -15,6 +15,7 @@ The protocol (consumers/lake_sink/writer.py, infra/lake_catalog.py):
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
@@ -40,19 +41,28 @@ def sink_in_process(settings) -> None:
         LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
 
 
+def default_group(settings) -> str:
+    """The sink's consumer group, one per lake: its offsets mirror that lake's, and a sink of
+    another lake that shared it would start where this one stands. (Only a mirror: the lake's own
+    offsets decide where a sink continues.)"""
+    root = settings.lake_root
+    identity = f"{settings.s3_endpoint}/{root}" if root.startswith("s3://") else root  # one bucket, two servers
+    return f"lake-sink-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+
+
 class LakeUnavailable(RuntimeError):
     """The lake cannot be written now; the message says where and why."""
 
 
 class LakeSink:
     def __init__(self, settings, bus: Bus | None = None, tables: LakeTables | None = None,
-                 group: str = "lake-sink", source_topics: list[str] | None = None,
+                 group: str | None = None, source_topics: list[str] | None = None,
                  file_bytes: int = 128 * 1024 * 1024, flush_seconds: float = 5.0,
                  retry_max_s: float = 30.0, dead_letter: bool = True):
         self.settings = settings
         self.bus = bus or open_bus(settings)
         self._tables = tables
-        self.group, self.topics = group, source_topics or SOURCE_TOPICS
+        self.group, self.topics = group or default_group(settings), source_topics or SOURCE_TOPICS
         self.file_bytes, self.flush_seconds, self.retry_max_s = file_bytes, flush_seconds, retry_max_s
         self.dead_letter = dead_letter
         self.stats = SinkStats()
@@ -75,6 +85,7 @@ class LakeSink:
                 if records:
                     last_message = time.monotonic()
                 self._seeked_in_batch: set[OffsetKey] = set()
+                self._adopt_assigned(consumer, records)
                 for record in records:
                     self._take(consumer, record)
                     if self.writer.pending_bytes >= self.file_bytes and self._commit(consumer, stop):
@@ -129,10 +140,13 @@ class LakeSink:
             self.stats.dead_letters += 1
             self.writer.skip(key, record.offset)
 
-    def _restart(self, consumer: Consumer, key: OffsetKey, offset: int) -> bool:
-        """(Re)start `key` where the lake says it continues; True if `offset` is that place."""
+    def _restart(self, consumer: Consumer, key: OffsetKey, offset: int,
+                 lake_offsets: dict[OffsetKey, int] | None = None) -> bool:
+        """(Re)start `key` where the lake says it continues (`lake_offsets`: the lake's offsets,
+        read once for many keys); True if `offset` is that place."""
         log_id, topic, partition = key
-        lake_next = self.writer.tables.offsets(log_id, topic).get(partition)
+        lake_next = (self.writer.tables.offsets(log_id, topic).get(partition) if lake_offsets is None
+                     else lake_offsets.get(key))
         start = consumer.log_start(topic, partition)
         if lake_next is not None and lake_next < start:
             log.error("%s/%d: the lake has offsets up to %d but the log starts at %d: those messages were "
@@ -153,6 +167,20 @@ class LakeSink:
             if (key[1], key[2]) not in assigned:
                 self.writer.drop(key)  # another sink owns it now; its rows are its to write
                 self._seeking.pop(key, None)
+
+    def _adopt_assigned(self, consumer: Consumer, records: list[Delivery | Skipped]) -> None:
+        """Start each newly assigned partition where the lake says, at once: the group's offsets
+        on the bus may lie anywhere (a new lake), and waiting for traffic could wait for ever."""
+        new = consumer.assignment() - {(t, p) for _, t, p in self.writer.keys()}
+        if not new:
+            return
+        lake_offsets = self.writer.tables.all_offsets()
+        first: dict[tuple[str, int], int] = {}
+        for record in records:  # a batch that starts where the lake continues needs no seek
+            first.setdefault((record.topic, record.partition), record.offset)
+        for topic, partition in sorted(new):
+            self._restart(consumer, self._key(consumer, topic, partition), first.get((topic, partition), -1),
+                          lake_offsets)
 
     def _commit(self, consumer: Consumer, stop: threading.Event, attempts: int | None = None) -> bool:
         """Commit what is buffered. While the lake is down, retry with backoff; give up (False)

@@ -38,13 +38,14 @@ class SinkStats:
 class _Partition:
     expected: int | None      # the lake's next offset when the buffer began (None: the lake has none)
     next: int                 # the offset that must come next
+    start: int                # where tracking began
     first_seen: float = 0.0
     parts: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
     nbytes: int = 0
 
     @property
-    def dirty(self) -> bool:
-        return self.next != self.expected
+    def dirty(self) -> bool:  # a partition the lake has never seen is new only once we read some of it
+        return self.next != (self.start if self.expected is None else self.expected)
 
 
 class Gap(ValueError):
@@ -60,7 +61,7 @@ class LakeWriter:
     def track(self, key: OffsetKey, lake_next: int | None, start: int) -> None:
         """Start (or restart) buffering `key` at `start`; the lake's offset for it is `lake_next`."""
         self.drop(key)
-        self._partitions[key] = _Partition(lake_next, start)
+        self._partitions[key] = _Partition(lake_next, start, start)
 
     def position(self, key: OffsetKey) -> int | None:
         """The offset `key` must continue at, or None if it is not tracked."""

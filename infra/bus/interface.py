@@ -3,7 +3,7 @@
 Producer: `send(topic, key, batch)` then `flush()` (durable when it returns).
 Consumer: `poll()` returns decoded batches with topic/partition/offset; `commit()` commits
 everything polled so far, after the dead letters it wrote are durable; `seek_to_beginning()`
-replays. Messages that fail to decode go to the dead-letter topic with the reason and their
+replays; `held()` keeps a group member's partitions while it works longer than the poll interval. Messages that fail to decode go to the dead-letter topic with the reason and their
 source, and the consumer carries on: a poison message never stalls a partition. A reader without
 a group (tail, replay) owns no processing, so it only counts and logs them: one dead letter per
 poison message, however many people look at the topic.
@@ -12,8 +12,10 @@ poison message, however many people look at the topic.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from schemas import topics
@@ -172,6 +174,39 @@ class Consumer(ABC):
         ]
         self._dead_letters.send_raw(topics.DLQ, message.key, message.value, headers)
         self.dead_lettered += 1
+
+    @contextmanager
+    def held(self, interval_s: float = 1.0):
+        """For a block of long work: a group member that stops polling is counted gone after the
+        poll interval and its partitions move. Here fetching pauses and a thread keeps polling
+        (heartbeats, rebalances) until the block ends; the block must not use this consumer."""
+        self.pause()
+        done = threading.Event()
+
+        def keep() -> None:
+            while not done.is_set():
+                first: dict[tuple[str, int], int] = {}
+                for message in self.poll_raw(interval_s):  # paused: none, but should one come, lose none
+                    first.setdefault((message.topic, message.partition), message.offset)
+                for (topic, partition), offset in first.items():
+                    self.seek(topic, partition, offset)
+
+        thread = threading.Thread(target=keep, name="bus-keepalive", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            done.set()
+            thread.join()
+            self.resume()
+
+    @abstractmethod
+    def pause(self) -> None:
+        """Fetch nothing (from the partitions assigned now or later) until `resume()`; polls still
+        keep the group membership."""
+
+    @abstractmethod
+    def resume(self) -> None: ...
 
     @abstractmethod
     def poll_raw(self, timeout_s: float = 1.0, max_records: int = 500) -> list[Message]: ...

@@ -94,7 +94,7 @@ class KafkaBusConsumer(Consumer):
         super().__init__(bus, group, topic_names, **kwargs)
         from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
 
-        self._from_beginning = False
+        self._from_beginning = self._paused = False
         consumer = self
 
         class _OnAssign(ConsumerRebalanceListener):
@@ -104,6 +104,8 @@ class KafkaBusConsumer(Consumer):
             def on_partitions_assigned(self, assigned):
                 if consumer._from_beginning and assigned:
                     consumer._kafka.seek_to_beginning(*assigned)
+                if consumer._paused and assigned:  # a rebalance assigns partitions unpaused
+                    consumer._kafka.pause(*assigned)
 
         self._kafka = _connect(lambda: KafkaConsumer(
             bootstrap_servers=bus.bootstrap, group_id=group, enable_auto_commit=False,
@@ -132,6 +134,14 @@ class KafkaBusConsumer(Consumer):
         records = self._kafka.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
         return [Message(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers or []), r.timestamp)
                 for batch in records.values() for r in batch]
+
+    def pause(self) -> None:
+        self._paused = True
+        self._kafka.pause(*self._kafka.assignment())
+
+    def resume(self) -> None:
+        self._paused = False
+        self._kafka.resume(*self._kafka.paused())
 
     def lag(self) -> int | None:
         from kafka import TopicPartition

@@ -78,7 +78,7 @@ class MemoryConsumer(Consumer):
         self.broker = bus.broker
         self.id = next(self._ids)
         self.positions: dict[tuple[str, int], int] = {}
-        self.from_beginning = False
+        self.from_beginning = self.paused = False
         with self.broker.changed:
             for name in self.topics:
                 if name not in self.broker.logs:
@@ -108,7 +108,7 @@ class MemoryConsumer(Consumer):
         with self.broker.changed:
             while True:
                 out: list[Message] = []
-                for tp in self._rebalance():
+                for tp in [] if self.paused else self._rebalance():
                     log = self.broker.logs[tp[0]][tp[1]]
                     index = self.positions[tp] - self.broker.start(*tp)
                     taken = log[index:index + max_records - len(out)]
@@ -120,6 +120,12 @@ class MemoryConsumer(Consumer):
                 if out or remaining <= 0:
                     return out
                 self.broker.changed.wait(remaining)
+
+    def pause(self) -> None:
+        self.paused = True
+
+    def resume(self) -> None:
+        self.paused = False
 
     def lag(self) -> int | None:
         with self.broker.changed:

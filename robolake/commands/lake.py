@@ -17,7 +17,8 @@ def register(commands, common) -> None:
         description="Consume the episode and event topics and write Parquet tables to the lake. "
                     "Offsets are committed only after the objects are durable. Stops on SIGTERM/Ctrl-C "
                     "after a final flush, or with --until-idle once nothing arrives.")
-    sink.add_argument("--group", default="lake-sink", metavar="NAME", help="consumer group (default lake-sink)")
+    sink.add_argument("--group", metavar="NAME",
+                      help="consumer group (default: lake-sink-<hash of the lake's root>, one per lake)")
     sink.add_argument("--topics", nargs="+", metavar="TOPIC",
                       help="topics to sink: ours with or without the 'robolake.' prefix, or any full topic name "
                            "(default: episodes, curriculum, skills, learner, analysis, lineage)")

@@ -183,3 +183,27 @@ def test_two_sinks_in_one_group_a_rebalance_and_a_paused_zombie_lose_and_duplica
     assert count(settings, "SELECT count(*) FROM (SELECT _offset FROM chunks GROUP BY _partition, _offset "
                            "HAVING count(*) > 1)") == 0
     assert len(produced) == 24
+
+
+def test_a_new_lake_holds_the_history_within_seconds_without_new_messages(stack):
+    """An old lake's group stands at the end of every partition; a sink of a new lake in that
+    group must still start where the lake says (the beginning), not wait for traffic."""
+    bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
+    topic, group = f"faults.newlake.{uuid.uuid4().hex[:6]}", f"shared-{uuid.uuid4().hex[:6]}"
+    bus.ensure_topics([topic])
+    produced = _produce(bus, topic, 6, seed=9)
+    LakeSink(_lake(stack, "old"), bus=bus, group=group, source_topics=[topic], flush_seconds=0.2).run(until_idle_s=2)
+    settings = _lake(stack, "new")
+    sink = LakeSink(settings, bus=bus, group=group, source_topics=[topic], flush_seconds=0.2)
+    stop = threading.Event()
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    started = time.monotonic()
+    worker.start()
+    try:
+        assert wait_until(lambda: sink.stats.commits >= 1 and not sink.writer.dirty
+                          and sink.stats.messages == 6 * 6, 30), f"the history did not land: {sink.stats}"
+    finally:
+        stop.set()
+        worker.join(60)
+    print(f"the new lake held the history after {time.monotonic() - started:.1f}s")
+    assert count(settings, "SELECT count(*) FROM episodes") == len(produced) == 6

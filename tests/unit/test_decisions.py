@@ -79,3 +79,42 @@ def test_the_budget_counts_collected_episodes_only(tmp_path):
         assert episode_count(con, "exp") == 0
     finally:
         con.close()
+
+
+def _episode(writer, decision_id, seed, steps=3, end=True):
+    writer.start(experiment_id="exp", worker_id="w", env_name="sim", env_version=1, seed=seed, initial_state=[0.0],
+                 task="t", skill_sequence=["reach_red"], decision_id=decision_id, policy_id="p", policy_version="1")
+    for i in range(steps):
+        writer.step(step=i, sim_time=0.1 * i, observation=[0.0] * 3, action=[0.0] * 4, reward=1.0, task_reward=1.0,
+                    skill_id="reach_red", skill_caption="reach", terminated=False, truncated=False)
+    if end:
+        return writer.end("success", task_success=True, skill_success={"reach_red": True})
+    writer._flush_steps()  # the worker dies here: no end
+
+
+def test_a_decision_run_again_counts_each_seed_once(tmp_path):
+    """A worker killed mid-decision, and a second that runs the whole decision again: the lake
+    holds each (decision, seed) once, the first complete run; other episodes are not touched."""
+    from consumers.lake_sink import LakeSink
+    from infra.bus.memory import MemoryBus
+    from producers.episode_writer import EpisodeWriter
+    from tests.lake_helpers import count
+
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")
+    bus = MemoryBus()
+    writer = EpisodeWriter(bus.producer(), chunk_steps=2)
+    first, second = decision_seeds("d1", 2)
+    _episode(writer, "d1", first)
+    _episode(writer, "d1", second, end=False)  # killed
+    for seed in (first, second):  # the decision again, from its first episode
+        _episode(writer, "d1", seed)
+    for _ in range(2):  # outside any decision, the same seed twice is two episodes
+        _episode(writer, None, 7)
+    LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
+    assert count(settings, "SELECT list(seed ORDER BY seed) FROM episodes WHERE decision_id = 'd1'") == [first, second]
+    assert count(settings, "SELECT count(*) FROM episodes WHERE decision_id IS NULL") == 2
+    assert count(settings, "SELECT list(problem ORDER BY problem) FROM partial_episodes") == \
+        ["no end", "repeat of a decision episode"]
+    assert count(settings, "SELECT count(*) FROM steps") == 4 * 3, "the steps of counted episodes only"
+    # what the run's eval stage reads (consumers/experiment/stages.py): 2 of 2 asked, not 3
+    assert count(settings, "SELECT [count_if(task_success), count(*)] FROM episodes WHERE decision_id = 'd1'") == [2, 2]

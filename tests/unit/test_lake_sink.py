@@ -9,7 +9,7 @@ import time
 import pytest
 
 from consumers.lake_sink import LakeSink
-from consumers.lake_sink.sink import LakeUnavailable
+from consumers.lake_sink.sink import SOURCE_TOPICS, LakeUnavailable, default_group
 from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables
 from producers.episode_writer import EpisodeWriter, utc_now
@@ -110,7 +110,7 @@ def test_an_idle_topic_still_lands_within_flush_seconds(tmp_path):
             time.sleep(0.05)
         assert sink.stats.commits == 1, "no new record arrived, yet the buffer must be committed"
         assert count(settings, "SELECT count(*) FROM steps") == 5
-        assert bus.broker.committed["lake-sink"], "offsets are committed after the flush"
+        assert bus.broker.committed[default_group(settings)], "offsets are committed after the flush"
     finally:
         stop.set()
         worker.join()
@@ -143,9 +143,9 @@ def test_poison_messages_are_dead_lettered_and_never_stall_the_partition(tmp_pat
     stats = LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.3)
     assert stats.dead_letters == 1
     assert count(settings, "SELECT count(*) FROM episodes") == 1
-    assert bus.broker.committed["lake-sink"][(topics.EPISODES, 0)] == 4  # past the poison and the episode
+    assert bus.broker.committed[default_group(settings)][(topics.EPISODES, 0)] == 4  # past the poison and the episode
     (letter,) = [m for p in bus.broker.logs[topics.DLQ] for m in p]
-    assert letter.header("dlq.source.offset") == "0" and letter.header("dlq.consumer") == "lake-sink"
+    assert letter.header("dlq.source.offset") == "0" and letter.header("dlq.consumer") == default_group(settings)
 
 
 def test_a_lake_outage_is_retried_and_nothing_is_committed_meanwhile(tmp_path):
@@ -157,7 +157,7 @@ def test_a_lake_outage_is_retried_and_nothing_is_committed_meanwhile(tmp_path):
 
     def watching_commit(rows, offsets):
         if tables.failures:
-            committed_during_outage.append(dict(bus.broker.committed["lake-sink"]))
+            committed_during_outage.append(dict(bus.broker.committed[default_group(settings)]))
         original(rows, offsets)
 
     tables.commit = watching_commit
@@ -172,3 +172,36 @@ def test_an_unwritable_lake_fails_at_start(tmp_path):
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/a-file/lake")
     with pytest.raises(LakeUnavailable, match="cannot be opened for writing"):
         LakeSink(settings, bus=MemoryBus()).run(until_idle_s=0.1)
+
+
+def test_a_new_lake_starts_from_the_log_at_once(tmp_path):
+    """The group's offsets on the bus say nothing about a new lake: with no new message, the
+    history still lands in it."""
+    bus, first = MemoryBus(), _settings(tmp_path, "first")
+    _fill(bus, episodes=3)
+    group = "shared-group"  # the worst case: an old lake's group, at the end of every partition
+    LakeSink(first, bus=bus, group=group, flush_seconds=0.05).run(until_idle_s=0.3)
+    second = _settings(tmp_path, "second")
+    stop = threading.Event()
+    sink = LakeSink(second, bus=bus, group=group, flush_seconds=0.1)
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    worker.start()
+    history = sum(bus.log_end_offsets(SOURCE_TOPICS).values())
+    try:
+        deadline = time.monotonic() + 10
+        while sink.stats.messages < history and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert count(second, "SELECT count(*) FROM episodes") == 3
+    assert lake_fingerprint(second) == lake_fingerprint(first)
+
+
+def test_each_lake_has_a_group_of_its_own(tmp_path):
+    first, second = _settings(tmp_path, "first"), _settings(tmp_path, "second")
+    assert default_group(first) == default_group(_settings(tmp_path, "first"))
+    assert default_group(first) != default_group(second)
+    assert LakeSink(first, bus=MemoryBus()).group == default_group(first)
+    here, there = (Settings.load(env={}, lake="s3://robolake/lake", s3_endpoint=e) for e in ("a:9000", "b:9000"))
+    assert default_group(here) != default_group(there), "the same bucket on two servers is two lakes"
