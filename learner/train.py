@@ -46,6 +46,10 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
 
     store = CheckpointStore(settings, run_id)
     learner = PACLearner(config, device=device, seed=seed)
+    if learner.device.type == "cpu":
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     run = TrainRun(run_id, experiment_id)
     if resume:
         state = store.load_latest()

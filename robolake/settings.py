@@ -75,6 +75,9 @@ class Settings:
     # Tries of one lake commit (a full disk, the object store down) before a sink gives up with the
     # error; the log keeps what was not written (backoff 0.5 s doubling to 30 s: 8 tries ~1 minute).
     lake_commit_attempts: int = 8
+    # torch threads of a learner training on the CPU. One: the CPU model is small, and torch's default
+    # of one per core ran ~13x slower beside other work on a 2-core machine (benchmarks/README.md).
+    torch_threads: int = 1
 
     def __post_init__(self) -> None:
         _parse_bus(self.bus)
@@ -105,6 +108,8 @@ class Settings:
         _parse_memory(self.sql_memory_limit)
         if self.lake_commit_attempts < 1:
             raise SettingsError(f"lake_commit_attempts must be >= 1, got {self.lake_commit_attempts}")
+        if self.torch_threads < 1:
+            raise SettingsError(f"torch_threads must be >= 1, got {self.torch_threads}")
         if len(self.s3_secret_key) < 8:
             raise SettingsError("s3_secret_key must have at least 8 characters (MinIO's rule)")
 
