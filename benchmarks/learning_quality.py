@@ -261,7 +261,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=3, help="training seeds per method (default 3)")
     parser.add_argument("--eval-episodes", type=int, default=17,
                         help="evaluation episodes per task, method and seed (default 17: 51 per task and method)")
-    parser.add_argument("--alpha", type=float, default=0.5, help="PAC's BC weight (default 0.5)")
+    parser.add_argument("--alpha", type=float, default=0.9, help="PAC's BC weight (default 0.9, the config's)")
     parser.add_argument("--eta", type=float, default=None, help="PAC's temperature (default: the config's)")
     parser.add_argument("--workers", type=int, default=2, help="evaluation processes (default 2)")
     parser.add_argument("--seed", type=int, default=0)

@@ -27,7 +27,7 @@ def register(commands, common) -> None:
                        help=f"the observation version the model reads (default {observation.CURRENT}, the current): "
                             "it trains on episodes of that version and later; 1 trains on lakes written before "
                             "the controller's set point was observed")
-    train.add_argument("--alpha", type=float, metavar="A", help="BC weight in [0, 1] (default: the config's, 0.5)")
+    train.add_argument("--alpha", type=float, metavar="A", help="BC weight in [0, 1] (default: the config's, 0.9)")
     train.add_argument("--steps", type=positive_int, default=1000, metavar="N", help="gradient steps (default 1000)")
     train.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="default auto")
     train.add_argument("--run-id", type=identifier, metavar="ID", help="name of the run (default: a new id; with --resume: required)")
