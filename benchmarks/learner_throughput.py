@@ -40,9 +40,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="gradient steps timed")
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--alpha", type=float, help="PAC's BC weight (default the config's; 1 is BC, no critic)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = get_config(args.config)
+    if args.alpha is not None:
+        config = config.replace(alpha=args.alpha)
     settings = Settings.load(bus="memory", lake=f"file://{tempfile.mkdtemp(prefix='learner-bench-')}/lake")
     fill(settings, args.episodes, 100)
     relabel(settings, resolve(FUNCTIONS), publish=False)
@@ -60,29 +63,33 @@ def main() -> None:
     data_s = time.perf_counter() - started
     data.close()
 
-    learner = PACLearner(config, device="cpu")
-    for batch in batches[:4]:  # warm-up
-        learner.step(batch)
-    started = time.perf_counter()
-    for batch in batches[4:]:
-        learner.step(batch)
-    train_s = time.perf_counter() - started
-    samples = args.steps * config.batch_size
+    def rate(config) -> float:
+        learner = PACLearner(config, device="cpu")
+        for batch in batches[:4]:  # warm-up
+            learner.step(batch)
+        started = time.perf_counter()
+        for batch in batches[4:]:
+            learner.step(batch)
+        return args.steps * config.batch_size / (time.perf_counter() - started)
+
+    train_rate, bc_rate = rate(config), rate(config.replace(alpha=1.0))
     data_rate = (len(batches) - 1) * config.batch_size / data_s
-    train_rate = samples / train_s
     print(f"config {config.name}: {parameter_count(config) / 1e6:.2f}M parameters, batch {config.batch_size}, "
           f"{args.threads} torch threads, {args.episodes * 100} steps in the lake, {len(FUNCTIONS)} reward functions; "
           f"the dataset's first batch took {first_s:.2f}s (shuffle buffer filling)\n")
     print(table(["path", "samples/s", "ms per batch", "ratio to training"], [
         ["lake dataset (DuckDB join, shuffle, prefetch, captions)", data_rate,
          1000 * config.batch_size / data_rate, data_rate / train_rate],
-        [f"PAC training step ({config.name}: forward, backward, AdamW, target update)", train_rate,
-         1000 * config.batch_size / train_rate, 1.0],
+        [f"PAC training step ({config.name}, alpha {config.alpha:g}: forward, backward, AdamW, target update)",
+         train_rate, 1000 * config.batch_size / train_rate, 1.0],
+        [f"BC training step ({config.name}, alpha 1: no critic)", bc_rate, 1000 * config.batch_size / bc_rate,
+         bc_rate / train_rate],
     ]))
     print("results:", write_result("learner_throughput", {
         "config": config.name, "parameters": parameter_count(config), "batch_size": config.batch_size,
         "alpha": config.alpha, "threads": args.threads, "train_samples_per_s": train_rate,
-        "data_samples_per_s": data_rate, "data_over_train": data_rate / train_rate, "first_batch_s": first_s}))
+        "bc_train_samples_per_s": bc_rate, "data_samples_per_s": data_rate, "data_over_train": data_rate / train_rate,
+        "first_batch_s": first_s}))
 
 
 if __name__ == "__main__":

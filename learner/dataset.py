@@ -175,6 +175,7 @@ class LakeDataset:
         from infra.duck import sql_str
 
         size = self.observation_size
+        cut = f"[1:{size}]" if self._newer else ""
         skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
                            for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
         pick = self._commanded() if self.config.conditioning == "commanded" else self._hindsight(epoch)
@@ -186,11 +187,11 @@ class LakeDataset:
                 WHERE r.dataset = $1),
 {pick}
             s AS (
-                SELECT st.episode_id, st.step, st.action, st.observation[1:{size}] AS next_observation,
-                       coalesce(lag(st.observation[1:{size}]) OVER (PARTITION BY st.episode_id ORDER BY st.step),
-                                CASE WHEN st.step = 0 THEN es.initial_observation[1:{size}] END) AS observation
+                SELECT st.episode_id, st.step, st.action, st.observation{cut} AS next_observation,
+                       coalesce(lag(st.observation{cut}) OVER (PARTITION BY st.episode_id ORDER BY st.step),
+                                CASE WHEN st.step = 0 THEN es.initial_observation{cut} END) AS observation
                 FROM steps st LEFT JOIN episode_starts es ON es.episode_id = st.episode_id
-                WHERE st.episode_id IN (SELECT episode_id FROM pick) AND len(st.observation) >= {size})
+                WHERE st.episode_id IN (SELECT episode_id FROM pick){f" AND len(st.observation) >= {size}" if self._older else ""})
             SELECT s.episode_id, s.step, s.observation, s.action, s.next_observation, p.skill, p.reward, p.success,
                    p.imitate
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
@@ -271,19 +272,23 @@ class LakeDataset:
     def _check_observation_versions(self) -> None:
         """Episodes of an earlier observation version than the model's lack fields it reads: left out,
         said once; none left is an error naming the versions (an episode's env_version is its
-        observation version)."""
+        observation version). Episodes of other environments are read as they are."""
         import logging
 
         from infra.lake_sql import open_lake
+        from schemas.observation import ENV_NAME
 
         con = open_lake(self.settings)
         try:
             counts = dict(con.execute(
-                "SELECT env_version, count(*) FROM episode_starts WHERE episode_id IN "
-                "(SELECT DISTINCT episode_id FROM rewards WHERE dataset = ?) GROUP BY 1", [self.config.dataset]).fetchall())
+                "SELECT env_version, count(*) FROM episode_starts WHERE env_name = ? AND episode_id IN "
+                "(SELECT DISTINCT episode_id FROM rewards WHERE dataset = ?) GROUP BY 1",
+                [ENV_NAME, self.config.dataset]).fetchall())
         finally:
             con.close()
         older = {v: n for v, n in counts.items() if v < self.observation_version}
+        # The common case, one version, reads observations as they are (cutting lists costs time).
+        self._older, self._newer = bool(older), any(v > self.observation_version for v in counts)
         if older and sum(older.values()) == sum(counts.values()):
             raise ValueError(f"dataset {self.config.dataset!r} holds only episodes of observation version "
                              f"{', '.join(f'v{v}' for v in sorted(older))}, and this model reads "

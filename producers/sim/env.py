@@ -27,7 +27,7 @@ from producers.sim.render import DETAILS, FrameRenderer
 from producers.sim.scene import COLOURS, CUBE_HALF, TABLE_TOP
 from schemas import observation as observation_schema
 
-ENV_NAME, ENV_VERSION = "panda_block_stacking", 2  # also the observation version (schemas/observation.py)
+ENV_NAME, ENV_VERSION = observation_schema.ENV_NAME, 2  # also the observation version (schemas/observation.py)
 HOME = np.array([0.45, 0.0, TABLE_TOP + 0.25])
 # The controlled point is between the fingertips: this far below the model's end-effector site
 # along the (downward) hand axis. The fingertips reach 8 mm further.
