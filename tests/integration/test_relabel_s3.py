@@ -11,6 +11,7 @@ from infra.bus.kafka import KafkaBus
 from learner.dataset import DatasetConfig, LakeDataset
 from producers.sim.rewards import REWARDS
 from robolake.cli import main
+from schemas import observation
 from tests.lake_helpers import count
 
 
@@ -42,4 +43,4 @@ def test_produce_relabel_and_query_on_kafka_and_minio(stack, capsys):
     assert main(["sql", "SELECT reward_fn, reward_version, avg(success::INT) FROM rewards GROUP BY ALL",
                  *flags]) == 0
     batch = next(iter(LakeDataset(settings, DatasetConfig(dataset="s3", batch_size=8))))
-    assert batch["observation"].shape == (8, 43) and len(batch["caption"]) == 8
+    assert batch["observation"].shape == (8, observation.size()) and len(batch["caption"]) == 8
