@@ -64,6 +64,14 @@ class _Server(ThreadingHTTPServer):
         names = {"localhost", "127.0.0.1", "[::1]", f"[{bound}]" if ":" in bound else bound}
         self.hosts = {f"{n}:{port}".lower() for n in names} | ({n.lower() for n in names} if port == 80 else set())
 
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):  # a client gone before its reply: nothing to print
+            log.debug("client %s left before its reply", client_address)
+            return
+        super().handle_error(request, client_address)
+
     def process_request(self, request, client_address) -> None:
         if not self._slots.acquire(blocking=False):  # full: refuse now rather than queue a thread
             try:

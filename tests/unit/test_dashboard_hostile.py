@@ -74,3 +74,27 @@ def test_idle_connections_time_out_and_connections_beyond_the_bound_are_refused_
     while _get(port, "/api/experiments")[0] == 503 and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _get(port, "/api/experiments")[0] == 200
+
+
+def test_a_client_gone_before_its_reply_prints_no_traceback(capsys):
+    """Clients that hang up early (a closed tab, a scanner) must not flood stderr with tracebacks;
+    other errors still print."""
+    from http.server import BaseHTTPRequestHandler
+
+    from consumers.report.dashboard import _Server
+
+    server = _Server(("127.0.0.1", 0), BaseHTTPRequestHandler, max_connections=1)
+    try:
+        for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+            try:
+                raise error
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert "Traceback" not in capsys.readouterr().err
+        try:
+            raise RuntimeError("a real bug")
+        except RuntimeError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "a real bug" in capsys.readouterr().err
+    finally:
+        server.server_close()
