@@ -66,6 +66,7 @@ class LakeSink:
         self.file_bytes, self.flush_seconds, self.retry_max_s = file_bytes, flush_seconds, retry_max_s
         self.dead_letter = dead_letter
         self.stats = SinkStats()
+        self._adopted: set[tuple[str, int]] = set()  # partitions started where the lake says, this assignment
         self._log_ids: dict[str, str] = {}
         self._seeking: dict[OffsetKey, int] = {}
         self._seeked_in_batch: set[OffsetKey] = set()
@@ -171,9 +172,14 @@ class LakeSink:
     def _adopt_assigned(self, consumer: Consumer, records: list[Delivery | Skipped]) -> None:
         """Start each newly assigned partition where the lake says, at once: the group's offsets
         on the bus may lie anywhere (a new lake), and waiting for traffic could wait for ever."""
-        new = consumer.assignment() - {(t, p) for _, t, p in self.writer.keys()}
+        assigned = consumer.assignment()
+        self._adopted &= assigned  # one revoked and assigned again is started anew
+        # Once per partition and assignment: an empty partition stays out of the writer's keys, and
+        # seeking it again on every poll reset its fetch each time (a sink hung in poll under load).
+        new = assigned - self._adopted - {(t, p) for _, t, p in self.writer.keys()}
         if not new:
             return
+        self._adopted |= new
         lake_offsets = self.writer.tables.all_offsets()
         first: dict[tuple[str, int], int] = {}
         for record in records:  # a batch that starts where the lake continues needs no seek
