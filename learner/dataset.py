@@ -92,8 +92,14 @@ class LakeDataset:
 
         self.observation_version = config.observation_version or observation.CURRENT
         self.observation_size = observation.size(self.observation_version)
-        self.functions = self._functions()  # [(name, version)]
-        self._check_observation_versions()
+        from infra.lake_sql import open_lake
+
+        con = open_lake(settings)  # one attachment for what the dataset needs to know before reading
+        try:
+            self.functions = self._functions(con)  # [(name, version)]
+            self._check_observation_versions(con)
+        finally:
+            con.close()
         names = [name for name, _ in self.functions]
         if config.conditioning == "commanded" and len(set(names)) < len(names):
             raise ValueError("commanded conditioning needs one version per function; choose with functions=")
@@ -269,23 +275,18 @@ class LakeDataset:
                 "episode_id": np.array(batch.column("episode_id").to_pylist(), dtype=object),
                 "step": batch.column("step").to_numpy(zero_copy_only=False).astype(np.int32)}
 
-    def _check_observation_versions(self) -> None:
+    def _check_observation_versions(self, con) -> None:
         """Episodes of an earlier observation version than the model's lack fields it reads: left out,
         said once; none left is an error naming the versions (an episode's env_version is its
         observation version). Episodes of other environments are read as they are."""
         import logging
 
-        from infra.lake_sql import open_lake
         from schemas.observation import ENV_NAME
 
-        con = open_lake(self.settings)
-        try:
-            counts = dict(con.execute(
-                "SELECT env_version, count(*) FROM episode_starts WHERE env_name = ? AND episode_id IN "
-                "(SELECT DISTINCT episode_id FROM rewards WHERE dataset = ?) GROUP BY 1",
-                [ENV_NAME, self.config.dataset]).fetchall())
-        finally:
-            con.close()
+        counts = dict(con.execute(
+            "SELECT env_version, count(*) FROM episode_starts WHERE env_name = ? AND episode_id IN "
+            "(SELECT DISTINCT episode_id FROM rewards WHERE dataset = ?) GROUP BY 1",
+            [ENV_NAME, self.config.dataset]).fetchall())
         older = {v: n for v, n in counts.items() if v < self.observation_version}
         # The common case, one version, reads observations as they are (cutting lists costs time).
         self._older, self._newer = bool(older), any(v > self.observation_version for v in counts)
@@ -298,9 +299,7 @@ class LakeDataset:
                 "dataset %r: leaving out %d episodes of observation %s (the model reads v%d)", self.config.dataset,
                 sum(older.values()), ", ".join(f"v{v}" for v in sorted(older)), self.observation_version)
 
-    def _functions(self) -> list[tuple[str, int]]:
-        from infra.lake_sql import open_lake
-
+    def _functions(self, con) -> list[tuple[str, int]]:
         dataset = self.config.dataset
         wanted = None
         if self.config.functions is not None:
@@ -310,12 +309,8 @@ class LakeDataset:
                 if not name or (at and not (version.isascii() and version.isdecimal())):
                     raise ValueError(f"name functions as NAME or NAME@VERSION, got {spec!r}")
                 wanted.append((spec, name, int(version) if at else None))
-        con = open_lake(self.settings)
-        try:
-            present = [tuple(r) for r in con.execute("SELECT DISTINCT reward_fn, reward_version FROM rewards "
-                                                     "WHERE dataset = ? ORDER BY ALL", [dataset]).fetchall()]
-        finally:
-            con.close()
+        present = [tuple(r) for r in con.execute("SELECT DISTINCT reward_fn, reward_version FROM rewards "
+                                                 "WHERE dataset = ? ORDER BY ALL", [dataset]).fetchall()]
         if not present:
             raise ValueError(f"dataset {dataset!r} has no rewards rows; run `robolake relabel --name {dataset}` first")
         if wanted is None:

@@ -24,6 +24,7 @@ import base64
 import json
 import logging
 import re
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -65,8 +66,6 @@ class _Server(ThreadingHTTPServer):
         self.hosts = {f"{n}:{port}".lower() for n in names} | ({n.lower() for n in names} if port == 80 else set())
 
     def handle_error(self, request, client_address) -> None:
-        import sys
-
         if isinstance(sys.exc_info()[1], ConnectionError):  # a client gone before its reply: nothing to print
             log.debug("client %s left before its reply", client_address)
             return

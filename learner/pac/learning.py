@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from learner.pac.config import PACConfig
-from learner.pac.losses import goal_return, pac_losses
+from learner.pac.losses import expected, goal_return, mean_action, pac_losses, sample_actions
 from learner.pac.networks import build
 
 _KEYS = ("observation", "next_observation", "action", "reward", "discount", "caption")
@@ -86,8 +86,6 @@ class PACLearner:
         """Actions (B, action_dim) in [-1, 1] for observations (B, obs_dim) and caption embeddings:
         the policy's expected action (greedy; with `act_candidates`, the critic's pick among it and
         samples of the policy), or one sampled."""
-        from learner.pac.losses import expected, mean_action, sample_actions
-
         with torch.no_grad():
             obs = torch.as_tensor(np.asarray(observation, np.float32), device=self.device)
             cap = torch.as_tensor(np.asarray(caption, np.float32), device=self.device)

@@ -28,12 +28,6 @@ def support(config: PACConfig, device=None) -> torch.Tensor:
     return torch.linspace(config.v_min, config.v_max, config.return_bins, device=device)
 
 
-def action_to_bins(actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
-    """Continuous actions in [-1, 1] -> the nearest bin index per dimension."""
-    scaled = (actions.clamp(-1, 1) + 1) / 2 * (config.action_bins - 1)
-    return scaled.round().long()
-
-
 def two_hot(actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
     """(..., A) actions in [-1, 1] -> (..., A, bins): each value split between its two neighbouring
     bins so that the distribution's mean is the value itself. Cross-entropy against it teaches the
