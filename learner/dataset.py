@@ -44,6 +44,9 @@ from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 
 _BUCKETS = 1 << 20  # resolution of the skill choice
 _WEIGHT_UNITS = 1 << 20  # weights as integers (the largest one is this), so the cumulative sums are exact
+# Passes over the demonstrations per read: they are a few percent of the rows the read's window query
+# goes through, so one pass per query made a demonstration stream ~4x slower than training.
+_DEMONSTRATION_PASSES = 8
 
 
 @dataclass(frozen=True)
@@ -152,16 +155,19 @@ class LakeDataset:
         c = self.config
         epoch = 0
         while c.epochs is None or epoch < c.epochs:
+            passes = 1
+            if c.demonstrations_only:
+                passes = _DEMONSTRATION_PASSES if c.epochs is None else min(_DEMONSTRATION_PASSES, c.epochs - epoch)
             buffer, read = ShuffleBuffer(c.shuffle_buffer, seed=c.seed * 1_000_003 + epoch), 0
-            for rows in self._rows(epoch):
+            for rows in self._rows(epoch, passes):
                 read += len(rows["step"])
                 yield from buffer.push(rows)
             yield from buffer.drain()
             if not read:
                 return
-            epoch += 1
+            epoch += passes
 
-    def _rows(self, epoch: int) -> Iterator[dict[str, np.ndarray]]:
+    def _rows(self, epoch: int, passes: int = 1) -> Iterator[dict[str, np.ndarray]]:
         from infra.lake_sql import open_lake
 
         con = open_lake(self.settings, read_only=False)  # only our own SQL runs on it
@@ -170,21 +176,21 @@ class LakeDataset:
             # One thread: rows arrive in the same order on every run (the seeded shuffle then makes the
             # same batches) without a global sort, which would hold the whole dataset.
             con.execute("SET threads = 1")
-            reader = con.execute(self._query(epoch), [self.config.dataset]).to_arrow_reader(self.config.read_rows)
+            reader = con.execute(self._query(epoch, passes), [self.config.dataset]).to_arrow_reader(self.config.read_rows)
             for batch in reader:
                 if batch.num_rows:
                     yield self._columns(batch)
         finally:
             con.close()
 
-    def _query(self, epoch: int) -> str:
+    def _query(self, epoch: int, passes: int = 1) -> str:
         from infra.duck import sql_str
 
         size = self.observation_size
         cut = f"[1:{size}]" if self._newer else ""
         skills = ", ".join(f"({i}, {sql_str(n)}, {v}, {w}::BIGINT)"
                            for i, ((n, v), w) in enumerate(zip(self.functions, self._weights)) if w > 0)
-        pick = self._commanded() if self.config.conditioning == "commanded" else self._hindsight(epoch)
+        pick = self._commanded() if self.config.conditioning == "commanded" else self._hindsight(epoch, passes)
         return f"""
             WITH f(skill, reward_fn, reward_version, w) AS (VALUES {skills}),
             relabelled AS (
@@ -203,16 +209,17 @@ class LakeDataset:
             FROM s JOIN pick p ON p.episode_id = s.episode_id AND p.step = s.step
             WHERE s.observation IS NOT NULL"""
 
-    def _hindsight(self, epoch: int) -> str:
+    def _hindsight(self, epoch: int, passes: int = 1) -> str:
         """One relabelled row per step, drawn among the positive-weight functions that have a row for
         it: running sums of their (integer) weights, a skill the step demonstrates weighing `boost`
         times more (a segment is the unit: a misdirected "reach red" that ends above blue demonstrates
         "reach blue", but steps long before an incidental success, in another segment, do not); the
         seeded draw x in [0, total) picks the one whose [cum - w, cum) holds x. One string hashed, not
         hash(a, b, c): DuckDB's combined hash barely mixes the seed into its low bits (seeds 0, 1 and 3
-        drew the same skills)."""
+        drew the same skills). `passes` > 1 draws for that many epochs at once (epoch + 0, 1, ...)."""
         seed = int(self.config.seed) * 1_000_003 + epoch
         demos = " WHERE achieved" if self.config.demonstrations_only else ""
+        draws, seed = ("r", str(seed)) if passes == 1 else (f"r, range({int(passes)}) AS d(pass)", f"{seed} + pass")
         return f"""
             seg AS (  -- the commanded segments: runs of steps under one skill_id
                 SELECT episode_id, step,
@@ -240,7 +247,7 @@ class LakeDataset:
                           sum(w) OVER (PARTITION BY episode_id, step) AS total
                 FROM a),
             pick AS (
-                SELECT episode_id, step, skill, reward, success, achieved AS imitate FROM r
+                SELECT episode_id, step, skill, reward, success, achieved AS imitate FROM {draws}
                 WHERE (hash(concat_ws(':', episode_id, step, {seed})) % {_BUCKETS})::HUGEINT * total // {_BUCKETS}
                       BETWEEN cum - w AND cum - 1),"""
 
