@@ -144,15 +144,17 @@ def _state(learner, config, lineage: dict) -> dict:
 def _check_compatible(saved: dict, config) -> None:
     from learner.pac.config import PACConfig
 
-    # A field the checkpoint lacks was added since (the model's inputs changed): "absent" != its value.
+    # A field the checkpoint lacks was added since (the model's inputs changed): "absent" != its value,
+    # unless PACConfig.ABSENT_MEANS says what its absence meant.
     before = PACConfig.from_dict(saved)
     # The model's shape, and what its critic's bins mean (the same weights on another support or
     # discount would read as other returns).
-    shape = ("observation_version", "torso", "hidden", "layers", "film_dim", "critic_hidden", "d_model", "latents",
-             "blocks", "heads", "ff_mult", "action_dim", "caption_dim", "action_bins", "return_bins",
-             "relative_groups", "anchor_group", "normalize", "v_min", "v_max", "discount")
-    wrong = [f"{k}: checkpoint {getattr(before, k) if k in saved else 'absent'!r}, now {getattr(config, k)!r}"
-             for k in shape if k not in saved or getattr(before, k) != getattr(config, k)]
+    shape = ("observation_version", "torso", "critic", "step_features", "hidden", "layers", "film_dim",
+             "critic_hidden", "d_model", "latents", "blocks", "heads", "ff_mult", "action_dim", "caption_dim",
+             "action_bins", "return_bins", "relative_groups", "anchor_group", "normalize", "v_min", "v_max", "discount")
+    known = set(saved) | set(PACConfig.ABSENT_MEANS)
+    wrong = [f"{k}: checkpoint {getattr(before, k) if k in known else 'absent'!r}, now {getattr(config, k)!r}"
+             for k in shape if k not in known or getattr(before, k) != getattr(config, k)]
     if wrong:
         raise TrainingError("the checkpoint was trained with another model shape or critic: " + "; ".join(wrong))
 

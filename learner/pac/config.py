@@ -12,6 +12,7 @@ from schemas import observation
 # angles, joint velocities, gripper opening, end-effector pose, each cube's pose; v2 adds the set point.
 _ENTITY_GROUPS = {1: (7, 7, 1, 7, 7, 7, 7), 2: (7, 7, 1, 7, 7, 7, 7, 3)}
 TORSOS = ("film", "perceiver")
+CRITICS = ("factorised", "sampled")
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,11 @@ class PACConfig:
     hidden: int = 256             # film: width of each hidden layer
     layers: int = 3               # film: hidden layers
     film_dim: int = 64            # film: the caption is projected to this before each layer's scale and shift
-    critic_hidden: int = 128      # film: the critic's MLP on (state features, action)
+    critic_hidden: int = 128      # film: width of the critic's hidden layer
+    # film: each relative pair also enters in units of the arm's step (the env's max_step_m, 5 cm),
+    # clipped to +-1: the last centimetres to a goal, which the expert covers in one fractional step,
+    # are then a large input, not a small fraction of the workspace-wide spread (0: off).
+    step_features: float = 0.05
     d_model: int = 64             # perceiver: width of every token and latent
     latents: int = 8              # learned latent queries that cross-attend to the input tokens
     blocks: int = 2               # self-attention blocks over the latents
@@ -48,9 +53,16 @@ class PACConfig:
     # The policy: a categorical over bins per action dimension in [-1, 1] (21: steps of 0.1, 5 mm of
     # motion; 11 bins left place's final approach 1 cm coarse).
     action_bins: int = 21
-    return_bins: int = 51         # the critic: a categorical over returns in [v_min, v_max]
+    return_bins: int = 51         # the sampled critic: a categorical over returns in [v_min, v_max]
     v_min: float = 0.0
     v_max: float = 10.0           # 1 / (1 - discount): the return of a shaped reward of 1 every step
+    # The critic. "factorised" (the CPU's): Q(s, a) is the mean over action dimensions of Q_d(s, a_d),
+    # one value per bin of the policy's (DecQN, Seyde et al. 2023). The target's expectation under the
+    # policy and MPO's improved policy pi * exp(Q / eta), which factorises per dimension, are then exact
+    # sums over bins: no sampled actions, and the critic costs about what the policy head does.
+    # "sampled" (the paper's): a distributional critic (C51 over returns) of `sampled_actions` actions
+    # drawn from the policy per state.
+    critic: str = "factorised"
     # The critic reads the shared latents; False: without shaping them (its gradient stops there).
     # On the CPU budget the critic's TD loss over every skill swamped BC's gradient in the shared
     # encoder and BC on the same demonstrations learned several times less (benchmarks/README.md,
@@ -70,9 +82,9 @@ class PACConfig:
     # A fixed small eta on returns of 0-10 made the weights an argmax over the critic's noise.
     eta: float = 1.0              # its initial (or fixed) value
     eta_epsilon: float = 0.1
-    sampled_actions: int = 16     # actions sampled from the policy per state (improvement and target)
-    # Acting greedily: the policy's mean action, or (> 0, with a critic: alpha < 1) the best by Q of the
-    # mean and this many actions sampled from the policy, MPO's improved policy at its sharpest.
+    sampled_actions: int = 16     # the sampled critic: actions drawn from the policy per state (improvement and target)
+    # Acting greedily: the policy's mean action, or (> 0, with the sampled critic: alpha < 1) the best by Q
+    # of the mean and this many actions sampled from the policy, MPO's improved policy at its sharpest.
     act_candidates: int = 0
     # Hindsight sampling. A sample's action demonstrates the drawn skill (`imitate`, the BC term's only
     # data) on the steps of a commanded segment up to that skill's first success in it (a misdirected
@@ -110,14 +122,18 @@ class PACConfig:
     @property
     def feature_dim(self) -> int:
         """Network inputs per state: the observation, then 3 relative floats per relative group (perceiver)
-        or pair (film)."""
-        relative = self.relative_pairs if self.torso == "film" else self.relative_groups
-        return self.obs_dim + 3 * len(relative)
+        or pair (film; and 3 more in step units with step_features)."""
+        if self.torso == "film":
+            return self.obs_dim + 3 * len(self.relative_pairs) * (2 if self.step_features else 1)
+        return self.obs_dim + 3 * len(self.relative_groups)
+
+    # Fields added since checkpoints were first written, and what their absence means.
+    ABSENT_MEANS = {"critic": "sampled", "step_features": 0.0}
 
     @classmethod
     def from_dict(cls, saved: dict) -> "PACConfig":
         """The config a checkpoint recorded (dataclasses.asdict; its tuples come back as lists)."""
-        known = {k: v for k, v in saved.items() if k in cls.__dataclass_fields__}
+        known = {**cls.ABSENT_MEANS, **{k: v for k, v in saved.items() if k in cls.__dataclass_fields__}}
         tuples = {k: tuple(known[k]) for k in ("relative_groups",) if k in known}
         return cls(**{**known, **tuples})
 
@@ -127,6 +143,8 @@ class PACConfig:
     def __post_init__(self):
         if self.torso not in TORSOS:
             raise ValueError(f"unknown torso {self.torso!r}; choose one of {', '.join(TORSOS)}")
+        if self.critic not in CRITICS:
+            raise ValueError(f"unknown critic {self.critic!r}; choose one of {', '.join(CRITICS)}")
         observation.fields(self.observation_version)  # an unknown version names the known ones
 
 
@@ -134,11 +152,12 @@ CONFIGS = {
     # The CPU's: trains in minutes on one core (benchmarks/README.md, learner_throughput).
     "tiny": PACConfig(),
     # The Perceiver, small enough for a CPU test or a short GPU run.
-    "perceiver-tiny": PACConfig(name="perceiver-tiny", torso="perceiver", lr=3e-4),
-    "small": PACConfig(name="small", torso="perceiver", d_model=256, latents=32, blocks=6, heads=8, lr=3e-4),
+    "perceiver-tiny": PACConfig(name="perceiver-tiny", torso="perceiver", critic="sampled", lr=3e-4),
+    "small": PACConfig(name="small", torso="perceiver", critic="sampled", d_model=256, latents=32, blocks=6, heads=8,
+                       lr=3e-4),
     # The paper's size, ~140M parameters, for a GPU (bf16 autocast).
-    "base": PACConfig(name="base", torso="perceiver", d_model=1024, latents=64, blocks=8, heads=16, batch_size=512,
-                     lr=3e-4),
+    "base": PACConfig(name="base", torso="perceiver", critic="sampled", d_model=1024, latents=64, blocks=8, heads=16,
+                      batch_size=512, lr=3e-4),
 }
 
 

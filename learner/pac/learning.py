@@ -31,7 +31,7 @@ class PACLearner:
     def __init__(self, config: PACConfig, device: str = "auto", seed: int = 0):
         if not 0 <= config.discount < 1:
             raise ValueError(f"discount must be in [0, 1), got {config.discount}")
-        if config.v_max < goal_return(config) - 1e-6:
+        if config.critic == "sampled" and config.v_max < goal_return(config) - 1e-6:
             raise ValueError(f"v_max {config.v_max} is below 1 / (1 - discount) = {goal_return(config):g}, "
                              "the return of a reached goal: the critic could not tell arriving from hovering")
         torch.manual_seed(seed)
@@ -40,7 +40,8 @@ class PACLearner:
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         weights = [p for name, p in self.model.named_parameters() if name != "log_eta"]
         self.optimizer = torch.optim.AdamW([{"params": weights}, {"params": [self.model.log_eta], "weight_decay": 0.0}],
-                                           lr=config.lr, weight_decay=config.weight_decay)
+                                           lr=config.lr, weight_decay=config.weight_decay,
+                                           fused=True)
         self.steps = 0
 
     def step(self, batch: dict[str, np.ndarray], lr_scale: float = 1.0) -> dict[str, float]:
@@ -75,8 +76,7 @@ class PACLearner:
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
         with torch.no_grad():
-            for p, t in zip(self.model.parameters(), self.target.parameters()):
-                t.lerp_(p, self.config.target_tau)
+            torch._foreach_lerp_(list(self.target.parameters()), list(self.model.parameters()), self.config.target_tau)
         self.steps += 1
         out = {k: float(v) for k, v in metrics.items()}
         out["samples_per_s"] = len(batch["observation"]) / (time.perf_counter() - started)
@@ -94,7 +94,7 @@ class PACLearner:
             if not greedy:
                 return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
             action = mean_action(logits, self.config)
-            if self.config.act_candidates and self.config.alpha < 1.0:
+            if self.config.act_candidates and self.config.alpha < 1.0 and self.config.critic == "sampled":
                 candidates = torch.cat([action[:, None], sample_actions(logits, self.config.act_candidates,
                                                                          self.config)[1]], 1)
                 best = expected(self.model.q_logits(z, candidates), self.config).argmax(-1)

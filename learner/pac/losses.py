@@ -1,14 +1,18 @@
-"""PAC's objective: a distributional TD critic and a KL-regularised policy (BC + improvement).
+"""PAC's objective: a TD critic and a KL-regularised policy (BC + improvement).
 
-- Critic: categorical returns on a fixed support (C51 projection). The target is
+A step that reaches its skill's goal ends the task at the highest return, 1 / (1 - discount).
+- Critic, factorised (config.critic): Q(s, a) = mean_d Q_d(s, a_d) over the policy's bins, a
+  dataset action read between its two neighbouring bins; regressed on r + discount * E_{a' ~ pi(s')}
+  Q_target(s', a'), an exact sum over bins.
+- Critic, sampled: categorical returns on a fixed support (C51 projection). The target is
   r + discount * Z_target(s', a') with a' sampled from the policy at s', the target
-  distributions of the sampled actions averaged (a mixture), then projected; a step that reaches
-  its skill's goal ends the task at the highest return, 1 / (1 - discount).
+  distributions of the sampled actions averaged (a mixture), then projected.
 - Policy: alpha * BC (cross-entropy against the dataset action two-hot over its bins, over the samples
-  whose action demonstrates their caption: `imitate`) + (1 - alpha) *
-  improvement: sample K actions from the policy, weight them by softmax(Q / eta) under the
-  critic, and raise their likelihood (MPO's E-step; eta from its dual, config.eta_epsilon). alpha = 1 is BC, and
-  trains no critic.
+  whose action demonstrates their caption: `imitate`) + (1 - alpha) * improvement: raise the
+  likelihood of MPO's improved policy pi * exp(Q / eta) (its E-step; eta from its dual,
+  config.eta_epsilon). The factorised critic makes that policy exact per dimension, pi_d * exp(Q_d /
+  (A eta)); the sampled one weights K actions drawn from the policy by softmax(Q / eta). alpha = 1 is
+  BC, and trains no critic.
 """
 
 from __future__ import annotations
@@ -86,31 +90,80 @@ def goal_return(config: PACConfig) -> float:
     return 1 / (1 - config.discount)
 
 
-def critic_target(target, batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
-    """The return distribution the critic learns for each sample, (B, return_bins).
+def goal_rewards(batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
+    """What each sample's step pays the critic: `goal_return` where it reached its skill's goal (and
+    ends the task: its discount is 0), else the shaped reward or nothing (config.shaped_rewards).
+    Without the goal's worth, a shaped reward (reach: exp(-distance)) is worth more hovering near the
+    goal for ever than arriving, which ends the reward, and the critic learns to avoid success
+    (learning_quality in benchmarks/README.md)."""
+    goal = torch.full_like(batch["reward"], goal_return(config))
+    paid = batch["reward"] if config.shaped_rewards else torch.zeros_like(batch["reward"])
+    return torch.where(batch["success"] > 0, goal, paid)
 
-    Reaching a skill's goal ends its task (discount 0) and is worth the most a state can be,
-    `goal_return`. Without that, a shaped reward (reach: exp(-distance)) is worth more hovering
-    near the goal for ever than arriving, which ends the reward, and the critic learns to avoid
-    success (learning_quality in benchmarks/README.md)."""
+
+def critic_target(target, batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
+    """The sampled critic's target: the return distribution each sample learns, (B, return_bins)."""
     z_next = target.encode(batch["next_observation"], batch["caption"], batch.get("caption_index"))
     _, next_actions = sample_actions(target.policy_logits(z_next), config.sampled_actions, config)
     next_probs = target.q_logits(z_next, next_actions).softmax(-1).mean(1)                # (B, n)
-    goal = torch.full_like(batch["reward"], goal_return(config))
-    paid = batch["reward"] if config.shaped_rewards else torch.zeros_like(batch["reward"])
-    rewards = torch.where(batch["success"] > 0, goal, paid)
-    return project(next_probs, rewards, config.discount * batch["discount"], config)
+    return project(next_probs, goal_rewards(batch, config), config.discount * batch["discount"], config)
 
 
-def critic_loss(model, target, batch: dict[str, torch.Tensor], z: torch.Tensor,
-                config: PACConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of the critic's return distribution for the dataset actions against the target,
-    and those logits (B, return_bins). It shapes the state encoding `z` only if the config says so."""
+def _temperature(model, config: PACConfig) -> torch.Tensor:
+    return model.log_eta.exp().clamp_min(1e-3) if config.eta_epsilon > 0 else torch.tensor(config.eta)
+
+
+def sampled_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Tensor, policy: torch.Tensor,
+                   config: PACConfig) -> dict[str, torch.Tensor]:
+    """The distributional critic's loss (cross-entropy against the projected target; it shapes the
+    state encoding `z` only if the config says so) and MPO's improvement over K sampled actions."""
     with torch.no_grad():
         target_probs = critic_target(target, batch, config)
     z_critic = z if config.critic_shapes_encoder else z.detach()
     q_data = model.q_logits(z_critic, batch["action"].unsqueeze(1))[:, 0]
-    return -(target_probs * q_data.log_softmax(-1)).sum(-1).mean(), q_data
+    critic = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
+    k = config.sampled_actions
+    with torch.no_grad():
+        bins, actions = sample_actions(policy, k, config)
+        q = expected(model.q_logits(z.detach(), actions), config)                          # (B, K)
+    eta = _temperature(model, config)
+    # MPO's dual: the eta whose reweighting moves the policy by KL epsilon
+    eta_loss = eta * config.eta_epsilon + eta * (torch.logsumexp(q / eta, -1) - math.log(k)).mean()
+    weights = (q / eta.detach()).softmax(-1)
+    return {"critic": critic, "q_mean": expected(q_data.detach(), config).mean(), "eta": eta,
+            "improve": -(weights * log_prob(policy, bins)).sum(-1).mean(), "eta_loss": eta_loss}
+
+
+def factorised_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Tensor, policy: torch.Tensor,
+                      config: PACConfig) -> dict[str, torch.Tensor]:
+    """The factorised critic's squared TD error (in units of the goal's return) and the exact
+    improvement: per dimension, the policy moves towards pi_d * exp(Q_d / (A eta))."""
+    with torch.no_grad():
+        z_next = target.encode(batch["next_observation"], batch["caption"], batch.get("caption_index"))
+        next_value = (target.policy_logits(z_next).softmax(-1) * target.q_bins(z_next)).sum(-1).mean(-1)
+        y = goal_rewards(batch, config) + config.discount * batch["discount"] * next_value
+    q = model.q_bins(z if config.critic_shapes_encoder else z.detach())                    # (B, A, bins)
+    q_data = (two_hot(batch["action"], config) * q).sum(-1).mean(-1)
+    critic = ((q_data - y) / goal_return(config)).pow(2).mean()
+    logp = policy.log_softmax(-1)
+    eta = _temperature(model, config)
+    # MPO's dual, exact: log E_pi exp(Q / eta) = sum_d log sum_b pi_d(b) exp(Q_d(b) / (A eta))
+    tilted = _tilted(logp.detach(), q.detach(), eta)
+    eta_loss = eta * config.eta_epsilon + eta * torch.logsumexp(tilted, -1).sum(-1).mean()
+    improved = improved_policy(logp.detach(), q.detach(), eta.detach())
+    return {"critic": critic, "q_mean": q_data.detach().mean(), "eta": eta,
+            "improve": -(improved * logp).sum(-1).sum(-1).mean(), "eta_loss": eta_loss}
+
+
+def _tilted(logp: torch.Tensor, q: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    """log pi_d(b) + Q_d(b) / (A eta): Q(s, a) = sum_d Q_d(a_d) / A, so exp(Q / eta) factorises."""
+    return logp + q / (q.shape[-2] * eta)
+
+
+def improved_policy(logp: torch.Tensor, q: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
+    """MPO's improved policy pi * exp(Q / eta) of the factorised critic, per dimension: (B, A, bins)
+    log-probabilities and values -> probabilities. Exact: the joint's marginals (tested)."""
+    return _tilted(logp, q, eta).softmax(-1)
 
 
 def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig) -> tuple[torch.Tensor, dict]:
@@ -118,36 +171,23 @@ def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig)
     next_observation, discount, success: the step reached its skill's goal, imitate; optional
     caption_index: then caption holds the distinct captions, networks.py)."""
     obs, caption, action = batch["observation"], batch["caption"], batch["action"]
-    k = config.sampled_actions
     z = model.encode(obs, caption, batch.get("caption_index"))
     policy = model.policy_logits(z)
     zero = torch.zeros((), device=obs.device)
 
-    # Critic: distributional TD with the target network (none for BC, alpha = 1: nothing reads it).
-    critic, q_mean = zero, zero
-    if config.alpha < 1.0:
-        critic, q_data = critic_loss(model, target, batch, z, config)
-        q_mean = expected(q_data.detach(), config).mean()
-
-    # Policy: BC on the dataset action + improvement against the critic.
     # BC only where the dataset action demonstrates the caption (hindsight: its commanded segment
     # goes on to achieve that skill); every sample still trains the critic and the improvement.
     imitate = batch["imitate"]
     nll = -(two_hot(action, config) * policy.log_softmax(-1)).sum(-1).sum(-1)
     bc_loss = (nll * imitate).sum() / imitate.sum().clamp(min=1.0)
-    improve_loss, eta_loss, eta = zero, zero, torch.tensor(config.eta)
+    # The critic and the improvement (none for BC, alpha = 1: nothing reads them).
+    parts = {"critic": zero, "q_mean": zero, "improve": zero, "eta_loss": zero, "eta": torch.tensor(config.eta)}
     if config.alpha < 1.0:
-        with torch.no_grad():
-            bins, actions = sample_actions(policy, k, config)
-            q = expected(model.q_logits(z.detach(), actions), config)                      # (B, K)
-        if config.eta_epsilon > 0:  # MPO's dual: the eta whose reweighting moves the policy by KL epsilon
-            eta = model.log_eta.exp().clamp_min(1e-3)
-            eta_loss = eta * config.eta_epsilon + eta * (torch.logsumexp(q / eta, -1) - math.log(k)).mean()
-        weights = (q / eta.detach()).softmax(-1)
-        improve_loss = -(weights * log_prob(policy, bins)).sum(-1).mean()
-    policy_loss = config.alpha * bc_loss + (1 - config.alpha) * improve_loss
+        parts = (factorised_critic if config.critic == "factorised" else sampled_critic)(
+            model, target, batch, z, policy, config)
+    policy_loss = config.alpha * bc_loss + (1 - config.alpha) * parts["improve"]
     entropy = -(policy.softmax(-1) * policy.log_softmax(-1)).sum(-1).sum(-1).mean()
-    metrics = {"critic_loss": critic.detach(), "bc_loss": bc_loss.detach(),
-               "improve_loss": improve_loss.detach(), "policy_loss": policy_loss.detach(),
-               "q_mean": q_mean, "entropy": entropy.detach(), "eta": eta.detach()}
-    return critic + policy_loss + eta_loss, metrics
+    metrics = {"critic_loss": parts["critic"].detach(), "bc_loss": bc_loss.detach(),
+               "improve_loss": parts["improve"].detach(), "policy_loss": policy_loss.detach(),
+               "q_mean": parts["q_mean"], "entropy": entropy.detach(), "eta": parts["eta"].detach()}
+    return parts["critic"] + policy_loss + parts["eta_loss"], metrics

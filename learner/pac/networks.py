@@ -4,15 +4,18 @@ Both networks read the same inputs: the observation (schemas/observation.py) plu
 positions, every float standardised with the training data's statistics, and the caption's frozen
 sentence embedding centred on the training captions' mean (buffers, saved and loaded with the
 weights). Both answer one interface, which losses.py uses: `encode(observation, caption) -> z`,
-`policy_logits(z)` (logits over bins per action dimension) and `q_logits(z, actions)` (return
-logits for K candidate actions per state, reusing one encoding of the state).
+`policy_logits(z)` (logits over bins per action dimension), and the critic's: `q_bins(z)` (the
+factorised critic's value of each bin per action dimension) or `q_logits(z, actions)` (the sampled
+critic's return logits for K candidate actions per state, reusing one encoding of the state).
 
 - `FiLMActorCritic` (torso "film", the CPU default): an MLP whose hidden layers the caption
   modulates (per-layer scale and shift); its inputs add the differences the skills act on (cube -
-  hand, cube - set point, set point - hand, cube - cube). The critic is an MLP on (z, action).
+  hand, cube - set point, set point - hand, cube - cube). The critic is an MLP on z (factorised) or
+  on (z, action) (sampled).
 - `PerceiverActorCritic` (torso "perceiver", the paper's): each observation group and the caption
   become one token; learned latents cross-attend to them, self-attention blocks refine them; the
-  policy decodes a learned query, the critic one query per encoded action.
+  policy decodes a learned query, the critic one query per encoded action (sampled) or its own
+  learned query (factorised).
 """
 
 from __future__ import annotations
@@ -81,14 +84,21 @@ class FiLMActorCritic(_Inputs):
                                   nn.Linear(c.film_dim, 2 * c.layers * h))
         self.policy_head = nn.Linear(h, c.action_dim * c.action_bins)
         q = c.critic_hidden
-        self.q_state, self.q_action = nn.Linear(h, q), nn.Linear(c.action_dim, q)
-        self.q_mlp = nn.Sequential(nn.ReLU(), nn.Linear(q, q), nn.ReLU())
-        self.q_head = nn.Linear(q, c.return_bins)
+        if c.critic == "factorised":
+            self.q_mlp = nn.Sequential(nn.Linear(h, q), nn.ReLU())
+            self.q_head = nn.Linear(q, c.action_dim * c.action_bins)
+        else:
+            self.q_state, self.q_action = nn.Linear(h, q), nn.Linear(c.action_dim, q)
+            self.q_mlp = nn.Sequential(nn.ReLU(), nn.Linear(q, q), nn.ReLU())
+            self.q_head = nn.Linear(q, c.return_bins)
 
     def features(self, observation: torch.Tensor) -> torch.Tensor:
-        """(B, >= obs_dim) -> (B, feature_dim): the observation, then a - b per relative pair (raw)."""
+        """(B, >= obs_dim) -> (B, feature_dim): the observation, then a - b per relative pair (raw), then
+        (step_features) the same in step units, clipped."""
         observation = observation[:, :self.config.obs_dim]
         rel = [observation[:, a:a + 3] - observation[:, b:b + 3] for a, b in self._pairs]
+        if self.config.step_features:
+            rel += [(r / self.config.step_features).clamp(-1.0, 1.0) for r in rel]
         return torch.cat([observation, *rel], -1)
 
     def encode(self, observation: torch.Tensor, caption: torch.Tensor,
@@ -108,8 +118,13 @@ class FiLMActorCritic(_Inputs):
         """-> (B, action_dim, action_bins)."""
         return self.policy_head(z).view(z.shape[0], self.config.action_dim, self.config.action_bins)
 
+    def q_bins(self, z: torch.Tensor) -> torch.Tensor:
+        """The factorised critic: -> (B, action_dim, action_bins), Q_d(s, b) per dimension and bin."""
+        return self.q_head(self.q_mlp(z)).view(z.shape[0], self.config.action_dim, self.config.action_bins)
+
     def q_logits(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Actions (B, K, action_dim) -> return logits (B, K, return_bins); the state's part once per state."""
+        """The sampled critic: actions (B, K, action_dim) -> return logits (B, K, return_bins); the state's
+        part once per state."""
         return self.q_head(self.q_mlp(self.q_state(z)[:, None] + self.q_action(actions)))
 
 
@@ -147,9 +162,13 @@ class PerceiverActorCritic(_Inputs):
         self.policy_query = nn.Parameter(torch.randn(1, d) * 0.02)
         self.policy_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
         self.policy_head = nn.Linear(d, c.action_dim * c.action_bins)
-        self.action_proj = nn.Linear(c.action_dim, d)
         self.q_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
-        self.q_head = nn.Linear(d, c.return_bins)
+        if c.critic == "factorised":
+            self.q_query = nn.Parameter(torch.randn(1, d) * 0.02)
+            self.q_head = nn.Linear(d, c.action_dim * c.action_bins)
+        else:
+            self.action_proj = nn.Linear(c.action_dim, d)
+            self.q_head = nn.Linear(d, c.return_bins)
         self._splits = list(c.obs_groups)
         self._starts = [sum(c.obs_groups[:g]) for g in range(len(c.obs_groups))]
 
@@ -183,6 +202,11 @@ class PerceiverActorCritic(_Inputs):
         query = self.policy_decoder(self.policy_query.expand(z.shape[0], -1, -1), z)
         return self.policy_head(query[:, 0]).view(z.shape[0], self.config.action_dim, self.config.action_bins)
 
+    def q_bins(self, z: torch.Tensor) -> torch.Tensor:
+        """The factorised critic: -> (B, action_dim, action_bins), decoded from its own query."""
+        query = self.q_decoder(self.q_query.expand(z.shape[0], -1, -1), z)
+        return self.q_head(query[:, 0]).view(z.shape[0], self.config.action_dim, self.config.action_bins)
+
     def q_logits(self, z: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Actions (B, K, action_dim) -> return logits (B, K, return_bins), one query per action."""
+        """The sampled critic: actions (B, K, action_dim) -> return logits (B, K, return_bins), one query per action."""
         return self.q_head(self.q_decoder(self.action_proj(actions), z))

@@ -1,6 +1,6 @@
-"""The actor-critics (the CPU's FiLM MLP, the paper's Perceiver) on synthetic data: shapes, sizes, the
-C51 projection, BC learning a mapping, and PAC beating BC where the data's actions are mostly bad but
-a reward says which are good."""
+"""The actor-critics (the CPU's FiLM MLP, the paper's Perceiver; the factorised and the sampled critic)
+on synthetic data: shapes, sizes, the C51 projection, the exact factorised improvement, BC learning a
+mapping, and PAC beating BC where the data's actions are mostly bad but a reward says which are good."""
 
 from __future__ import annotations
 
@@ -14,6 +14,11 @@ from learner.pac.learning import PACLearner, distinct_rows, parameter_count  # n
 from learner.pac.losses import project, support, two_hot  # noqa: E402
 
 TORSOS = ("tiny", "perceiver-tiny")
+CRITICS = [(name, critic) for name in TORSOS for critic in ("factorised", "sampled")]
+
+
+def _config(name: str, critic: str, **changes):
+    return CONFIGS[name].replace(critic=critic, **changes)
 
 
 def test_perceiver_tokens_are_the_environments_entities():
@@ -36,18 +41,23 @@ def test_sizes_tiny_for_the_cpu_base_the_papers():
         get_config("huge")
     with pytest.raises(ValueError, match="unknown torso 'lstm'"):
         CONFIGS["tiny"].replace(torso="lstm")
+    with pytest.raises(ValueError, match="unknown critic 'ddpg'; choose one of factorised, sampled"):
+        CONFIGS["tiny"].replace(critic="ddpg")
     with pytest.raises(ValueError, match="observation version 9 is unknown"):
         CONFIGS["tiny"].replace(observation_version=9)
 
 
-@pytest.mark.parametrize("name", TORSOS)
-def test_shapes_and_q_for_many_actions_from_one_encoding(name):
-    learner = PACLearner(CONFIGS[name], device="cpu")
+@pytest.mark.parametrize("name,critic", CRITICS)
+def test_shapes_and_q_for_many_actions_from_one_encoding(name, critic):
+    learner = PACLearner(_config(name, critic), device="cpu")
     c = learner.config
     z = learner.model.encode(torch.randn(5, c.obs_dim), torch.randn(5, c.caption_dim))
     assert z.shape == ((5, c.latents, c.d_model) if c.torso == "perceiver" else (5, c.hidden))
     assert learner.model.policy_logits(z).shape == (5, c.action_dim, c.action_bins)
-    assert learner.model.q_logits(z, torch.rand(5, 7, c.action_dim)).shape == (5, 7, c.return_bins)
+    if critic == "factorised":  # one value per bin and dimension, every action's Q read from them
+        assert learner.model.q_bins(z).shape == (5, c.action_dim, c.action_bins)
+    else:
+        assert learner.model.q_logits(z, torch.rand(5, 7, c.action_dim)).shape == (5, 7, c.return_bins)
     captions = torch.randn(2, c.caption_dim)  # distinct captions and an index: the same encoding as every row's own
     index, obs = torch.tensor([1, 0, 1, 1, 0]), torch.randn(5, c.obs_dim)
     assert torch.allclose(learner.model.encode(obs, captions, index), learner.model.encode(obs, captions[index]), atol=1e-6)
@@ -117,12 +127,13 @@ def test_the_cpu_torso_tells_captions_apart_from_the_same_start():
     np.testing.assert_allclose(acted, moves, atol=0.05)  # each caption its own move
 
 
-def test_pac_finds_the_good_actions_in_mostly_bad_data_where_bc_copies_them():
+@pytest.mark.parametrize("critic", ("factorised", "sampled"))
+def test_pac_finds_the_good_actions_in_mostly_bad_data_where_bc_copies_them(critic):
     """One-step tasks: the data's actions are uniform (mostly bad); the goal is reached when action[0] > 0.5.
     BC reproduces the data (about 2/11 good); PAC, with the critic, prefers the good ones."""
     rates = {}
     for alpha in (1.0, 0.1):
-        c = CONFIGS["tiny"].replace(action_bins=11, alpha=alpha, eta=0.05, lr=3e-3, discount=0.0, sampled_actions=8)
+        c = _config("tiny", critic, action_bins=11, alpha=alpha, eta=0.05, lr=3e-3, discount=0.0, sampled_actions=8)
         learner, rng = PACLearner(c, device="cpu", seed=1), np.random.default_rng(1)
         caption = rng.normal(size=c.caption_dim).astype(np.float32)
         for _ in range(150):
@@ -155,7 +166,7 @@ def test_a_nan_loss_stops_the_step_and_state_round_trips():
 
 
 def test_film_inputs_add_the_differences_the_skills_act_on():
-    c = CONFIGS["tiny"]
+    c = CONFIGS["tiny"].replace(step_features=0.0)
     model = PACLearner(c, device="cpu").model
     obs = torch.zeros(1, c.obs_dim)
     obs[0, 15:18] = torch.tensor([0.4, 0.1, 0.6])    # the hand
@@ -168,6 +179,14 @@ def test_film_inputs_add_the_differences_the_skills_act_on():
     assert torch.allclose(features[("setpoint_xyz", "hand_xyz")], torch.tensor([0.05, 0.0, -0.1]))
     v1 = PACLearner(c.replace(observation_version=1), device="cpu").model  # reads a v2 observation's v1 prefix
     assert v1.features(obs).shape == (1, 43 + 18) and torch.equal(v1.features(obs)[:, :43], obs[:, :43])
+    # In the arm's step units (5 cm), clipped: 3 cm to go reads 0.6, 10 cm a full step.
+    stepped = PACLearner(c.replace(step_features=0.05), device="cpu").model
+    assert stepped.features(obs).shape == (1, c.replace(step_features=0.05).feature_dim) == (1, c.feature_dim + 30)
+    in_steps = dict(zip(c.relative_pairs, stepped.features(obs)[0, c.feature_dim:].view(-1, 3)))
+    assert torch.allclose(in_steps[("setpoint_xyz", "hand_xyz")], torch.tensor([1.0, 0.0, -1.0]))
+    obs[0, 43:46] = torch.tensor([0.43, 0.1, 0.6])   # the set point 3 cm ahead of the hand
+    assert torch.allclose(dict(zip(c.relative_pairs, stepped.features(obs)[0, c.feature_dim:].view(-1, 3)))[
+        ("setpoint_xyz", "hand_xyz")], torch.tensor([0.6, 0.0, 0.0]), atol=1e-5)
 
 
 def test_cube_tokens_read_the_cube_relative_to_the_hand():
@@ -213,9 +232,9 @@ def test_the_first_batch_sets_the_input_statistics_and_they_travel_with_the_weig
 
 def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
     """A shaped reward paid while hovering near the goal must not be worth more than arriving."""
-    from learner.pac.losses import critic_target
+    from learner.pac.losses import critic_target, goal_rewards
 
-    c = CONFIGS["tiny"].replace(shaped_rewards=True)
+    c = _config("tiny", "sampled", shaped_rewards=True)
     learner, n = PACLearner(c, device="cpu"), 4
     batch = {"observation": torch.randn(n, c.obs_dim), "next_observation": torch.randn(n, c.obs_dim),
              "caption": torch.randn(n, c.caption_dim), "reward": torch.tensor([0.6, 0.0, 0.3, 0.9]),
@@ -226,21 +245,43 @@ def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
     assert values[3].item() > 0.9  # goes on: the reward, then the discounted next value
     unshaped = (critic_target(learner.target, batch, c.replace(shaped_rewards=False)) * support(c)).sum(-1)
     assert unshaped[:3].tolist() == pytest.approx([10.0, 10.0, 0.0], abs=1e-5)  # only the goal pays
+    assert goal_rewards(batch, c).tolist() == pytest.approx([10.0, 10.0, 0.3, 0.9])  # what the factorised critic is paid
+    assert goal_rewards(batch, c.replace(shaped_rewards=False)).tolist() == [10.0, 10.0, 0.0, 0.0]
 
 
-@pytest.mark.parametrize("name", TORSOS)
-def test_the_critic_shapes_the_shared_encoder_only_when_asked(name):
-    from learner.pac.losses import critic_loss
+def test_the_factorised_improvement_is_the_joint_mpo_policys_marginals():
+    """pi(a) exp(Q(s, a) / eta) over every joint action (3 bins ^ 4 dimensions), with Q the mean of the
+    dimensions' values, has exactly the per-dimension policies improved_policy gives."""
+    import itertools
+
+    from learner.pac.losses import improved_policy
+
+    torch.manual_seed(0)
+    logp, q, eta = torch.randn(2, 4, 3).log_softmax(-1), torch.randn(2, 4, 3) * 3, torch.tensor(0.7)
+    joint = torch.zeros(2, *(3,) * 4)
+    for a in itertools.product(range(3), repeat=4):
+        dims = torch.arange(4)
+        joint[(slice(None), *a)] = (logp[:, dims, list(a)].sum(-1) + q[:, dims, list(a)].mean(-1) / eta).exp()
+    joint /= joint.sum(dim=(1, 2, 3, 4), keepdim=True)
+    marginals = torch.stack([joint.sum(dim=tuple(k for k in (1, 2, 3, 4) if k != d + 1)) for d in range(4)], 1)
+    assert torch.allclose(improved_policy(logp, q, eta), marginals, atol=1e-5)
+
+
+@pytest.mark.parametrize("name,critic", CRITICS)
+def test_the_critic_shapes_the_shared_encoder_only_when_asked(name, critic):
+    from learner.pac.losses import factorised_critic, sampled_critic
 
     rng = np.random.default_rng(0)
     for shapes in (False, True):
-        c = CONFIGS[name].replace(critic_shapes_encoder=shapes)
+        c = _config(name, critic, critic_shapes_encoder=shapes)
         learner = PACLearner(c, device="cpu")
         batch = _batch(rng, 8, c, np.zeros(c.caption_dim, np.float32), lambda obs: np.zeros((len(obs), 4)))
         tensors = {k: torch.as_tensor(v) for k, v in batch.items()}
         tensors.update(reward=torch.rand(8), success=torch.zeros(8))
         z = learner.model.encode(tensors["observation"], tensors["caption"])
-        critic_loss(learner.model, learner.target, tensors, z, c)[0].backward()
+        losses = (factorised_critic if critic == "factorised" else sampled_critic)(
+            learner.model, learner.target, tensors, z, learner.model.policy_logits(z).detach(), c)
+        losses["critic"].backward()
         first = learner.model.layers[0] if c.torso == "film" else learner.model.encoder
         encoder = [p.grad for p in first.parameters()]
         assert any(g is not None and g.abs().sum() > 0 for g in encoder) == shapes
@@ -248,23 +289,26 @@ def test_the_critic_shapes_the_shared_encoder_only_when_asked(name):
 
 
 def test_a_support_too_small_for_a_reached_goal_is_refused():
+    sampled = _config("tiny", "sampled")
     with pytest.raises(ValueError, match=r"v_max 10.0 is below 1 / \(1 - discount\) = 100"):
-        PACLearner(CONFIGS["tiny"].replace(discount=0.99), device="cpu")
+        PACLearner(sampled.replace(discount=0.99), device="cpu")
     with pytest.raises(ValueError, match=r"discount must be in \[0, 1\)"):
         PACLearner(CONFIGS["tiny"].replace(discount=1.0), device="cpu")
-    PACLearner(CONFIGS["tiny"].replace(discount=0.99, v_max=100.0), device="cpu")
+    PACLearner(sampled.replace(discount=0.99, v_max=100.0), device="cpu")
+    PACLearner(CONFIGS["tiny"].replace(discount=0.99), device="cpu")  # the factorised critic has no support
 
 
-def test_eta_follows_its_dual_sharper_where_the_critic_tells_actions_apart():
-    """MPO's temperature: with the KL bound fixed, a critic whose sampled actions differ a lot needs a
+@pytest.mark.parametrize("critic", ("factorised", "sampled"))
+def test_eta_follows_its_dual_sharper_where_the_critic_tells_actions_apart(critic):
+    """MPO's temperature: with the KL bound fixed, a critic whose actions differ a lot needs a
     larger eta (softer weights) than one that rates them all alike."""
     import math
 
-    from learner.pac.losses import pac_losses
+    from learner.pac.losses import bin_centres, pac_losses
 
     etas = {}
     for spread in (0.0, 5.0):
-        c = CONFIGS["tiny"].replace(eta=1.0, eta_epsilon=0.1, lr=0.05)
+        c = _config("tiny", critic, eta=1.0, eta_epsilon=0.1, lr=0.05)
         learner = PACLearner(c, device="cpu")
         with torch.no_grad():  # Q = spread * the first action dimension: spread 0 rates every action alike
             learner.model.q_head.weight.zero_()
@@ -276,6 +320,9 @@ def test_eta_follows_its_dual_sharper_where_the_critic_tells_actions_apart():
         model = learner.model
         model.q_logits = lambda z, a: torch.stack([torch.zeros_like(a[..., 0])] * (c.return_bins - 1)
                                                   + [spread * a[..., 0] * 4], -1)
+        first = torch.zeros(c.action_dim, c.action_bins)
+        first[0] = spread * c.action_dim * bin_centres(c)  # Q(s, a) = spread * a[0]
+        model.q_bins = lambda z: first.expand(len(z), -1, -1)
         optimizer = torch.optim.SGD([model.log_eta], lr=0.05)
         for _ in range(100):
             loss, metrics = pac_losses(model, learner.target, batch, c)
