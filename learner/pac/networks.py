@@ -162,13 +162,14 @@ class PerceiverActorCritic(_Inputs):
         self.policy_query = nn.Parameter(torch.randn(1, d) * 0.02)
         self.policy_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
         self.policy_head = nn.Linear(d, c.action_dim * c.action_bins)
-        self.q_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
+        # Registered in the order the sampled critic's parameters always had (a checkpoint's optimiser
+        # state lists them by position).
         if c.critic == "factorised":
             self.q_query = nn.Parameter(torch.randn(1, d) * 0.02)
-            self.q_head = nn.Linear(d, c.action_dim * c.action_bins)
         else:
             self.action_proj = nn.Linear(c.action_dim, d)
-            self.q_head = nn.Linear(d, c.return_bins)
+        self.q_decoder = _Block(d, c.heads, c.ff_mult, cross=True)
+        self.q_head = nn.Linear(d, c.action_dim * c.action_bins if c.critic == "factorised" else c.return_bins)
         self._splits = list(c.obs_groups)
         self._starts = [sum(c.obs_groups[:g]) for g in range(len(c.obs_groups))]
 

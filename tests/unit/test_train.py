@@ -102,7 +102,7 @@ def test_wilson_intervals():
 def test_a_checkpoint_from_before_the_input_features_names_what_changed():
     import dataclasses
 
-    from learner.pac.config import get_config
+    from learner.pac.config import PACConfig, get_config
     from learner.train import TrainingError, _check_compatible
 
     config = get_config("tiny")
@@ -118,6 +118,13 @@ def test_a_checkpoint_from_before_the_input_features_names_what_changed():
         _check_compatible({**saved, "observation_version": 1}, config)
     with pytest.raises(TrainingError, match="v_max: checkpoint 2.0, now 10.0"):  # the critic's bins meant other returns
         _check_compatible({**saved, "v_max": 2.0}, config)
+    # Written before the factorised critic and the step features: the sampled critic, no step features.
+    before = {k: v for k, v in saved.items() if k not in ("critic", "step_features")}
+    with pytest.raises(TrainingError, match="critic: checkpoint 'sampled', now 'factorised'; step_features: "
+                                            "checkpoint 0.0, now 0.05"):
+        _check_compatible(before, config)
+    _check_compatible(before, config.replace(critic="sampled", step_features=0.0))
+    assert PACConfig.from_dict(before).critic == "sampled"
 
 
 def test_eval_of_a_checkpoint_from_before_the_input_features_names_what_changed(tmp_path):
