@@ -45,7 +45,8 @@ from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 _BUCKETS = 1 << 20  # resolution of the skill choice
 _WEIGHT_UNITS = 1 << 20  # weights as integers (the largest one is this), so the cumulative sums are exact
 # Passes over the demonstrations per read: they are a few percent of the rows the read's window query
-# goes through, so one pass per query made a demonstration stream ~4x slower than training.
+# goes through, so one pass per query made a demonstration stream ~4x slower than training. A step's
+# copies arrive close together, so a few percent of a batch's rows share it with a copy of themselves.
 _DEMONSTRATION_PASSES = 8
 
 
@@ -176,7 +177,8 @@ class LakeDataset:
             # One thread: rows arrive in the same order on every run (the seeded shuffle then makes the
             # same batches) without a global sort, which would hold the whole dataset.
             con.execute("SET threads = 1")
-            reader = con.execute(self._query(epoch, passes), [self.config.dataset]).to_arrow_reader(self.config.read_rows)
+            query = self._query(epoch, passes)
+            reader = con.execute(query, [self.config.dataset]).to_arrow_reader(self.config.read_rows)
             for batch in reader:
                 if batch.num_rows:
                     yield self._columns(batch)

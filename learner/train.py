@@ -45,17 +45,19 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     from learner.pac.learning import PACLearner
 
     store = CheckpointStore(settings, run_id)
+    state = store.load_latest() if resume else None
+    if resume and state is None:
+        raise TrainingError(f"no checkpoint of run {run_id} in {settings.lake_root} to resume from")
+    if state is not None:  # a run from before a field existed continues as what it was
+        config = config.replace(**{k: v for k, v in config.ABSENT_MEANS.items() if k not in state["config"]})
+        _check_compatible(state["config"], config)
     learner = PACLearner(config, device=device, seed=seed)
     if learner.device.type == "cpu":
         import torch
 
         torch.set_num_threads(settings.torch_threads)
     run = TrainRun(run_id, experiment_id)
-    if resume:
-        state = store.load_latest()
-        if state is None:
-            raise TrainingError(f"no checkpoint of run {run_id} in {settings.lake_root} to resume from")
-        _check_compatible(state["config"], config)
+    if state is not None:
         learner.load_state_dict(state["learner"])
         run.steps = learner.steps
         log.info("resumed run %s at step %d", run_id, run.steps)
@@ -151,7 +153,9 @@ def _check_compatible(saved: dict, config) -> None:
     # discount would read as other returns).
     shape = ("observation_version", "torso", "critic", "step_features", "hidden", "layers", "film_dim",
              "critic_hidden", "d_model", "latents", "blocks", "heads", "ff_mult", "action_dim", "caption_dim",
-             "action_bins", "return_bins", "relative_groups", "anchor_group", "normalize", "v_min", "v_max", "discount")
+             "action_bins", "relative_groups", "anchor_group", "normalize", "discount")
+    if config.critic == "sampled":
+        shape += ("return_bins", "v_min", "v_max")
     known = set(saved) | set(PACConfig.ABSENT_MEANS)
     wrong = [f"{k}: checkpoint {getattr(before, k) if k in known else 'absent'!r}, now {getattr(config, k)!r}"
              for k in shape if k not in known or getattr(before, k) != getattr(config, k)]

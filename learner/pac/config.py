@@ -28,7 +28,7 @@ class PACConfig:
     hidden: int = 256             # film: width of each hidden layer
     layers: int = 3               # film: hidden layers
     film_dim: int = 64            # film: the caption is projected to this before each layer's scale and shift
-    critic_hidden: int = 128      # film: width of the critic's hidden layer
+    critic_hidden: int = 128      # film: width of the critic's hidden layers
     # film: each relative pair also enters in units of the arm's step (the env's max_step_m, 5 cm),
     # clipped to +-1: the last centimetres to a goal, which the expert covers in one fractional step,
     # are then a large input, not a small fraction of the workspace-wide spread (0: off).
@@ -143,21 +143,24 @@ class PACConfig:
     def __post_init__(self):
         if self.torso not in TORSOS:
             raise ValueError(f"unknown torso {self.torso!r}; choose one of {', '.join(TORSOS)}")
+        if self.step_features < 0:
+            raise ValueError(f"step_features is a length in metres (0: off), got {self.step_features}")
         if self.critic not in CRITICS:
             raise ValueError(f"unknown critic {self.critic!r}; choose one of {', '.join(CRITICS)}")
         observation.fields(self.observation_version)  # an unknown version names the known ones
 
 
+# The Perceivers: the paper's critic; their tokens add relative positions their own way (relative_groups).
+_PAPERS = dict(torso="perceiver", critic="sampled", step_features=0.0)
+
 CONFIGS = {
     # The CPU's: trains in minutes on one core (benchmarks/README.md, learner_throughput).
     "tiny": PACConfig(),
     # The Perceiver, small enough for a CPU test or a short GPU run.
-    "perceiver-tiny": PACConfig(name="perceiver-tiny", torso="perceiver", critic="sampled", lr=3e-4),
-    "small": PACConfig(name="small", torso="perceiver", critic="sampled", d_model=256, latents=32, blocks=6, heads=8,
-                       lr=3e-4),
+    "perceiver-tiny": PACConfig(name="perceiver-tiny", **_PAPERS, lr=3e-4),
+    "small": PACConfig(name="small", **_PAPERS, d_model=256, latents=32, blocks=6, heads=8, lr=3e-4),
     # The paper's size, ~140M parameters, for a GPU (bf16 autocast).
-    "base": PACConfig(name="base", torso="perceiver", critic="sampled", d_model=1024, latents=64, blocks=8, heads=16,
-                      batch_size=512, lr=3e-4),
+    "base": PACConfig(name="base", **_PAPERS, d_model=1024, latents=64, blocks=8, heads=16, batch_size=512, lr=3e-4),
 }
 
 

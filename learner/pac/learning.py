@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from learner.pac.config import PACConfig
-from learner.pac.losses import expected, goal_return, mean_action, pac_losses, sample_actions
+from learner.pac.losses import goal_return, mean_action, pac_losses, q_values, sample_actions
 from learner.pac.networks import build
 
 _KEYS = ("observation", "next_observation", "action", "reward", "discount", "caption")
@@ -94,10 +94,10 @@ class PACLearner:
             if not greedy:
                 return sample_actions(logits, 1, self.config)[1][:, 0].cpu().numpy()
             action = mean_action(logits, self.config)
-            if self.config.act_candidates and self.config.alpha < 1.0 and self.config.critic == "sampled":
+            if self.config.act_candidates and self.config.alpha < 1.0:
                 candidates = torch.cat([action[:, None], sample_actions(logits, self.config.act_candidates,
                                                                          self.config)[1]], 1)
-                best = expected(self.model.q_logits(z, candidates), self.config).argmax(-1)
+                best = q_values(self.model, z, candidates, self.config).argmax(-1)
                 action = candidates[torch.arange(len(best)), best]
             return action.cpu().numpy()
 

@@ -90,6 +90,13 @@ def goal_return(config: PACConfig) -> float:
     return 1 / (1 - config.discount)
 
 
+def q_values(model, z: torch.Tensor, actions: torch.Tensor, config: PACConfig) -> torch.Tensor:
+    """Q of K candidate actions per state, (B, K, A) -> (B, K), under either critic."""
+    if config.critic == "factorised":
+        return (two_hot(actions, config) * model.q_bins(z)[:, None]).sum(-1).mean(-1)
+    return expected(model.q_logits(z, actions), config)
+
+
 def goal_rewards(batch: dict[str, torch.Tensor], config: PACConfig) -> torch.Tensor:
     """What each sample's step pays the critic: `goal_return` where it reached its skill's goal (and
     ends the task: its discount is 0), else the shaped reward or nothing (config.shaped_rewards).
@@ -143,7 +150,7 @@ def factorised_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Te
         next_value = (target.policy_logits(z_next).softmax(-1) * target.q_bins(z_next)).sum(-1).mean(-1)
         y = goal_rewards(batch, config) + config.discount * batch["discount"] * next_value
     q = model.q_bins(z if config.critic_shapes_encoder else z.detach())                    # (B, A, bins)
-    q_data = (two_hot(batch["action"], config) * q).sum(-1).mean(-1)
+    q_data = (two_hot(batch["action"], config) * q).sum(-1).mean(-1)                       # Q(s, a) of the data
     critic = ((q_data - y) / goal_return(config)).pow(2).mean()
     logp = policy.log_softmax(-1)
     eta = _temperature(model, config)

@@ -249,6 +249,9 @@ def test_demonstrations_only_draws_each_demonstrating_step_once_among_the_skills
     assert all(demonstrated[(e, s, functions[k][0])] for e, s, k in zip(data["episode_id"], data["step"], data["skill"]))
     keys = collections.Counter(zip(data["episode_id"], data["step"].tolist()))
     assert set(keys) == {(e, s) for (e, s, fn), v in demonstrated.items() if v} and set(keys.values()) == {3}
+    ten, _ = _epoch(settings, demonstrations_only=True, epochs=10)
+    ten = collections.Counter(zip(ten["episode_id"], ten["step"].tolist()))
+    assert set(ten.values()) == {10}  # a read of 8 passes, then one of 2
     with pytest.raises(ValueError, match="demonstrations_only picks hindsight skills"):
         LakeDataset(settings, DatasetConfig(dataset="train", conditioning="commanded", demonstrations_only=True))
 

@@ -58,6 +58,9 @@ def test_shapes_and_q_for_many_actions_from_one_encoding(name, critic):
         assert learner.model.q_bins(z).shape == (5, c.action_dim, c.action_bins)
     else:
         assert learner.model.q_logits(z, torch.rand(5, 7, c.action_dim)).shape == (5, 7, c.return_bins)
+    from learner.pac.losses import q_values
+
+    assert q_values(learner.model, z, torch.rand(5, 7, c.action_dim) * 2 - 1, c).shape == (5, 7)
     captions = torch.randn(2, c.caption_dim)  # distinct captions and an index: the same encoding as every row's own
     index, obs = torch.tensor([1, 0, 1, 1, 0]), torch.randn(5, c.obs_dim)
     assert torch.allclose(learner.model.encode(obs, captions, index), learner.model.encode(obs, captions[index]), atol=1e-6)
@@ -245,8 +248,31 @@ def test_reaching_the_goal_is_worth_the_most_and_other_ends_only_their_reward():
     assert values[3].item() > 0.9  # goes on: the reward, then the discounted next value
     unshaped = (critic_target(learner.target, batch, c.replace(shaped_rewards=False)) * support(c)).sum(-1)
     assert unshaped[:3].tolist() == pytest.approx([10.0, 10.0, 0.0], abs=1e-5)  # only the goal pays
-    assert goal_rewards(batch, c).tolist() == pytest.approx([10.0, 10.0, 0.3, 0.9])  # what the factorised critic is paid
+    # what the factorised critic is paid
+    assert goal_rewards(batch, c).tolist() == pytest.approx([10.0, 10.0, 0.3, 0.9])
     assert goal_rewards(batch, c.replace(shaped_rewards=False)).tolist() == [10.0, 10.0, 0.0, 0.0]
+
+
+def test_the_factorised_critic_regresses_on_the_goal_or_the_discounted_value_under_the_target_policy():
+    """Target critic worth 3 per bin and an untrained online critic (0): a reached goal pays 10 and ends,
+    any other step 0.9 x 3, whatever the target policy; the loss is the squared error in goal units."""
+    from learner.pac.losses import factorised_critic
+
+    c = CONFIGS["tiny"]
+    learner = PACLearner(c, device="cpu")
+    with torch.no_grad():
+        for head, value in ((learner.target.q_head, 3.0), (learner.model.q_head, 0.0)):
+            head.weight.zero_()
+            head.bias.fill_(value)
+    batch = {"observation": torch.randn(3, c.obs_dim), "next_observation": torch.randn(3, c.obs_dim),
+             "caption": torch.randn(3, c.caption_dim), "action": torch.rand(3, 4) * 2 - 1,
+             "reward": torch.tensor([1.0, 0.0, 0.4]), "success": torch.tensor([1.0, 0.0, 0.0]),
+             "discount": torch.tensor([0.0, 1.0, 1.0])}
+    z = learner.model.encode(batch["observation"], batch["caption"])
+    parts = factorised_critic(learner.model, learner.target, batch, z, learner.model.policy_logits(z), c)
+    targets = torch.tensor([10.0, 0.9 * 3.0, 0.9 * 3.0])  # the shaped 0.4 does not pay (shaped_rewards off)
+    assert parts["critic"].item() == pytest.approx(((targets / 10) ** 2).mean().item(), rel=1e-5)
+    assert parts["q_mean"].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_factorised_improvement_is_the_joint_mpo_policys_marginals():
