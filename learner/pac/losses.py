@@ -8,11 +8,9 @@ A step that reaches its skill's goal ends the task at the highest return, 1 / (1
   r + discount * Z_target(s', a') with a' sampled from the policy at s', the target
   distributions of the sampled actions averaged (a mixture), then projected.
 - Policy: alpha * BC (cross-entropy against the dataset action two-hot over its bins, over the samples
-  whose action demonstrates their caption: `imitate`) + (1 - alpha) * improvement: raise the
-  likelihood of MPO's improved policy pi * exp(Q / eta) (its E-step; eta from its dual,
-  config.eta_epsilon). The factorised critic makes that policy exact per dimension, pi_d * exp(Q_d /
-  (A eta)); the sampled one weights K actions drawn from the policy by softmax(Q / eta). alpha = 1 is
-  BC, and trains no critic.
+  whose action demonstrates their caption: `imitate`) + (1 - alpha) * improvement: K actions drawn
+  from the policy, weighted by softmax(Q / eta), their likelihood raised (MPO's E-step; eta from its
+  dual, config.eta_epsilon). alpha = 1 is BC, and trains no critic.
 """
 
 from __future__ import annotations
@@ -129,22 +127,30 @@ def sampled_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Tenso
     z_critic = z if config.critic_shapes_encoder else z.detach()
     q_data = model.q_logits(z_critic, batch["action"].unsqueeze(1))[:, 0]
     critic = -(target_probs * q_data.log_softmax(-1)).sum(-1).mean()
-    k = config.sampled_actions
     with torch.no_grad():
-        bins, actions = sample_actions(policy, k, config)
+        bins, actions = sample_actions(policy, config.sampled_actions, config)
         q = expected(model.q_logits(z.detach(), actions), config)                          # (B, K)
+    return {"critic": critic, "q_mean": expected(q_data.detach(), config).mean(),
+            **improvement(model, policy, bins, q, config)}
+
+
+def improvement(model, policy: torch.Tensor, bins: torch.Tensor, q: torch.Tensor,
+                config: PACConfig) -> dict[str, torch.Tensor]:
+    """MPO's E-step over K actions drawn from the policy (bins (B, K, A), their Q (B, K)): raise their
+    likelihood weighted by softmax(Q / eta), eta from the dual that keeps the reweighting within KL
+    epsilon. Only actions the policy proposes are weighed: a critic's values for actions the data never
+    shows are guesses (offline RL's out-of-distribution actions)."""
     eta = _temperature(model, config)
-    # MPO's dual: the eta whose reweighting moves the policy by KL epsilon
-    eta_loss = eta * config.eta_epsilon + eta * (torch.logsumexp(q / eta, -1) - math.log(k)).mean()
+    eta_loss = eta * config.eta_epsilon + eta * (torch.logsumexp(q / eta, -1) - math.log(q.shape[-1])).mean()
     weights = (q / eta.detach()).softmax(-1)
-    return {"critic": critic, "q_mean": expected(q_data.detach(), config).mean(), "eta": eta,
-            "improve": -(weights * log_prob(policy, bins)).sum(-1).mean(), "eta_loss": eta_loss}
+    return {"improve": -(weights * log_prob(policy, bins)).sum(-1).mean(), "eta_loss": eta_loss, "eta": eta}
 
 
 def factorised_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Tensor, policy: torch.Tensor,
                       config: PACConfig) -> dict[str, torch.Tensor]:
-    """The factorised critic's squared TD error (in units of the goal's return) and the exact
-    improvement: per dimension, the policy moves towards pi_d * exp(Q_d / (A eta))."""
+    """The factorised critic's squared TD error (in units of the goal's return), its target's
+    expectation under the target policy exact, and MPO's improvement over K sampled actions, whose Q
+    are read from the bins' values (no network pass per action)."""
     with torch.no_grad():
         z_next = target.encode(batch["next_observation"], batch["caption"], batch.get("caption_index"))
         next_value = (target.policy_logits(z_next).softmax(-1) * target.q_bins(z_next)).sum(-1).mean(-1)
@@ -152,25 +158,11 @@ def factorised_critic(model, target, batch: dict[str, torch.Tensor], z: torch.Te
     q = model.q_bins(z if config.critic_shapes_encoder else z.detach())                    # (B, A, bins)
     q_data = (two_hot(batch["action"], config) * q).sum(-1).mean(-1)                       # Q(s, a) of the data
     critic = ((q_data - y) / goal_return(config)).pow(2).mean()
-    logp = policy.log_softmax(-1)
-    eta = _temperature(model, config)
-    # MPO's dual, exact: log E_pi exp(Q / eta) = sum_d log sum_b pi_d(b) exp(Q_d(b) / (A eta))
-    tilted = _tilted(logp.detach(), q.detach(), eta)
-    eta_loss = eta * config.eta_epsilon + eta * torch.logsumexp(tilted, -1).sum(-1).mean()
-    improved = improved_policy(logp.detach(), q.detach(), eta.detach())
-    return {"critic": critic, "q_mean": q_data.detach().mean(), "eta": eta,
-            "improve": -(improved * logp).sum(-1).sum(-1).mean(), "eta_loss": eta_loss}
-
-
-def _tilted(logp: torch.Tensor, q: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-    """log pi_d(b) + Q_d(b) / (A eta): Q(s, a) = sum_d Q_d(a_d) / A, so exp(Q / eta) factorises."""
-    return logp + q / (q.shape[-2] * eta)
-
-
-def improved_policy(logp: torch.Tensor, q: torch.Tensor, eta: torch.Tensor) -> torch.Tensor:
-    """MPO's improved policy pi * exp(Q / eta) of the factorised critic, per dimension: (B, A, bins)
-    log-probabilities and values -> probabilities. Exact: the joint's marginals (tested)."""
-    return _tilted(logp, q, eta).softmax(-1)
+    with torch.no_grad():
+        bins, _ = sample_actions(policy, config.sampled_actions, config)                   # (B, K, A)
+        values = q.detach().unsqueeze(1).expand(-1, bins.shape[1], -1, -1)
+        q_sampled = values.gather(-1, bins.unsqueeze(-1)).squeeze(-1).mean(-1)             # (B, K)
+    return {"critic": critic, "q_mean": q_data.detach().mean(), **improvement(model, policy, bins, q_sampled, config)}
 
 
 def pac_losses(model, target, batch: dict[str, torch.Tensor], config: PACConfig) -> tuple[torch.Tensor, dict]:

@@ -258,7 +258,7 @@ def test_the_factorised_critic_regresses_on_the_goal_or_the_discounted_value_und
     any other step 0.9 x 3, whatever the target policy; the loss is the squared error in goal units."""
     from learner.pac.losses import factorised_critic
 
-    c = CONFIGS["tiny"]
+    c = _config("tiny", "factorised")
     learner = PACLearner(c, device="cpu")
     with torch.no_grad():
         for head, value in ((learner.target.q_head, 3.0), (learner.model.q_head, 0.0)):
@@ -273,24 +273,6 @@ def test_the_factorised_critic_regresses_on_the_goal_or_the_discounted_value_und
     targets = torch.tensor([10.0, 0.9 * 3.0, 0.9 * 3.0])  # the shaped 0.4 does not pay (shaped_rewards off)
     assert parts["critic"].item() == pytest.approx(((targets / 10) ** 2).mean().item(), rel=1e-5)
     assert parts["q_mean"].item() == pytest.approx(0.0, abs=1e-6)
-
-
-def test_the_factorised_improvement_is_the_joint_mpo_policys_marginals():
-    """pi(a) exp(Q(s, a) / eta) over every joint action (3 bins ^ 4 dimensions), with Q the mean of the
-    dimensions' values, has exactly the per-dimension policies improved_policy gives."""
-    import itertools
-
-    from learner.pac.losses import improved_policy
-
-    torch.manual_seed(0)
-    logp, q, eta = torch.randn(2, 4, 3).log_softmax(-1), torch.randn(2, 4, 3) * 3, torch.tensor(0.7)
-    joint = torch.zeros(2, *(3,) * 4)
-    for a in itertools.product(range(3), repeat=4):
-        dims = torch.arange(4)
-        joint[(slice(None), *a)] = (logp[:, dims, list(a)].sum(-1) + q[:, dims, list(a)].mean(-1) / eta).exp()
-    joint /= joint.sum(dim=(1, 2, 3, 4), keepdim=True)
-    marginals = torch.stack([joint.sum(dim=tuple(k for k in (1, 2, 3, 4) if k != d + 1)) for d in range(4)], 1)
-    assert torch.allclose(improved_policy(logp, q, eta), marginals, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,critic", CRITICS)
@@ -315,13 +297,13 @@ def test_the_critic_shapes_the_shared_encoder_only_when_asked(name, critic):
 
 
 def test_a_support_too_small_for_a_reached_goal_is_refused():
-    sampled = _config("tiny", "sampled")
+    sampled = CONFIGS["tiny"]
     with pytest.raises(ValueError, match=r"v_max 10.0 is below 1 / \(1 - discount\) = 100"):
         PACLearner(sampled.replace(discount=0.99), device="cpu")
     with pytest.raises(ValueError, match=r"discount must be in \[0, 1\)"):
         PACLearner(CONFIGS["tiny"].replace(discount=1.0), device="cpu")
     PACLearner(sampled.replace(discount=0.99, v_max=100.0), device="cpu")
-    PACLearner(CONFIGS["tiny"].replace(discount=0.99), device="cpu")  # the factorised critic has no support
+    PACLearner(_config("tiny", "factorised", discount=0.99), device="cpu")  # the factorised critic has no support
 
 
 @pytest.mark.parametrize("critic", ("factorised", "sampled"))
