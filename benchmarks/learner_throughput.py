@@ -41,11 +41,14 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--alpha", type=float, help="PAC's BC weight (default the config's; 1 is BC, no critic)")
+    parser.add_argument("--critic", choices=("sampled", "factorised"), help="PAC's critic (default the config's)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = get_config(args.config)
     if args.alpha is not None:
         config = config.replace(alpha=args.alpha)
+    if args.critic is not None:
+        config = config.replace(critic=args.critic)
     settings = Settings.load(bus="memory", lake=f"file://{tempfile.mkdtemp(prefix='learner-bench-')}/lake")
     fill(settings, args.episodes, 100)
     relabel(settings, resolve(FUNCTIONS), publish=False)
@@ -80,14 +83,15 @@ def main() -> None:
     print(table(["path", "samples/s", "ms per batch", "ratio to training"], [
         ["lake dataset (DuckDB join, shuffle, prefetch, captions)", data_rate,
          1000 * config.batch_size / data_rate, data_rate / train_rate],
-        [f"PAC training step ({config.name}, alpha {config.alpha:g}: forward, backward, AdamW, target update)",
+        [f"PAC training step ({config.name}, {config.critic} critic, alpha {config.alpha:g}: forward, backward, AdamW, "
+         "target update)",
          train_rate, 1000 * config.batch_size / train_rate, 1.0],
         [f"BC training step ({config.name}, alpha 1: no critic)", bc_rate, 1000 * config.batch_size / bc_rate,
          bc_rate / train_rate],
     ]))
     print("results:", write_result("learner_throughput", {
         "config": config.name, "parameters": parameter_count(config), "batch_size": config.batch_size,
-        "alpha": config.alpha, "threads": args.threads, "train_samples_per_s": train_rate,
+        "alpha": config.alpha, "critic": config.critic, "threads": args.threads, "train_samples_per_s": train_rate,
         "bc_train_samples_per_s": bc_rate, "data_samples_per_s": data_rate, "data_over_train": data_rate / train_rate,
         "first_batch_s": first_s}))
 
