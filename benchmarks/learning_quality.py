@@ -344,12 +344,12 @@ def main() -> int:
                                      "per_task": {t: list(success[m][t]) for t in TASKS}} for m in METHODS}
     seconds = sum(timings.values())
     goals = {"filtered_BC_at_least_0.65": mean["filtered BC"] >= 0.65,
-             "hindsight_BC_at_least_0.80": mean["hindsight BC"] >= 0.80, "PAC_at_least_0.85": mean["PAC"] >= 0.85, "PAC_at_least_best_plus_0.05": mean["PAC"] - best_bc >= 0.05,
-             "PAC_at_least_2x_BC": ratio >= 2, "seconds_at_most_3600": seconds <= 3600}
+             "hindsight_BC_at_least_0.80": mean["hindsight BC"] >= 0.80, "PAC_at_least_0.85": mean["PAC"] >= 0.85,
+             "PAC_at_least_best_plus_0.05": mean["PAC"] - best_bc >= 0.05, "PAC_at_least_2x_BC": ratio >= 2,
+             "seconds_at_most_3600": seconds <= 3600}
     print("results:", write_result("learning_quality", {
         "methods": methods, "dataset_success": data, "pac_over_bc": ratio, "pac_minus_best_filtered_or_hindsight": mean["PAC"] - best_bc,
-        "goals": goals,
-        "seconds": seconds, "timings_s": timings, "config": args.config, "steps": args.steps,
+        "goals": goals, "seconds": seconds, "timings_s": timings, "config": args.config, "steps": args.steps,
         "episodes_per_task": args.episodes_per_task, "seeds": args.seeds,
         "eval_episodes_per_task_and_method": args.eval_episodes * args.seeds}))
     plot(args.out, TASKS, success, data, learning_curves(settings))

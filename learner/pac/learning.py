@@ -40,8 +40,7 @@ class PACLearner:
         self.target = copy.deepcopy(self.model).requires_grad_(False)
         weights = [p for name, p in self.model.named_parameters() if name != "log_eta"]
         self.optimizer = torch.optim.AdamW([{"params": weights}, {"params": [self.model.log_eta], "weight_decay": 0.0}],
-                                           lr=config.lr, weight_decay=config.weight_decay,
-                                           fused=True)
+                                           lr=config.lr, weight_decay=config.weight_decay, fused=True)
         self.steps = 0
 
     def step(self, batch: dict[str, np.ndarray], lr_scale: float = 1.0) -> dict[str, float]:
