@@ -38,11 +38,14 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     runs before each checkpoint is written (`robolake run` on the in-process bus: sink the metrics
     first, so no checkpoint is ever ahead of the metrics in the lake). `captions`: a CaptionEncoder
     already loaded (default: a new one)."""
+    import numpy as np
+
     from infra.bus import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
     from learner.dataset import DatasetConfig
     from learner.pac.learning import PACLearner
+    from learner.symmetry import ColourSymmetry
 
     store = CheckpointStore(settings, run_id)
     state = store.load_latest() if resume else None
@@ -70,6 +73,8 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
     captions = captions or CaptionEncoder()
+    symmetry = ColourSymmetry(data.functions, config.observation_version) if config.colour_symmetry else None
+    rng = np.random.default_rng([seed, run.steps])
     producer = open_bus(settings).producer()
     lineage = {"dataset": dataset, "functions": [f"{n}@{v}" for n, v in data.functions],
                "conditioning": conditioning, "successful_only": successful_only,
@@ -78,6 +83,8 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
         for batch in data:
             if run.steps >= steps:
                 break
+            if symmetry is not None:
+                batch = symmetry.apply(batch, data.captions, rng)
             batch = dict(batch, caption=captions.encode(list(batch["caption"])))
             try:
                 metrics = learner.step(batch, lr_scale=cosine(run.steps, steps))

@@ -96,6 +96,9 @@ class PACConfig:
     # `achieved_boost` times as often as another.
     demo_fraction: float = 0.5
     achieved_boost: int = 6
+    # Training data: each sample seen with the cubes' colours permuted at random, its skill recoloured
+    # with them (learner/symmetry.py): every colour's demonstrations teach every other colour's skill.
+    colour_symmetry: bool = True
     target_tau: float = 0.005     # Polyak rate of the target network
     # Optimisation (the learning rate decays to 0 over the run's steps on a cosine, train.py)
     lr: float = 1e-3
@@ -130,7 +133,7 @@ class PACConfig:
         return self.obs_dim + 3 * len(self.relative_groups)
 
     # Fields added since checkpoints were first written, and what their absence means.
-    ABSENT_MEANS = {"critic": "sampled", "step_features": 0.0}
+    ABSENT_MEANS = {"critic": "sampled", "step_features": 0.0, "colour_symmetry": False}
 
     @classmethod
     def from_dict(cls, saved: dict) -> "PACConfig":
