@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 import uuid
 
@@ -47,6 +48,10 @@ def register(commands, common) -> None:
                        help="with hindsight: the share of each batch drawn from demonstrations (a commanded "
                             "segment's steps up to a skill's first success in it), BC's data; 0: none, for data "
                             "that never succeeds (default: the config's, 0.5)")
+    train.add_argument("--colour-symmetry", action=argparse.BooleanOptionalAction, default=None,
+                       help="see every sample under a random permutation of the cubes' colours, its skill "
+                            "recoloured with them (default: the config's, on); --no-colour-symmetry for data whose "
+                            "colours are not interchangeable")
     train.set_defaults(run=run_train)
 
 
@@ -74,6 +79,8 @@ def run_train(args, settings: Settings) -> int:
         config = config.replace(demo_fraction=args.demo_fraction)
     if args.observation_version is not None:
         config = config.replace(observation_version=args.observation_version)
+    if args.colour_symmetry is not None:
+        config = config.replace(colour_symmetry=args.colour_symmetry)
     run_id = args.run_id or f"pac-{args.config}-{uuid.uuid4().hex[:8]}"
     from learner.checkpoints import only_trainer
 

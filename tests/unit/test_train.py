@@ -33,6 +33,18 @@ def test_train_writes_metrics_and_a_checkpoint_then_resumes(lake, tmp_path, caps
     assert "to step 8" in capsys.readouterr().out
 
 
+def test_colour_symmetry_is_on_by_default_and_a_flag_turns_it_off(lake, monkeypatch):
+    from learner.checkpoints import CheckpointStore
+    from learner.symmetry import ColourSymmetry
+
+    applied, apply = [], ColourSymmetry.apply
+    monkeypatch.setattr(ColourSymmetry, "apply", lambda self, *args: applied.append(1) or apply(self, *args))
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "on"]) == 0
+    assert len(applied) == 2 and CheckpointStore(lake, "on").load_latest()["config"]["colour_symmetry"] is True
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "off", "--no-colour-symmetry"]) == 0
+    assert len(applied) == 2 and CheckpointStore(lake, "off").load_latest()["config"]["colour_symmetry"] is False
+
+
 def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
     assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r2"]) == 0
     assert main(["train", "--dataset", "d", "--steps", "3", "--run-id", "r2", "--resume", "--config", "small"]) == 1
