@@ -51,8 +51,8 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     state = store.load_latest() if resume else None
     if resume and state is None:
         raise TrainingError(f"no checkpoint of run {run_id} in {settings.lake_root} to resume from")
-    if state is not None:  # a run from before a field existed continues as what it was
-        config = config.replace(**{k: v for k, v in config.ABSENT_MEANS.items() if k not in state["config"]})
+    if state is not None:
+        config = resumed_config(state["config"], config)
         _check_compatible(state["config"], config)
     learner = PACLearner(config, device=device, seed=seed)
     if learner.device.type == "cpu":
@@ -148,6 +148,21 @@ def _state(learner, config, lineage: dict) -> dict:
         code = "unknown"
     return {"learner": learner.state_dict(), "config": dataclasses.asdict(config), "lineage": lineage,
             "code_version": code}
+
+
+def resumed_config(saved: dict, config):
+    """The config a resumed run continues with. Under the same named config: the checkpoint's (a field
+    it lacks means what `ABSENT_MEANS` says), so a run keeps its model and recipe when a default
+    changes later, with the fields the caller set apart from that config's defaults (`--alpha`,
+    `--no-colour-symmetry`). Under another name: the caller's, and `_check_compatible` names what differs."""
+    from learner.pac.config import CONFIGS, PACConfig
+
+    if saved.get("name") != config.name or config.name not in CONFIGS:
+        return config.replace(**{k: v for k, v in config.ABSENT_MEANS.items() if k not in saved})
+    named = CONFIGS[config.name]
+    chosen = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+              if getattr(config, f.name) != getattr(named, f.name)}
+    return PACConfig.from_dict(saved).replace(**chosen)
 
 
 def _check_compatible(saved: dict, config) -> None:

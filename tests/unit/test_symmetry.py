@@ -13,6 +13,10 @@ from schemas import observation
 
 WHERE = observation.offsets()
 COLOURS = observation.COLOURS
+CUBE_FIELDS = np.zeros(observation.size(), bool)  # the floats a colour permutation moves
+for _colour in COLOURS:
+    for _part in ("xyz", "quat"):
+        CUBE_FIELDS[WHERE[f"{_colour}_{_part}"]] = True
 
 
 def scenes(n: int, seed: int = 0) -> np.ndarray:
@@ -73,6 +77,29 @@ def test_apply_recolours_samples_and_keeps_what_has_no_colour():
     assert np.all(out["skill"][colourless] == skills[colourless])
     changed = np.mean(out["skill"][~colourless] != skills[~colourless])
     assert 0.75 < changed < 0.92  # 5 of the 6 permutations move a colour skill (place has no fixed point)
+
+
+def test_every_permutation_is_drawn_alike_and_moves_each_cube_whole():
+    import itertools
+
+    places = [(f"place_{a}_on_{b}", 1) for a, b in itertools.permutations(COLOURS, 2)]
+    n = 6000
+    obs = np.tile(np.arange(observation.size(), dtype=np.float32), (n, 1))  # each float names its field
+    batch = {"observation": obs, "next_observation": obs + 100, "skill": np.zeros(n, np.int32),
+             "caption": np.array(["put the red block on the green block"] * n, dtype=object)}
+    out = ColourSymmetry(places).apply(batch, [name for name, _ in places], np.random.default_rng(0))
+    top, bottom = places[0][0].split("_")[1::2]
+    for skill, (name, _) in enumerate(places):  # the recoloured skill says where red and green went
+        rows = out["skill"] == skill
+        assert abs(rows.mean() - 1 / 6) < 0.02, f"{name} drawn {rows.mean():.3f} of the time"
+        a, b = name.split("_")[1::2]
+        image = {top: a, bottom: b, (set(COLOURS) - {top, bottom}).pop(): (set(COLOURS) - {a, b}).pop()}
+        for key, shift in (("observation", 0), ("next_observation", 100)):
+            for colour in COLOURS:
+                for part in ("xyz", "quat"):
+                    np.testing.assert_array_equal(out[key][rows][:, WHERE[f"{image[colour]}_{part}"]],
+                                                  obs[rows][:, WHERE[f"{colour}_{part}"]] + shift)
+            np.testing.assert_array_equal(out[key][rows][:, ~CUBE_FIELDS], obs[rows][:, ~CUBE_FIELDS] + shift)
 
 
 def test_a_recoloured_skill_the_dataset_lacks_keeps_its_sample():

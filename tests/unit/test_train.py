@@ -35,14 +35,41 @@ def test_train_writes_metrics_and_a_checkpoint_then_resumes(lake, tmp_path, caps
 
 def test_colour_symmetry_is_on_by_default_and_a_flag_turns_it_off(lake, monkeypatch):
     from learner.checkpoints import CheckpointStore
+    from learner.pac.learning import PACLearner
     from learner.symmetry import ColourSymmetry
 
-    applied, apply = [], ColourSymmetry.apply
-    monkeypatch.setattr(ColourSymmetry, "apply", lambda self, *args: applied.append(1) or apply(self, *args))
+    # What the symmetry returns is what the learner trains on.
+    apply, step, learned = ColourSymmetry.apply, PACLearner.step, []
+    monkeypatch.setattr(ColourSymmetry, "apply", lambda self, *args: {**apply(self, *args), "recoloured": True})
+    monkeypatch.setattr(PACLearner, "step", lambda self, batch, **kw: learned.append("recoloured" in batch)
+                        or step(self, batch, **kw))
     assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "on"]) == 0
-    assert len(applied) == 2 and CheckpointStore(lake, "on").load_latest()["config"]["colour_symmetry"] is True
+    assert learned == [True, True] and CheckpointStore(lake, "on").load_latest()["config"]["colour_symmetry"] is True
     assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "off", "--no-colour-symmetry"]) == 0
-    assert len(applied) == 2 and CheckpointStore(lake, "off").load_latest()["config"]["colour_symmetry"] is False
+    assert learned[2:] == [False, False]
+    assert CheckpointStore(lake, "off").load_latest()["config"]["colour_symmetry"] is False
+
+
+def test_a_resumed_run_continues_as_it_was_saved_but_for_what_the_caller_sets(lake):
+    from learner.checkpoints import CheckpointStore
+    from learner.pac.config import get_config
+    from learner.train import train
+
+    # A run of `tiny` from before its critic narrowed and colour symmetry existed.
+    old = get_config("tiny").replace(critic_hidden=128, sampled_actions=16)
+    train(lake, old, "d", 2, "old", device="cpu", checkpoint_every=2)
+    store = CheckpointStore(lake, "old")
+    state = store.load_latest()
+    del state["config"]["colour_symmetry"]
+    store.save(3, state)
+    assert main(["train", "--dataset", "d", "--steps", "5", "--run-id", "old", "--resume"]) == 0
+    resumed = store.load_latest()["config"]
+    assert (resumed["critic_hidden"], resumed["sampled_actions"], resumed["colour_symmetry"]) == (128, 16, False)
+    # A flag set on resuming applies; what was set at the start stays without it.
+    assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "off", "--no-colour-symmetry"]) == 0
+    assert main(["train", "--dataset", "d", "--steps", "3", "--run-id", "off", "--resume", "--alpha", "1"]) == 0
+    resumed = CheckpointStore(lake, "off").load_latest()["config"]
+    assert (resumed["colour_symmetry"], resumed["alpha"]) == (False, 1.0)
 
 
 def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
