@@ -29,6 +29,7 @@ writes success.png and learning_curves.png to --out and benchmarks/results/learn
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import sys
@@ -40,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import table, write_result  # noqa: E402
+from learner.symmetry import recoloured  # noqa: E402
 
 COLOURS = ("red", "green", "blue")
 TASKS = tuple(f"{verb}_{c}" for verb in ("reach", "grasp", "lift") for c in COLOURS) + tuple(
@@ -66,11 +68,6 @@ class NullProducer:
 
 # --- the data's actors ------------------------------------------------------------------------
 
-def _recoloured(skill_id: str, permutation: dict[str, str]) -> str:
-    parts = skill_id.split("_")
-    return "_".join(permutation.get(p, p) for p in parts)
-
-
 class Misdirected:
     """The expert of the commanded skill with the episode's colours permuted."""
 
@@ -84,7 +81,7 @@ class Misdirected:
     def start(self, env, skill, rng):
         from producers.sim.skills import get_skill
 
-        self.expert.start(env, get_skill(_recoloured(skill.id, self.permutation)), rng)
+        self.expert.start(env, get_skill(recoloured(skill.id, self.permutation)), rng)
 
     def act(self, observation):
         return self.expert.act(observation)
@@ -119,7 +116,7 @@ def actor(kind: str, task: str, rng: np.random.Generator):
     while True:  # a permutation that changes what the commanded task asks for
         order = rng.permutation(COLOURS)
         permutation = dict(zip(COLOURS, order))
-        if _recoloured(task, permutation) != task:
+        if recoloured(task, permutation) != task:
             return Misdirected(permutation)
 
 
@@ -277,6 +274,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
+    from learner.pac.config import get_config
     from learner.relabel import relabel, resolve
     from robolake.settings import Settings
 
@@ -349,7 +347,8 @@ def main() -> int:
              "seconds_at_most_3600": seconds <= 3600}
     print("results:", write_result("learning_quality", {
         "methods": methods, "dataset_success": data, "pac_over_bc": ratio, "pac_minus_best_filtered_or_hindsight": mean["PAC"] - best_bc,
-        "goals": goals, "seconds": seconds, "timings_s": timings, "config": args.config, "steps": args.steps,
+        "goals": goals, "seconds": seconds, "timings_s": timings, "config": args.config,
+        "config_fields": dataclasses.asdict(get_config(args.config)), "steps": args.steps,
         "episodes_per_task": args.episodes_per_task, "seeds": args.seeds,
         "eval_episodes_per_task_and_method": args.eval_episodes * args.seeds}))
     plot(args.out, TASKS, success, data, learning_curves(settings))
