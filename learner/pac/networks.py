@@ -108,10 +108,11 @@ class FiLMActorCritic(_Inputs):
         x, caption = self.standardised(observation, caption)
         scale_shift = self.film(caption)
         if caption_index is not None:
-            scale_shift = scale_shift[caption_index]
-        scale_shift = scale_shift.view(x.shape[0], len(self.layers), 2, -1)
+            scale_shift = nn.functional.embedding(caption_index, scale_shift)  # its backward: ~2x faster than []'s
+        # unbind, not one slice per use: each slice's backward filled a zero tensor of the whole (~20% of a step)
+        film = scale_shift.view(x.shape[0], 2 * len(self.layers), -1).unbind(1)
         for i, layer in enumerate(self.layers):
-            x = torch.relu(layer(x) * (1 + scale_shift[:, i, 0]) + scale_shift[:, i, 1])
+            x = torch.relu(layer(x) * (1 + film[2 * i]) + film[2 * i + 1])
         return x
 
     def policy_logits(self, z: torch.Tensor) -> torch.Tensor:
