@@ -263,7 +263,9 @@ class SkillRetriever:
             return Match(step, None, embedded.similarity, "missing", embedded.candidates)
         ranked = [(s, round(float(scores[index[s]]), 4)) for s in ids]
         candidates = tuple(ranked + [c for c in embedded.candidates if c[0] not in ids])[: self.top_k]
-        disagree = embedded.verdict == "confident" and embedded.skill_id != ids[0]
+        # the embedding overrules only the action: it is blind to argument order, the parser is not
+        disagree = (embedded.verdict == "confident"
+                    and self._actions[index[embedded.skill_id]] != self._actions[index[ids[0]]])
         if len(ids) == 1 and reading.sure and not disagree:
             return Match(step, ids[0], ranked[0][1], "confident", candidates)
         return Match(step, None, ranked[0][1], "unsure", candidates)
