@@ -1,10 +1,15 @@
 """Skill retrieval by caption embedding: top-1 accuracy on labelled, paraphrased step descriptions
 (benchmarks/retrieval_steps.toml), with the embedder alone (whole step against whole descriptions),
-with the colour/order re-ranker, and factorised (embedding for the action + parser for the objects);
+with the colour/order re-ranker, factorised (embedding for the action + parser for the objects),
+and parsed (the semantic step parser, the factorised embedding for what it cannot read; the default);
 missing-skill detection; verdict counts; the share of multi-step proposals whose steps are all
 retrievable; latency per stage against encoding the library's captions once.
 
-    python benchmarks/retrieval_accuracy.py [--set test|test2|test3|dev] [--data benchmarks/retrieval_steps.toml]
+    python benchmarks/retrieval_accuracy.py [--set test|test2|test3|dev|dev2|...] [--data benchmarks/retrieval_steps.toml]
+
+--set names any table of the data file with a `steps` list. Writes benchmarks/results/retrieval.json
+(per configuration top-1 and missing precision/recall; for the set `frozen` also `frozen_set_top1`
+and `missing_precision` of the default configuration).
 
 Top-1 counts an "unsure" step by its best candidate (what the embedding ranks first); "oracle VLM"
 counts it right when the right skill is among the candidates the VLM would be shown (or the step is
@@ -21,12 +26,14 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table, timed  # noqa: E402
+from _common import table, timed, write_result  # noqa: E402
 
 DATA = Path(__file__).with_name("retrieval_steps.toml")
 CONFIGS = (("embedder alone", {"scoring": "embedding", "rerank": False}),
            ("embedder + colour re-ranker", {"scoring": "embedding", "rerank": True}),
-           ("action embedding + object parser", {"scoring": "factorised"}))
+           ("action embedding + object parser", {"scoring": "factorised"}),
+           ("step parser + action embedding (default)", {"scoring": "parsed"}))
+DEFAULT = CONFIGS[-1][0]
 
 
 def family(label: str) -> str:
@@ -102,18 +109,35 @@ def latency_rows(encoder, skills, steps: list[str]) -> list[list]:
     return [[what, seconds * 1e3, seconds / baseline] for what, seconds in stages]
 
 
+def figures(set_name: str, labels: list[str], scores: dict) -> dict:
+    """The figures of benchmarks/results/retrieval.json; the frozen set's headline keys only for it."""
+    num = lambda x: None if x != x else x  # noqa: E731  (no NaN in JSON: a set with no missing step)
+    out = {"set": set_name, "steps": len(labels), "missing_steps": labels.count("missing"),
+           "default_configuration": DEFAULT,
+           "configurations": {name: {"top1": s["top-1 (all)"], "missing_precision": num(s["missing precision"]),
+                                     "missing_recall": num(s["missing recall"])} for name, s in scores.items()}}
+    if set_name == "frozen":
+        out["frozen_set_top1"] = scores[DEFAULT]["top-1 (all)"]
+        out["missing_precision"] = num(scores[DEFAULT]["missing precision"])
+    return out
+
+
 def main() -> None:
     from consumers.curriculum.retrieval import SkillRetriever
     from learner.captions import CaptionEncoder
     from producers.sim.skills import LIBRARY
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--set", choices=["test", "test2", "test3", "dev"], default="test",
-                        help="test, test2, test3: held-out sets (the report); dev: the set the scoring was developed on")
+    parser.add_argument("--set", default="test",
+                        help="a table of the data file: test, test2, test3 (held out), dev, dev2 (developed on), "
+                             "frozen (in a --data file of its own)")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     with open(args.data, "rb") as f:
         data = tomllib.load(f)
+    sets = [k for k, v in data.items() if isinstance(v, dict) and "steps" in v]
+    if args.set not in sets:
+        parser.error(f"no set {args.set!r} in {args.data}; it has {', '.join(sets)}")
     labelled = data[args.set]["steps"]
     steps, labels = [s for s, _ in labelled], [e for _, e in labelled]
     skills = [(skill.id, skill.caption) for skill in LIBRARY.values()]
@@ -149,9 +173,12 @@ def main() -> None:
         print(f"\nerrors, {name}")
         print(table(["step", "expected", "top-1", "verdict", "similarity"], errors) if errors else "none")
 
-    print(f"\nproposals ({len(data['proposal'])}): share whose steps are all retrievable (no step missing)")
-    print(table(["configuration", "all steps retrievable", "all steps top-1 right"],
-                proposals_table(retrievers, data["proposal"])))
+    print(f"\nwrote {write_result('retrieval', figures(args.set, labels, scores))}")
+
+    if data.get("proposal"):
+        print(f"\nproposals ({len(data['proposal'])}): share whose steps are all retrievable (no step missing)")
+        print(table(["configuration", "all steps retrievable", "all steps top-1 right"],
+                    proposals_table(retrievers, data["proposal"])))
 
     print(f"\nlatency (CPU; model load once: {load_s:.2f} s)")
     print(table(["stage", "ms", "x baseline"], latency_rows(encoder, skills, steps)))

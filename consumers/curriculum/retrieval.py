@@ -8,15 +8,22 @@ curriculum acts on:
 - "missing": no skill comes near, the step is nearest an action the library has no skill for, or
   it names objects no skill of its action acts on: the curriculum reports a missing skill.
 
-Two scorings, both from the learner's frozen caption encoder:
+Three scorings:
 
-- "factorised" (default): embedding for the action + parser for the objects. The sentence encoder
+- "parsed" (default): a semantic parser of the scene's steps (step_parser.py: verbs, colours and
+  their synonyms, argument order, what the library lacks) decides what it can read; the
+  factorised embedding below ranks the candidates and decides the steps the parser cannot read.
+  Explicit missing evidence (push, next to, a yellow block) makes the step missing; a parse that
+  leaves the colour unsaid, an ambiguous construction, or an embedding confident in another skill
+  makes it unsure (the model is asked). Skills whose captions the parser does not read back to
+  their own id (a library it does not know) are left to the embedding.
+- "factorised": embedding for the action + parser for the objects. The sentence encoder
   weighs the object noun over the verb ("raise the red cube" embeds nearer "approach the red cube"
   than "raise the red block") and is blind to argument order, so the step is embedded with its
   colours masked and scored against colour-masked descriptions of each action (reach, grasp, place,
   ...); the objects, in order, come from the colour parser (`colours_in`).
 - "embedding": the whole (normalised) step against whole descriptions, optionally re-ranked by the
-  parser (`rerank`: drop skills whose colours differ). The benchmark reports both.
+  colour parser (`rerank`: drop skills whose colours differ). The benchmark reports all three.
 
 Descriptions come from the captions plus skill_aliases.toml; alias entries for skills the library
 has not announced describe actions it lacks (push, rotate, ...): a step nearest one is missing.
@@ -33,9 +40,11 @@ from typing import Callable
 
 import numpy as np
 
+from consumers.curriculum.step_parser import Grammar, default_grammar, read
+
 ALIASES_FILE = Path(__file__).with_name("skill_aliases.toml")
 Embed = Callable[[list[str]], np.ndarray]
-SCORINGS = ("factorised", "embedding")
+SCORINGS = ("parsed", "factorised", "embedding")
 
 # Calibrated on the dev section of benchmarks/retrieval_steps.toml only (see benchmarks/README.md).
 CONFIDENT = 0.75
@@ -60,6 +69,7 @@ class Aliases:
     descriptions: dict[str, tuple[str, ...]]     # skill id -> extra descriptions, colours filled in
     actions: dict[str, tuple[str, ...]] = field(default_factory=dict)   # "lift_{a}" -> colour-free ones
     nouns: dict[str, str] = field(default_factory=dict)                 # "cube" -> "block"
+    scene: tuple[str, ...] = ()                                          # the cubes' colours; () = the captions'
 
 
 def load_aliases(path: Path = ALIASES_FILE) -> Aliases:
@@ -79,7 +89,7 @@ def load_aliases(path: Path = ALIASES_FILE) -> Aliases:
                 t.format(**dict(zip(slots, colours))) for t in templates)
         actions[key] = tuple(_squash(t.format(a="", b="")) for t in templates)
     nouns = {w: canonical for canonical, words in data.get("nouns", {}).items() for w in words}
-    return Aliases(colour_words, descriptions, actions, nouns)
+    return Aliases(colour_words, descriptions, actions, nouns, tuple(scene))
 
 
 def colours_in(text: str, colour_words: dict[str, str]) -> tuple[str, ...]:
@@ -133,8 +143,9 @@ class SkillRetriever:
     """Match steps to the skills of the announced library, `skills` = [(skill_id, caption)]."""
 
     def __init__(self, skills: list[tuple[str, str]], embed: Embed | None = None, confident: float = CONFIDENT,
-                 missing: float = MISSING, margin: float = MARGIN, *, scoring: str = "factorised",
-                 rerank: bool = True, aliases: Aliases | None = None, top_k: int = TOP_K):
+                 missing: float = MISSING, margin: float = MARGIN, *, scoring: str = "parsed",
+                 rerank: bool = True, aliases: Aliases | None = None, top_k: int = TOP_K,
+                 grammar: Grammar | None = None):
         if not skills:
             raise ValueError("no skills to retrieve from: the library announced none")
         ids = [skill_id for skill_id, _ in skills]
@@ -150,7 +161,15 @@ class SkillRetriever:
         self.scoring, self.rerank, self.top_k = scoring, rerank, top_k
         self._embed = embed
         self._skill_colours = [colours_in(caption, self.aliases.colour_words) for _, caption in skills]
-        if scoring == "factorised":
+        self._factorised = scoring in ("parsed", "factorised")
+        if scoring == "parsed":
+            self.grammar = grammar or default_grammar()
+            self._scene = self.aliases.scene or tuple(dict.fromkeys(c for cs in self._skill_colours for c in cs))
+            # the skills the parser reads back to their own id: it decides only among these
+            self._understood = {i for i, caption in skills
+                                if read(caption, self.aliases.colour_words, self._scene, self.grammar)
+                                .skill_ids(self._scene) == [i]}
+        if self._factorised:
             self._actions = [action_of(i, c) for i, c in zip(ids, self._skill_colours)]
             known = dict.fromkeys(self._actions)   # announced actions, library order
             groups = {a: [normalise(cap, self.aliases, True) for (i, cap), b in zip(skills, self._actions) if b == a]
@@ -180,9 +199,11 @@ class SkillRetriever:
     def match_all(self, steps: list[str]) -> list[Match]:
         if not steps:
             return []
-        mask = self.scoring == "factorised"
-        scores = self._scores(self._encode([normalise(s, self.aliases, mask) for s in steps]))
-        return [self._verdict(step, row) for step, row in zip(steps, scores)]
+        scores = self._scores(self._encode([normalise(s, self.aliases, self._factorised) for s in steps]))
+        matches = [self._verdict(step, row) for step, row in zip(steps, scores)]
+        if self.scoring == "parsed":
+            matches = [self._parsed(m, row[self._skill_column]) for m, row in zip(matches, scores)]
+        return matches
 
     def description_count(self) -> int:
         return len(self._descriptions)
@@ -209,7 +230,7 @@ class SkillRetriever:
         lacking = float(columns[self._lacking & fitting].max(initial=-1.0))
         order = np.argsort(-scores, kind="stable")   # ties: library order, so the result is deterministic
         fits = [compatible(named, colours) for colours in self._skill_colours]
-        if self.scoring == "factorised" or self.rerank:
+        if self._factorised or self.rerank:
             order = [i for i in order if fits[i] and fitting[self._skill_column[i]]]
         ranked = [(self.skill_ids[i], round(float(scores[i]), 4)) for i in order]
         candidates = tuple(ranked[: self.top_k])
@@ -217,7 +238,7 @@ class SkillRetriever:
             return Match(step, None, round(float(scores.max()), 4), "missing", ())
         best = ranked[0][1]
         # factorised: the best action must be one the library can do on the objects the step names
-        uncovered = self.scoring == "factorised" and columns[~self._lacking & fitting].max() > scores[order[0]]
+        uncovered = self._factorised and columns[~self._lacking & fitting].max() > scores[order[0]]
         if best < self.missing or lacking > best or uncovered:
             return Match(step, None, best, "missing", candidates)
         runner_up = max(ranked[1][1] if len(ranked) > 1 else -1.0, lacking)
@@ -225,9 +246,33 @@ class SkillRetriever:
             return Match(step, ranked[0][0], best, "confident", candidates)
         return Match(step, None, best, "unsure", candidates)
 
+    def _parsed(self, embedded: Match, scores: np.ndarray) -> Match:
+        """The parser's reading of the step, the embedding's match `embedded` where it cannot read it."""
+        step = embedded.step
+        if embedded.candidates and embedded.verdict != "missing" and embedded.candidates[0][0] not in self._understood:
+            return embedded   # the embedding prefers a skill the parser does not know
+        reading = read(step, self.aliases.colour_words, self._scene, self.grammar)
+        if reading.missing:   # explicit evidence: an action, object, colour or relation the library lacks
+            return Match(step, None, embedded.similarity, "missing", embedded.candidates)
+        if reading.action is None:   # unread: the embedding decides, but is never confident alone
+            verdict = "unsure" if embedded.verdict == "confident" else embedded.verdict
+            return Match(step, None, embedded.similarity, verdict, embedded.candidates)
+        index = {s: i for i, s in enumerate(self.skill_ids)}
+        ids = sorted((s for s in reading.skill_ids(self._scene) if s in index), key=lambda s: -scores[index[s]])
+        if not ids:   # read, but no announced skill does it (a skill the library may grow)
+            return Match(step, None, embedded.similarity, "missing", embedded.candidates)
+        ranked = [(s, round(float(scores[index[s]]), 4)) for s in ids]
+        candidates = tuple(ranked + [c for c in embedded.candidates if c[0] not in ids])[: self.top_k]
+        # the embedding overrules only the action: it is blind to argument order, the parser is not
+        disagree = (embedded.verdict == "confident"
+                    and self._actions[index[embedded.skill_id]] != self._actions[index[ids[0]]])
+        if len(ids) == 1 and reading.sure and not disagree:
+            return Match(step, ids[0], ranked[0][1], "confident", candidates)
+        return Match(step, None, ranked[0][1], "unsure", candidates)
+
     def _fitting(self, named: int) -> np.ndarray:
         """Columns whose action takes `named` objects (all of them when the step names none)."""
-        if self.scoring != "factorised" or not named:
+        if not self._factorised or not named:
             return np.ones(len(self._columns), dtype=bool)
         return np.array([(named <= 1) if n == 0 else (named == n) if n <= 2 else (named <= n) for n in self._arity])
 

@@ -209,3 +209,42 @@ def test_factorised_reads_the_verb_and_knows_what_the_library_lacks(library, ste
         assert match.verdict == "missing", match
     else:
         assert match.candidates[0][0] == expected and match.verdict != "missing", match
+
+
+# --- the default (parsed) scoring: the classes that failed on an independent set (issue 24) ----
+
+@pytest.mark.parametrize("step, skill_id", [("red on blue", "place_red_on_blue"),
+                                             ("the green block goes on the red block", "place_green_on_red"),
+                                             ("stack the navy cube on the crimson cube", "place_blue_on_red"),
+                                             ("onto the blue block, put the red one", "place_red_on_blue"),
+                                             ("pick up the scarlet cube", "lift_red"),
+                                             ("move over the navy block", "reach_blue"),
+                                             ("place the hand over the blue cube", "reach_blue")])
+def test_the_default_retrieves_terse_placements_pick_up_and_synonyms_confidently(library, step, skill_id):
+    _, retriever, _, _ = library
+    match = retriever.match(step)
+    assert (match.verdict, match.skill_id) == ("confident", skill_id), match
+
+
+@pytest.mark.parametrize("step", ["throw the block off the table", "put the red block next to the blue block",
+                                  "stack the red and blue blocks", "build a tower with red at the bottom",
+                                  "raise the arm", "put the green cube on the table"])
+def test_the_default_knows_hard_negatives_are_missing(library, step):
+    _, retriever, _, _ = library
+    assert retriever.match(step).verdict == "missing", retriever.match(step)
+
+
+def test_the_default_asks_when_the_parse_leaves_a_choice(library):
+    _, retriever, _, _ = library
+    lift = retriever.match("lift it")
+    assert lift.verdict == "unsure" and {s for s, _ in lift.candidates} <= {"lift_red", "lift_green", "lift_blue"}
+    assert retriever.match("stack the red block on top").verdict == "unsure"
+
+
+def test_a_read_skill_the_library_has_not_announced_is_missing_and_a_library_it_cannot_read_is_embedded(library):
+    skills, _, _, encoder = library
+    announced = SkillRetriever([s for s in skills if s[0] in {"grasp_red", "open_gripper"}], encoder.encode)
+    assert announced.match("pick up the red block").verdict == "missing"    # lift_red: not announced
+    assert announced.match("grab the red block").skill_id == "grasp_red"
+    unknown = SkillRetriever([("juggle_red", "juggle the red block")], encoder.encode)   # a verb it lacks
+    assert unknown.match("juggle the red block").candidates[0][0] == "juggle_red"
