@@ -1,6 +1,6 @@
 """At an equal episode budget, does curriculum-driven collection beat uniformly random skills?
 
-Two strategies of `robolake run` (consumers/experiment), everything else equal (base skills,
+Two strategies of `robolake run` (robolake/experiment), everything else equal (base skills,
 bootstrap, learner, steps per iteration, iterations, the episode budget):
   - curriculum: the scripted experimenter's rounds (frontier tasks; a task the library lacks, such
     as "put the red block on the blue block", grows the library, and its skill is bootstrapped);
@@ -30,7 +30,7 @@ BASE = ("reach_red", "grasp_red", "lift_red", "reach_blue", "grasp_blue", "lift_
 
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
-    from consumers.experiment.loop import Run, RunConfig
+    from robolake.experiment.loop import Run, RunConfig
     from learner.evaluate import LearnedPolicy, evaluate, wilson
     from robolake.settings import Settings
 

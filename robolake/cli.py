@@ -23,7 +23,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("consumers.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
+USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
                 ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
@@ -34,7 +34,7 @@ FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFa
             ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),
             ("consumers.curriculum.recorder", "ReplayMismatch"),
             ("learner.checkpoints", "CheckpointError"), ("producers.decisions", "BadDecision"),
-            ("consumers.experiment.loop", "SinkBehind"), ("consumers.experiment.loop", "AlreadyRunning"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
+            ("robolake.experiment.loop", "SinkBehind"), ("robolake.experiment.loop", "AlreadyRunning"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
             ("infra.sql_guard", "QueryLimitError"), ("builtins", "OSError")]
 
 DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "

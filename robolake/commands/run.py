@@ -1,4 +1,4 @@
-"""`robolake run`: the automated experimenter end to end (consumers/experiment)."""
+"""`robolake run`: the automated experimenter end to end (robolake/experiment)."""
 
 from __future__ import annotations
 
@@ -114,8 +114,8 @@ def run_experiment(args, settings: Settings) -> int:
     reason = unwritable(Path(args.report_dir))  # now, not after days of work
     if reason:
         raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
-    from consumers.experiment.loop import BASE_SKILLS, Run, RunConfig
-    from consumers.experiment.stages import StageFailed
+    from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
+    from robolake.experiment.stages import StageFailed
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),
                        iterations=args.iterations, budget_episodes=args.budget_episodes,
@@ -151,7 +151,7 @@ def run_learner(args, settings: Settings) -> int:
     pick_device(args.device)  # no CUDA for --device cuda: say so now, not at the first request
     check_bus_reachable(settings)
     check_lake_writable(settings)
-    from consumers.experiment.learner_service import serve
+    from robolake.experiment.learner_service import serve
 
     print(f"== robolake learn: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(device {args.device}); waiting for train requests", flush=True)

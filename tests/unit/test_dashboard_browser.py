@@ -111,7 +111,7 @@ class Browser:
 
 
 def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monkeypatch):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
     from robolake.settings import Settings
     from schemas import events, topics
 

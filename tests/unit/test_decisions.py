@@ -68,7 +68,7 @@ def test_mixed_policy_hands_new_skills_to_the_expert():
 
 
 def test_the_budget_counts_collected_episodes_only(tmp_path):
-    from consumers.experiment.state import episode_count
+    from robolake.experiment.state import episode_count
     from infra.lake_catalog import LakeTables
     from infra.lake_sql import open_lake
 
@@ -116,5 +116,5 @@ def test_a_decision_run_again_counts_each_seed_once(tmp_path):
     assert count(settings, "SELECT list(problem ORDER BY problem) FROM partial_episodes") == \
         ["no end", "repeat of a decision episode"]
     assert count(settings, "SELECT count(*) FROM steps") == 4 * 3, "the steps of counted episodes only"
-    # what the run's eval stage reads (consumers/experiment/stages.py): 2 of 2 asked, not 3
+    # what the run's eval stage reads (robolake/experiment/stages.py): 2 of 2 asked, not 3
     assert count(settings, "SELECT [count_if(task_success), count(*)] FROM episodes WHERE decision_id = 'd1'") == [2, 2]

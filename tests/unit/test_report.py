@@ -149,7 +149,7 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
 
 
 def test_timeline_is_in_time_order_and_its_cursor_returns_only_what_is_new(lake):
-    from consumers.report.queries import timeline
+    from robolake.report.queries import timeline
     from infra.lake_sql import open_lake
     from schemas import events, topics
 
@@ -228,7 +228,7 @@ def _get(url: str):
 
 
 def test_dashboard_api_answers_reads_and_refuses_everything_else(lake):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     settings, ids = lake
     server = serve(settings, port=0)
@@ -278,7 +278,7 @@ def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(lake):
 
 
 def test_a_dashboard_started_before_the_lake_exists_finds_it_once_it_does(tmp_path):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
     server = serve(settings, port=0)

@@ -126,9 +126,9 @@ class FailingVLM:
 
 
 def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path, monkeypatch):
-    from consumers.experiment import loop
-    from consumers.experiment.loop import Run, RunConfig
-    from consumers.experiment.stages import StageFailed
+    from robolake.experiment import loop
+    from robolake.experiment.loop import Run, RunConfig
+    from robolake.experiment.stages import StageFailed
 
     monkeypatch.setattr(loop.time, "sleep", lambda s: None)  # the backoff, not under test here
     lake = tmp_path / "lake"
@@ -155,9 +155,9 @@ def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path,
 def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(tmp_path, monkeypatch):
     """`robolake run --external-learner` asks, `robolake learn` trains. Sequential here: the run's
     wait for a checkpoint is where the learner gets its turn (on Kafka they are two processes)."""
-    from consumers.experiment import loop, stages
-    from consumers.experiment.learner_service import serve
-    from consumers.experiment.loop import Run, RunConfig
+    from robolake.experiment import loop, stages
+    from robolake.experiment.learner_service import serve
+    from robolake.experiment.loop import Run, RunConfig
     from learner.checkpoints import CheckpointStore
 
     settings = _settings(tmp_path / "lake")

@@ -284,7 +284,7 @@ def test_the_cli_ends_a_query_past_its_limits_with_one_line_and_exit_1(lake, cap
 
 
 def test_the_dashboard_answers_a_query_past_the_timeout_with_400(lake, monkeypatch):
-    from consumers.report import dashboard
+    from robolake.report import dashboard
 
     monkeypatch.setitem(dashboard._API, "/api/slow", lambda con, params: {"rows": con.execute(CROSS_JOIN).fetchall()})
     server = dashboard.serve(lake.replace(sql_timeout_s=1.0), port=0)

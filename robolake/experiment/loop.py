@@ -1,6 +1,6 @@
 """`robolake run`: the experimenter's loop, a sequence of stages whose progress is on the log.
 
-Each iteration runs the stages of consumers/experiment/stages.py in order. When a stage finishes,
+Each iteration runs the stages of robolake/experiment/stages.py in order. When a stage finishes,
 a `run.stage` event says so (with what it produced); the run's state is the projection of those
 events in the lake (state.py), so after a SIGKILL anywhere, the next `robolake run` of the
 experiment skips the finished stages and redoes the interrupted one, which sends only what the
@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from consumers.curriculum.stages import stable_id
-from consumers.experiment import stages
-from consumers.experiment.state import (RunState, complete_seeds, decisions, episode_count, load_state,
+from robolake.experiment import stages
+from robolake.experiment.state import (RunState, complete_seeds, decisions, episode_count, load_state,
                                         metrics_sent_until)
 from consumers.lake_sink.sink import sink_in_process
 from producers.rollout import RolloutConfig

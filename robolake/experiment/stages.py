@@ -1,7 +1,7 @@
 """The stages of one iteration of `robolake run`, in order. Each reads what it needs from the lake
 (`run.open()`), sends its events, and returns a JSON-able detail that the loop records in a
 `run.stage` event. Each is safe to run again after a crash at any point: ids are deterministic and
-only what the lake lacks is sent or done (see consumers/experiment/state.py).
+only what the lake lacks is sent or done (see robolake/experiment/state.py).
 
 plan        iteration 0 bootstraps the base skills; later ones, the skills the library can provide
             for the curriculum's missing steps (announced then): the scripted expert, clean and
@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 
 from consumers.curriculum.stages import stable_id
-from consumers.experiment import state as lake_state
+from robolake.experiment import state as lake_state
 from producers.decisions import EXPERT
 from producers.rollout import task_for
 

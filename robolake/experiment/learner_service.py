@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 
-from consumers.experiment import stages
-from consumers.experiment.loop import AlreadyRunning, Run, RunConfig, interrupted, retryable
-from consumers.experiment.state import LEARN, load_state
+from robolake.experiment import stages
+from robolake.experiment.loop import AlreadyRunning, Run, RunConfig, interrupted, retryable
+from robolake.experiment.state import LEARN, load_state
 
 
 def serve(settings, experiment_id: str, device: str = "auto", say=print, poll_s: float = 2.0,
