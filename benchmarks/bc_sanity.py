@@ -48,7 +48,7 @@ def main() -> int:
     from learner.evaluate import evaluate, wilson
     from learner.relabel import relabel, resolve
     from producers.policy import ScriptedExpert
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"

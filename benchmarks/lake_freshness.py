@@ -84,7 +84,7 @@ def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: i
 
 def main() -> None:
     from infra.bus.kafka import KafkaBus
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30)

@@ -22,7 +22,7 @@ def main() -> None:
     from infra.bus.kafka import KafkaBus
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=400)

@@ -33,7 +33,7 @@ def main() -> None:
     from infra.bus.memory import MemoryBroker, MemoryBus
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=10_000)

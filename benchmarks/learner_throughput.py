@@ -33,7 +33,7 @@ def main() -> None:
     from learner.pac.learning import PACLearner, parameter_count
     from learner.relabel import relabel, resolve
     from learner.train import training_data
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="tiny")

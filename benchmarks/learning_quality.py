@@ -195,7 +195,7 @@ def evaluate_run(args: tuple) -> dict:
 
     torch.set_num_threads(1)
     from learner.evaluate import LearnedPolicy, evaluate
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     settings = Settings.load(env={}, lake=lake, bus="memory")
     policy = LearnedPolicy.load(settings, rid)
@@ -278,7 +278,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from learner.relabel import relabel, resolve
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"

@@ -25,7 +25,7 @@ def main() -> None:
     from _relabel_data import fill
     from learner.dataset import DatasetConfig, LakeDataset
     from learner.relabel import relabel, resolve
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)

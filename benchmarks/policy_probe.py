@@ -35,7 +35,7 @@ def main() -> int:
 
     torch.set_num_threads(1)
     from learner.evaluate import LearnedPolicy, evaluate, wilson
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     settings = Settings.load(env={}, lake=f"file://{args.lake.resolve()}", bus="memory")
     policy = LearnedPolicy.load(settings, args.run)

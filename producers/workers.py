@@ -20,7 +20,7 @@ import threading
 import time
 
 from producers.rollout import RolloutConfig, run_episodes
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 
 log = logging.getLogger(__name__)

@@ -16,14 +16,14 @@ import sys
 
 from robolake import __version__
 from robolake.commands import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
-from robolake.settings import Settings
+from infra.settings import Settings
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their reader goes away
 
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
+USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
                 ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),

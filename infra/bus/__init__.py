@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer, Skipped
 
 if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
 __all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "Skipped",
            "open_bus"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

@@ -8,7 +8,7 @@ from contextlib import contextmanager
 from consumers.curriculum.replies import printable  # light: re and json
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
                                nonnegative_float, positive_int, positive_seconds)
-from robolake.settings import VLM_BACKENDS, Settings
+from infra.settings import VLM_BACKENDS, Settings
 
 
 def register(commands, common) -> None:

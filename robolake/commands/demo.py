@@ -11,7 +11,7 @@ function relabels the historic steps (what else did those episodes achieve?).
 from __future__ import annotations
 
 from robolake.commands import check_lake_writable, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

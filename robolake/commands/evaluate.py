@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 from robolake.commands import identifier, nonnegative_int, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

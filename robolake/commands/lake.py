@@ -6,7 +6,7 @@ import sys
 
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
                                nonnegative_float, one_line, positive_int, positive_seconds)
-from robolake.settings import Settings
+from infra.settings import Settings
 
 FORMATS = ("table", "csv", "json", "parquet")
 

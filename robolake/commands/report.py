@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from robolake.commands import CommandFailed, UsageError, identifier, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

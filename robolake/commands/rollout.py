@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 from robolake.commands import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
                                positive_int, positive_seconds)
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

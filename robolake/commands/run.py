@@ -6,7 +6,7 @@ from pathlib import Path
 
 from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
                                nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
-from robolake.settings import VLM_BACKENDS, Settings
+from infra.settings import VLM_BACKENDS, Settings
 
 
 def register(commands, common) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

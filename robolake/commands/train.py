@@ -6,7 +6,7 @@ import sys
 import uuid
 
 from robolake.commands import identifier, nonnegative_int, positive_int, usage_error
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def register(commands, common) -> None:

@@ -19,7 +19,7 @@ from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
 from producers.episode_writer import EpisodeWriter, utc_now
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import LEARNER_METRICS

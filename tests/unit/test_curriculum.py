@@ -25,7 +25,7 @@ from producers.sim.announce import announce_skills
 from producers.sim.skills import LIBRARY
 from producers.synthetic import SyntheticConfig, produce
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import SKILL_ADDED

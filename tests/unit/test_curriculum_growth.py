@@ -21,7 +21,7 @@ from infra.lake_sql import open_lake
 from learner.evaluate import wilson
 from producers.sim.announce import BASE_SKILLS, announce_skills
 from producers.sim.skills import LIBRARY, UnknownSkill
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 
 PNG = prompts.image_file("scene_seed3.png")

@@ -15,7 +15,7 @@ from consumers.curriculum.vlm import VLMError
 from infra.bus import open_bus
 from infra.lake_sql import open_lake
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import SKILL_SUMMARY

@@ -112,7 +112,7 @@ class Browser:
 
 def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monkeypatch):
     from robolake.report.dashboard import serve
-    from robolake.settings import Settings
+    from infra.settings import Settings
     from schemas import events, topics
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
@@ -160,7 +160,7 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
 def test_the_report_page_renders_offline_without_errors(tmp_path):
     """Self-contained, as a browser sees it: every request the page makes is for itself or inline data."""
     from robolake.cli import main
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
     ids = build_experiment(settings)

@@ -14,7 +14,7 @@ from learner.relabel import relabel, resolve
 from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 from producers.sim.rewards import REWARDS
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import observation
 
 FUNCTIONS = ("reach_red@1", "lift_red@1", "any_block_lifted@1")

@@ -7,7 +7,7 @@ import pytest
 
 from producers.decisions import BadDecision, MixedPolicy, Policies, decision_seeds
 from producers.policy import ScriptedExpert
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def test_seeds_are_a_function_of_the_decision():

@@ -8,7 +8,7 @@ import errno
 import pytest
 
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables
 from infra.lake_sql import open_lake
 from producers.synthetic import SyntheticConfig, produce
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import encode
 from tests.lake_helpers import count, lake_fingerprint

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 @pytest.fixture

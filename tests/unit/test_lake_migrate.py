@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from tests.lake_helpers import count, lake_fingerprint
 
 V1 = Path(__file__).parent.parent / "fixtures" / "v1_lake"

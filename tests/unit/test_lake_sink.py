@@ -14,7 +14,7 @@ from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables
 from producers.episode_writer import EpisodeWriter, utc_now
 from producers.synthetic import SyntheticConfig, produce
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import LEARNER_METRICS

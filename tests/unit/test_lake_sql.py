@@ -10,7 +10,7 @@ import pytest
 from infra.lake_catalog import LakeNotFound, LakeTables
 from infra.lake_sql import VIEWS, ReadOnlyError, open_lake, query
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from consumers.lake_sink import LakeSink
 from infra.bus import open_bus
 from learner.relabel import relabel, resolve
 from producers.episode_writer import EpisodeWriter
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import observation
 from tests.lake_helpers import rows
 

@@ -12,7 +12,7 @@ from learner.relabel import RelabelError, relabel, resolve
 from producers.sim.rewards import REWARDS, register
 from robolake import __version__
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from tests.lake_helpers import rows
 
 N_FUNCTIONS = len(REWARDS)

@@ -14,7 +14,7 @@ import pytest
 
 from infra.lake_sql import open_lake
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 
 # The child registers a function that, in the run to be killed, stalls after its first batch,
 # so a kill after the first commit lands before the last one.

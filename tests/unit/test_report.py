@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 import pytest
 
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from tests.signals import sigint_default
 
 EXPERIMENT = "exp-report"

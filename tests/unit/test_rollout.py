@@ -11,7 +11,7 @@ from infra.bus import open_bus
 from producers.episode_writer import utc_now
 from producers.rollout import RolloutConfig, task_for
 from producers.workers import produce_episodes, serve_decisions
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import CURRICULUM_DECISION

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 from tests.run_checks import check_exactly_once, events, query
 
 pytest.importorskip("torch")

@@ -17,7 +17,7 @@ from infra.lake_sql import open_lake
 from learner.evaluate import wilson
 from producers.episode_writer import EpisodeWriter
 from robolake.cli import main
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def _episode(writer: EpisodeWriter, experiment: str, sequence: list[str], succeeded: set[str],

@@ -12,7 +12,7 @@ from consumers.curriculum.vlm import Image, Message, VLMError, VLMReply, VLMRequ
 from consumers.lake_sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from tests.vlm_servers import GeminiServer, tiny_png
 
