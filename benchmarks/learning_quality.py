@@ -126,7 +126,7 @@ def actor(kind: str, task: str, rng: np.random.Generator):
 def generate(settings, episodes_per_task: int, seed: int, progress, tasks=TASKS, mix=MIX,
              experiment_id: str = "mixed") -> None:
     from consumers.lake_sink import LakeSink
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from producers.rollout import RolloutConfig, run_episode, task_for
     from producers.sim.env import BlockStackingEnv

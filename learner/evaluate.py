@@ -110,7 +110,7 @@ def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int,
 
 
 def _evaluation_job(settings, run_id, skills, episodes, seed, experiment_id, worker, workers, report, stop=None):
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
 
     if workers > 1:
         import torch

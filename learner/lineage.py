@@ -49,7 +49,7 @@ def _covered_on_bus(settings, timeout_s: float = 30.0) -> set[str] | None:
 
     if settings.bus == "memory":
         return set()
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas import topics
 
     try:
@@ -92,7 +92,7 @@ def relabel_event(stats, functions, where: str, dataset: str, complete: bool = T
 
 def publish_relabel(settings, stats, functions, where: str, dataset: str, complete: bool = True,
                     error: str | None = None) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas import topics
     from schemas.codec import build
     from schemas.events import RELABEL_COMPLETED_V2

@@ -38,7 +38,7 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     runs before each checkpoint is written (`robolake run` on the in-process bus: sink the metrics
     first, so no checkpoint is ever ahead of the metrics in the lake). `captions`: a CaptionEncoder
     already loaded (default: a new one)."""
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
     from learner.dataset import DatasetConfig

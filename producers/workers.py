@@ -52,7 +52,7 @@ def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, unt
 
 
 def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report, stop=None) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
 
     producer = open_bus(settings).producer()
     run_episodes(producer, config, seeds, progress=report, stop=stop)
@@ -65,7 +65,7 @@ _THREAD_POLICIES: dict[tuple[str, str], object] = {}
 
 def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int], report,
                         stop=None) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.decisions import Policies, run_decision
 
     if settings.bus != "memory" and (decision.get("policy_id") or "").startswith("pac:"):
@@ -82,7 +82,7 @@ def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dic
 
 def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, experiment: str | None,
                    report, stop=None) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.decisions import Policies
 
     bus = open_bus(settings)
@@ -133,7 +133,7 @@ def _done(consumer, delivery) -> None:
     """Commit past a served message (its episodes are on the bus). If a rebalance gave its
     partition to another worker meanwhile, that worker may run it again: the lake counts each
     (decision, seed) once, so we only say so and carry on."""
-    from infra.bus import BusError
+    from infra.bus.interface import BusError
 
     where = (delivery.topic, delivery.partition)
     try:

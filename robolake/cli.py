@@ -15,7 +15,7 @@ import os
 import sys
 
 from robolake import __version__
-from robolake.commands import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
+from robolake.commands.common import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
 from infra.settings import Settings
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
@@ -23,10 +23,10 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
+USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"), ("robolake.commands.common", "UsageError"),
                 ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
                 ("consumers.curriculum.vlm", "VLMConfigError")]
-FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
+FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands.common", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
             ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
             ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
@@ -57,8 +57,7 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
-                                   run, summaries, train)
+    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout, run, summaries, train)
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)

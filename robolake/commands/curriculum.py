@@ -6,8 +6,7 @@ import sys
 from contextlib import contextmanager
 
 from consumers.curriculum.replies import printable  # light: re and json
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, positive_int, positive_seconds)
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_float, positive_int, positive_seconds)
 from infra.settings import VLM_BACKENDS, Settings
 
 
@@ -86,7 +85,7 @@ def _curriculum(args, settings: Settings, inner) -> int:
     memory = settings.bus == "memory"
     require("producers.sim.env", "sim")  # the library and the scene image (first: it picks the GL backend)
     require("sentence_transformers", "learner")  # the caption encoder behind retrieval
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from infra.lake_sql import open_lake
 
     check_bus_reachable(settings)
@@ -197,7 +196,7 @@ def _serve(curriculum, settings: Settings, args) -> int:
     import signal
     import threading
 
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from infra.lake_sql import open_lake
 
     stop = threading.Event()

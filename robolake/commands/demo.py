@@ -10,7 +10,7 @@ function relabels the historic steps (what else did those episodes achieve?).
 
 from __future__ import annotations
 
-from robolake.commands import check_lake_writable, positive_int
+from robolake.commands.common import check_lake_writable, positive_int
 from infra.settings import Settings
 
 
@@ -23,7 +23,7 @@ def register(commands, common) -> None:
 
 def run_demo(args, settings: Settings) -> int:
     from consumers.conversation import describe, describe_dead_letter
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.rollout import RolloutConfig, task_for
     from producers.sim.announce import announce_skills
     from producers.workers import produce_episodes

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import identifier, nonnegative_int, positive_int
+from robolake.commands.common import identifier, nonnegative_int, positive_int
 from infra.settings import Settings
 
 

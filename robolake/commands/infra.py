@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import Parser
+from robolake.commands.common import Parser
 from infra.settings import Settings
 
 

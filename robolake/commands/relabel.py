@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import positive_int, usage_error
+from robolake.commands.common import positive_int, usage_error
 from infra.settings import Settings
 
 
@@ -29,7 +29,7 @@ def run_relabel(args, settings: Settings) -> int:
     import duckdb
     from tqdm import tqdm
 
-    from infra.bus import BusError
+    from infra.bus.interface import BusError
     from infra.lake_catalog import lake_exists
     from learner.relabel import RelabelError, check_dataset_name, relabel, resolve
     from producers.sim.rewards import RewardError, UnknownReward

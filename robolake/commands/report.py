@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from robolake.commands import CommandFailed, UsageError, identifier, positive_int
+from robolake.commands.common import CommandFailed, UsageError, identifier, positive_int
 from infra.settings import Settings
 
 

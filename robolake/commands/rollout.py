@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from robolake.commands import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
-                               positive_int, positive_seconds)
+from robolake.commands.common import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds)
 from infra.settings import Settings
 
 
@@ -151,7 +150,7 @@ def _worker_name() -> str:
 
 
 def _synthetic(args, settings: Settings, progress) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.synthetic import SyntheticConfig, produce
 
     config = SyntheticConfig(episodes=args.synthetic, steps=args.steps, chunk_steps=args.chunk_steps,
@@ -168,7 +167,7 @@ def run_skills(args, settings: Settings) -> int:
     for skill in LIBRARY.values():
         print(f"{skill.id:<22} {skill.version:>2}  {skill.reward[0] + ' v' + str(skill.reward[1]):<26} {skill.caption}")
     if args.announce:
-        from infra.bus import open_bus
+        from infra.bus.backend import open_bus
         from producers.sim.announce import announce_skills
         from robolake.commands.log import warn_in_process
 

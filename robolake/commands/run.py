@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
 from infra.settings import VLM_BACKENDS, Settings
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import uuid
 
-from robolake.commands import identifier, nonnegative_int, positive_int, usage_error
+from robolake.commands.common import identifier, nonnegative_int, positive_int, usage_error
 from infra.settings import Settings
 
 

@@ -80,7 +80,7 @@ class Run:
     """One `robolake run` process: the settings, the bus and the helpers the stages share."""
 
     def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True):
-        from infra.bus import open_bus
+        from infra.bus.backend import open_bus
 
         self.settings, self.config, self.vlm_inner, self.say, self.bars = settings, config, vlm, say, bars
         self.bus = open_bus(settings)

@@ -10,7 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from consumers.curriculum import prompts, scripted
+from consumers.curriculum import scripted
+from consumers.curriculum.prompts import prompts
 from consumers.curriculum.consumer import Curriculum, OnlyNew, load_library
 from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
 from consumers.curriculum.replies import parse, proposals, steps, choice
@@ -18,7 +19,7 @@ from consumers.curriculum.retrieval import Match
 from consumers.curriculum.scripted import ScriptedVLM
 from consumers.curriculum.vlm import VLMReply
 from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
 from learner.evaluate import wilson
 from producers.sim.announce import announce_skills

@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from consumers.curriculum import growth, prompts, scripted
+from consumers.curriculum import growth, scripted
+from consumers.curriculum.prompts import prompts
 from consumers.curriculum.consumer import Curriculum, OnlyNew, load_library
 from consumers.curriculum.recorder import RecordingVLM
 from consumers.curriculum.replies import proposals
@@ -16,7 +17,7 @@ from consumers.curriculum.retrieval import CONFIDENT, SkillRetriever
 from consumers.curriculum.scripted import ScriptedVLM
 from consumers.curriculum.vlm import VLMReply
 from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
 from learner.evaluate import wilson
 from producers.sim.announce import BASE_SKILLS, announce_skills

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import pytest
 
 from consumers.curriculum.vlm import VLMError
-from infra.bus import open_bus
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
 from robolake.cli import main
 from infra.settings import Settings

@@ -262,7 +262,7 @@ def test_a_run_whose_event_is_on_the_topic_but_not_yet_in_the_lake_is_not_adopte
     """On Kafka the lake lags the lineage topic: the topic is read before adopting anything."""
     import types
 
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from learner.lineage import relabel_event, uncovered
     from schemas import topics
     from schemas.codec import build
@@ -273,7 +273,7 @@ def test_a_run_whose_event_is_on_the_topic_but_not_yet_in_the_lake_is_not_adopte
     run = relabel(settings, functions, publish=False)
     bus = open_bus(settings)
     kafka_like = types.SimpleNamespace(bus="kafka://elsewhere:9092", lake_root=settings.lake_root)
-    monkeypatch.setattr("infra.bus.open_bus", lambda s: bus)
+    monkeypatch.setattr("infra.bus.backend.open_bus", lambda s: bus)
     con = open_lake(settings)
     try:
         assert [a["relabel_id"] for a in uncovered(con, "default", kafka_like)] == [run.relabel_id]

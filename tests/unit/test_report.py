@@ -31,7 +31,7 @@ def _png(shade: int) -> bytes:
 
 
 def emit(settings, topic: str, event_type, rows: list[dict]) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas.codec import build
 
     time.sleep(0.002)  # the log's clock has milliseconds: one event per tick keeps the order certain
@@ -55,7 +55,7 @@ def call(call_id: str, stage: str, reply: str, experiment: str = EXPERIMENT) -> 
 
 def build_experiment(settings, episodes: int = 3, drain=sink, experiment: str = EXPERIMENT) -> dict:
     """Every kind of event of one experiment, drained into the lake (`drain(settings)`); returns the ids."""
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from schemas import events, topics
 
