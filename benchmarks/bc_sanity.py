@@ -45,7 +45,8 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
-    from learner.evaluate import evaluate, wilson
+    from learner.evaluate import evaluate
+    from schemas.stats import wilson
     from learner.relabel import relabel, resolve
     from producers.policy import ScriptedExpert
     from infra.settings import Settings

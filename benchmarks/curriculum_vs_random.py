@@ -31,7 +31,8 @@ BASE = ("reach_red", "grasp_red", "lift_red", "reach_blue", "grasp_blue", "lift_
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
     from robolake.experiment.loop import Run, RunConfig
-    from learner.evaluate import LearnedPolicy, evaluate, wilson
+    from learner.evaluate import LearnedPolicy, evaluate
+    from schemas.stats import wilson
     from infra.settings import Settings
 
     settings = Settings.load(env={}, lake=f"file://{out / f'{strategy}-{seed}'}", bus="memory")

@@ -315,7 +315,7 @@ def main() -> int:
 
     success = {m: {t: tuple(np.sum([results[r][t] for r in rids], axis=0).tolist()) for t in TASKS}
                for m, rids in runs.items()}
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     rows = []
     for t in TASKS:

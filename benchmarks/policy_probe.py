@@ -34,7 +34,8 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from learner.evaluate import LearnedPolicy, evaluate, wilson
+    from learner.evaluate import LearnedPolicy, evaluate
+    from schemas.stats import wilson
     from infra.settings import Settings
 
     settings = Settings.load(env={}, lake=f"file://{args.lake.resolve()}", bus="memory")

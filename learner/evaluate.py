@@ -4,12 +4,10 @@
 caption of the skill being executed (embedded by the same frozen encoder as in training).
 Evaluation runs each skill's natural sequence (producers.rollout.task_for) with it, through the
 same episode writer as every rollout: the episodes land in the lake tagged with the policy's id
-and version, and success per skill comes with a Wilson 95% interval.
+and version, and success per skill comes with a Wilson 95% interval (schemas/stats.py).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -45,16 +43,6 @@ class LearnedPolicy:
 
     def act(self, observation: np.ndarray) -> np.ndarray:
         return self.learner.act(np.asarray(observation, np.float32)[None], self._caption)[0]
-
-
-def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (sound at 0 and n successes, unlike p ± z·se)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = wins / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, experiment_id: str = "eval",

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 
-from learner.evaluate import wilson  # numpy and math only: light enough for a consumer
+from schemas.stats import wilson
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ def run_eval(args, settings: Settings) -> int:
     from infra.optional import require
 
     require("torch", "learner")
-    from learner.evaluate import LearnedPolicy, evaluate_in_workers, wilson
+    from learner.evaluate import LearnedPolicy, evaluate_in_workers
+    from schemas.stats import wilson
     from producers.sim.skills import get_skill
 
     for skill in args.skills:

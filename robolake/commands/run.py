@@ -173,7 +173,7 @@ def _finish(settings: Settings, args, outcome) -> None:
 
 def _table(skills: list[dict], state) -> str:
     """Per skill: every episode of the experiment, and the learned policy at its latest evaluation."""
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     latest = max((i for i, stage in state.done if stage == "eval"), default=None)
     evaluated = state.detail(latest, "eval") if latest is not None else {}

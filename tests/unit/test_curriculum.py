@@ -21,7 +21,7 @@ from consumers.curriculum.vlm import VLMReply
 from consumers.lake_sink import LakeSink
 from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from schemas.stats import wilson
 from producers.sim.announce import announce_skills
 from producers.sim.skills import LIBRARY
 from producers.synthetic import SyntheticConfig, produce

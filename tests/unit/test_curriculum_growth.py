@@ -19,7 +19,7 @@ from consumers.curriculum.vlm import VLMReply
 from consumers.lake_sink import LakeSink
 from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from schemas.stats import wilson
 from producers.sim.announce import BASE_SKILLS, announce_skills
 from producers.sim.skills import LIBRARY, UnknownSkill
 from infra.settings import Settings

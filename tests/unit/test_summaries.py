@@ -14,7 +14,7 @@ from consumers.lake_sink.replay import replay_to_lake
 from consumers.summaries.summaries import current_summaries, emit_summaries, trend
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from schemas.stats import wilson
 from producers.episode_writer import EpisodeWriter
 from robolake.cli import main
 from infra.settings import Settings

@@ -92,7 +92,7 @@ def test_eval_workers_split_the_same_episodes(lake, capsys):
 
 
 def test_wilson_intervals():
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     assert wilson(0, 10)[0] == 0.0 and 0.25 < wilson(0, 10)[1] < 0.35
     low, high = wilson(50, 100)
