@@ -20,7 +20,7 @@ from _common import percentile, table  # noqa: E402
 
 
 def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: int) -> list:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce

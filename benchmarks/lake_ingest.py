@@ -18,7 +18,7 @@ from _common import table  # noqa: E402
 
 
 def main() -> None:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.kafka import KafkaBus
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce

@@ -28,7 +28,7 @@ def main() -> None:
     import duckdb
     from tqdm import tqdm
 
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from consumers.lake_sink.compact import compact
     from infra.bus.memory import MemoryBroker, MemoryBus
     from infra.lake_sql import open_lake

@@ -125,7 +125,7 @@ def actor(kind: str, task: str, rng: np.random.Generator):
 
 def generate(settings, episodes_per_task: int, seed: int, progress, tasks=TASKS, mix=MIX,
              experiment_id: str = "mixed") -> None:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from producers.rollout import RolloutConfig, run_episode, task_for
@@ -299,7 +299,7 @@ def main() -> int:
         if not (args.out / "lake" / "checkpoints" / run_id(method, seed)).exists():
             train_one(settings, method, seed, args.steps, args.alpha, config_name=args.config,
                       **({"eta": args.eta} if method == "PAC" and args.eta is not None else {}))
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
 
     LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
     timings["training"] = time.perf_counter() - started

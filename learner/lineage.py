@@ -76,7 +76,7 @@ def _covered_on_bus(settings, timeout_s: float = 30.0) -> set[str] | None:
 
 def relabel_event(stats, functions, where: str, dataset: str, complete: bool = True, error: str | None = None) -> dict:
     from producers.episode_writer import utc_now
-    from robolake import __version__
+    from schemas.version import VERSION
 
     return {
         "relabel_id": stats.relabel_id, "dataset": dataset, "predicate": where,
@@ -85,7 +85,7 @@ def relabel_event(stats, functions, where: str, dataset: str, complete: bool = T
         "sources": [{"log": lg, "topic": t, "partition": p, "first_offset": first, "last_offset": last}
                     for (lg, t, p), (first, last) in sorted(stats.sources.items())],
         "lake_snapshot": stats.snapshot, "episodes": stats.episodes, "steps": stats.steps, "rows": stats.rows,
-        "robolake_version": __version__, "time": utc_now(),
+        "robolake_version": VERSION, "time": utc_now(),
         "complete": complete, "error": error, "adopted": list(stats.adopted),
     }
 
@@ -107,6 +107,6 @@ def publish_relabel(settings, stats, functions, where: str, dataset: str, comple
     finally:
         producer.close()
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink import LakeSink
+        from consumers.lake_sink.sink import LakeSink
 
         LakeSink(settings, bus=bus, source_topics=[topics.LINEAGE], flush_seconds=1.0).run(until_idle_s=0.2)

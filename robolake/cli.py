@@ -14,9 +14,9 @@ import logging
 import os
 import sys
 
-from robolake import __version__
-from robolake.commands.common import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
 from infra.settings import Settings
+from robolake.commands.common import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
+from schemas.version import VERSION
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their reader goes away
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"robolake {__version__}")
+    parser.add_argument("--version", action="version", version=f"robolake {VERSION}")
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)

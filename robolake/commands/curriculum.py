@@ -107,7 +107,7 @@ def _curriculum(args, settings: Settings, inner) -> int:
     if args.execute:
         _execute(settings, args, len(result.decisions))
     if memory:
-        from consumers.lake_sink import LakeSink
+        from consumers.lake_sink.sink import LakeSink
 
         stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
         print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")

@@ -61,7 +61,7 @@ def run_demo(args, settings: Settings) -> int:
         print("  " + describe_dead_letter(letter))
     reader.close()
 
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.lake_sql import open_lake, query
 
     stats = LakeSink(settings, bus=bus, flush_seconds=1.0).run(until_idle_s=0.5)

@@ -170,7 +170,7 @@ def run_replay(args, settings: Settings) -> int:
 
 
 def run_sink(args, settings: Settings) -> int:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from consumers.lake_sink.sink import run_until_signalled
     from robolake.commands.log import topic_or_usage_error
 

@@ -93,7 +93,7 @@ def run_produce(args, settings: Settings) -> int:
             interrupted = True
     print(f"produced {done[0]} episodes on {settings.bus}" + (" (interrupted)" if interrupted else ""))
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink import LakeSink
+        from consumers.lake_sink.sink import LakeSink
 
         with _interrupt_deferred() as deferred:  # a second of work that keeps what finished: let it end
             stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)

@@ -1,2 +1,1 @@
-"""Read models of one experiment over the lake (read-only) and their views: the report (HTML and
-Markdown, `robolake report`) and the live dashboard (`robolake dashboard`)."""
+"""Views of one experiment over the lake (read-only): the report (HTML, Markdown) and the live dashboard."""

@@ -8,7 +8,7 @@ import threading
 import urllib.request
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from robolake.cli import main
 from schemas import events, topics

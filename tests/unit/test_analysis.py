@@ -14,7 +14,7 @@ import pytest
 
 from consumers.analysis.analysis import ALL, Curve, judge_run, learner_runs, run_curves
 from consumers.analysis.verdicts import judge
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
 from producers.episode_writer import EpisodeWriter, utc_now

@@ -16,7 +16,7 @@ from consumers.curriculum.replies import proposals
 from consumers.curriculum.retrieval import CONFIDENT, SkillRetriever
 from consumers.curriculum.scripted import ScriptedVLM
 from consumers.curriculum.vlm import VLMReply
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
 from schemas.stats import wilson

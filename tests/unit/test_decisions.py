@@ -95,7 +95,7 @@ def _episode(writer, decision_id, seed, steps=3, end=True):
 def test_a_decision_run_again_counts_each_seed_once(tmp_path):
     """A worker killed mid-decision, and a second that runs the whole decision again: the lake
     holds each (decision, seed) once, the first complete run; other episodes are not touched."""
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.memory import MemoryBus
     from producers.episode_writer import EpisodeWriter
     from tests.lake_helpers import count

@@ -9,7 +9,7 @@ import threading
 
 import pyarrow as pa
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from consumers.lake_sink.compact import compact
 from consumers.lake_sink.writer import LakeWriter
 from infra.bus.memory import MemoryBroker, MemoryBus

@@ -3,7 +3,7 @@ historic episodes re-streamed onto a topic arrive whole."""
 
 from __future__ import annotations
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 import pytest
 
 from consumers.lake_sink.replay import ReplayError, replay_to_lake, replay_to_topic

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from consumers.lake_sink.sink import SOURCE_TOPICS, LakeUnavailable, default_group
 from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.backend import open_bus
 from learner.relabel import relabel, resolve
 from producers.episode_writer import EpisodeWriter

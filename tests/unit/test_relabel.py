@@ -10,7 +10,7 @@ import pytest
 from infra.lake_sql import open_lake
 from learner.relabel import RelabelError, relabel, resolve
 from producers.sim.rewards import REWARDS, register
-from robolake import __version__
+from schemas.version import VERSION
 from robolake.cli import main
 from infra.settings import Settings
 from tests.lake_helpers import rows
@@ -65,7 +65,7 @@ def test_lineage_is_an_event_in_the_lake(lake):
     events = rows(lake, "SELECT payload_json FROM events WHERE type = 'relabel.completed'")
     row = next(r for (payload,) in events for r in json.loads(payload) if r["dataset"] == "lineage")
     assert row["relabel_id"] == stats.relabel_id and row["predicate"] == "seed = 0"
-    assert row["robolake_version"] == __version__ and row["episodes"] == 1 and row["rows"] == 2 * row["steps"]
+    assert row["robolake_version"] == VERSION and row["episodes"] == 1 and row["rows"] == 2 * row["steps"]
     assert [(f["name"], f["version"], f["source_hash"], f["rows"]) for f in row["functions"]] == [
         ("place_red_on_blue", 1, REWARDS[("place_red_on_blue", 1)].source_hash, row["steps"]),
         ("reach_red", 1, REWARDS[("reach_red", 1)].source_hash, row["steps"])]

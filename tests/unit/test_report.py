@@ -42,7 +42,7 @@ def emit(settings, topic: str, event_type, rows: list[dict]) -> None:
 
 
 def sink(settings) -> None:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
 
     LakeSink(settings, flush_seconds=0.2).run(until_idle_s=0.1)
 

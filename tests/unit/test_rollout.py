@@ -6,7 +6,7 @@ import dataclasses
 
 import numpy as np
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.backend import open_bus
 from producers.episode_writer import utc_now
 from producers.rollout import RolloutConfig, task_for

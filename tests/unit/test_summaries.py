@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from consumers.lake_sink.replay import replay_to_lake
 from consumers.summaries.summaries import current_summaries, emit_summaries, trend
 from infra.bus.memory import MemoryBus

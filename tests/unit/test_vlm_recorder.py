@@ -9,7 +9,7 @@ from consumers.conversation import describe
 from consumers.curriculum.gemini import GeminiVLM
 from consumers.curriculum.recorder import RecordedReplies, RecordingVLM, ReplayMismatch
 from consumers.curriculum.vlm import Image, Message, VLMError, VLMReply, VLMRequest
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
 from infra.settings import Settings
