@@ -45,6 +45,18 @@ class LearnedPolicy:
         return self.learner.act(np.asarray(observation, np.float32)[None], self._caption)[0]
 
 
+def load_for_decision(settings, run_id: str, step: int) -> LearnedPolicy:
+    """The rollout workers' way to load a decision's policy (producers.decisions.LoadLearned): a
+    missing or unusable checkpoint is a BadDecision."""
+    from learner.checkpoints import CheckpointError
+    from producers.decisions import BadDecision
+
+    try:
+        return LearnedPolicy.load(settings, run_id, step=step)
+    except CheckpointError as exc:
+        raise BadDecision(str(exc)) from None
+
+
 def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, experiment_id: str = "eval",
              progress=None, indices=None, on_episode=None) -> dict[str, tuple[int, int]]:
     """(successes, episodes) per skill, each episode streamed through `producer`. Episode i of a
@@ -77,9 +89,11 @@ def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, 
 
 
 def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int, workers: int, seed: int = 0,
-                        experiment_id: str = "eval", progress=None) -> dict[str, tuple[int, int]]:
+                        experiment_id: str = "eval", progress=None,
+                        describe_failure=None) -> dict[str, tuple[int, int]]:
     """`evaluate` split over `workers` rollout workers (producers.workers: processes on Kafka,
-    threads on the in-process bus), each with its own copy of the policy; same episodes, same seeds."""
+    threads on the in-process bus), each with its own copy of the policy; same episodes, same seeds.
+    `describe_failure`: how a worker process reports an expected failure (producers.workers.launch)."""
     from producers.workers import launch
 
     counts = {skill: [0, 0] for skill in skills}
@@ -93,7 +107,7 @@ def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int,
 
     jobs = [(settings, run_id, tuple(skills), episodes, seed, experiment_id, w, workers)
             for w in range(min(workers, episodes))]
-    launch(_evaluation_job, jobs, settings, report)
+    launch(_evaluation_job, jobs, settings, report, describe_failure)
     return {skill: (wins, n) for skill, (wins, n) in counts.items()}
 
 

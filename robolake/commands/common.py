@@ -2,7 +2,7 @@
 
 A command reports an expected failure by raising: `UsageError` (exit 2), `CommandFailed` (exit 1),
 or any of the library's own errors; `robolake.cli.main` turns each into one line on stderr
-(see `robolake.cli.failure`), so no command catches errors for printing's sake.
+(see `robolake.failures.failure`), so no command catches errors for printing's sake.
 """
 
 from __future__ import annotations

@@ -176,8 +176,10 @@ def _report(result, settings: Settings) -> None:
 def _execute(settings: Settings, args, decisions: int) -> None:
     from tqdm import tqdm
 
+    from learner.evaluate import load_for_decision
     from producers import workers
     from producers.rollout import RolloutConfig
+    from robolake.failures import failure
 
     config = RolloutConfig(skills=("go_home",), task_skill="go_home", noise=args.noise,
                            experiment_id=args.experiment)  # each decision's sequence replaces the skills
@@ -188,7 +190,8 @@ def _execute(settings: Settings, args, decisions: int) -> None:
             done[0] += n
             bar.update(n)
 
-        workers.serve_decisions(settings, config, 1, 0.5, finished)
+        workers.serve_decisions(settings, config, 1, 0.5, finished, load_learned=load_for_decision,
+                                describe_failure=failure)
     print(f"executed {done[0]} episodes of {decisions} decisions")
 
 

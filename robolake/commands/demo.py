@@ -27,6 +27,7 @@ def run_demo(args, settings: Settings) -> int:
     from producers.rollout import RolloutConfig, task_for
     from producers.sim.announce import announce_skills
     from producers.workers import produce_episodes
+    from robolake.failures import failure
     from schemas import topics
 
     check_lake_writable(settings)
@@ -36,7 +37,7 @@ def run_demo(args, settings: Settings) -> int:
     announce_skills(producer)
     config = RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue", frames=True,
                            experiment_id="demo", chunk_steps=10)
-    produce_episodes(settings, config, episodes=args.episodes, workers=2)
+    produce_episodes(settings, config, episodes=args.episodes, workers=2, describe_failure=failure)
     producer.send_raw(topics.EPISODES, b"poison", b"these bytes are not an Arrow stream",
                       [("robolake.type", b"episode.steps"), ("robolake.version", b"1")])
     producer.flush()

@@ -34,8 +34,9 @@ def run_eval(args, settings: Settings) -> int:
 
     require("torch", "learner")
     from learner.evaluate import LearnedPolicy, evaluate_in_workers
-    from schemas.stats import wilson
     from producers.sim.skills import get_skill
+    from robolake.failures import failure
+    from schemas.stats import wilson
 
     for skill in args.skills:
         get_skill(skill)  # an unknown skill is a usage error listing the known ones
@@ -43,7 +44,7 @@ def run_eval(args, settings: Settings) -> int:
     with tqdm(total=len(args.skills) * args.episodes, unit="episode", desc="evaluating", disable=None,
               file=sys.stderr) as bar:
         results = evaluate_in_workers(settings, args.run_id, args.skills, args.episodes, args.workers, args.seed,
-                                      args.experiment, bar.update)
+                                      args.experiment, bar.update, describe_failure=failure)
     from consumers.lake_sink.sink import sink_in_process
 
     sink_in_process(settings)

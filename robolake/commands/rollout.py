@@ -84,11 +84,16 @@ def run_produce(args, settings: Settings) -> int:
                 _synthetic(args, settings, finished)
             else:
                 from producers import workers
+                from robolake.failures import failure
 
                 if args.from_decisions:
-                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished, args.experiment)
+                    from learner.evaluate import load_for_decision
+
+                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished, args.experiment,
+                                            load_for_decision, failure)
                 else:
-                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished)
+                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished,
+                                             failure)
         except KeyboardInterrupt:
             interrupted = True
     print(f"produced {done[0]} episodes on {settings.bus}" + (" (interrupted)" if interrupted else ""))

@@ -115,6 +115,7 @@ def run_experiment(args, settings: Settings) -> int:
         raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
     from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
     from robolake.experiment.stages import StageFailed
+    from robolake.failures import failure
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),
                        iterations=args.iterations, budget_episodes=args.budget_episodes,
@@ -123,7 +124,7 @@ def run_experiment(args, settings: Settings) -> int:
                        train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
                        workers=args.workers, seed=args.seed, external_workers=args.external_workers,
                        external_learner=args.external_learner)
-    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
+    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True), describe_failure=failure)
     run.encoder.encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
     print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(vlm {settings.vlm}, collection {args.collection})", flush=True)

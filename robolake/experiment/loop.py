@@ -79,10 +79,12 @@ class Outcome:
 class Run:
     """One `robolake run` process: the settings, the bus and the helpers the stages share."""
 
-    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True):
+    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True, describe_failure=None):
+        """`describe_failure`: how a rollout worker process reports an expected failure (producers.workers)."""
         from infra.bus.backend import open_bus
 
         self.settings, self.config, self.vlm_inner, self.say, self.bars = settings, config, vlm, say, bars
+        self.describe_failure = describe_failure
         self.bus = open_bus(settings)
         self.producer = self.bus.producer()
         self.run_id = f"{config.experiment_id}-pac"
@@ -255,6 +257,7 @@ class Run:
     def collect(self, decision_ids: list[str], what: str) -> dict:
         """Run the seeds of these decisions whose episodes the lake lacks; the lake is synced after
         each decision, so a kill loses at most the decisions running."""
+        from learner.evaluate import load_for_decision
         from producers.decisions import decision_seeds
 
         self.sync()
@@ -272,7 +275,8 @@ class Run:
             if self.config.external_workers:
                 self._wait_for_workers(todo, bar)
             for row, seeds in [] if self.config.external_workers else todo:
-                run_decision_seeds(self.settings, self.rollout, row, seeds, self.config.workers, bar.update)
+                run_decision_seeds(self.settings, self.rollout, row, seeds, self.config.workers, bar.update,
+                                   load_for_decision, self.describe_failure)
                 self.sync()
         return {"decisions": len(decision_ids), "episodes_run": total,
                 "episodes_before": sum(len(s) for s in complete.values())}

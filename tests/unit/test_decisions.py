@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from infra.settings import Settings
 from producers.decisions import BadDecision, MixedPolicy, Policies, decision_seeds
 from producers.policy import ScriptedExpert
-from infra.settings import Settings
 
 
 def test_seeds_are_a_function_of_the_decision():
@@ -30,7 +30,9 @@ def test_the_expert_acts_without_a_policy_and_its_noise_names_its_version(tmp_pa
     ({"policy_id": "pac:r1", "policy_version": "step-5"}, "no checkpoint of step 5"),
 ])
 def test_a_decision_naming_no_usable_policy_is_a_bad_decision(tmp_path, row, message):
-    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"))
+    from learner.evaluate import load_for_decision
+
+    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"), load_for_decision)
     with pytest.raises(BadDecision, match=message):
         policies.for_decision({"decision_id": "d", **row})
 
