@@ -34,6 +34,8 @@ from typing import Callable
 import numpy as np
 
 ALIASES_FILE = Path(__file__).with_name("skill_aliases.toml")
+# texts -> one embedding each: the learner's caption encoder (learner.captions.CaptionEncoder.encode),
+# given by the composition root, since the curriculum stands below the learner.
 Embed = Callable[[list[str]], np.ndarray]
 SCORINGS = ("factorised", "embedding")
 
@@ -132,7 +134,7 @@ def action_of(skill_id: str, colours: tuple[str, ...]) -> str:
 class SkillRetriever:
     """Match steps to the skills of the announced library, `skills` = [(skill_id, caption)]."""
 
-    def __init__(self, skills: list[tuple[str, str]], embed: Embed | None = None, confident: float = CONFIDENT,
+    def __init__(self, skills: list[tuple[str, str]], embed: Embed, confident: float = CONFIDENT,
                  missing: float = MISSING, margin: float = MARGIN, *, scoring: str = "factorised",
                  rerank: bool = True, aliases: Aliases | None = None, top_k: int = TOP_K):
         if not skills:
@@ -188,10 +190,6 @@ class SkillRetriever:
         return len(self._descriptions)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if self._embed is None:
-            from learner.captions import CaptionEncoder
-
-            self._embed = CaptionEncoder().encode
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def _scores(self, steps: np.ndarray) -> np.ndarray:
