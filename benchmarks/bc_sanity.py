@@ -47,6 +47,7 @@ def main() -> int:
 
     from learner.evaluate import evaluate
     from schemas.stats import wilson
+    from consumers.lake_sink.sink import land
     from learner.relabel import relabel, resolve
     from producers.policy import ScriptedExpert
     from infra.settings import Settings
@@ -59,7 +60,7 @@ def main() -> int:
         with tqdm(total=len(args.tasks) * args.episodes_per_task, desc="clean data", unit="episode") as bar:
             generate(settings, args.episodes_per_task, args.seed, bar.update, tasks=args.tasks,
                      mix=(("clean", 1.0),), experiment_id="clean")
-        relabel(settings, resolve(list(args.tasks)), dataset="clean")
+        relabel(settings, resolve(list(args.tasks)), dataset="clean", land=land)
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -277,6 +277,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
+    from consumers.lake_sink.sink import land
     from learner.relabel import relabel, resolve
     from infra.settings import Settings
 
@@ -288,7 +289,7 @@ def main() -> int:
     if not (args.out / "lake" / "catalog.sqlite").exists():
         with tqdm(total=len(TASKS) * args.episodes_per_task, desc="mixed data", unit="episode") as bar:
             generate(settings, args.episodes_per_task, args.seed, bar.update)
-        relabel(settings, resolve(list(TASKS)), dataset="mixed")
+        relabel(settings, resolve(list(TASKS)), dataset="mixed", land=land)
     timings["data"] = time.perf_counter() - started
     data = dataset_success(settings)
 

@@ -23,6 +23,7 @@ def main() -> None:
 
     from _relabel_data import fill
     from infra.lake_sql import open_lake
+    from consumers.lake_sink.sink import land
     from learner.relabel import relabel, resolve
     from infra.settings import Settings
 
@@ -42,7 +43,8 @@ def main() -> None:
     functions = resolve(None, everything=True)
 
     started = time.perf_counter()
-    stats = relabel(settings, functions, dataset=f"bench-{uuid.uuid4().hex[:6]}", batch_steps=args.batch_steps)
+    stats = relabel(settings, functions, dataset=f"bench-{uuid.uuid4().hex[:6]}", batch_steps=args.batch_steps,
+                    land=land)
     relabel_s = time.perf_counter() - started
 
     con = open_lake(settings)  # the same rows, in memory (not timed)

@@ -1,5 +1,5 @@
 """Lineage of derived data: a `relabel.completed` event on the lineage topic, landing in the lake's
-`events` table like every event (on the in-process bus the sink runs here, before we return).
+`events` table like every event (on the in-process bus, `land` writes it there before we return).
 
 Version 2 of the event adds `complete` (false: the run failed after the commits it counts), `error`
 and `adopted`: rows of earlier runs of the dataset that no event covers (a run killed before it could
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+
+from infra.bus.interface import Land
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +92,10 @@ def relabel_event(stats, functions, where: str, dataset: str, complete: bool = T
     }
 
 
-def publish_relabel(settings, stats, functions, where: str, dataset: str, complete: bool = True,
+def publish_relabel(settings, stats, functions, where: str, dataset: str, land: Land | None, complete: bool = True,
                     error: str | None = None) -> None:
+    """The relabel.completed event on the lineage topic; on the in-process bus, `land` writes it into
+    the lake (consumers.lake_sink.sink.land; relabel checks it is given)."""
     from infra.bus.backend import open_bus
     from schemas import topics
     from schemas.codec import build
@@ -107,6 +111,4 @@ def publish_relabel(settings, stats, functions, where: str, dataset: str, comple
     finally:
         producer.close()
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink.sink import LakeSink
-
-        LakeSink(settings, bus=bus, source_topics=[topics.LINEAGE], flush_seconds=1.0).run(until_idle_s=0.2)
+        land(settings, bus, [topics.LINEAGE])

@@ -42,6 +42,11 @@ def sink_in_process(settings) -> None:
         LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
 
 
+def land(settings, bus: Bus, source_topics: list[str]) -> None:
+    """These topics of the in-process bus into the lake, now (infra.bus.interface.Land)."""
+    LakeSink(settings, bus=bus, source_topics=source_topics, flush_seconds=1.0).run(until_idle_s=0.2)
+
+
 def default_group(settings) -> str:
     """The sink's consumer group, one per lake: its offsets mirror that lake's, and a sink of
     another lake that shared it would start where this one stands. (Only a mirror: the lake's own

@@ -81,6 +81,7 @@ def collect(run, iteration: int) -> dict:
 
 
 def relabel(run, iteration: int) -> dict:
+    from consumers.lake_sink.sink import land
     from learner.relabel import relabel as relabel_lake
     from learner.relabel import resolve
 
@@ -94,7 +95,7 @@ def relabel(run, iteration: int) -> dict:
     # Training data is what the collections gathered: evaluation episodes stay out of it.
     where = f"experiment_id = '{run.config.experiment_id}'" + (
         f" AND decision_id NOT IN ({', '.join(repr(d) for d in evaluations)})" if evaluations else "")
-    stats = relabel_lake(run.settings, functions, where=where, dataset=run.dataset)
+    stats = relabel_lake(run.settings, functions, where=where, dataset=run.dataset, land=land)
     return {"dataset": run.dataset, "functions": [f.spec for f in functions], "rows": stats.rows,
             "episodes": stats.episodes}
 
