@@ -12,7 +12,7 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 
 # Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
 # is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.loop", "ExperimentChanged"),
+USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.errors", "ExperimentChanged"),
                 ("robolake.commands.common", "UsageError"), ("infra.sql_guard", "ReadOnlyError"),
                 ("producers.sim.skills", "UnknownSkill"), ("consumers.curriculum.vlm", "VLMConfigError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands.common", "CommandFailed"),
@@ -23,7 +23,7 @@ FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands.common", "Co
             ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),
             ("consumers.curriculum.recorder", "ReplayMismatch"),
             ("learner.checkpoints", "CheckpointError"), ("producers.decisions", "BadDecision"),
-            ("robolake.experiment.loop", "SinkBehind"), ("robolake.experiment.loop", "AlreadyRunning"),
+            ("robolake.experiment.errors", "SinkBehind"), ("robolake.experiment.errors", "AlreadyRunning"),
             ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
             ("infra.sql_guard", "QueryLimitError"), ("builtins", "OSError")]
 

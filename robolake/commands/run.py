@@ -114,7 +114,7 @@ def run_experiment(args, settings: Settings) -> int:
     if reason:
         raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
     from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
-    from robolake.experiment.stages import StageFailed
+    from robolake.experiment.errors import StageFailed
     from robolake.failures import failure
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),

@@ -24,17 +24,15 @@ from __future__ import annotations
 import logging
 
 from consumers.curriculum.stages import stable_id
-from robolake.experiment import state as lake_state
 from producers.decisions import EXPERT
 from producers.rollout import task_for
+from robolake.experiment import external
+from robolake.experiment import state as lake_state
+from robolake.experiment.errors import StageFailed
 
 log = logging.getLogger(__name__)
 
 ORDER = ("plan", "collect", "relabel", "train", "eval", "summaries", "analysis", "curriculum")
-
-
-class StageFailed(RuntimeError):
-    """A stage could not finish (the model unreachable, a NaN loss, ...): recorded, then retried."""
 
 
 def plan(run, iteration: int) -> dict:
@@ -103,7 +101,7 @@ def relabel(run, iteration: int) -> dict:
 def train(run, iteration: int) -> dict:
     request = train_request(run, iteration)
     if run.config.external_learner:
-        return run.await_learner(iteration, request)
+        return external.await_learner(run, iteration, request)
     with learner_lock(run.settings, run.config.experiment_id, lambda path: StageFailed(
             "a `robolake learn` process serves this experiment: run with --external-learner, or stop it")):
         return train_to(run, request)
