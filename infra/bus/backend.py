@@ -1,17 +1,11 @@
-"""The event bus: `open_bus(settings)` gives the in-process or the Kafka backend."""
+"""The configured bus: `open_bus(settings)` gives the in-process or the Kafka backend."""
 
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING
 
-from infra.bus.interface import Bus, BusError, Consumer, Delivery, Message, MessageTooLarge, Producer, Skipped
-
-if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
-    from infra.settings import Settings
-
-__all__ = ["Bus", "BusError", "Consumer", "Delivery", "Message", "MessageTooLarge", "Producer", "Skipped",
-           "open_bus"]
+from infra.bus.interface import Bus
+from infra.settings import Settings
 
 _memory_buses: dict[str, Bus] = {}
 _memory_buses_lock = threading.Lock()
