@@ -45,12 +45,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
-    from learner.evaluate import evaluate
-    from schemas.stats import wilson
     from consumers.lake_sink.sink import land
+    from infra.settings import Settings
+    from learner.evaluate import evaluate
     from learner.relabel import relabel, resolve
     from producers.policy import ScriptedExpert
-    from infra.settings import Settings
+    from schemas.stats import wilson
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"

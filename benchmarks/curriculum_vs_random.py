@@ -30,10 +30,10 @@ BASE = ("reach_red", "grasp_red", "lift_red", "reach_blue", "grasp_blue", "lift_
 
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
-    from robolake.experiment.loop import Run, RunConfig
-    from learner.evaluate import LearnedPolicy, evaluate
-    from schemas.stats import wilson
     from infra.settings import Settings
+    from learner.evaluate import LearnedPolicy, evaluate
+    from robolake.experiment.loop import Run, RunConfig
+    from schemas.stats import wilson
 
     settings = Settings.load(env={}, lake=f"file://{out / f'{strategy}-{seed}'}", bus="memory")
     config = RunConfig(f"{strategy}-{seed}", iterations=args.iterations, budget_episodes=args.budget,

@@ -194,8 +194,8 @@ def evaluate_run(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
-    from learner.evaluate import LearnedPolicy, evaluate
     from infra.settings import Settings
+    from learner.evaluate import LearnedPolicy, evaluate
 
     settings = Settings.load(env={}, lake=lake, bus="memory")
     policy = LearnedPolicy.load(settings, rid)
@@ -278,8 +278,8 @@ def main() -> int:
     torch.set_num_threads(args.threads)
 
     from consumers.lake_sink.sink import land
-    from learner.relabel import relabel, resolve
     from infra.settings import Settings
+    from learner.relabel import relabel, resolve
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"

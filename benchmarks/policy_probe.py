@@ -34,9 +34,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
+    from infra.settings import Settings
     from learner.evaluate import LearnedPolicy, evaluate
     from schemas.stats import wilson
-    from infra.settings import Settings
 
     settings = Settings.load(env={}, lake=f"file://{args.lake.resolve()}", bus="memory")
     policy = LearnedPolicy.load(settings, args.run)

@@ -22,10 +22,10 @@ def main() -> None:
     import numpy as np
 
     from _relabel_data import fill
-    from infra.lake_sql import open_lake
     from consumers.lake_sink.sink import land
-    from learner.relabel import relabel, resolve
+    from infra.lake_sql import open_lake
     from infra.settings import Settings
+    from learner.relabel import relabel, resolve
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)

@@ -39,7 +39,8 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout, run, summaries, train)
+    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
+                                   run, summaries, train)
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)

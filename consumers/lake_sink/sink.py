@@ -24,8 +24,8 @@ import threading
 import time
 
 from consumers.lake_sink.writer import LakeWriter, SinkStats
-from infra.bus.interface import Bus, BusError, Consumer, Delivery, Skipped
 from infra.bus.backend import open_bus
+from infra.bus.interface import Bus, BusError, Consumer, Delivery, Skipped
 from infra.lake_catalog import LakeTables, OffsetKey
 from schemas import topics
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
 from infra.settings import Settings
+from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
 
 
 def register(commands, common) -> None:

@@ -1,4 +1,4 @@
-"""One module per command group; each has `register(commands, common)` adding its subcommands.
+"""What the command groups share (each group, one module beside this one, has `register(commands, common)`).
 
 A command reports an expected failure by raising: `UsageError` (exit 2), `CommandFailed` (exit 1),
 or any of the library's own errors; `robolake.cli.main` turns each into one line on stderr

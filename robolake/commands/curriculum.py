@@ -6,8 +6,9 @@ import sys
 from contextlib import contextmanager
 
 from consumers.curriculum.replies import printable  # light: re and json
-from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_float, positive_int, positive_seconds)
 from infra.settings import VLM_BACKENDS, Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:

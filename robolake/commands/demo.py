@@ -10,8 +10,8 @@ function relabels the historic steps (what else did those episodes achieve?).
 
 from __future__ import annotations
 
-from robolake.commands.common import check_lake_writable, positive_int
 from infra.settings import Settings
+from robolake.commands.common import check_lake_writable, positive_int
 
 
 def register(commands, common) -> None:

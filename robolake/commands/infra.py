@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands.common import Parser
 from infra.settings import Settings
+from robolake.commands.common import Parser
 
 
 def register(commands, common) -> None:

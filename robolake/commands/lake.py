@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_float, one_line, positive_int, positive_seconds)
 from infra.settings import Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, one_line, positive_int, positive_seconds)
 
 FORMATS = ("table", "csv", "json", "parquet")
 

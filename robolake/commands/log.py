@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands.common import UsageError, identifier, positive_int
 from infra.settings import Settings
+from robolake.commands.common import UsageError, identifier, positive_int
 
 
 def register(commands, common) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands.common import positive_int, usage_error
 from infra.settings import Settings
+from robolake.commands.common import positive_int, usage_error
 
 
 def register(commands, common) -> None:

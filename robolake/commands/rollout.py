@@ -5,8 +5,9 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from robolake.commands.common import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds)
 from infra.settings import Settings
+from robolake.commands.common import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
+                                      positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:

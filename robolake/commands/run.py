@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
 from infra.settings import VLM_BACKENDS, Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
 
 
 def register(commands, common) -> None:
@@ -113,8 +114,8 @@ def run_experiment(args, settings: Settings) -> int:
     reason = unwritable(Path(args.report_dir))  # now, not after days of work
     if reason:
         raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
-    from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
     from robolake.experiment.errors import StageFailed
+    from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
     from robolake.failures import failure
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),

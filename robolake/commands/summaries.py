@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
 from infra.settings import Settings
+from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
 
 
 def register(commands, common) -> None:

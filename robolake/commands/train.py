@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import uuid
 
-from robolake.commands.common import identifier, nonnegative_int, positive_int, usage_error
 from infra.settings import Settings
+from robolake.commands.common import identifier, nonnegative_int, positive_int, usage_error
 
 
 def register(commands, common) -> None:

@@ -17,9 +17,9 @@ from consumers.analysis.verdicts import judge
 from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from producers.episode_writer import EpisodeWriter, utc_now
 from robolake.cli import main
-from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import LEARNER_METRICS

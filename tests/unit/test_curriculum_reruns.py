@@ -14,8 +14,8 @@ import pytest
 from consumers.curriculum.vlm import VLMError
 from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
-from robolake.cli import main
 from infra.settings import Settings
+from robolake.cli import main
 from schemas import topics
 from schemas.codec import build
 from schemas.events import SKILL_SUMMARY

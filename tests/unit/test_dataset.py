@@ -10,12 +10,12 @@ import pytest
 
 from consumers.lake_sink.sink import land
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from learner.dataset import DatasetConfig, LakeDataset
 from learner.relabel import relabel, resolve
 from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 from producers.sim.rewards import REWARDS
 from robolake.cli import main
-from infra.settings import Settings
 from schemas import observation
 
 FUNCTIONS = ("reach_red@1", "lift_red@1", "any_block_lifted@1")

@@ -70,9 +70,9 @@ def test_mixed_policy_hands_new_skills_to_the_expert():
 
 
 def test_the_budget_counts_collected_episodes_only(tmp_path):
-    from robolake.experiment.state import episode_count
     from infra.lake_catalog import LakeTables
     from infra.lake_sql import open_lake
+    from robolake.experiment.state import episode_count
 
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")
     LakeTables(settings, writer="test").close()  # an empty lake

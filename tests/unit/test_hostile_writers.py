@@ -7,8 +7,8 @@ import errno
 
 import pytest
 
-from robolake.cli import main
 from infra.settings import Settings
+from robolake.cli import main
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from robolake.cli import main
 from infra.settings import Settings
+from robolake.cli import main
 
 
 @pytest.fixture

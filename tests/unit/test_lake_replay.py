@@ -8,9 +8,9 @@ import pytest
 
 from consumers.lake_sink.replay import ReplayError, replay_to_lake, replay_to_topic
 from infra.bus.memory import MemoryBroker, MemoryBus
+from infra.settings import Settings
 from producers.episode_writer import utc_now
 from producers.synthetic import SyntheticConfig, produce
-from infra.settings import Settings
 from schemas import topics
 from schemas.codec import build, steps_checksum
 from schemas.events import LEARNER_METRICS

@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from robolake.cli import main
 from infra.settings import Settings
+from robolake.cli import main
 from tests.signals import sigint_default
 
 EXPERIMENT = "exp-report"
@@ -149,8 +149,8 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
 
 
 def test_timeline_is_in_time_order_and_its_cursor_returns_only_what_is_new(lake):
-    from robolake.report.queries import timeline
     from infra.lake_sql import open_lake
+    from robolake.report.queries import timeline
     from schemas import events, topics
 
     settings, ids = lake

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from robolake.cli import main
 from infra.settings import Settings
+from robolake.cli import main
 from tests.run_checks import check_exactly_once, events, query
 
 pytest.importorskip("torch")

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from infra.lake_sql import QueryLimitError, ReadOnlyError, limits, open_lake, query
+from infra.settings import Settings
 from infra.sql_guard import allowed_functions
 from robolake.cli import main
-from infra.settings import Settings
 
 # 192^5 rows: minutes of work, unless the timeout ends it
 CROSS_JOIN = "SELECT sum(a.step + b.step + c.step + d.step + e.step) FROM steps a, steps b, steps c, steps d, steps e"
