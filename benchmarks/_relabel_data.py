@@ -24,8 +24,8 @@ def _bank(seeds: int = 6) -> tuple[np.ndarray, np.ndarray]:
 
 def fill(settings, episodes: int, steps: int, progress=None) -> int:
     """Write `episodes` complete episodes of `steps` steps; returns the steps written."""
-    from consumers.lake_sink import LakeSink
-    from infra.bus import open_bus
+    from consumers.lake_sink.sink import LakeSink
+    from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from producers.sim.env import ENV_VERSION
 

@@ -45,10 +45,12 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
-    from learner.evaluate import evaluate, wilson
+    from consumers.lake_sink.sink import land
+    from infra.settings import Settings
+    from learner.evaluate import evaluate
     from learner.relabel import relabel, resolve
     from producers.policy import ScriptedExpert
-    from robolake.settings import Settings
+    from schemas.stats import wilson
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"
@@ -58,7 +60,7 @@ def main() -> int:
         with tqdm(total=len(args.tasks) * args.episodes_per_task, desc="clean data", unit="episode") as bar:
             generate(settings, args.episodes_per_task, args.seed, bar.update, tasks=args.tasks,
                      mix=(("clean", 1.0),), experiment_id="clean")
-        relabel(settings, resolve(list(args.tasks)), dataset="clean")
+        relabel(settings, resolve(list(args.tasks)), dataset="clean", land=land)
     timings["data"] = time.perf_counter() - started
 
     started = time.perf_counter()

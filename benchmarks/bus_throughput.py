@@ -87,7 +87,7 @@ def compressed_fraction(chunks, compression: str) -> float:
 
 
 def main() -> None:
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=3000)

@@ -1,6 +1,6 @@
 """At an equal episode budget, does curriculum-driven collection beat uniformly random skills?
 
-Two strategies of `robolake run` (consumers/experiment), everything else equal (base skills,
+Two strategies of `robolake run` (robolake/experiment), everything else equal (base skills,
 bootstrap, learner, steps per iteration, iterations, the episode budget):
   - curriculum: the scripted experimenter's rounds (frontier tasks; a task the library lacks, such
     as "put the red block on the blue block", grows the library, and its skill is bootstrapped);
@@ -30,9 +30,10 @@ BASE = ("reach_red", "grasp_red", "lift_red", "reach_blue", "grasp_blue", "lift_
 
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
-    from consumers.experiment.loop import Run, RunConfig
-    from learner.evaluate import LearnedPolicy, evaluate, wilson
-    from robolake.settings import Settings
+    from infra.settings import Settings
+    from learner.evaluate import LearnedPolicy, evaluate
+    from robolake.experiment.loop import Run, RunConfig
+    from schemas.stats import wilson
 
     settings = Settings.load(env={}, lake=f"file://{out / f'{strategy}-{seed}'}", bus="memory")
     config = RunConfig(f"{strategy}-{seed}", iterations=args.iterations, budget_episodes=args.budget,

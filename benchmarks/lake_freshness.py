@@ -20,7 +20,7 @@ from _common import percentile, table  # noqa: E402
 
 
 def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: int) -> list:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import open_lake
     from producers.synthetic import SyntheticConfig, produce
@@ -84,7 +84,7 @@ def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: i
 
 def main() -> None:
     from infra.bus.kafka import KafkaBus
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=30)

@@ -18,11 +18,11 @@ from _common import table  # noqa: E402
 
 
 def main() -> None:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.kafka import KafkaBus
     from infra.lake_sql import open_lake
+    from infra.settings import Settings
     from producers.synthetic import SyntheticConfig, produce
-    from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=400)

@@ -28,12 +28,12 @@ def main() -> None:
     import duckdb
     from tqdm import tqdm
 
-    from consumers.lake_sink import LakeSink
     from consumers.lake_sink.compact import compact
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.memory import MemoryBroker, MemoryBus
     from infra.lake_sql import open_lake
+    from infra.settings import Settings
     from producers.synthetic import SyntheticConfig, produce
-    from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=10_000)

@@ -27,13 +27,13 @@ def main() -> None:
     import torch
 
     from _relabel_data import fill
+    from infra.settings import Settings
     from learner.captions import CaptionEncoder
     from learner.dataset import DatasetConfig
     from learner.pac.config import get_config
     from learner.pac.learning import PACLearner, parameter_count
     from learner.relabel import relabel, resolve
     from learner.train import training_data
-    from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", default="tiny")

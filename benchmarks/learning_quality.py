@@ -122,8 +122,8 @@ def actor(kind: str, task: str, rng: np.random.Generator):
 
 def generate(settings, episodes_per_task: int, seed: int, progress, tasks=TASKS, mix=MIX,
              experiment_id: str = "mixed") -> None:
-    from consumers.lake_sink import LakeSink
-    from infra.bus import open_bus
+    from consumers.lake_sink.sink import LakeSink
+    from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from producers.rollout import RolloutConfig, run_episode, task_for
     from producers.sim.env import BlockStackingEnv
@@ -191,8 +191,8 @@ def evaluate_run(args: tuple) -> dict:
     import torch
 
     torch.set_num_threads(1)
+    from infra.settings import Settings
     from learner.evaluate import LearnedPolicy, evaluate
-    from robolake.settings import Settings
 
     settings = Settings.load(env={}, lake=lake, bus="memory")
     policy = LearnedPolicy.load(settings, rid)
@@ -274,9 +274,10 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
 
+    from consumers.lake_sink.sink import land
+    from infra.settings import Settings
     from learner.pac.config import get_config
     from learner.relabel import relabel, resolve
-    from robolake.settings import Settings
 
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"
@@ -286,7 +287,7 @@ def main() -> int:
     if not (args.out / "lake" / "catalog.sqlite").exists():
         with tqdm(total=len(TASKS) * args.episodes_per_task, desc="mixed data", unit="episode") as bar:
             generate(settings, args.episodes_per_task, args.seed, bar.update)
-        relabel(settings, resolve(list(TASKS)), dataset="mixed")
+        relabel(settings, resolve(list(TASKS)), dataset="mixed", land=land)
     timings["data"] = time.perf_counter() - started
     data = dataset_success(settings)
 
@@ -297,7 +298,7 @@ def main() -> int:
         if not (args.out / "lake" / "checkpoints" / run_id(method, seed)).exists():
             train_one(settings, method, seed, args.steps, args.alpha, config_name=args.config,
                       **({"eta": args.eta} if method == "PAC" and args.eta is not None else {}))
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
 
     LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
     timings["training"] = time.perf_counter() - started
@@ -313,7 +314,7 @@ def main() -> int:
 
     success = {m: {t: tuple(np.sum([results[r][t] for r in rids], axis=0).tolist()) for t in TASKS}
                for m, rids in runs.items()}
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     rows = []
     for t in TASKS:

@@ -23,9 +23,9 @@ def main() -> None:
     import numpy as np
 
     from _relabel_data import fill
+    from infra.settings import Settings
     from learner.dataset import DatasetConfig, LakeDataset
     from learner.relabel import relabel, resolve
-    from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)

@@ -34,8 +34,9 @@ def main() -> int:
     import torch
 
     torch.set_num_threads(1)
-    from learner.evaluate import LearnedPolicy, evaluate, wilson
-    from robolake.settings import Settings
+    from infra.settings import Settings
+    from learner.evaluate import LearnedPolicy, evaluate
+    from schemas.stats import wilson
 
     settings = Settings.load(env={}, lake=f"file://{args.lake.resolve()}", bus="memory")
     policy = LearnedPolicy.load(settings, args.run)

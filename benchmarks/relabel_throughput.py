@@ -22,9 +22,10 @@ def main() -> None:
     import numpy as np
 
     from _relabel_data import fill
+    from consumers.lake_sink.sink import land
     from infra.lake_sql import open_lake
+    from infra.settings import Settings
     from learner.relabel import relabel, resolve
-    from robolake.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=1000)
@@ -42,7 +43,8 @@ def main() -> None:
     functions = resolve(None, everything=True)
 
     started = time.perf_counter()
-    stats = relabel(settings, functions, dataset=f"bench-{uuid.uuid4().hex[:6]}", batch_steps=args.batch_steps)
+    stats = relabel(settings, functions, dataset=f"bench-{uuid.uuid4().hex[:6]}", batch_steps=args.batch_steps,
+                    land=land)
     relabel_s = time.perf_counter() - started
 
     con = open_lake(settings)  # the same rows, in memory (not timed)

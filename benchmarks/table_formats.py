@@ -89,7 +89,7 @@ def main() -> None:
     import pyarrow.fs as pafs
     import pyarrow.parquet as pq
 
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--commits", type=int, default=10)

@@ -1,1 +1,1 @@
-"""Running the infra stack (Kafka + MinIO) and talking to it (bus, object store, DuckDB)."""
+"""Settings, the infra stack (Kafka + MinIO) and talking to it: bus, object store, lake catalog, DuckDB."""

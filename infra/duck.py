@@ -9,10 +9,8 @@ LOAD that file with auto-install turned off.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
-    from robolake.settings import Settings
+from infra.settings import Settings
 
 
 class DuckDBSetupError(RuntimeError):

@@ -9,10 +9,8 @@ from __future__ import annotations
 import io
 import logging
 import re
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the settings are passed down; infra never imports the composition root
-    from robolake.settings import Settings
+from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

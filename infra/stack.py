@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from infra.kafka_server import KafkaServer
 from infra.minio_server import MinioServer
 from infra.process import ServiceError, port_free, port_holder, wait_until
-from robolake.settings import Settings
+from infra.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The offline learner: relabelling, datasets, captions, PAC, training, evaluation, lineage."""

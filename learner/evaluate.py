@@ -4,12 +4,10 @@
 caption of the skill being executed (embedded by the same frozen encoder as in training).
 Evaluation runs each skill's natural sequence (producers.rollout.task_for) with it, through the
 same episode writer as every rollout: the episodes land in the lake tagged with the policy's id
-and version, and success per skill comes with a Wilson 95% interval.
+and version, and success per skill comes with a Wilson 95% interval (schemas/stats.py).
 """
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -47,14 +45,16 @@ class LearnedPolicy:
         return self.learner.act(np.asarray(observation, np.float32)[None], self._caption)[0]
 
 
-def wilson(wins: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The Wilson score interval of a success rate (sound at 0 and n successes, unlike p ± z·se)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = wins / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
+def load_for_decision(settings, run_id: str, step: int) -> LearnedPolicy:
+    """The rollout workers' way to load a decision's policy (producers.decisions.LoadLearned): a
+    missing or unusable checkpoint is a BadDecision."""
+    from learner.checkpoints import CheckpointError
+    from producers.decisions import BadDecision
+
+    try:
+        return LearnedPolicy.load(settings, run_id, step=step)
+    except CheckpointError as exc:
+        raise BadDecision(str(exc)) from None
 
 
 def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, experiment_id: str = "eval",
@@ -89,9 +89,11 @@ def evaluate(producer, policy, skills: list[str], episodes: int, seed: int = 0, 
 
 
 def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int, workers: int, seed: int = 0,
-                        experiment_id: str = "eval", progress=None) -> dict[str, tuple[int, int]]:
+                        experiment_id: str = "eval", progress=None,
+                        describe_failure=None) -> dict[str, tuple[int, int]]:
     """`evaluate` split over `workers` rollout workers (producers.workers: processes on Kafka,
-    threads on the in-process bus), each with its own copy of the policy; same episodes, same seeds."""
+    threads on the in-process bus), each with its own copy of the policy; same episodes, same seeds.
+    `describe_failure`: how a worker process reports an expected failure (producers.workers.launch)."""
     from producers.workers import launch
 
     counts = {skill: [0, 0] for skill in skills}
@@ -105,12 +107,12 @@ def evaluate_in_workers(settings, run_id: str, skills: list[str], episodes: int,
 
     jobs = [(settings, run_id, tuple(skills), episodes, seed, experiment_id, w, workers)
             for w in range(min(workers, episodes))]
-    launch(_evaluation_job, jobs, settings, report)
+    launch(_evaluation_job, jobs, settings, report, describe_failure)
     return {skill: (wins, n) for skill, (wins, n) in counts.items()}
 
 
 def _evaluation_job(settings, run_id, skills, episodes, seed, experiment_id, worker, workers, report, stop=None):
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
 
     if workers > 1:
         import torch

@@ -1,5 +1,5 @@
 """Lineage of derived data: a `relabel.completed` event on the lineage topic, landing in the lake's
-`events` table like every event (on the in-process bus the sink runs here, before we return).
+`events` table like every event (on the in-process bus, `land` writes it there before we return).
 
 Version 2 of the event adds `complete` (false: the run failed after the commits it counts), `error`
 and `adopted`: rows of earlier runs of the dataset that no event covers (a run killed before it could
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+
+from infra.bus.interface import Land
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +51,7 @@ def _covered_on_bus(settings, timeout_s: float = 30.0) -> set[str] | None:
 
     if settings.bus == "memory":
         return set()
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas import topics
 
     try:
@@ -76,7 +78,7 @@ def _covered_on_bus(settings, timeout_s: float = 30.0) -> set[str] | None:
 
 def relabel_event(stats, functions, where: str, dataset: str, complete: bool = True, error: str | None = None) -> dict:
     from producers.episode_writer import utc_now
-    from robolake import __version__
+    from schemas.version import VERSION
 
     return {
         "relabel_id": stats.relabel_id, "dataset": dataset, "predicate": where,
@@ -85,14 +87,16 @@ def relabel_event(stats, functions, where: str, dataset: str, complete: bool = T
         "sources": [{"log": lg, "topic": t, "partition": p, "first_offset": first, "last_offset": last}
                     for (lg, t, p), (first, last) in sorted(stats.sources.items())],
         "lake_snapshot": stats.snapshot, "episodes": stats.episodes, "steps": stats.steps, "rows": stats.rows,
-        "robolake_version": __version__, "time": utc_now(),
+        "robolake_version": VERSION, "time": utc_now(),
         "complete": complete, "error": error, "adopted": list(stats.adopted),
     }
 
 
-def publish_relabel(settings, stats, functions, where: str, dataset: str, complete: bool = True,
+def publish_relabel(settings, stats, functions, where: str, dataset: str, land: Land | None, complete: bool = True,
                     error: str | None = None) -> None:
-    from infra.bus import open_bus
+    """The relabel.completed event on the lineage topic; on the in-process bus, `land` writes it into
+    the lake (consumers.lake_sink.sink.land; relabel checks it is given)."""
+    from infra.bus.backend import open_bus
     from schemas import topics
     from schemas.codec import build
     from schemas.events import RELABEL_COMPLETED_V2
@@ -107,6 +111,4 @@ def publish_relabel(settings, stats, functions, where: str, dataset: str, comple
     finally:
         producer.close()
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink import LakeSink
-
-        LakeSink(settings, bus=bus, source_topics=[topics.LINEAGE], flush_seconds=1.0).run(until_idle_s=0.2)
+        land(settings, bus, [topics.LINEAGE])

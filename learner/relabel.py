@@ -43,6 +43,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from infra.bus.interface import Land
+
 log = logging.getLogger(__name__)
 
 DEFAULT_DATASET = "default"
@@ -90,13 +92,17 @@ def resolve(specs: list[str] | None, everything: bool = False):
 
 
 def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DATASET,
-            batch_steps: int = 20000, progress=None, on_total=None, publish: bool = True) -> RelabelStats:
+            batch_steps: int = 20000, progress=None, on_total=None, publish: bool = True,
+            land: Land | None = None) -> RelabelStats:
     """Relabel the complete episodes matching `where` (a predicate on the `episodes` view) with
-    `functions` (RewardFunction); `progress(n)` after each batch of n steps, `on_total(n)` once."""
+    `functions` (RewardFunction); `progress(n)` after each batch of n steps, `on_total(n)` once.
+    Publishing the lineage on the in-process bus needs `land` (consumers.lake_sink.sink.land)."""
     from infra.lake_catalog import LakeTables, file_lock, lock_path
     from infra.lake_sql import ReadOnlyError, check_read_only, open_lake
     from learner.lineage import publish_relabel, uncovered
 
+    if publish and settings.bus == "memory" and land is None:
+        raise ValueError("relabel on the in-process bus needs `land` to write its lineage into the lake")
     stats = RelabelStats()
     check_dataset_name(dataset)
     if not functions:
@@ -121,7 +127,7 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
             except BaseException as exc:
                 if publish and (stats.rows or stats.adopted):  # committed rows stay: say what they are
                     try:
-                        publish_relabel(settings, stats, functions, where, dataset, complete=False,
+                        publish_relabel(settings, stats, functions, where, dataset, land, complete=False,
                                         error=f"{type(exc).__name__}: {exc}")
                     except Exception:
                         log.exception("could not publish the lineage of the partial relabel %s (the next "
@@ -130,7 +136,7 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
     finally:
         tables.close()
     if publish and (stats.rows or stats.adopted):
-        publish_relabel(settings, stats, functions, where, dataset)
+        publish_relabel(settings, stats, functions, where, dataset, land)
     return stats
 
 

@@ -40,7 +40,7 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     already loaded (default: a new one)."""
     import numpy as np
 
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from learner.captions import CaptionEncoder
     from learner.checkpoints import CheckpointStore
     from learner.dataset import DatasetConfig

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 
 from producers.policy import ScriptedExpert
 from producers.rollout import RolloutConfig, run_episodes
@@ -23,6 +24,11 @@ _VERSION = re.compile(r"step-(\d+)")
 
 class BadDecision(ValueError):
     """The decision cannot be run (unknown skill, unknown policy); the message says why."""
+
+
+# (settings, run id, step) -> that checkpoint's policy, or BadDecision saying why not: the learner's
+# (learner.evaluate.load_for_decision), handed down, since the producers stand below the learner.
+LoadLearned = Callable[[object, str, int], object]
 
 
 def decision_seeds(decision_id: str, episodes: int) -> list[int]:
@@ -48,10 +54,11 @@ class MixedPolicy:
 
 
 class Policies:
-    """Loaded learned policies, one per (run, step): a worker serving many decisions loads each once."""
+    """Loaded learned policies, one per (run, step): a worker serving many decisions loads each once,
+    with `load_learned` (from the learner, given by whoever launches the workers)."""
 
-    def __init__(self, settings):
-        self.settings, self._loaded = settings, {}
+    def __init__(self, settings, load_learned: LoadLearned | None = None):
+        self.settings, self.load_learned, self._loaded = settings, load_learned, {}
 
     def for_decision(self, row: dict, noise: float = 0.0):
         """The decision's policy; `noise` on the scripted expert's actions."""
@@ -66,12 +73,11 @@ class Policies:
             raise BadDecision(f"policy {policy_id} needs a version 'step-<n>', got {row.get('policy_version')!r}")
         key = (policy_id, int(version[1]))
         if key not in self._loaded:
-            from learner.checkpoints import CheckpointError
-            from learner.evaluate import LearnedPolicy
-
+            if self.load_learned is None:
+                raise BadDecision(f"policy {policy_id}: these workers were given no way to load learned policies")
             try:
-                self._loaded[key] = LearnedPolicy.load(self.settings, policy_id.removeprefix("pac:"), step=key[1])
-            except CheckpointError as exc:
+                self._loaded[key] = self.load_learned(self.settings, policy_id.removeprefix("pac:"), key[1])
+            except BadDecision as exc:
                 raise BadDecision(f"policy {policy_id} {row['policy_version']}: {exc}") from None
         return MixedPolicy(self._loaded[key], expert, set(row.get("expert_skills") or ()))
 

@@ -18,41 +18,49 @@ import multiprocessing
 import queue
 import threading
 import time
+from collections.abc import Callable
 
+from infra.settings import Settings
+from producers.decisions import LoadLearned
 from producers.rollout import RolloutConfig, run_episodes
-from robolake.settings import Settings
 from schemas import topics
 
 log = logging.getLogger(__name__)
 
+# How a worker process reports an expected failure: (exit code, one line), or None for a bug (its
+# traceback). The command line gives its own rule (robolake/failures.py); without one, a traceback.
+DescribeFailure = Callable[[BaseException], "tuple[int, str] | None"]
+
 
 def produce_episodes(settings: Settings, config: RolloutConfig, episodes: int, workers: int, seed: int = 0,
-                     progress=None) -> None:
+                     progress=None, describe_failure: DescribeFailure | None = None) -> None:
     """`episodes` episodes (seeds seed, seed+1, …) split over `workers` workers."""
     seeds = list(range(seed, seed + episodes))
     jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), seeds[w::workers])
             for w in range(workers) if seeds[w::workers]]
-    launch(_episodes_job, jobs, settings, progress)
+    launch(_episodes_job, jobs, settings, progress, describe_failure)
 
 
 def run_decision_seeds(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int], workers: int,
-                       progress=None) -> None:
+                       progress=None, load_learned: LoadLearned | None = None,
+                       describe_failure: DescribeFailure | None = None) -> None:
     """These seeds of one decision (producers/decisions.py: it says who acts) split over `workers` workers."""
-    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), decision, seeds[w::workers])
-            for w in range(workers) if seeds[w::workers]]
-    launch(_decision_seeds_job, jobs, settings, progress)
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), decision, seeds[w::workers],
+             load_learned) for w in range(workers) if seeds[w::workers]]
+    launch(_decision_seeds_job, jobs, settings, progress, describe_failure)
 
 
 def serve_decisions(settings: Settings, config: RolloutConfig, workers: int, until_idle_s: float | None,
-                    progress=None, experiment: str | None = None) -> None:
+                    progress=None, experiment: str | None = None, load_learned: LoadLearned | None = None,
+                    describe_failure: DescribeFailure | None = None) -> None:
     """Serve the curriculum's decisions (of one experiment, in a consumer group of its own, if given)."""
-    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s, experiment)
-            for w in range(workers)]
-    launch(_decisions_job, jobs, settings, progress)
+    jobs = [(settings, dataclasses.replace(config, worker_id=f"{config.worker_id}-{w}"), until_idle_s, experiment,
+             load_learned) for w in range(workers)]
+    launch(_decisions_job, jobs, settings, progress, describe_failure)
 
 
 def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], report, stop=None) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
 
     producer = open_bus(settings).producer()
     run_episodes(producer, config, seeds, progress=report, stop=stop)
@@ -63,9 +71,9 @@ def _episodes_job(settings: Settings, config: RolloutConfig, seeds: list[int], r
 _THREAD_POLICIES: dict[tuple[str, str], object] = {}
 
 
-def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int], report,
-                        stop=None) -> None:
-    from infra.bus import open_bus
+def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dict, seeds: list[int],
+                        load_learned: LoadLearned | None, report, stop=None) -> None:
+    from infra.bus.backend import open_bus
     from producers.decisions import Policies, run_decision
 
     if settings.bus != "memory" and (decision.get("policy_id") or "").startswith("pac:"):
@@ -73,7 +81,7 @@ def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dic
 
         torch.set_num_threads(1)  # the worker processes share the cores
     producer = open_bus(settings).producer()
-    policies = _THREAD_POLICIES.setdefault((settings.lake_root, config.worker_id), Policies(settings))
+    policies = _THREAD_POLICIES.setdefault((settings.lake_root, config.worker_id), Policies(settings, load_learned))
     try:
         run_decision(producer, decision, config, policies, seeds=seeds, progress=report, stop=stop)
     finally:
@@ -81,14 +89,14 @@ def _decision_seeds_job(settings: Settings, config: RolloutConfig, decision: dic
 
 
 def _decisions_job(settings: Settings, config: RolloutConfig, until_idle_s: float | None, experiment: str | None,
-                   report, stop=None) -> None:
-    from infra.bus import open_bus
+                   load_learned: LoadLearned | None, report, stop=None) -> None:
+    from infra.bus.backend import open_bus
     from producers.decisions import Policies
 
     bus = open_bus(settings)
     producer = bus.producer()
     consumer = bus.consumer(f"rollout-workers-{experiment}" if experiment else "rollout-workers", [topics.CURRICULUM])
-    policies = Policies(settings)
+    policies = Policies(settings, load_learned)
     env = None  # made at the first decision, reused for every later one
     idle_since = time.monotonic()
     try:
@@ -133,7 +141,7 @@ def _done(consumer, delivery) -> None:
     """Commit past a served message (its episodes are on the bus). If a rebalance gave its
     partition to another worker meanwhile, that worker may run it again: the lake counts each
     (decision, seed) once, so we only say so and carry on."""
-    from infra.bus import BusError
+    from infra.bus.interface import BusError
 
     where = (delivery.topic, delivery.partition)
     try:
@@ -147,9 +155,11 @@ def _done(consumer, delivery) -> None:
     consumer.seek(*where, delivery.offset + 1)  # a rebalance meanwhile may have set us back to the commit
 
 
-def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
+def launch(job, jobs: list[tuple], settings: Settings, progress,
+           describe_failure: DescribeFailure | None = None) -> None:
     """Run `job(*args, report, stop)` once per args tuple: threads on the in-process bus, processes
-    on Kafka. Raises if any worker failed; KeyboardInterrupt (Ctrl-C) once every worker stopped."""
+    on Kafka (each reports an expected failure by `describe_failure`). Raises if any worker failed;
+    KeyboardInterrupt (Ctrl-C) once every worker stopped."""
     report = progress or (lambda n: None)
     if settings.bus == "memory" or len(jobs) == 1:
         errors: list[BaseException] = []
@@ -179,7 +189,7 @@ def launch(job, jobs: list[tuple], settings: Settings, progress) -> None:
     context = multiprocessing.get_context("spawn")  # MuJoCo and Kafka clients do not survive fork
     done = context.Queue()
     level = logging.getLogger().getEffectiveLevel()
-    processes = [context.Process(target=_process_main, args=(job, args, done, level), daemon=False)
+    processes = [context.Process(target=_process_main, args=(job, args, done, level, describe_failure), daemon=False)
                  for args in jobs]
     for process in processes:
         process.start()
@@ -207,7 +217,8 @@ class WorkersFailed(RuntimeError):
     pass
 
 
-def _process_main(job, args: tuple, done, level: int = logging.WARNING) -> None:
+def _process_main(job, args: tuple, done, level: int = logging.WARNING,
+                  describe_failure: DescribeFailure | None = None) -> None:
     import signal
     import sys
 
@@ -219,9 +230,7 @@ def _process_main(job, args: tuple, done, level: int = logging.WARNING) -> None:
     try:
         job(*args, done.put, stop)
     except Exception as exc:  # one line, as the command itself would print it
-        from robolake.cli import failure
-
-        known = failure(exc)
+        known = describe_failure(exc) if describe_failure is not None else None
         if known is None:
             raise
         print(f"robolake worker: {known[1]}", file=sys.stderr)

@@ -1,8 +1,8 @@
 """The `robolake` command line: parses arguments and settings, then hands off to one role.
 
 Every command takes the shared settings flags (--bus, --lake, …; each also read from ROBOLAKE_*).
-Every expected failure is turned into one line on stderr here, in one place (`failure`): exit 2
-for bad usage, 1 for a failure, 130 when interrupted (Ctrl-C); a reader that stops reading
+Every expected failure is turned into one line on stderr here, in one place (robolake/failures.py):
+exit 2 for bad usage, 1 for a failure, 130 when interrupted (Ctrl-C); a reader that stops reading
 (`robolake sql … | head -1`) ends the command quietly. Heavy modules are imported only by the
 command that needs them, so `robolake --help` stays instant.
 """
@@ -14,28 +14,10 @@ import logging
 import os
 import sys
 
-from robolake import __version__
-from robolake.commands import EXIT_FAILURE, EXIT_USAGE, Parser, one_line
-from robolake.settings import Settings
-
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
-EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their reader goes away
-
-# Expected failures, by (module, class): checked only once their module is loaded (so nothing heavy
-# is imported here). Anything else is a bug and keeps its traceback.
-USAGE_ERRORS = [("robolake.settings", "SettingsError"), ("consumers.experiment.loop", "ExperimentChanged"), ("robolake.commands", "UsageError"),
-                ("infra.sql_guard", "ReadOnlyError"), ("producers.sim.skills", "UnknownSkill"),
-                ("consumers.curriculum.vlm", "VLMConfigError")]
-FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands", "CommandFailed"),
-            ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
-            ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
-            ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
-            ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
-            ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),
-            ("consumers.curriculum.recorder", "ReplayMismatch"),
-            ("learner.checkpoints", "CheckpointError"), ("producers.decisions", "BadDecision"),
-            ("consumers.experiment.loop", "SinkBehind"), ("consumers.experiment.loop", "AlreadyRunning"), ("producers.workers", "WorkersFailed"), ("duckdb", "Error"),
-            ("infra.sql_guard", "QueryLimitError"), ("builtins", "OSError")]
+from infra.settings import Settings
+from robolake.commands.common import Parser
+from robolake.failures import EXIT_BROKEN_PIPE, failure
+from schemas.version import VERSION
 
 DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, built as an "
                "event-sourced data lake.")
@@ -62,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"robolake {__version__}")
+    parser.add_argument("--version", action="version", version=f"robolake {VERSION}")
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -102,30 +84,6 @@ def main(argv: list[str] | None = None) -> int:
         elif message:
             print(f"{command}: {message}", file=sys.stderr)
         return code
-
-
-def failure(exc: BaseException) -> tuple[int, str] | None:
-    """(exit code, one-line message) for an expected failure; None for a bug (keeps its traceback)."""
-    if isinstance(exc, KeyboardInterrupt) or isinstance(exc.__cause__, KeyboardInterrupt):
-        return EXIT_INTERRUPTED, "interrupted"  # (DuckDB raises "Query interrupted" from Ctrl-C)
-    if isinstance(exc, BrokenPipeError):
-        return EXIT_BROKEN_PIPE, ""
-    if _is_any(exc, USAGE_ERRORS):
-        return EXIT_USAGE, f"error: {one_line(exc)}"
-    if _is_any(exc, FAILURES):
-        if isinstance(exc, OSError) and exc.filename and exc.strerror:
-            return EXIT_FAILURE, f"{exc.filename}: {exc.strerror}"
-        return EXIT_FAILURE, one_line(exc) or type(exc).__name__
-    return None
-
-
-def _is_any(exc: BaseException, names: list[tuple[str, str]]) -> bool:
-    for module, name in names:
-        loaded = sys.modules.get(module)
-        cls = getattr(loaded, name, None) if loaded else None
-        if isinstance(cls, type) and isinstance(exc, cls):
-            return True
-    return False
 
 
 def _silence_stdout() -> None:

@@ -340,7 +340,7 @@ CURRICULUM_DECISION_V3 = EventType("curriculum.decision", 3, pa.schema([
     _f("purpose", pa.string(), nullable=True),          # bootstrap | curriculum | random | eval
 ]), doc="the curriculum asks the workers for episodes of a skill sequence, with a given policy")
 
-# `robolake run`: the run's state is the projection of these (consumers/experiment/state.py).
+# `robolake run`: the run's state is the projection of these (robolake/experiment/state.py).
 RUN_STAGE = EventType("run.stage", 1, pa.schema([
     _f("stage_id", pa.string()),                      # deterministic: experiment, iteration, stage, status, attempt
     _f("experiment_id", pa.string()),

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from schemas.stats import wilson
+
 log = logging.getLogger(__name__)
 
 MIN_POINTS = 4
@@ -120,7 +122,7 @@ def judge(steps, values, kind: str = "success", episodes=None, seed: int = 0) ->
 
 def quote(wins: int, n: int) -> str:
     """Evaluated success with its Wilson 95% interval: '3/12 [0.09, 0.53]'."""
-    low, high = _wilson(wins, n)
+    low, high = wilson(wins, n)
     return f"{wins}/{n} [{low:.2f}, {high:.2f}]"
 
 
@@ -133,14 +135,14 @@ def judge_success(steps, successes, episodes, seed: int = 0) -> Judgement:
     fit = judge(x, [w / e for w, e in zip(wins, n)], "success", n, seed)  # the slope test; None below MIN_POINTS
     first = wins[0] / n[0]
     # Rising beyond noise: an evaluation whose whole interval is above where the skill started.
-    rose_at = next((s for s, w, e in zip(x[1:], wins[1:], n[1:]) if _wilson(w, e)[0] > first), None)
+    rose_at = next((s for s, w, e in zip(x[1:], wins[1:], n[1:]) if wilson(w, e)[0] > first), None)
     since = f"first evaluation {quote(wins[0], n[0])} at step {x[0]}"
     converged_at = None
     if not any(wins):
         verdict, why = NOT_LEARNING, f"0 successes in every evaluation ({len(x)} of them, {sum(n)} episodes)"
     elif fit is not None and fit.verdict in ("improving", "converged"):
         verdict, why, converged_at = fit.verdict, fit.rationale, fit.converged_at
-    elif fit is None and _wilson(wins[-1], n[-1])[0] > first:
+    elif fit is None and wilson(wins[-1], n[-1])[0] > first:
         verdict, why = "improving", f"up from the {since}"
     elif rose_at is None and first < GOOD:
         verdict, why = NOT_LEARNING, f"never above the {since} beyond its interval"
@@ -155,10 +157,6 @@ def judge_success(steps, successes, episodes, seed: int = 0) -> Judgement:
     return Judgement(verdict, fit.slope, fit.slope_low, fit.slope_high, converged_at, rationale)
 
 
-def _wilson(wins: int, n: int) -> tuple[float, float]:
-    from consumers.summaries.summaries import wilson  # the interval the skill summaries quote
-
-    return wilson(wins, n)
 
 
 def _lo(sign: float, low: float, high: float) -> float:

@@ -1,0 +1,1 @@
+"""The curriculum (the VLM experimenter): proposals, steps, skill retrieval, decisions, library growth."""

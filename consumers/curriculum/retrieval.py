@@ -43,6 +43,8 @@ import numpy as np
 from consumers.curriculum.step_parser import Grammar, default_grammar, read
 
 ALIASES_FILE = Path(__file__).with_name("skill_aliases.toml")
+# texts -> one embedding each: the learner's caption encoder (learner.captions.CaptionEncoder.encode),
+# given by the composition root, since the curriculum stands below the learner.
 Embed = Callable[[list[str]], np.ndarray]
 SCORINGS = ("parsed", "factorised", "embedding")
 
@@ -142,7 +144,7 @@ def action_of(skill_id: str, colours: tuple[str, ...]) -> str:
 class SkillRetriever:
     """Match steps to the skills of the announced library, `skills` = [(skill_id, caption)]."""
 
-    def __init__(self, skills: list[tuple[str, str]], embed: Embed | None = None, confident: float = CONFIDENT,
+    def __init__(self, skills: list[tuple[str, str]], embed: Embed, confident: float = CONFIDENT,
                  missing: float = MISSING, margin: float = MARGIN, *, scoring: str = "parsed",
                  rerank: bool = True, aliases: Aliases | None = None, top_k: int = TOP_K,
                  grammar: Grammar | None = None):
@@ -209,10 +211,6 @@ class SkillRetriever:
         return len(self._descriptions)
 
     def _encode(self, texts: list[str]) -> np.ndarray:
-        if self._embed is None:
-            from learner.captions import CaptionEncoder
-
-            self._embed = CaptionEncoder().encode
         return np.asarray(self._embed(texts), dtype=np.float32)
 
     def _scores(self, steps: np.ndarray) -> np.ndarray:

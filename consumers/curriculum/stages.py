@@ -22,7 +22,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from consumers.curriculum import prompts, replies
+from consumers.curriculum import replies
+from consumers.curriculum.prompts import prompts
 from consumers.curriculum.vlm import Image, VLMRequest
 
 log = logging.getLogger(__name__)

@@ -1,5 +1,1 @@
-"""The lake sink: episode and event topics -> Parquet tables, exactly once (see sink.py)."""
-
-from consumers.lake_sink.sink import LakeSink, SinkStats
-
-__all__ = ["LakeSink", "SinkStats"]
+"""The lake sink: episode and event topics -> Parquet tables, exactly once (sink.py); compaction, replay."""

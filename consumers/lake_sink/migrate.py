@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 
 from consumers.lake_sink.replay import table_deliveries
 from consumers.lake_sink.writer import LakeWriter
-from infra.bus import Delivery
+from infra.bus.interface import Delivery
 from infra.duck import connect, sql_str
 from infra.lake_catalog import LakeTables
 from schemas import lake

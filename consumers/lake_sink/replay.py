@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from consumers.lake_sink.sink import SOURCE_TOPICS, LakeSink
 from consumers.lake_sink.writer import LakeWriter
-from infra.bus import Bus, Delivery
+from infra.bus.interface import Bus, Delivery
 from infra.duck import sql_str
 from infra.lake_catalog import LakeTables, OffsetKey, lake_exists
 from infra.lake_sql import check_read_only, open_lake

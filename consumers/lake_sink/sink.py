@@ -24,7 +24,8 @@ import threading
 import time
 
 from consumers.lake_sink.writer import LakeWriter, SinkStats
-from infra.bus import Bus, BusError, Consumer, Delivery, Skipped, open_bus
+from infra.bus.backend import open_bus
+from infra.bus.interface import Bus, BusError, Consumer, Delivery, Skipped
 from infra.lake_catalog import LakeTables, OffsetKey
 from schemas import topics
 
@@ -39,6 +40,11 @@ def sink_in_process(settings) -> None:
     (nothing to do on Kafka, where a running `robolake sink` writes it)."""
     if settings.bus == "memory":
         LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.3)
+
+
+def land(settings, bus: Bus, source_topics: list[str]) -> None:
+    """These topics of the in-process bus into the lake, now (infra.bus.interface.Land)."""
+    LakeSink(settings, bus=bus, source_topics=source_topics, flush_seconds=1.0).run(until_idle_s=0.2)
 
 
 def default_group(settings) -> str:

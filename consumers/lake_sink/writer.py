@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from consumers.lake_sink.projection import project
-from infra.bus import Delivery
+from infra.bus.interface import Delivery
 from infra.lake_catalog import Fenced, LakeTables, OffsetKey
 from schemas import lake
 

@@ -27,7 +27,7 @@ import json
 import logging
 import math
 
-from learner.evaluate import wilson  # numpy and math only: light enough for a consumer
+from schemas.stats import wilson
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ _HINDSIGHT = """
 def skill_library(con) -> dict[str, tuple[str, int]]:
     """Skill id -> its reward function (name, version): the built-in library, updated by the
     skills announced in the lake (`skill.added`, latest version wins)."""
-    import producers.sim  # noqa: F401 (first: it picks MuJoCo's offscreen renderer, read when mujoco loads)
+    import producers.sim.gl  # noqa: F401 (first: MuJoCo reads MUJOCO_GL when it loads)
     from infra.optional import require
 
     require("mujoco", "sim")  # the built-in library lives with the simulator

@@ -17,6 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 from schemas import topics
 from schemas.codec import DecodeError, EventBatch, Headers, decode, encode
@@ -273,3 +274,11 @@ class Bus(ABC):
     @abstractmethod
     def consumer(self, group: str | None, topic_names: list[str], **kwargs) -> Consumer:
         """A consumer; with group=None it reads every partition and commits nothing (tail, replay)."""
+
+
+class Land(Protocol):
+    """Writes what `topics` of the in-process bus hold into the lake now, before the process ends and
+    the bus with it (on Kafka a running sink does that). The lake sink's `land` is one; a layer below
+    the sink is handed it (the learner's lineage), never the sink itself."""
+
+    def __call__(self, settings, bus: Bus, topics: list[str]) -> None: ...

@@ -17,6 +17,8 @@ A physics blow-up (non-finite state) ends the episode with `info["termination"] 
 
 from __future__ import annotations
 
+import producers.sim.gl  # noqa: F401 (first: MuJoCo reads MUJOCO_GL when it loads)
+
 import gymnasium as gym
 import mujoco
 import numpy as np

@@ -4,6 +4,8 @@ in the null space. The actuators are position servos: the IK result is their set
 
 from __future__ import annotations
 
+import producers.sim.gl  # noqa: F401 (first: MuJoCo reads MUJOCO_GL when it loads)
+
 import mujoco
 import numpy as np
 

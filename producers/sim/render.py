@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import copy
 
+import producers.sim.gl  # noqa: F401 (first: MuJoCo reads MUJOCO_GL when it loads)
+
 import mujoco
 import numpy as np
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+import producers.sim.gl  # noqa: F401 (first: MuJoCo reads MUJOCO_GL when it loads)
+
 import mujoco
 
 COLOURS = {"red": "0.85 0.1 0.1 1", "green": "0.1 0.7 0.2 1", "blue": "0.15 0.3 0.9 1"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, nonnegative_int
 
 
 def register(commands, common) -> None:
@@ -67,7 +67,7 @@ def run_analyze(args, settings: Settings) -> int:
             _print_run(experiment, run, curves, rows)
         sent = []
         if not args.no_emit and verdicts:
-            from infra.bus import open_bus
+            from infra.bus.backend import open_bus
 
             producer = open_bus(settings).producer()
             try:
@@ -95,7 +95,7 @@ def _curve_reader(settings: Settings, backend: str | None):
     from consumers.analysis.vlm_reading import vlm_verdict
     from consumers.curriculum.backends import open_vlm_from_settings
     from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
 
     inner = open_vlm_from_settings(settings.replace(vlm=backend))
     producer = open_bus(settings).producer()

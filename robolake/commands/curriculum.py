@@ -6,9 +6,9 @@ import sys
 from contextlib import contextmanager
 
 from consumers.curriculum.replies import printable  # light: re and json
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, positive_int, positive_seconds)
-from robolake.settings import VLM_BACKENDS, Settings
+from infra.settings import VLM_BACKENDS, Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:
@@ -86,7 +86,7 @@ def _curriculum(args, settings: Settings, inner) -> int:
     memory = settings.bus == "memory"
     require("producers.sim.env", "sim")  # the library and the scene image (first: it picks the GL backend)
     require("sentence_transformers", "learner")  # the caption encoder behind retrieval
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from infra.lake_sql import open_lake
 
     check_bus_reachable(settings)
@@ -108,7 +108,7 @@ def _curriculum(args, settings: Settings, inner) -> int:
     if args.execute:
         _execute(settings, args, len(result.decisions))
     if memory:
-        from consumers.lake_sink import LakeSink
+        from consumers.lake_sink.sink import LakeSink
 
         stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
         print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}")
@@ -177,8 +177,10 @@ def _report(result, settings: Settings) -> None:
 def _execute(settings: Settings, args, decisions: int) -> None:
     from tqdm import tqdm
 
+    from learner.evaluate import load_for_decision
     from producers import workers
     from producers.rollout import RolloutConfig
+    from robolake.failures import failure
 
     config = RolloutConfig(skills=("go_home",), task_skill="go_home", noise=args.noise,
                            experiment_id=args.experiment)  # each decision's sequence replaces the skills
@@ -189,7 +191,8 @@ def _execute(settings: Settings, args, decisions: int) -> None:
             done[0] += n
             bar.update(n)
 
-        workers.serve_decisions(settings, config, 1, 0.5, finished)
+        workers.serve_decisions(settings, config, 1, 0.5, finished, load_learned=load_for_decision,
+                                describe_failure=failure)
     print(f"executed {done[0]} episodes of {decisions} decisions")
 
 
@@ -197,7 +200,7 @@ def _serve(curriculum, settings: Settings, args) -> int:
     import signal
     import threading
 
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from infra.lake_sql import open_lake
 
     stop = threading.Event()

@@ -10,8 +10,8 @@ function relabels the historic steps (what else did those episodes achieve?).
 
 from __future__ import annotations
 
-from robolake.commands import check_lake_writable, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import check_lake_writable, positive_int
 
 
 def register(commands, common) -> None:
@@ -23,10 +23,11 @@ def register(commands, common) -> None:
 
 def run_demo(args, settings: Settings) -> int:
     from consumers.conversation import describe, describe_dead_letter
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.rollout import RolloutConfig, task_for
     from producers.sim.announce import announce_skills
     from producers.workers import produce_episodes
+    from robolake.failures import failure
     from schemas import topics
 
     check_lake_writable(settings)
@@ -36,7 +37,7 @@ def run_demo(args, settings: Settings) -> int:
     announce_skills(producer)
     config = RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue", frames=True,
                            experiment_id="demo", chunk_steps=10)
-    produce_episodes(settings, config, episodes=args.episodes, workers=2)
+    produce_episodes(settings, config, episodes=args.episodes, workers=2, describe_failure=failure)
     producer.send_raw(topics.EPISODES, b"poison", b"these bytes are not an Arrow stream",
                       [("robolake.type", b"episode.steps"), ("robolake.version", b"1")])
     producer.flush()
@@ -61,7 +62,7 @@ def run_demo(args, settings: Settings) -> int:
         print("  " + describe_dead_letter(letter))
     reader.close()
 
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.lake_sql import open_lake, query
 
     stats = LakeSink(settings, bus=bus, flush_seconds=1.0).run(until_idle_s=0.5)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import identifier, nonnegative_int, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import identifier, nonnegative_int, positive_int
 
 
 def register(commands, common) -> None:
@@ -33,8 +33,10 @@ def run_eval(args, settings: Settings) -> int:
     from infra.optional import require
 
     require("torch", "learner")
-    from learner.evaluate import LearnedPolicy, evaluate_in_workers, wilson
+    from learner.evaluate import LearnedPolicy, evaluate_in_workers
     from producers.sim.skills import get_skill
+    from robolake.failures import failure
+    from schemas.stats import wilson
 
     for skill in args.skills:
         get_skill(skill)  # an unknown skill is a usage error listing the known ones
@@ -42,7 +44,7 @@ def run_eval(args, settings: Settings) -> int:
     with tqdm(total=len(args.skills) * args.episodes, unit="episode", desc="evaluating", disable=None,
               file=sys.stderr) as bar:
         results = evaluate_in_workers(settings, args.run_id, args.skills, args.episodes, args.workers, args.seed,
-                                      args.experiment, bar.update)
+                                      args.experiment, bar.update, describe_failure=failure)
     from consumers.lake_sink.sink import sink_in_process
 
     sink_in_process(settings)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import Parser
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import Parser
 
 
 def register(commands, common) -> None:
@@ -26,9 +26,9 @@ def register(commands, common) -> None:
 
 def run_status(args, settings: Settings) -> int:
     from infra import stack
-    from robolake import __version__
+    from schemas.version import VERSION
 
-    print(f"robolake {__version__}")
+    print(f"robolake {VERSION}")
     print(f"bus   {settings.bus}")
     print(f"lake  {settings.lake}  ->  {settings.lake_root}")
     print(f"home  {settings.home}")

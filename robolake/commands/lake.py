@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, one_line, positive_int, positive_seconds)
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, one_line, positive_int, positive_seconds)
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -139,7 +139,7 @@ def run_migrate(args, settings: Settings) -> int:
 
 def run_replay(args, settings: Settings) -> int:
     from consumers.lake_sink.replay import replay_to_lake, replay_to_topic
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from infra.lake_catalog import lake_exists
     from robolake.commands.log import resolve_topic, warn_in_process
 
@@ -171,7 +171,7 @@ def run_replay(args, settings: Settings) -> int:
 
 
 def run_sink(args, settings: Settings) -> int:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from consumers.lake_sink.sink import run_until_signalled
     from robolake.commands.log import topic_or_usage_error
 

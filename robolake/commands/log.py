@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import UsageError, identifier, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import UsageError, identifier, positive_int
 
 
 def register(commands, common) -> None:
@@ -60,7 +60,7 @@ def warn_in_process(settings: Settings, what: str) -> None:
 
 def run_tail(args, settings: Settings) -> int:
     from consumers.conversation import describe, describe_dead_letter
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas import topics
 
     if args.topic == "all":

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from robolake.commands import positive_int, usage_error
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import positive_int, usage_error
 
 
 def register(commands, common) -> None:
@@ -29,7 +29,8 @@ def run_relabel(args, settings: Settings) -> int:
     import duckdb
     from tqdm import tqdm
 
-    from infra.bus import BusError
+    from consumers.lake_sink.sink import land
+    from infra.bus.interface import BusError
     from infra.lake_catalog import lake_exists
     from learner.relabel import RelabelError, check_dataset_name, relabel, resolve
     from producers.sim.rewards import RewardError, UnknownReward
@@ -48,7 +49,7 @@ def run_relabel(args, settings: Settings) -> int:
             bar.refresh()
         try:
             stats = relabel(settings, functions, where=args.where, dataset=args.name,
-                            batch_steps=args.batch_steps, progress=bar.update, on_total=total)
+                            batch_steps=args.batch_steps, progress=bar.update, on_total=total, land=land)
         except RelabelError as exc:
             return usage_error("relabel", str(exc))
         except (RewardError, duckdb.Error, BusError) as exc:

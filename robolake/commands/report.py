@@ -1,13 +1,13 @@
 """`robolake report` (one experiment as an HTML page and Markdown) and `robolake dashboard` (live, on
-localhost); both only read the lake (consumers/report). `robolake tail all` uses the same timeline."""
+localhost); both only read the lake (robolake/report). `robolake tail all` uses the same timeline."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from robolake.commands import CommandFailed, UsageError, identifier, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import CommandFailed, UsageError, identifier, positive_int
 
 
 def register(commands, common) -> None:
@@ -47,10 +47,10 @@ def run_report(args, settings: Settings) -> int:
 
 def write_report(settings: Settings, experiment: str, out: Path, frame_episodes: int = 4):
     """Read the experiment from the lake and write out/<experiment>.html and .md: (report, page, text)."""
-    from consumers.report import html, markdown
-    from consumers.report.queries import ExperimentNotFound
-    from consumers.report.report import gather
     from infra.lake_sql import open_lake
+    from robolake.report import html, markdown
+    from robolake.report.queries import ExperimentNotFound
+    from robolake.report.report import gather
 
     con = open_lake(settings, read_only=True)
     try:
@@ -67,7 +67,7 @@ def write_report(settings: Settings, experiment: str, out: Path, frame_episodes:
 
 
 def run_dashboard(args, settings: Settings) -> int:
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     if not 0 <= args.port < 65536:
         raise UsageError(f"--port: expected 0 to 65535, got {args.port}")
@@ -89,8 +89,8 @@ def run_dashboard(args, settings: Settings) -> int:
 def run_tail_all(args, settings: Settings) -> int:
     """The whole conversation of one experiment, across topics, in time order, read from the lake
     (so it works on the embedded default too, while a run's sink writes)."""
-    from consumers.report import queries
     from infra.lake_sql import open_lake
+    from robolake.report import queries
 
     if not args.experiment:
         raise UsageError("tail all: say which experiment with --experiment ID")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 
-from robolake.commands import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
-                               positive_int, positive_seconds)
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
+                                      positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:
@@ -85,16 +85,21 @@ def run_produce(args, settings: Settings) -> int:
                 _synthetic(args, settings, finished)
             else:
                 from producers import workers
+                from robolake.failures import failure
 
                 if args.from_decisions:
-                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished, args.experiment)
+                    from learner.evaluate import load_for_decision
+
+                    workers.serve_decisions(settings, config, args.workers, args.until_idle, finished, args.experiment,
+                                            load_for_decision, failure)
                 else:
-                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished)
+                    workers.produce_episodes(settings, config, args.episodes, args.workers, args.seed, finished,
+                                             failure)
         except KeyboardInterrupt:
             interrupted = True
     print(f"produced {done[0]} episodes on {settings.bus}" + (" (interrupted)" if interrupted else ""))
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
-        from consumers.lake_sink import LakeSink
+        from consumers.lake_sink.sink import LakeSink
 
         with _interrupt_deferred() as deferred:  # a second of work that keeps what finished: let it end
             stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
@@ -151,7 +156,7 @@ def _worker_name() -> str:
 
 
 def _synthetic(args, settings: Settings, progress) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.synthetic import SyntheticConfig, produce
 
     config = SyntheticConfig(episodes=args.synthetic, steps=args.steps, chunk_steps=args.chunk_steps,
@@ -168,7 +173,7 @@ def run_skills(args, settings: Settings) -> int:
     for skill in LIBRARY.values():
         print(f"{skill.id:<22} {skill.version:>2}  {skill.reward[0] + ' v' + str(skill.reward[1]):<26} {skill.caption}")
     if args.announce:
-        from infra.bus import open_bus
+        from infra.bus.backend import open_bus
         from producers.sim.announce import announce_skills
         from robolake.commands.log import warn_in_process
 

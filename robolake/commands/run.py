@@ -1,12 +1,12 @@
-"""`robolake run`: the automated experimenter end to end (consumers/experiment)."""
+"""`robolake run`: the automated experimenter end to end (robolake/experiment)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.commands import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                               nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
-from robolake.settings import VLM_BACKENDS, Settings
+from infra.settings import VLM_BACKENDS, Settings
+from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
+                                      nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
 
 
 def register(commands, common) -> None:
@@ -114,8 +114,9 @@ def run_experiment(args, settings: Settings) -> int:
     reason = unwritable(Path(args.report_dir))  # now, not after days of work
     if reason:
         raise CommandFailed(f"the report cannot be written to {args.report_dir}: {reason}")
-    from consumers.experiment.loop import BASE_SKILLS, Run, RunConfig
-    from consumers.experiment.stages import StageFailed
+    from robolake.experiment.errors import StageFailed
+    from robolake.experiment.loop import BASE_SKILLS, Run, RunConfig
+    from robolake.failures import failure
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),
                        iterations=args.iterations, budget_episodes=args.budget_episodes,
@@ -124,7 +125,7 @@ def run_experiment(args, settings: Settings) -> int:
                        train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
                        workers=args.workers, seed=args.seed, external_workers=args.external_workers,
                        external_learner=args.external_learner)
-    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True))
+    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True), describe_failure=failure)
     run.encoder.encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
     print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(vlm {settings.vlm}, collection {args.collection})", flush=True)
@@ -151,7 +152,7 @@ def run_learner(args, settings: Settings) -> int:
     pick_device(args.device)  # no CUDA for --device cuda: say so now, not at the first request
     check_bus_reachable(settings)
     check_lake_writable(settings)
-    from consumers.experiment.learner_service import serve
+    from robolake.experiment.learner_service import serve
 
     print(f"== robolake learn: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(device {args.device}); waiting for train requests", flush=True)
@@ -174,7 +175,7 @@ def _finish(settings: Settings, args, outcome) -> None:
 
 def _table(skills: list[dict], state) -> str:
     """Per skill: every episode of the experiment, and the learned policy at its latest evaluation."""
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     latest = max((i for i, stage in state.done if stage == "eval"), default=None)
     evaluated = state.detail(latest, "eval") if latest is not None else {}

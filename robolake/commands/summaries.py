@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from robolake.commands import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import UsageError, check_bus_reachable, check_lake_writable, identifier, positive_int
 
 
 def register(commands, common) -> None:
@@ -52,7 +52,7 @@ def _summarise(args, settings: Settings) -> int:
             _print_table(experiment, current_summaries(con, experiment, library, window=args.window))
         sent = []
         if args.emit:
-            from infra.bus import open_bus
+            from infra.bus.backend import open_bus
 
             producer = open_bus(settings).producer()
             try:

@@ -6,8 +6,8 @@ import argparse
 import sys
 import uuid
 
-from robolake.commands import identifier, nonnegative_int, positive_int, usage_error
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.commands.common import identifier, nonnegative_int, positive_int, usage_error
 
 
 def register(commands, common) -> None:

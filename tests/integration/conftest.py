@@ -13,7 +13,7 @@ import pytest
 
 from infra.kafka_server import KafkaServer
 from infra.process import wait_until
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def _stack_required() -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from infra.lake_sql import open_lake
 from robolake.cli import main

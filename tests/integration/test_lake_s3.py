@@ -82,8 +82,8 @@ def test_sink_sql_compact_and_replay_on_kafka_and_minio(stack):
 
 def test_in_process_bus_with_a_lake_on_minio(stack):
     """The embedded bus with a lake on MinIO (its catalog beside the stack's state)."""
-    from consumers.lake_sink import LakeSink
-    from infra.bus import open_bus
+    from consumers.lake_sink.sink import LakeSink
+    from infra.bus.backend import open_bus
 
     settings = stack.replace(bus="memory", lake=f"s3://{stack.lake_bucket}/tests/memory-{uuid.uuid4().hex[:8]}")
     produce(open_bus(settings).producer(), SyntheticConfig(episodes=2, steps=5))

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra import stack as native_stack
 from infra.bus.kafka import KafkaBus
 from infra.lake_catalog import LakeTables

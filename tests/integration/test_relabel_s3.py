@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from learner.dataset import DatasetConfig, LakeDataset
 from producers.sim.rewards import REWARDS

@@ -8,7 +8,7 @@ import threading
 import urllib.request
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from robolake.cli import main
 from schemas import events, topics
@@ -16,7 +16,7 @@ from tests.unit.test_report import build_experiment, emit
 
 
 def test_report_and_dashboard_read_a_minio_lake_written_through_kafka(stack, tmp_path, capsys):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     experiment = f"report-{uuid.uuid4().hex[:6]}"
     settings = stack.replace(lake=f"s3://{stack.lake_bucket}/tests/{experiment}")

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from schemas import topics
 from tests.lake_helpers import count

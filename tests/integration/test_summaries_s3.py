@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from producers.episode_writer import utc_now
 from robolake.cli import main

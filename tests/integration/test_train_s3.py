@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.kafka import KafkaBus
 from robolake.cli import main
 from tests.lake_helpers import count

@@ -14,12 +14,12 @@ import pytest
 
 from consumers.analysis.analysis import ALL, Curve, judge_run, learner_runs, run_curves
 from consumers.analysis.verdicts import judge
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from producers.episode_writer import EpisodeWriter, utc_now
 from robolake.cli import main
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import LEARNER_METRICS

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import yaml
 
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 
 COMPOSE = yaml.safe_load((Path(__file__).parents[2] / "infra" / "compose.yaml").read_text())

@@ -10,25 +10,26 @@ from datetime import datetime, timezone
 
 import pytest
 
-from consumers.curriculum import prompts, scripted
+from consumers.curriculum import scripted
 from consumers.curriculum.consumer import Curriculum, OnlyNew, load_library
+from consumers.curriculum.prompts import prompts
 from consumers.curriculum.recorder import RecordedReplies, RecordingVLM
 from consumers.curriculum.replies import parse, proposals, steps, choice
 from consumers.curriculum.retrieval import Match
 from consumers.curriculum.scripted import ScriptedVLM
 from consumers.curriculum.vlm import VLMReply
-from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from consumers.lake_sink.sink import LakeSink
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from infra.settings import Settings
 from producers.sim.announce import announce_skills
 from producers.sim.skills import LIBRARY
 from producers.synthetic import SyntheticConfig, produce
 from robolake.cli import main
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import SKILL_ADDED
+from schemas.stats import wilson
 
 PNG = prompts.image_file("scene_seed3.png")  # a real scene picture, without rendering one per test
 

@@ -8,21 +8,22 @@ import json
 
 import pytest
 
-from consumers.curriculum import growth, prompts, scripted
+from consumers.curriculum import growth, scripted
 from consumers.curriculum.consumer import Curriculum, OnlyNew, load_library
+from consumers.curriculum.prompts import prompts
 from consumers.curriculum.recorder import RecordingVLM
 from consumers.curriculum.replies import proposals
 from consumers.curriculum.retrieval import CONFIDENT, SkillRetriever
 from consumers.curriculum.scripted import ScriptedVLM
 from consumers.curriculum.vlm import VLMReply
-from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from consumers.lake_sink.sink import LakeSink
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from infra.settings import Settings
 from producers.sim.announce import BASE_SKILLS, announce_skills
 from producers.sim.skills import LIBRARY, UnknownSkill
-from robolake.settings import Settings
 from schemas import topics
+from schemas.stats import wilson
 
 PNG = prompts.image_file("scene_seed3.png")
 

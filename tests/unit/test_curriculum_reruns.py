@@ -12,10 +12,10 @@ from datetime import datetime, timezone
 import pytest
 
 from consumers.curriculum.vlm import VLMError
-from infra.bus import open_bus
+from infra.bus.backend import open_bus
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import SKILL_SUMMARY

@@ -111,8 +111,8 @@ class Browser:
 
 
 def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monkeypatch):
-    from consumers.report.dashboard import serve
-    from robolake.settings import Settings
+    from infra.settings import Settings
+    from robolake.report.dashboard import serve
     from schemas import events, topics
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
@@ -159,8 +159,8 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
 
 def test_the_report_page_renders_offline_without_errors(tmp_path):
     """Self-contained, as a browser sees it: every request the page makes is for itself or inline data."""
+    from infra.settings import Settings
     from robolake.cli import main
-    from robolake.settings import Settings
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
     ids = build_experiment(settings)

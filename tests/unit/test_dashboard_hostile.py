@@ -18,7 +18,7 @@ from tests.unit.test_report import EXPERIMENT, lake  # noqa: F401  (the fixture)
 @pytest.fixture
 def dashboard(lake, request):  # noqa: F811
     """The port of a dashboard on the lake; `max_connections` from the test's parameter (default 64)."""
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     settings, _ = lake
     server = serve(settings, port=0, idle_timeout_s=0.5, max_connections=getattr(request, "param", 64))
@@ -81,7 +81,7 @@ def test_a_client_gone_before_its_reply_prints_no_traceback(capsys):
     other errors still print."""
     from http.server import BaseHTTPRequestHandler
 
-    from consumers.report.dashboard import _Server
+    from robolake.report.dashboard import _Server
 
     server = _Server(("127.0.0.1", 0), BaseHTTPRequestHandler, max_connections=1)
     try:

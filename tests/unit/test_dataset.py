@@ -8,13 +8,14 @@ import threading
 import numpy as np
 import pytest
 
+from consumers.lake_sink.sink import land
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from learner.dataset import DatasetConfig, LakeDataset
 from learner.relabel import relabel, resolve
 from learner.shuffle import Prefetcher, ShuffleBuffer, rebatch
 from producers.sim.rewards import REWARDS
 from robolake.cli import main
-from robolake.settings import Settings
 from schemas import observation
 
 FUNCTIONS = ("reach_red@1", "lift_red@1", "any_block_lifted@1")
@@ -25,7 +26,7 @@ def lake(tmp_path_factory):
     url = f"file://{tmp_path_factory.mktemp('dataset')}/lake"
     assert main(["produce", "--episodes", "2", "--task", "lift_red", "--lake", url, "--bus", "memory"]) == 0
     settings = Settings.load(env={}, lake=url, bus="memory")
-    relabel(settings, resolve(list(FUNCTIONS)), dataset="train")
+    relabel(settings, resolve(list(FUNCTIONS)), dataset="train", land=land)
     con = open_lake(settings)
     steps = {(e, s): (np.array(o, np.float32), np.array(a, np.float32))
              for e, s, o, a in con.execute("SELECT episode_id, step, observation, action FROM steps").fetchall()}
@@ -159,8 +160,8 @@ def uneven(lake):
     seeds = sorted(r[0] for r in con.execute("SELECT seed FROM episodes").fetchall())
     covered = con.execute("SELECT episode_id FROM episodes WHERE seed = ?", [seeds[0]]).fetchone()[0]
     con.close()
-    relabel(settings, resolve(["reach_red@1"]), dataset="uneven")
-    relabel(settings, resolve(["grasp_red@1"]), where=f"seed = {seeds[0]}", dataset="uneven")
+    relabel(settings, resolve(["reach_red@1"]), dataset="uneven", land=land)
+    relabel(settings, resolve(["grasp_red@1"]), where=f"seed = {seeds[0]}", dataset="uneven", land=land)
     return covered
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from infra.settings import Settings
 from producers.decisions import BadDecision, MixedPolicy, Policies, decision_seeds
 from producers.policy import ScriptedExpert
-from robolake.settings import Settings
 
 
 def test_seeds_are_a_function_of_the_decision():
@@ -30,7 +30,9 @@ def test_the_expert_acts_without_a_policy_and_its_noise_names_its_version(tmp_pa
     ({"policy_id": "pac:r1", "policy_version": "step-5"}, "no checkpoint of step 5"),
 ])
 def test_a_decision_naming_no_usable_policy_is_a_bad_decision(tmp_path, row, message):
-    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"))
+    from learner.evaluate import load_for_decision
+
+    policies = Policies(Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory"), load_for_decision)
     with pytest.raises(BadDecision, match=message):
         policies.for_decision({"decision_id": "d", **row})
 
@@ -68,9 +70,9 @@ def test_mixed_policy_hands_new_skills_to_the_expert():
 
 
 def test_the_budget_counts_collected_episodes_only(tmp_path):
-    from consumers.experiment.state import episode_count
     from infra.lake_catalog import LakeTables
     from infra.lake_sql import open_lake
+    from robolake.experiment.state import episode_count
 
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")
     LakeTables(settings, writer="test").close()  # an empty lake
@@ -95,7 +97,7 @@ def _episode(writer, decision_id, seed, steps=3, end=True):
 def test_a_decision_run_again_counts_each_seed_once(tmp_path):
     """A worker killed mid-decision, and a second that runs the whole decision again: the lake
     holds each (decision, seed) once, the first complete run; other episodes are not touched."""
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
     from infra.bus.memory import MemoryBus
     from producers.episode_writer import EpisodeWriter
     from tests.lake_helpers import count
@@ -116,5 +118,5 @@ def test_a_decision_run_again_counts_each_seed_once(tmp_path):
     assert count(settings, "SELECT list(problem ORDER BY problem) FROM partial_episodes") == \
         ["no end", "repeat of a decision episode"]
     assert count(settings, "SELECT count(*) FROM steps") == 4 * 3, "the steps of counted episodes only"
-    # what the run's eval stage reads (consumers/experiment/stages.py): 2 of 2 asked, not 3
+    # what the run's eval stage reads (robolake/experiment/stages.py): 2 of 2 asked, not 3
     assert count(settings, "SELECT [count_if(task_success), count(*)] FROM episodes WHERE decision_id = 'd1'") == [2, 2]

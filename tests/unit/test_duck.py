@@ -2,7 +2,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from infra.duck import connect, extension_path
-from robolake.settings import Settings
+from infra.settings import Settings
 
 
 def test_httpfs_loads_offline_and_local_parquet_queries(tmp_path):

@@ -7,8 +7,8 @@ import errno
 
 import pytest
 
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ import threading
 
 import pyarrow as pa
 
-from consumers.lake_sink import LakeSink
 from consumers.lake_sink.compact import compact
+from consumers.lake_sink.sink import LakeSink
 from consumers.lake_sink.writer import LakeWriter
 from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from producers.synthetic import SyntheticConfig, produce
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import encode
 from tests.lake_helpers import count, lake_fingerprint

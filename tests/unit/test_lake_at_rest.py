@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 
 
 @pytest.fixture

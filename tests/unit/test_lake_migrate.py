@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 from tests.lake_helpers import count, lake_fingerprint
 
 V1 = Path(__file__).parent.parent / "fixtures" / "v1_lake"

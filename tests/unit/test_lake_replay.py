@@ -3,14 +3,14 @@ historic episodes re-streamed onto a topic arrive whole."""
 
 from __future__ import annotations
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 import pytest
 
 from consumers.lake_sink.replay import ReplayError, replay_to_lake, replay_to_topic
 from infra.bus.memory import MemoryBroker, MemoryBus
+from infra.settings import Settings
 from producers.episode_writer import utc_now
 from producers.synthetic import SyntheticConfig, produce
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build, steps_checksum
 from schemas.events import LEARNER_METRICS

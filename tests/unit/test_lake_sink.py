@@ -8,13 +8,13 @@ import time
 
 import pytest
 
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from consumers.lake_sink.sink import SOURCE_TOPICS, LakeUnavailable, default_group
 from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables
+from infra.settings import Settings
 from producers.episode_writer import EpisodeWriter, utc_now
 from producers.synthetic import SyntheticConfig, produce
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import LEARNER_METRICS

@@ -9,8 +9,8 @@ import pytest
 
 from infra.lake_catalog import LakeNotFound, LakeTables
 from infra.lake_sql import VIEWS, ReadOnlyError, open_lake, query
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 
 
 @pytest.fixture

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from consumers.lake_sink.sink import LakeSink
+from infra.bus.backend import open_bus
+from infra.settings import Settings
 from learner.relabel import relabel, resolve
 from producers.episode_writer import EpisodeWriter
-from robolake.settings import Settings
 from schemas import observation
 from tests.lake_helpers import rows
 

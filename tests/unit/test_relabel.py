@@ -7,12 +7,13 @@ import json
 import numpy as np
 import pytest
 
+from consumers.lake_sink.sink import land
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from learner.relabel import RelabelError, relabel, resolve
 from producers.sim.rewards import REWARDS, register
-from robolake import __version__
 from robolake.cli import main
-from robolake.settings import Settings
+from schemas.version import VERSION
 from tests.lake_helpers import rows
 
 N_FUNCTIONS = len(REWARDS)
@@ -61,11 +62,12 @@ def test_every_function_over_every_step_matches_the_functions_on_the_lakes_obser
 
 
 def test_lineage_is_an_event_in_the_lake(lake):
-    stats = relabel(lake, resolve(["reach_red", "place_red_on_blue@1"]), where="seed = 0", dataset="lineage")
+    stats = relabel(lake, resolve(["reach_red", "place_red_on_blue@1"]), where="seed = 0", dataset="lineage",
+                    land=land)
     events = rows(lake, "SELECT payload_json FROM events WHERE type = 'relabel.completed'")
     row = next(r for (payload,) in events for r in json.loads(payload) if r["dataset"] == "lineage")
     assert row["relabel_id"] == stats.relabel_id and row["predicate"] == "seed = 0"
-    assert row["robolake_version"] == __version__ and row["episodes"] == 1 and row["rows"] == 2 * row["steps"]
+    assert row["robolake_version"] == VERSION and row["episodes"] == 1 and row["rows"] == 2 * row["steps"]
     assert [(f["name"], f["version"], f["source_hash"], f["rows"]) for f in row["functions"]] == [
         ("place_red_on_blue", 1, REWARDS[("place_red_on_blue", 1)].source_hash, row["steps"]),
         ("reach_red", 1, REWARDS[("reach_red", 1)].source_hash, row["steps"])]
@@ -91,10 +93,10 @@ def test_a_rerun_adds_nothing_and_a_new_version_relabels_history_beside_the_old(
 
 def test_only_new_episodes_are_computed(tmp_path):
     settings = _lake(tmp_path, ["--episodes", "1", "--task", "lift_red"])
-    first = relabel(settings, resolve(["lift_red"]))
+    first = relabel(settings, resolve(["lift_red"]), land=land)
     assert (first.episodes, first.rows) == (1, first.steps)
     _lake(tmp_path, ["--episodes", "1", "--task", "lift_green", "--seed", "5"])
-    second = relabel(settings, resolve(["lift_red", "lift_green"]))
+    second = relabel(settings, resolve(["lift_red", "lift_green"]), land=land)
     # the new episode for both, the old one only for the function it lacked
     assert second.episodes == 2 and second.rows == first.steps + 2 * (second.steps - first.steps)
     assert rows(settings, "SELECT count(DISTINCT episode_id), count(*) FROM rewards") == [(2, first.rows + second.rows)]
@@ -154,7 +156,7 @@ def test_a_lake_older_than_the_rewards_table_shows_it_empty_until_a_relabel_adds
     assert rows(settings, "SELECT count(*) FROM rewards") == [(0,)]
     assert rows(settings, "SELECT count(*) FROM achievements") == [(0,)]
     monkeypatch.undo()
-    stats = relabel(settings, resolve(["reach_red"]))
+    stats = relabel(settings, resolve(["reach_red"]), land=land)
     assert rows(settings, "SELECT count(*), bool_or(achieved) FROM achievements") == [(1, True)]
     assert stats.rows == rows(settings, "SELECT count(*) FROM rewards")[0][0]
 
@@ -185,7 +187,7 @@ def test_a_run_failing_after_commits_publishes_what_it_committed_and_rows_name_t
     assert {f["name"]: f["rows"] for f in event["functions"]} == {r[1]: r[2] for r in found}
     assert event["episodes"] == 1 and event["steps"] == found[0][2] and event["adopted"] == []
     # a complete run's event says so
-    relabel(lake, resolve(["lift_red"]), dataset="midway")
+    relabel(lake, resolve(["lift_red"]), dataset="midway", land=land)
     assert _events(lake, "midway")[-1]["complete"] is True
 
 
@@ -193,12 +195,13 @@ def test_rows_of_a_run_that_never_published_are_adopted_by_the_next_ones_event(t
     settings = _lake(tmp_path, ["--episodes", "2", "--task", "reach_red"])
     orphan = relabel(settings, resolve(["reach_red"]), where="seed = 0", publish=False)  # as if killed (-9)
     assert orphan.rows and _events(settings, "default") == []
-    nothing_new = relabel(settings, resolve(["reach_red"]), where="seed = 0")  # adopts even with nothing to compute
+    nothing_new = relabel(settings, resolve(["reach_red"]), where="seed = 0",
+                          land=land)  # adopts even with nothing to compute
     (event,) = _events(settings, "default")
     assert nothing_new.rows == 0 and event["rows"] == 0 and event["complete"] is True
     assert event["adopted"] == [{"relabel_id": orphan.relabel_id, "name": "reach_red", "version": 1,
                                  "rows": orphan.rows}]
-    again = relabel(settings, resolve(["reach_red"]))  # covered now: nothing more to adopt
+    again = relabel(settings, resolve(["reach_red"]), land=land)  # covered now: nothing more to adopt
     assert again.rows and _events(settings, "default")[-1]["adopted"] == []
     covered = {e["relabel_id"] for e in _events(settings, "default")} | {orphan.relabel_id}
     assert {r[0] for r in rows(settings, "SELECT DISTINCT relabel_id FROM rewards")} <= covered
@@ -220,7 +223,7 @@ def test_tables_created_before_a_new_column_get_it(tmp_path, monkeypatch):
     monkeypatch.undo()
     LakeTables(settings, "test").close()  # any writer brings the tables up to date
     assert rows(settings, "SELECT count(*) FROM episode_starts WHERE initial_observation IS NULL") == [(1,)]
-    stats = relabel(settings, resolve(["reach_red"]))
+    stats = relabel(settings, resolve(["reach_red"]), land=land)
     assert rows(settings, "SELECT DISTINCT relabel_id FROM rewards") == [(stats.relabel_id,)]
 
 
@@ -237,7 +240,7 @@ def test_empty_or_control_character_dataset_names_are_refused(lake, capsys, name
     assert "dataset name" in capsys.readouterr().err
     assert rows(lake, "SELECT count(*) FROM rewards") == before
     with pytest.raises(RelabelError, match="dataset name"):
-        relabel(lake, resolve(["reach_red"]), dataset=name)
+        relabel(lake, resolve(["reach_red"]), dataset=name, land=land)
 
 
 @pytest.mark.parametrize("dims", [(39, 39), (45, 41)])
@@ -262,7 +265,7 @@ def test_a_run_whose_event_is_on_the_topic_but_not_yet_in_the_lake_is_not_adopte
     """On Kafka the lake lags the lineage topic: the topic is read before adopting anything."""
     import types
 
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from learner.lineage import relabel_event, uncovered
     from schemas import topics
     from schemas.codec import build
@@ -273,7 +276,7 @@ def test_a_run_whose_event_is_on_the_topic_but_not_yet_in_the_lake_is_not_adopte
     run = relabel(settings, functions, publish=False)
     bus = open_bus(settings)
     kafka_like = types.SimpleNamespace(bus="kafka://elsewhere:9092", lake_root=settings.lake_root)
-    monkeypatch.setattr("infra.bus.open_bus", lambda s: bus)
+    monkeypatch.setattr("infra.bus.backend.open_bus", lambda s: bus)
     con = open_lake(settings)
     try:
         assert [a["relabel_id"] for a in uncovered(con, "default", kafka_like)] == [run.relabel_id]

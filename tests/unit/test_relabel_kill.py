@@ -13,8 +13,8 @@ import time
 import pytest
 
 from infra.lake_sql import open_lake
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 
 # The child registers a function that, in the run to be killed, stalls after its first batch,
 # so a kill after the first commit lands before the last one.

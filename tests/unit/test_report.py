@@ -15,8 +15,8 @@ from datetime import datetime, timezone
 
 import pytest
 
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 from tests.signals import sigint_default
 
 EXPERIMENT = "exp-report"
@@ -31,7 +31,7 @@ def _png(shade: int) -> bytes:
 
 
 def emit(settings, topic: str, event_type, rows: list[dict]) -> None:
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from schemas.codec import build
 
     time.sleep(0.002)  # the log's clock has milliseconds: one event per tick keeps the order certain
@@ -42,7 +42,7 @@ def emit(settings, topic: str, event_type, rows: list[dict]) -> None:
 
 
 def sink(settings) -> None:
-    from consumers.lake_sink import LakeSink
+    from consumers.lake_sink.sink import LakeSink
 
     LakeSink(settings, flush_seconds=0.2).run(until_idle_s=0.1)
 
@@ -55,7 +55,7 @@ def call(call_id: str, stage: str, reply: str, experiment: str = EXPERIMENT) -> 
 
 def build_experiment(settings, episodes: int = 3, drain=sink, experiment: str = EXPERIMENT) -> dict:
     """Every kind of event of one experiment, drained into the lake (`drain(settings)`); returns the ids."""
-    from infra.bus import open_bus
+    from infra.bus.backend import open_bus
     from producers.episode_writer import EpisodeWriter
     from schemas import events, topics
 
@@ -149,8 +149,8 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
 
 
 def test_timeline_is_in_time_order_and_its_cursor_returns_only_what_is_new(lake):
-    from consumers.report.queries import timeline
     from infra.lake_sql import open_lake
+    from robolake.report.queries import timeline
     from schemas import events, topics
 
     settings, ids = lake
@@ -228,7 +228,7 @@ def _get(url: str):
 
 
 def test_dashboard_api_answers_reads_and_refuses_everything_else(lake):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     settings, ids = lake
     server = serve(settings, port=0)
@@ -278,7 +278,7 @@ def test_dashboard_command_prints_its_url_and_stops_cleanly_on_ctrl_c(lake):
 
 
 def test_a_dashboard_started_before_the_lake_exists_finds_it_once_it_does(tmp_path):
-    from consumers.report.dashboard import serve
+    from robolake.report.dashboard import serve
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
     server = serve(settings, port=0)

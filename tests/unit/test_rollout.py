@@ -6,12 +6,12 @@ import dataclasses
 
 import numpy as np
 
-from consumers.lake_sink import LakeSink
-from infra.bus import open_bus
+from consumers.lake_sink.sink import LakeSink
+from infra.bus.backend import open_bus
+from infra.settings import Settings
 from producers.episode_writer import utc_now
 from producers.rollout import RolloutConfig, task_for
 from producers.workers import produce_episodes, serve_decisions
-from robolake.settings import Settings
 from schemas import topics
 from schemas.codec import build
 from schemas.events import CURRICULUM_DECISION

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from infra.settings import Settings
 from robolake.cli import main
-from robolake.settings import Settings
 from tests.run_checks import check_exactly_once, events, query
 
 pytest.importorskip("torch")
@@ -126,9 +126,9 @@ class FailingVLM:
 
 
 def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path, monkeypatch):
-    from consumers.experiment import loop
-    from consumers.experiment.loop import Run, RunConfig
-    from consumers.experiment.stages import StageFailed
+    from robolake.experiment import loop
+    from robolake.experiment.errors import StageFailed
+    from robolake.experiment.loop import Run, RunConfig
 
     monkeypatch.setattr(loop.time, "sleep", lambda s: None)  # the backoff, not under test here
     lake = tmp_path / "lake"
@@ -155,10 +155,11 @@ def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path,
 def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(tmp_path, monkeypatch):
     """`robolake run --external-learner` asks, `robolake learn` trains. Sequential here: the run's
     wait for a checkpoint is where the learner gets its turn (on Kafka they are two processes)."""
-    from consumers.experiment import loop, stages
-    from consumers.experiment.learner_service import serve
-    from consumers.experiment.loop import Run, RunConfig
     from learner.checkpoints import CheckpointStore
+    from robolake.experiment import external, loop, stages
+    from robolake.experiment.errors import StageFailed
+    from robolake.experiment.learner_service import serve
+    from robolake.experiment.loop import Run, RunConfig
 
     settings = _settings(tmp_path / "lake")
     real_sleep, real_train_to, said, serving = time.sleep, stages.train_to, [], []
@@ -171,7 +172,7 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
 
     def fails_once(run, request):
         if not any("failed" in line for line in said):
-            raise stages.StageFailed("training failed: loss is nan at step 3 (the test's)")
+            raise StageFailed("training failed: loss is nan at step 3 (the test's)")
         return real_train_to(run, request)
 
     monkeypatch.setattr(loop.time, "sleep", learner_turn)
@@ -196,11 +197,11 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
 
     # a run restarted while waiting asks nothing twice, and finds the checkpoint
     run.attempt = 2
-    assert run.await_learner(0, stages.train_request(run, 0))["step"] == 4
+    assert external.await_learner(run, 0, stages.train_request(run, 0))["step"] == 4
     assert [r["status"] for r in events(settings, "run.stage") if r["stage"] == "train"].count("requested") == 2
     assert serve(settings, "exp", say=said.append, until_idle_s=0, bars=False) == 0  # nothing left to train
     # one trainer per experiment: a run training in-process refuses while a learner holds the experiment
     with stages.learner_lock(settings, "exp"):
-        with pytest.raises(stages.StageFailed, match="a `robolake learn` process serves this experiment"):
+        with pytest.raises(StageFailed, match="a `robolake learn` process serves this experiment"):
             stages.train(Run(settings, RunConfig("exp"), say=lambda text: None, bars=False), 0)
     run.close()

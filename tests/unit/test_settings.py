@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from robolake.settings import Settings, SettingsError
+from infra.settings import Settings, SettingsError
 
 
 def test_embedded_default_needs_no_services():

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from infra.lake_sql import QueryLimitError, ReadOnlyError, limits, open_lake, query
+from infra.settings import Settings
 from infra.sql_guard import allowed_functions
 from robolake.cli import main
-from robolake.settings import Settings
 
 # 192^5 rows: minutes of work, unless the timeout ends it
 CROSS_JOIN = "SELECT sum(a.step + b.step + c.step + d.step + e.step) FROM steps a, steps b, steps c, steps d, steps e"
@@ -284,7 +284,7 @@ def test_the_cli_ends_a_query_past_its_limits_with_one_line_and_exit_1(lake, cap
 
 
 def test_the_dashboard_answers_a_query_past_the_timeout_with_400(lake, monkeypatch):
-    from consumers.report import dashboard
+    from robolake.report import dashboard
 
     monkeypatch.setitem(dashboard._API, "/api/slow", lambda con, params: {"rows": con.execute(CROSS_JOIN).fetchall()})
     server = dashboard.serve(lake.replace(sql_timeout_s=1.0), port=0)

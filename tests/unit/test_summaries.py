@@ -9,15 +9,15 @@ import uuid
 
 import pytest
 
-from consumers.lake_sink import LakeSink
 from consumers.lake_sink.replay import replay_to_lake
+from consumers.lake_sink.sink import LakeSink
 from consumers.summaries.summaries import current_summaries, emit_summaries, trend
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
-from learner.evaluate import wilson
+from infra.settings import Settings
 from producers.episode_writer import EpisodeWriter
 from robolake.cli import main
-from robolake.settings import Settings
+from schemas.stats import wilson
 
 
 def _episode(writer: EpisodeWriter, experiment: str, sequence: list[str], succeeded: set[str],

@@ -17,7 +17,7 @@ def lake(tmp_path, monkeypatch):
     monkeypatch.setenv("ROBOLAKE_LAKE", f"file://{tmp_path}/lake")
     assert main(["produce", "--episodes", "2", "--task", "lift_red", "--noise", "0.1"]) == 0
     assert main(["relabel", "--rewards", "reach_red", "lift_red", "--name", "d"]) == 0
-    from robolake.settings import Settings
+    from infra.settings import Settings
 
     return Settings.load()
 
@@ -131,7 +131,7 @@ def test_eval_workers_split_the_same_episodes(lake, capsys):
 
 
 def test_wilson_intervals():
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     assert wilson(0, 10)[0] == 0.0 and 0.25 < wilson(0, 10)[1] < 0.35
     low, high = wilson(50, 100)
@@ -175,7 +175,7 @@ def test_eval_of_a_checkpoint_from_before_the_input_features_names_what_changed(
     from learner.evaluate import LearnedPolicy
     from learner.pac.config import get_config
     from learner.train import TrainingError
-    from robolake.settings import Settings
+    from infra.settings import Settings
     from learner.checkpoints import CheckpointStore
 
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake", bus="memory")

@@ -11,7 +11,7 @@ import pytest
 from consumers.curriculum.backends import open_vlm
 from consumers.curriculum.gemini import GeminiVLM
 from consumers.curriculum.vlm import Image, Message, MissingAPIKey, VLMConfigError, VLMError, VLMRequest
-from robolake.cli import failure
+from robolake.failures import failure
 from tests.vlm_servers import GeminiServer, Response, tiny_png
 
 SCHEMA = {"type": "object", "properties": {"task": {"type": "string"}}, "required": ["task"]}

@@ -12,8 +12,8 @@ import pytest
 from consumers.curriculum.backends import open_vlm, open_vlm_from_settings
 from consumers.curriculum.openai_compat import OpenAIVLM
 from consumers.curriculum.vlm import Image, Message, MissingAPIKey, VLMError, VLMRequest
-from robolake.cli import failure
-from robolake.settings import Settings
+from infra.settings import Settings
+from robolake.failures import failure
 from tests.vlm_servers import OpenAIServer, Response, tiny_png
 
 SCHEMA = {"type": "object", "properties": {"steps": {"type": "array", "items": {"type": "string"}}},

@@ -9,10 +9,10 @@ from consumers.conversation import describe
 from consumers.curriculum.gemini import GeminiVLM
 from consumers.curriculum.recorder import RecordedReplies, RecordingVLM, ReplayMismatch
 from consumers.curriculum.vlm import Image, Message, VLMError, VLMReply, VLMRequest
-from consumers.lake_sink import LakeSink
+from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.lake_sql import open_lake
-from robolake.settings import Settings
+from infra.settings import Settings
 from schemas import topics
 from tests.vlm_servers import GeminiServer, tiny_png
 

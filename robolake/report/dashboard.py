@@ -30,8 +30,8 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from consumers.report import queries
-from consumers.report.page import PAGE
+from robolake.report import queries
+from robolake.report.page import PAGE
 from schemas.codec import EXPERIMENT_ID_PATTERN
 
 log = logging.getLogger(__name__)

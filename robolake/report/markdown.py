@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from consumers.report.report import Report, interval, percent
+from robolake.report.report import Report, interval, percent
 
 
 # Event text (a model's words, a task) is data: HTML in it must not render, nor become a link or

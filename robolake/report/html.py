@@ -9,7 +9,7 @@ import re
 from html import escape
 from urllib.parse import quote
 
-from consumers.report.report import Report, interval, percent
+from robolake.report.report import Report, interval, percent
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from consumers.report import queries
+from robolake.report import queries
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Report:
 
 def gather(con, experiment: str, lake: str, frame_episodes: int = 4) -> Report:
     """Everything the report shows, read in one go (ExperimentNotFound if the lake has nothing of it)."""
-    from consumers.report import charts
+    from robolake.report import charts
 
     queries.require_experiment(con, experiment, lake)
     success = queries.success_curves(con, experiment)

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import time
 
-from consumers.experiment import stages
-from consumers.experiment.loop import AlreadyRunning, Run, RunConfig, interrupted, retryable
-from consumers.experiment.state import LEARN, load_state
+from robolake.experiment import stages
+from robolake.experiment.errors import AlreadyRunning, StageFailed
+from robolake.experiment.loop import Run, RunConfig, interrupted, retryable
+from robolake.experiment.state import LEARN, load_state
 
 
 def serve(settings, experiment_id: str, device: str = "auto", say=print, poll_s: float = 2.0,
@@ -90,7 +91,7 @@ def _train(run, request: dict) -> int:
     started = time.monotonic()
     try:
         done = stages.train_to(run, detail)
-    except (stages.StageFailed, CheckpointError, DeviceUnavailable, ValueError) as exc:
+    except (StageFailed, CheckpointError, DeviceUnavailable, ValueError) as exc:
         run.record(iteration, LEARN, "failed", {"request": request["stage_id"], "error": str(exc)}, request["attempt"])
         run.say(f"  failed (the run is told): {exc}")
         return 0

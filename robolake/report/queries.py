@@ -131,7 +131,7 @@ def events_of(con, experiment: str, *types: str) -> list[dict]:
 def skills_table(con, experiment: str) -> list[dict]:
     """Per skill: attempts and successes in the experiment's complete episodes with a Wilson 95%
     interval, and the latest summary and verdict about it (by id)."""
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     rows = con.execute("""
         SELECT o.skill_id, count(*), count(*) FILTER (WHERE o.success), count(DISTINCT episode_id)
@@ -155,7 +155,7 @@ def success_curves(con, experiment: str) -> dict[str, list[dict]]:
     """Per skill, success per round of episodes, in time order: a round is the episodes one
     curriculum decision asked for, or (without a decision) the episodes of one policy version.
     Each point names its decision and policy (a learner checkpoint: `pac:<run>` at `step-<n>`)."""
-    from learner.evaluate import wilson
+    from schemas.stats import wilson
 
     rows = con.execute("""
         WITH o AS (SELECT episode_id, decision_id, policy_id, policy_version, started_at, unnest(skills) AS o

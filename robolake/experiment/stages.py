@@ -1,7 +1,7 @@
 """The stages of one iteration of `robolake run`, in order. Each reads what it needs from the lake
 (`run.open()`), sends its events, and returns a JSON-able detail that the loop records in a
 `run.stage` event. Each is safe to run again after a crash at any point: ids are deterministic and
-only what the lake lacks is sent or done (see consumers/experiment/state.py).
+only what the lake lacks is sent or done (see robolake/experiment/state.py).
 
 plan        iteration 0 bootstraps the base skills; later ones, the skills the library can provide
             for the curriculum's missing steps (announced then): the scripted expert, clean and
@@ -24,17 +24,15 @@ from __future__ import annotations
 import logging
 
 from consumers.curriculum.stages import stable_id
-from consumers.experiment import state as lake_state
 from producers.decisions import EXPERT
 from producers.rollout import task_for
+from robolake.experiment import external
+from robolake.experiment import state as lake_state
+from robolake.experiment.errors import StageFailed
 
 log = logging.getLogger(__name__)
 
 ORDER = ("plan", "collect", "relabel", "train", "eval", "summaries", "analysis", "curriculum")
-
-
-class StageFailed(RuntimeError):
-    """A stage could not finish (the model unreachable, a NaN loss, ...): recorded, then retried."""
 
 
 def plan(run, iteration: int) -> dict:
@@ -81,6 +79,7 @@ def collect(run, iteration: int) -> dict:
 
 
 def relabel(run, iteration: int) -> dict:
+    from consumers.lake_sink.sink import land
     from learner.relabel import relabel as relabel_lake
     from learner.relabel import resolve
 
@@ -94,7 +93,7 @@ def relabel(run, iteration: int) -> dict:
     # Training data is what the collections gathered: evaluation episodes stay out of it.
     where = f"experiment_id = '{run.config.experiment_id}'" + (
         f" AND decision_id NOT IN ({', '.join(repr(d) for d in evaluations)})" if evaluations else "")
-    stats = relabel_lake(run.settings, functions, where=where, dataset=run.dataset)
+    stats = relabel_lake(run.settings, functions, where=where, dataset=run.dataset, land=land)
     return {"dataset": run.dataset, "functions": [f.spec for f in functions], "rows": stats.rows,
             "episodes": stats.episodes}
 
@@ -102,7 +101,7 @@ def relabel(run, iteration: int) -> dict:
 def train(run, iteration: int) -> dict:
     request = train_request(run, iteration)
     if run.config.external_learner:
-        return run.await_learner(iteration, request)
+        return external.await_learner(run, iteration, request)
     with learner_lock(run.settings, run.config.experiment_id, lambda path: StageFailed(
             "a `robolake learn` process serves this experiment: run with --external-learner, or stop it")):
         return train_to(run, request)

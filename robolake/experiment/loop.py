@@ -1,6 +1,6 @@
 """`robolake run`: the experimenter's loop, a sequence of stages whose progress is on the log.
 
-Each iteration runs the stages of consumers/experiment/stages.py in order. When a stage finishes,
+Each iteration runs the stages of robolake/experiment/stages.py in order. When a stage finishes,
 a `run.stage` event says so (with what it produced); the run's state is the projection of those
 events in the lake (state.py), so after a SIGKILL anywhere, the next `robolake run` of the
 experiment skips the finished stages and redoes the interrupted one, which sends only what the
@@ -24,18 +24,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from consumers.curriculum.stages import stable_id
-from consumers.experiment import stages
-from consumers.experiment.state import (RunState, complete_seeds, decisions, episode_count, load_state,
-                                        metrics_sent_until)
 from consumers.lake_sink.sink import sink_in_process
 from producers.rollout import RolloutConfig
 from producers.sim.announce import BASE_SKILLS
 from producers.workers import run_decision_seeds
+from robolake.experiment import external, stages
+from robolake.experiment.errors import AlreadyRunning, ExperimentChanged, SinkBehind, StageFailed
+from robolake.experiment.state import RunState, complete_seeds, decisions, episode_count, load_state
 from schemas import topics
 from schemas.events import RUN_STAGE
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass(frozen=True)
@@ -79,10 +78,12 @@ class Outcome:
 class Run:
     """One `robolake run` process: the settings, the bus and the helpers the stages share."""
 
-    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True):
-        from infra.bus import open_bus
+    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True, describe_failure=None):
+        """`describe_failure`: how a rollout worker process reports an expected failure (producers.workers)."""
+        from infra.bus.backend import open_bus
 
         self.settings, self.config, self.vlm_inner, self.say, self.bars = settings, config, vlm, say, bars
+        self.describe_failure = describe_failure
         self.bus = open_bus(settings)
         self.producer = self.bus.producer()
         self.run_id = f"{config.experiment_id}-pac"
@@ -92,7 +93,7 @@ class Run:
         self.dataset = f"run:{config.experiment_id}"
         self.state = RunState(config.experiment_id)
         self._encoder = None
-        self._reader = None
+        self.offsets_reader = None  # on Kafka: the log's ids, for wait_for_sink
         self.attempt = 1  # of the stage running
 
     # --- the loop --------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class Run:
                 if tries >= self.config.retries:
                     reason = f"{name} of iteration {iteration + 1} failed {tries} times; the last: {exc}"
                     self.record(iteration, name, "stopped", {"reason": reason}, attempt)
-                    raise stages.StageFailed(reason) from exc
+                    raise StageFailed(reason) from exc
                 pause = min(60.0, 2.0 ** tries)
                 self.say(f"  {name} failed ({exc}); try {tries + 1} of {self.config.retries} in {pause:.0f}s")
                 time.sleep(pause)
@@ -210,31 +211,7 @@ class Run:
         if self.settings.bus == "memory":
             sink_in_process(self.settings)
         else:
-            self._wait_for_sink()
-
-    def _wait_for_sink(self) -> None:
-        from consumers.lake_sink.sink import SOURCE_TOPICS
-
-        if self._reader is None:
-            self._reader = self.bus.consumer(None, SOURCE_TOPICS)
-        ends = {key: end for key, end in self.bus.log_end_offsets(SOURCE_TOPICS).items() if end > 0}
-        logs = {t: self._reader.log_id(t) for t in {t for t, _ in ends}}
-        deadline = time.monotonic() + self.config.sink_timeout_s
-        while True:
-            con = self.open()
-            try:
-                written = {(t, p): o for lg, t, p, o in con.execute(
-                    "SELECT _log, _topic, _partition, next_offset FROM lake_offsets").fetchall() if logs.get(t) == lg}
-            finally:
-                con.close()
-            behind = {k: e for k, e in ends.items() if written.get(k, 0) < e}
-            if not behind:
-                return
-            if time.monotonic() > deadline:
-                raise SinkBehind(f"the lake has not caught up with {len(behind)} partitions of the log after "
-                                 f"{self.config.sink_timeout_s:.0f}s (e.g. {sorted(behind)[0]}): is `robolake sink` "
-                                 "running on this bus and lake?")
-            time.sleep(0.5)
+            external.wait_for_sink(self)
 
     def send_decisions(self, rows: list[dict]) -> None:
         """Sends the v3 decision rows the lake lacks; they are in the lake when this returns. Each is
@@ -255,6 +232,7 @@ class Run:
     def collect(self, decision_ids: list[str], what: str) -> dict:
         """Run the seeds of these decisions whose episodes the lake lacks; the lake is synced after
         each decision, so a kill loses at most the decisions running."""
+        from learner.evaluate import load_for_decision
         from producers.decisions import decision_seeds
 
         self.sync()
@@ -270,70 +248,13 @@ class Run:
         total = sum(len(seeds) for _, seeds in todo)
         with self.bar(total, what, "episode") as bar:
             if self.config.external_workers:
-                self._wait_for_workers(todo, bar)
+                external.wait_for_workers(self, todo, bar)
             for row, seeds in [] if self.config.external_workers else todo:
-                run_decision_seeds(self.settings, self.rollout, row, seeds, self.config.workers, bar.update)
+                run_decision_seeds(self.settings, self.rollout, row, seeds, self.config.workers, bar.update,
+                                   load_for_decision, self.describe_failure)
                 self.sync()
         return {"decisions": len(decision_ids), "episodes_run": total,
                 "episodes_before": sum(len(s) for s in complete.values())}
-
-    def _wait_for_workers(self, todo: list[tuple[dict, list[int]]], bar) -> None:
-        """The rollout service runs the decisions: wait until the lake holds their episodes."""
-        ids = [row["decision_id"] for row, _ in todo]
-        wanted = {row["decision_id"]: set(seeds) for row, seeds in todo}
-        done, last_progress = 0, time.monotonic()
-        while done < bar.total:
-            time.sleep(2.0)  # each look opens the lake: a few hundred ms of CPU on S3
-            con = self.open()
-            try:
-                found = complete_seeds(con, ids)
-            finally:
-                con.close()
-            now = sum(len(wanted[d] & found[d]) for d in ids)
-            if now > done:
-                bar.update(now - done)
-                done, last_progress = now, time.monotonic()
-            elif time.monotonic() - last_progress > self.config.external_timeout_s:
-                raise stages.StageFailed(
-                    f"no new episode of the run's decisions in {self.config.external_timeout_s:.0f}s ({done} of "
-                    f"{bar.total} done): are rollout workers serving them (robolake produce --from-decisions "
-                    f"--experiment {self.config.experiment_id})?")
-
-    def await_learner(self, iteration: int, request: dict) -> dict:
-        """The learner is another process (`robolake learn`): ask it with a `requested` train event,
-        then wait until the run's checkpoint reaches the target step, or the learner says it failed."""
-        from learner.checkpoints import CheckpointStore
-
-        # The id names what is asked: a restart with other --train-steps or --alpha asks anew.
-        request_id = stable_id(self.stage_id(iteration, "train", "requested", self.attempt),
-                               json.dumps(request, sort_keys=True))
-        if request_id not in {r["stage_id"] for r in self._load().requests}:  # not sent before a kill
-            self.record(iteration, "train", "requested", request, self.attempt, stage_id=request_id)
-        store, target = CheckpointStore(self.settings, request["run_id"]), request["target"]
-        last_progress = time.monotonic()
-        with self.bar(target, "training (robolake learn)", "step") as bar:
-            while True:
-                con = self.open()
-                try:
-                    failed = load_state(con, self.config.experiment_id).learner_failures.get(request_id)
-                    metrics = metrics_sent_until(con, self.config.experiment_id, request["run_id"])
-                finally:
-                    con.close()
-                if failed:
-                    raise stages.StageFailed(f"the learner failed: {failed}")
-                checkpoint = store.latest_step() or 0
-                if min(max(checkpoint, metrics), target) > bar.n:  # progress: its metrics, its checkpoints
-                    bar.update(min(max(checkpoint, metrics), target) - bar.n)
-                    last_progress = time.monotonic()
-                if checkpoint >= target:  # (beyond it: an older request asked for more)
-                    break
-                if time.monotonic() - last_progress > self.config.external_timeout_s:
-                    raise stages.StageFailed(
-                        f"no training progress in {self.config.external_timeout_s:.0f}s (step {bar.n} of {target}): "
-                        f"is a learner serving the run (robolake learn --experiment {self.config.experiment_id})?")
-                time.sleep(2.0)
-        return {"run_id": request["run_id"], "step": checkpoint, "learner": "external",
-                "checkpoint": store.url(checkpoint)}
 
     def grow(self, con):
         from consumers.curriculum.growth import skills_to_add
@@ -391,21 +312,9 @@ class Run:
             yield bar
 
     def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
+        if self.offsets_reader is not None:
+            self.offsets_reader.close()
         self.producer.close()
-
-
-class AlreadyRunning(RuntimeError):
-    pass
-
-
-class ExperimentChanged(ValueError):
-    pass
-
-
-class SinkBehind(RuntimeError):
-    pass
 
 
 def retryable() -> tuple[type[BaseException], ...]:
@@ -413,7 +322,7 @@ def retryable() -> tuple[type[BaseException], ...]:
     from consumers.lake_sink.sink import LakeUnavailable
     from infra.bus.interface import BusError
 
-    return stages.StageFailed, VLMError, LakeUnavailable, BusError, SinkBehind
+    return StageFailed, VLMError, LakeUnavailable, BusError, SinkBehind
 
 
 def interrupted(exc: BaseException | None) -> bool:
