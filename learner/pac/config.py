@@ -62,10 +62,10 @@ class PACConfig:
     # one network pass per action. "factorised": Q(s, a) is the mean over action dimensions of
     # Q_d(s, a_d), one value per bin of the policy's (DecQN, Seyde et al. 2023): the target's expectation
     # under the policy is an exact sum over bins and a sampled action's Q is read from its bins, so
-    # training runs ~1.2x faster on a CPU (29,800 against 24,100 samples/s); but bins the data never shows (a gripper half open) get
-    # values nothing trained, and on make demo's small lake they misled the improvement (grasp 0-5 of
-    # 10 against 7; benchmarks/README.md), so it is not the default. Both improve the policy over
-    # `sampled_actions` actions drawn from it (MPO's E-step).
+    # training runs ~1.2x faster on a CPU (29,800 against 24,100 samples/s); but bins the data never
+    # shows (a gripper half open) get values nothing trained, and on make demo's small lake they misled
+    # the improvement (grasp 0-5 of 10 against 7; benchmarks/README.md), so it is not the default. Both
+    # improve the policy over `sampled_actions` actions drawn from it (MPO's E-step).
     critic: str = "sampled"
     # The critic reads the shared latents; False: without shaping them (its gradient stops there).
     # On the CPU budget the critic's TD loss over every skill swamped BC's gradient in the shared
