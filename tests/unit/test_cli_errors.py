@@ -256,3 +256,15 @@ def test_help_is_consistent_and_has_examples(capsys):
     text = capsys.readouterr().out
     assert "--flush-seconds SECONDS" in text and "(default 5)" in text and "--until-idle SECONDS" in text
     assert main(["-v", "status", "--lake", "file:///tmp/robolake-help-check"]) == 0  # -v before the command too
+
+
+def test_every_expected_failure_names_a_class_that_exists():
+    """robolake/failures.py names them as strings (nothing heavy imported): a module that moved would
+    turn its one-line failures back into tracebacks without this."""
+    import importlib
+
+    from robolake.failures import FAILURES, USAGE_ERRORS
+
+    for module, name in USAGE_ERRORS + FAILURES:
+        found = getattr(importlib.import_module(module), name, None)
+        assert isinstance(found, type) and issubclass(found, BaseException), f"{module}.{name} is no exception class"
