@@ -1,6 +1,7 @@
 """Colour symmetry: a transition with its cubes' colours permuted is a transition of the recoloured skill.
 
-The three cubes differ only in colour (same size and mass, spawned by one rule), and a skill named
+The three cubes differ only in colour (same size and mass; spawned one after another by one rule,
+which leaves the last a little nearer the edge: benchmarks/README.md), and a skill named
 after colours (`place_red_on_blue`) computes the same reward of the same kernel for any colours. So
 swapping the cubes' observation fields and the colour words of the skill's name turns one
 demonstration into one of another skill: each place pair gets the demonstrations of all six, which
