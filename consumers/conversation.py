@@ -43,7 +43,9 @@ def describe(delivery: Delivery) -> str:
             return (f"[{when}] episode {_short(first['episode_id'])} {outcome} after {first['length']} steps "
                     f"({first['termination']}, return {first['task_return']:.2f}; {skills})")
         case "curriculum.proposal":
-            return f"[{when}] {first['proposer']}: I propose \"{first['task']}\" — {first['rationale']}"
+            # v3 carries the skill's learning progress; older proposals have none to show
+            progress = f" [{first['progress']}]" if first.get("progress") else ""
+            return f"[{when}] {first['proposer']}: I propose \"{first['task']}\" — {first['rationale']}{progress}"
         case "curriculum.decision":
             actor = (f" with {first['policy_id']}@{first['policy_version']}" if first.get("policy_id") else "") + (
                 f" (the expert on {', '.join(first['expert_skills'])})" if first.get("expert_skills") and

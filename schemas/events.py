@@ -340,6 +340,15 @@ CURRICULUM_DECISION_V3 = EventType("curriculum.decision", 3, pa.schema([
     _f("purpose", pa.string(), nullable=True),          # bootstrap | curriculum | random | eval
 ]), doc="the curriculum asks the workers for episodes of a skill sequence, with a given policy")
 
+# v3: the curriculum's expected learning progress of the proposal's skill (consumers/curriculum/
+# progress.py), whoever proposed it: the score and the numbers behind it in words; null for a task
+# no library skill does.
+CURRICULUM_PROPOSAL_V3 = EventType("curriculum.proposal", 3, pa.schema([
+    *CURRICULUM_PROPOSAL_V2.schema,
+    _f("score", pa.float64(), nullable=True),
+    _f("progress", pa.string(), nullable=True),
+]), doc="the curriculum proposes a task")
+
 # `robolake run`: the run's state is the projection of these (robolake/experiment/state.py).
 RUN_STAGE = EventType("run.stage", 1, pa.schema([
     _f("stage_id", pa.string()),                      # deterministic: experiment, iteration, stage, status, attempt
@@ -356,5 +365,5 @@ REGISTRY = Registry()
 for _t in (EPISODE_STARTED, EPISODE_STARTED_V2, EPISODE_STEPS, EPISODE_ENDED, CURRICULUM_PROPOSAL, CURRICULUM_DECISION,
            SKILL_ADDED, LEARNER_METRICS, ANALYSIS_VERDICT, RELABEL_COMPLETED, RELABEL_COMPLETED_V2,
            SKILL_SUMMARY, VLM_CALL, CURRICULUM_PROPOSAL_V2, CURRICULUM_DECISION_V2, CURRICULUM_MISSING_SKILL,
-           ANALYSIS_VERDICT_V2, CURRICULUM_DECISION_V3, RUN_STAGE):
+           ANALYSIS_VERDICT_V2, CURRICULUM_DECISION_V3, CURRICULUM_PROPOSAL_V3, RUN_STAGE):
     REGISTRY.register(_t)

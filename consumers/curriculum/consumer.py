@@ -32,7 +32,7 @@ from consumers.curriculum.vlm import Image
 from schemas import topics
 from schemas.codec import EventBatch, build
 from schemas.events import (CURRICULUM_DECISION_V2, CURRICULUM_DECISION_V3, CURRICULUM_MISSING_SKILL,
-                            CURRICULUM_PROPOSAL_V2)
+                            CURRICULUM_PROPOSAL_V3)
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,10 @@ class Curriculum:
         self.actor = actor
         self._retrievers: dict[tuple, object] = {}
 
-    def round(self, con, summaries: list[dict] | None = None, image: Image | None = None) -> RoundResult:
+    def round(self, con, summaries: list[dict] | None = None, image: Image | None = None,
+              history: list[dict] | None = None) -> RoundResult:
+        """One round on `summaries` (default: the experiment's current ones); learning progress is
+        scored from `history` (default: the summaries), which may hold earlier policy versions too."""
         from consumers.curriculum.scene import scene_image
         from consumers.summaries.summaries import current_summaries
 
@@ -151,7 +154,8 @@ class Curriculum:
         summaries = [s for s in summaries if s["skill_id"] in library.captions]
         image = scene_image(con, self.experiment_id) if image is None else image
         key = stages.round_key(self.experiment_id, summaries, library, image)
-        request = stages.propose_request(library, summaries, image, self.max_tasks)
+        history = summaries if history is None else [s for s in history if s["skill_id"] in library.captions]
+        request = stages.propose_request(library, summaries, image, self.max_tasks, history)
         sent, calls, failures = self.producer.count, self.vlm.calls, len(self.vlm.failures)
         result = RoundResult(key, stages.propose(self.vlm, request, library, key, self.max_tasks))
         if not result.proposals:
@@ -196,9 +200,10 @@ class Curriculum:
         """Proposals, then missing skills, then decisions (a decision after the proposal it cites)."""
         now = datetime.now(timezone.utc)
         for p in result.proposals:
-            self._send(CURRICULUM_PROPOSAL_V2, {
+            self._send(CURRICULUM_PROPOSAL_V3, {
                 "proposal_id": p.proposal_id, "experiment_id": self.experiment_id, "proposer": p.proposer,
-                "task": p.task, "rationale": p.rationale, "time": now, "call_id": p.call_id})
+                "task": p.task, "rationale": p.rationale, "time": now, "call_id": p.call_id, "score": p.score,
+                "progress": p.progress})
         for m in result.missing:
             self._send(CURRICULUM_MISSING_SKILL, {
                 "missing_id": m.missing_id, "experiment_id": self.experiment_id, "proposal_id": m.proposal_id,

@@ -8,10 +8,12 @@ propose — frontier tasks. Per skill, the summary of its most-practised policy 
 - mastered: success rate >= 0.9 with a tight interval (Wilson low >= 0.75);
 - hopeless: at least 20 episodes and success rate <= 0.05;
 - ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is mastered.
-Candidates are the ready skills that are neither mastered nor hopeless, ranked: first those tried
-with a success rate in the frontier band 0.2-0.8 (closest to 0.5 first), then the never-tried
-ones, then the rest (closest to the band first); ties in library order. The first `max_tasks`
-become tasks: the skill's caption, the skill, and a rationale quoting the numbers.
+Candidates are the ready skills that are neither mastered nor hopeless (these filters stay: a
+skill cannot be learned before what it builds on, and a mastered or hopeless one wastes episodes
+whatever its score), ranked by expected learning progress (context "progress", from
+consumers/curriculum/progress.py; a context without it is scored from its summaries), highest
+first, ties in library order. The first `max_tasks` become tasks: the skill's caption, the skill,
+and a rationale quoting its rank and score.
 When fewer than `max_tasks` candidates exist, the free places go to composite tasks the library
 does not hold yet (IDEAS, in their order): putting one block on another (each ordered pair of
 colours), ready when lifting the top block is mastered, and the three-block tower, ready when
@@ -34,11 +36,11 @@ import json
 import time
 from dataclasses import dataclass
 
+from consumers.curriculum import progress
 from consumers.curriculum.vlm import VLMError, VLMReply, VLMRequest
 
 MASTERED_RATE, MASTERED_LOW = 0.9, 0.75
 HOPELESS_EPISODES, HOPELESS_RATE = 20, 0.05
-BAND = (0.2, 0.8)
 RETRIEVE_FLOOR = 0.6
 
 
@@ -66,7 +68,7 @@ IDEAS = _ideas()
 
 class ScriptedVLM:
     backend = "scripted"
-    model = "frontier-rules-v2"   # v2: composite tasks the library lacks
+    model = "frontier-rules-v3"   # v2: composite tasks the library lacks; v3: ranked by learning progress
 
     def complete(self, request: VLMRequest) -> VLMReply:
         started = time.monotonic()
@@ -80,6 +82,8 @@ class ScriptedVLM:
 def propose(context: dict) -> dict:
     skills = context["skills"]
     stats = _most_practised(context.get("summaries", []))
+    scores = context.get("progress") or {s: p.as_dict() for s, p in
+                                         progress.scores(context.get("summaries", []), [k["id"] for k in skills]).items()}
     mastered = {s for s, row in stats.items() if _mastered(row)}
     ranked = []
     for order, skill in enumerate(skills):
@@ -87,10 +91,11 @@ def propose(context: dict) -> dict:
         builds_on = [s for s in skill["sequence"] if s != skill["id"]]
         if skill["id"] in mastered or (row and _hopeless(row)) or not set(builds_on) <= mastered:
             continue
-        ranked.append((_rank(row), order, skill, row, builds_on))
+        ranked.append((-scores[skill["id"]]["score"], order, skill, row, builds_on))
     ranked.sort(key=lambda r: (r[0], r[1]))
-    tasks = [{"task": skill["caption"], "skill": skill["id"], "rationale": _rationale(skill["id"], row, builds_on)}
-             for _, _, skill, row, builds_on in ranked[: context["max_tasks"]]]
+    tasks = [{"task": skill["caption"], "skill": skill["id"],
+              "rationale": _rationale(skill["id"], row, builds_on, scores[skill["id"]], rank, len(ranked))}
+             for rank, (_, _, skill, row, builds_on) in enumerate(ranked[: context["max_tasks"]], 1)]
     held = {skill["id"] for skill in skills}
     for idea in IDEAS:
         if len(tasks) >= context["max_tasks"]:
@@ -136,27 +141,11 @@ def _hopeless(row: dict) -> bool:
     return row["episodes"] >= HOPELESS_EPISODES and row["success_rate"] <= HOPELESS_RATE
 
 
-def _rank(row: dict | None) -> tuple[int, float]:
-    if row is None:
-        return 1, 0.0
-    rate = row["success_rate"]
-    if BAND[0] <= rate <= BAND[1]:
-        return 0, abs(rate - 0.5)
-    return 2, min(abs(rate - BAND[0]), abs(rate - BAND[1]))
-
-
-def _rationale(skill_id: str, row: dict | None, builds_on: list[str]) -> str:
+def _rationale(skill_id: str, row: dict | None, builds_on: list[str], scored: dict, rank: int, of: int) -> str:
     base = f"it builds on {', '.join(builds_on)}, all mastered" if builds_on else "it builds on no other skill"
-    if row is None:
-        return f"{skill_id} was never tried and {base}"
-    rate = row["success_rate"]
-    if rate > BAND[1]:  # ranked with the rest: not mastered, because its interval is still too wide
-        where = f"above the frontier band of {BAND[0]}-{BAND[1]} but not mastered until its 95% CI starts at " \
-                f"{MASTERED_LOW} or more"
-    else:
-        where = f"{'in' if rate >= BAND[0] else 'below'} the frontier band of {BAND[0]}-{BAND[1]}"
-    return (f"{skill_id} succeeds {rate:.0%} ({row['successes']}/{row['episodes']}, 95% CI "
-            f"{row['ci_low']:.2f}-{row['ci_high']:.2f}), {where}; {base}")
+    done = "never tried" if row is None else f"{row['successes']}/{row['episodes']} successes"
+    # the score only: the numbers behind it travel with every proposal (Proposal.progress)
+    return f"{skill_id} ({done}) ranks {rank} of {of} ready skills by learning progress ({scored['score']:.2f}); {base}"
 
 
 def _idea_rationale(idea: Idea, stats: dict[str, dict]) -> str:

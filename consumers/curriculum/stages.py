@@ -1,8 +1,10 @@
 """The experimenter's four stages: propose -> decompose -> retrieve -> decide.
 
-propose    the model reads the skill summaries, the library and the scene image and proposes tasks
+propose    the model reads the skill summaries, each skill's expected learning progress
+           (consumers/curriculum/progress.py), the library and the scene image and proposes tasks
            at the frontier, each with the library skill it practises (or none: a task the library
-           lacks a skill for, whose steps become missing skills) and a rationale;
+           lacks a skill for, whose steps become missing skills) and a rationale; each proposal
+           carries its skill's learning progress, whoever proposed it;
 decompose  each task becomes ordered steps in words (with the scene image);
 retrieve   each step gets a skill by caption-embedding similarity (consumers/curriculum/retrieval.py);
            only a step whose best match is unsure goes to the model, with the candidates; a step no
@@ -22,7 +24,7 @@ import json
 import logging
 from dataclasses import dataclass
 
-from consumers.curriculum import replies
+from consumers.curriculum import progress, replies
 from consumers.curriculum.prompts import prompts
 from consumers.curriculum.vlm import Image, VLMRequest
 
@@ -55,6 +57,8 @@ class Proposal:
     rationale: str
     proposer: str
     call_id: str | None
+    score: float | None = None        # the skill's learning progress (None: no library skill)
+    progress: str | None = None       # the score with its numbers, in words
 
 
 @dataclass(frozen=True)
@@ -101,12 +105,18 @@ def round_key(experiment_id: str, summaries: list[dict], library: Library, image
 
 # --- propose ----------------------------------------------------------------------------------
 
-def propose_request(library: Library, summaries: list[dict], image: Image, max_tasks: int) -> VLMRequest:
+def propose_request(library: Library, summaries: list[dict], image: Image, max_tasks: int,
+                    history: list[dict] | None = None) -> VLMRequest:
+    """The propose question; `history` (default: `summaries`) is what each skill's learning progress
+    is scored from: the summaries of the policy's earlier versions too, so the slope spans iterations."""
     rows = [{k: s.get(k) for k in SUMMARY_FIELDS} for s in summaries]
     skills = "\n".join(f"{s}: {c}" + _builds_on(s, library) for s, c in library.captions.items())
     table = "\n".join(_summary_line(r) for r in rows) or "(no episodes yet: nothing has been tried)"
-    return prompts.request("propose", {"max_tasks": max_tasks, "skills": skills, "summaries": table},
-                           {"max_tasks": max_tasks, "skills": library.context(), "summaries": rows}, image)
+    scored = progress.scores(summaries if history is None else history, library.captions)
+    lines = "\n".join(f"{s}: {p.reason}" for s, p in scored.items())
+    return prompts.request("propose", {"max_tasks": max_tasks, "skills": skills, "summaries": table, "progress": lines},
+                           {"max_tasks": max_tasks, "skills": library.context(), "summaries": rows,
+                            "progress": {s: p.as_dict() for s, p in scored.items()}}, image)
 
 
 def _builds_on(skill: str, library: Library) -> str:
@@ -125,8 +135,13 @@ def propose(vlm, request: VLMRequest, library: Library, key: str, max_tasks: int
     answer = replies.ask(vlm, request, lambda reply: replies.proposals(reply, library.captions, max_tasks))
     if answer is None:
         return []
+    scored = request.context["progress"]
     return [Proposal(stable_id("proposal", key, t["task"], t["skill"]), t["task"], t["skill"], t["rationale"],
-                     answer.model, answer.call_id) for t in answer.value]
+                     answer.model, answer.call_id, *_scored(scored.get(t["skill"]))) for t in answer.value]
+
+
+def _scored(entry: dict | None) -> tuple[float | None, str | None]:
+    return (None, None) if entry is None else (entry["score"], entry["reason"])
 
 
 # --- decompose --------------------------------------------------------------------------------

@@ -263,22 +263,23 @@ class Run:
 
     def curriculum_round(self, actor, policy: str, version: str):
         """A round on the summaries of the policy being trained, at `version`: the frontier is what
-        the learner can do (the experts' bootstrap would call every skill mastered)."""
+        the learner can do (the experts' bootstrap would call every skill mastered). Learning
+        progress reads the policy's earlier versions too: its slope spans iterations."""
         from consumers.curriculum.consumer import Curriculum, OnlyNew
         from consumers.curriculum.recorder import RecordingVLM
         from consumers.summaries.summaries import current_summaries
 
         con = self.open()
         try:
-            summaries = [s for s in current_summaries(con, self.config.experiment_id)
-                         if (s["policy_id"], s["policy_version"]) == (policy, version)]
+            policy_rows = [s for s in current_summaries(con, self.config.experiment_id) if s["policy_id"] == policy]
+            summaries = [s for s in policy_rows if s["policy_version"] == version]
             producer = OnlyNew(self.producer, set())
             vlm = RecordingVLM(self._vlm(), producer, self.config.experiment_id, None)
             curriculum = Curriculum(producer, vlm, self.config.experiment_id, self._retriever_factory(),
                                     max_tasks=self.config.max_tasks, episodes=self.config.episodes_per_decision,
                                     actor=actor,
                                     round_episodes=self.config.max_tasks * self.config.episodes_per_decision)
-            return curriculum.round(con, summaries=summaries)
+            return curriculum.round(con, summaries=summaries, history=policy_rows)
         finally:
             con.close()
 

@@ -173,9 +173,10 @@ def _provenance(report: Report, link) -> str:
     if undirected:
         decisions += (f"<p>{undirected['episodes_done']} episodes ran without a curriculum decision (policies "
                       f"{escape(', '.join(undirected['policies']))}): {episodes(undirected['episode_ids'])}</p>")
-    proposals = _table(["proposal", "time", "proposer", "task", "rationale", "model call"],
+    proposals = _table(["proposal", "time", "proposer", "task", "rationale", "learning progress", "model call"],
                        [[f'<span class="id">{escape(r["proposal_id"])}</span>', escape(r["_time"]),
-                         escape(r["proposer"]), escape(r["task"]), escape(r["rationale"]), link("call", r.get("call_id"))]
+                         escape(r["proposer"]), escape(r["task"]), escape(r["rationale"]),
+                         escape(r.get("progress") or "–"), link("call", r.get("call_id"))]
                         for r in p["proposals"]], [_anchor("proposal", r["proposal_id"]) for r in p["proposals"]])
     missing = _table(["missing skill", "proposal", "step", "closest skill", "similarity"],
                      [[f'<span class="id">{escape(r["missing_id"])}</span>', link("proposal", r["proposal_id"]),

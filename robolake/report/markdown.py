@@ -79,9 +79,9 @@ def render(report: Report, stem: Path) -> str:
                      d["episodes"], d["episodes_done"], d["task_successes"], ", ".join(d["policies"]),
                      ", ".join(d["episode_ids"][:20]) + (" …" if len(d["episode_ids"]) > 20 else "")]
                     for d in p["decisions"]]),
-            "### Proposals\n", _table(["proposal", "proposer", "task", "rationale", "model call"],
-                                      [[r["proposal_id"], r["proposer"], r["task"], r["rationale"], r.get("call_id")]
-                                       for r in p["proposals"]]),
+            "### Proposals\n", _table(["proposal", "proposer", "task", "rationale", "learning progress", "model call"],
+                                      [[r["proposal_id"], r["proposer"], r["task"], r["rationale"], r.get("progress"),
+                                        r.get("call_id")] for r in p["proposals"]]),
             "### Missing skills\n", _table(["missing skill", "proposal", "step", "closest skill", "similarity"],
                                            [[r["missing_id"], r["proposal_id"], r["step"], r.get("best_skill"),
                                              r.get("similarity")] for r in p["missing_skills"]]),

@@ -58,16 +58,16 @@ def test_scripted_proposes_the_frontier_and_skips_mastered_hopeless_and_unready_
             summary("reach_blue", 50, 50), summary("grasp_blue", 8, 8)]          # mastered / tight interval missing
     tasks = scripted.propose({"max_tasks": 10, "skills": library_context(), "summaries": rows})["tasks"]
     proposed = [t["skill"] for t in tasks]
-    assert proposed[:2] == ["lift_red", "reach_green"], "band first, closest to 0.5 first"
+    assert proposed[:2] == ["lift_red", "reach_green"], "most learning progress first: nearest to 0.5, none moving"
     assert not {"reach_red", "grasp_red", "reach_blue", "build_tower"} & set(proposed)
     assert "place_red_on_blue" not in proposed, "lift_red, which it builds on, is not mastered"
     assert "grasp_blue" in proposed, "8/8 is not mastered yet: the interval is too wide"
     assert "grasp_green" not in proposed, "reach_green is not mastered"
     assert {"open_gripper", "go_home"} <= set(proposed), "never tried, nothing to build on"
     assert "9/20" in tasks[0]["rationale"] and tasks[0]["task"] == "lift the red block"
-    assert "in the frontier band of 0.2-0.8" in tasks[0]["rationale"]
-    [perfect] = [t["rationale"] for t in tasks if t["skill"] == "grasp_blue"]
-    assert "succeeds 100% (8/8" in perfect and "above the frontier band" in perfect and "not mastered" in perfect
+    assert "ranks 1 of 5 ready skills by learning progress (0.12)" in tasks[0]["rationale"]
+    assert proposed.index("open_gripper") < proposed.index("grasp_blue"), \
+        "never tried (exploration value) before 8/8, whose wide interval keeps a little uncertainty"
     assert len(scripted.propose({"max_tasks": 2, "skills": library_context(), "summaries": rows})["tasks"]) == 2
 
 
@@ -193,6 +193,9 @@ def test_a_round_turns_the_lakes_summaries_into_proposals_and_decisions(lake):
     assert [c["stage"] for c in calls][:2] == ["propose", "decompose"]
     proposals_sent = sent(lake, "synth", "curriculum.proposal")
     assert all(p["call_id"] == calls[0]["call_id"] for p in proposals_sent)
+    scored = [p for p in proposals_sent if p["score"] is not None]  # a task no library skill does has none
+    assert scored and all(p["progress"].startswith(f"learning progress {p['score']:.2f}: ") for p in scored)
+    assert "Expected learning progress per skill" in calls[0]["prompt"]
     assert "episodes" in calls[0]["prompt"] and calls[0]["images"][-1]["sha256"] == PNG.sha256
 
 
