@@ -41,15 +41,17 @@ def learned_chart(rows: list[dict]) -> bytes | None:
     skills = sorted(by_skill)[:MAX_PANELS]
     if not skills:
         return None
+    last = max(r["iteration"] for runs in by_skill.values() for points in runs.values() for r in points)
     plt, figure, axes = _figure(len(skills))
-    for axis, skill in zip(axes, skills):
+    for axis, skill in zip(axes, skills):  # every panel spans the run's iterations: a late skill starts late
         for policy, points in sorted(by_skill[skill].items()):
             _errorbar(axis, [p["iteration"] for p in points], points, policy)
         axis.set_title(skill, fontsize=10)
         axis.set_ylim(-0.05, 1.05)
         axis.set_xlabel("iteration", fontsize=8)
         axis.set_ylabel("evaluated success (learned policy)", fontsize=8)
-        axis.xaxis.get_major_locator().set_params(integer=True)
+        axis.set_xlim(0.5, last + 0.5)
+        axis.set_xticks(range(1, last + 1, max(1, last // 10)))
         axis.legend(fontsize=7, loc="best")
     return _png(plt, figure)
 

@@ -10,7 +10,7 @@ from html import escape
 from urllib.parse import quote
 
 from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
-                                    mixed_line, overall_line, percent)
+                                    mixed_line, overall_line, percent, subject)
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -189,7 +189,7 @@ def _provenance(report: Report, link) -> str:
                      "</details>"] for r in p["calls"]], [_anchor("call", r["call_id"]) for r in p["calls"]])
     verdicts = _table(["verdict", "time", "skill", "judgement", "method", "learner run", "slope [95%]",
                        "converged at", "model call", "rationale"],
-                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]), escape(r["skill_id"]),
+                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]), escape(subject(r["skill_id"])),
                         escape(r["verdict"]), escape(r.get("method") or "–"), link("run", r.get("run_id")),
                         _slope(r), str(r.get("converged_at") or "–"), link("call", r.get("call_id")),
                         escape(r["rationale"])] for r in p["verdicts"]],

@@ -73,6 +73,9 @@ def per_skill(con, experiment: str, details: dict | None = None) -> dict:
                          "attempts": n, "successes": wins, "rate": wins / n, "ci_low": low, "ci_high": high,
                          "verdict": verdict and verdict["verdict"], "verdict_id": verdict and verdict["verdict_id"]})
     out["learned"].sort(key=lambda r: (r["skill_id"], r["iteration"] or 0, _step(r["policy_version"]), r["policy"]))
+    for row, after in zip(out["learned"], out["learned"][1:]):
+        if row["skill_id"] == after["skill_id"]:  # the latest verdict goes with the latest evaluation only
+            row["verdict"] = row["verdict_id"] = None
     out["expert"].sort(key=lambda r: (r["skill_id"], r["policy"]))
     return out
 

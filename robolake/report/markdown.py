@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
-                                    mixed_line, overall_line, percent)
+                                    mixed_line, overall_line, percent, subject)
 
 
 # Event text (a model's words, a task) is data: HTML in it must not render, nor become a link or
@@ -91,7 +91,7 @@ def render(report: Report, stem: Path) -> str:
                                           r.get("error"), (r.get("reply") or "")[:200]] for r in p["calls"]]),
             "### Verdicts\n", _table(["verdict", "skill", "judgement", "method", "learner run", "model call",
                                       "rationale"],
-                                     [[r["verdict_id"], r["skill_id"], r["verdict"], r.get("method"), r.get("run_id"),
+                                     [[r["verdict_id"], subject(r["skill_id"]), r["verdict"], r.get("method"), r.get("run_id"),
                                        r.get("call_id"), r["rationale"]] for r in p["verdicts"]]),
             "### Skill summaries\n", _table(["summary", "skill", "policy", "successes", "rate", "95% interval"],
                                             [[r["summary_id"], r["skill_id"], f"{r['policy_id']}@{r['policy_version']}",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from robolake.report import queries
+from robolake.report.learning import OVERALL
 
 
 @dataclass
@@ -85,7 +86,13 @@ def mixed_line(report: Report) -> str | None:
 def config_rows(report: Report) -> list[list[str]]:
     h = report.header
     return [["commit", str(h["commit"])], ["robolake version", str(h["version"])],
-            *[[key, str(value)] for key, value in h["config"].items()]]
+            *[[key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)]
+              for key, value in h["config"].items()]]
+
+
+def subject(skill_id: str) -> str:
+    """What a verdict is about: a skill, or (`*`) the run as a whole."""
+    return "all skills (the run as a whole)" if skill_id == OVERALL else skill_id
 
 
 def _or_dash(value) -> str:
