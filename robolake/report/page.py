@@ -107,7 +107,8 @@ function skillTable(rows, introduced, learned) {
   return "<table><tr><th>skill</th><th>introduced</th>" + (learned ? "<th>iteration</th>" : "") +
     "<th>policy</th><th>successes</th><th>rate</th><th>95% interval</th><th></th>" +
     (learned ? "<th>verdict</th>" : "") + "</tr>" + rows.map((s) => `<tr><td>${esc(s.skill_id)}</td>` +
-    `<td class="n">${introduced[s.skill_id] ?? "–"}</td>` + (learned ? `<td class="n">${s.iteration ?? "–"}</td>` : "") +
+    `<td class="n">${introduced[s.skill_id] ?? "–"}</td>` +
+    (learned ? `<td class="n">${s.iteration ?? "–"}</td>` : "") +
     `<td>${esc(s.policy)}</td><td class="n">${s.successes}/${s.attempts}</td><td class="n">${pct(s.rate)}</td>` +
     `<td class="n">${pct(s.ci_low)}–${pct(s.ci_high)}</td><td>${bar(s)}</td>` +
     (learned ? `<td>${esc(s.verdict || "")}</td>` : "") + "</tr>").join("") + "</table>";
