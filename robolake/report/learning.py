@@ -5,8 +5,8 @@ each skill in; and the experiment's config and commit, as `robolake run` recorde
 Who acted in an episode is its policy: `scripted_expert` (or none) is the expert; `pac:<run>` at
 `step-<n>` a learner checkpoint. A checkpoint's episodes count as its evaluation when their
 decision is an evaluation (`purpose` eval), or says no purpose and gives no skill to the expert
-(decisions older than v3). Collections by a checkpoint with the expert on the skills it was not
-trained on are neither: they are counted apart (`mixed`), never in either table.
+(decisions older than v3). A checkpoint's collections (the curriculum's, with the expert on the
+skills it was not trained on) are neither: they are counted apart (`mixed`), never in either table.
 """
 
 from __future__ import annotations
