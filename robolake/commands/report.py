@@ -40,7 +40,8 @@ def run_report(args, settings: Settings) -> int:
 
     require("matplotlib", "analysis")
     report, page, text = write_report(settings, args.experiment, Path(args.output), args.frame_episodes)
-    print(f"wrote {page} and {text}: {len(report.conversation)} events, {len(report.skills)} skills, "
+    print(f"wrote {page} and {text}: {len(report.conversation)} events, "
+          f"{len({r['skill_id'] for r in report.skills['learned'] + report.skills['expert']})} skills, "
           f"{report.volumes['complete episodes']} episodes")
     return 0
 

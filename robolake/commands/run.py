@@ -173,21 +173,22 @@ def _finish(settings: Settings, args, outcome) -> None:
     print(f"\nreport: {page.resolve()} (and {text.name} beside it)", flush=True)
 
 
-def _table(skills: list[dict], state) -> str:
-    """Per skill: every episode of the experiment, and the learned policy at its latest evaluation."""
+def _table(skills: dict, state) -> str:
+    """Per skill: the expert's collection success and the learned policy at its latest evaluation,
+    apart (the report's learned and expert rows)."""
     from schemas.stats import wilson
 
     latest = max((i for i, stage in state.done if stage == "eval"), default=None)
-    evaluated = state.detail(latest, "eval") if latest is not None else {}
-    header = ["skill", "episodes", "success (all)", f"learned policy {evaluated.get('version', '-')}"]
-    lines = []
-    for row in skills:
-        if row["skill_id"] == "*":  # a verdict on the run as a whole
-            continue
-        wins, n = evaluated.get("success", {}).get(row["skill_id"], (0, 0))
+    version = state.detail(latest, "eval").get("version", "-") if latest is not None else "-"
+    header = ["skill", "expert collection", f"learned policy {version}"]
+
+    def cell(rows: list[dict]) -> str:
+        wins, n = sum(r["successes"] for r in rows), sum(r["attempts"] for r in rows)
         low, high = wilson(wins, n)
-        learned = f"{wins}/{n} ({low:.2f}-{high:.2f})" if n else "-"
-        rate = f"{row['rate']:.2f} ({row['ci_low']:.2f}-{row['ci_high']:.2f})" if row["rate"] is not None else "-"
-        lines.append([row["skill_id"], str(row["attempts"]), rate, learned])
+        return f"{wins}/{n} ({low:.2f}-{high:.2f})" if n else "-"
+
+    lines = [[skill, cell([r for r in skills["expert"] if r["skill_id"] == skill]),
+              cell([r for r in skills["learned"] if r["skill_id"] == skill and r["policy_version"] == version])]
+             for skill in sorted({r["skill_id"] for r in skills["expert"] + skills["learned"]})]
     widths = [max(len(r[k]) for r in [header] + lines) for k in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header] + lines)

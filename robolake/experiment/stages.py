@@ -21,6 +21,7 @@ curriculum  a curriculum round (or, with collection = random, skills drawn unifo
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from consumers.curriculum.stages import stable_id
@@ -71,7 +72,10 @@ def plan(run, iteration: int) -> dict:
         con.close()
     previous = [] if iteration == 0 else run.state.detail(iteration - 1, "curriculum").get("decisions", [])
     detail = {"announced": adding, "bootstrap": bootstrap, "decisions": bootstrap + previous}
-    return {**detail, "experiment": run.config.identity()} if iteration == 0 else detail
+    if iteration:
+        return detail
+    # The experiment's start records its settings and code, for the report (the check on resume is `experiment`).
+    return {**detail, "experiment": run.config.identity(), "config": dataclasses.asdict(run.config), **code()}
 
 
 def collect(run, iteration: int) -> dict:
@@ -272,6 +276,22 @@ def _decision(run, decision_id, skill, policy_id, policy_version, expert_skills,
             "skill_sequence": list(task_for(skill)), "episodes": episodes, "time": utc_now(), "steps": None,
             "call_id": None, "policy_id": policy_id, "policy_version": policy_version,
             "expert_skills": list(expert_skills), "noise": noise, "purpose": purpose}
+
+
+def code() -> dict:
+    """The code running: its git commit (`-dirty` with uncommitted changes; None outside a checkout)
+    and robolake's version."""
+    import subprocess
+    from pathlib import Path
+
+    from schemas.version import VERSION
+
+    try:
+        commit = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=Path(__file__).parent,
+                                capture_output=True, text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"commit": commit, "version": VERSION}
 
 
 def _reward_spec(skill: str) -> str:

@@ -3,8 +3,9 @@
     GET /                                   the page (page.py: inline CSS and JS, nothing fetched elsewhere)
     GET /api/experiments                    experiments in the lake, most recently active first
     GET /api/timeline?experiment=X&cursor=C events after the cursor, readable lines, and the next cursor
-    GET /api/skills?experiment=X            the skills table (success with Wilson 95% intervals)
-    GET /api/curves?experiment=X            success per round and the learner's metrics per step
+    GET /api/skills?experiment=X            per skill, the learned policy's evaluated success and the
+                                            expert's collection success, apart (Wilson 95% intervals)
+    GET /api/curves?experiment=X            the learner's metrics per step
     GET /api/frames?experiment=X            frame strips of recent episodes (PNG data URIs)
 
 The server holds one read-only connection to the lake (opening one costs ~0.4 s) and answers each
@@ -184,6 +185,14 @@ def _timeline(con, params: dict) -> dict:
     return answer
 
 
+def _skills(con, params: dict) -> dict:
+    from robolake.report import learning
+
+    experiment = _experiment(params)
+    details = learning.stage_details(con, experiment)
+    return {**learning.per_skill(con, experiment, details), "introduced": learning.introduced(con, experiment, details)}
+
+
 def _frames(con, params: dict) -> dict:
     strips = queries.example_frames(con, _experiment(params), episodes=4, per_episode=8)
     for strip in strips:
@@ -195,8 +204,7 @@ def _frames(con, params: dict) -> dict:
 _API = {
     "/api/experiments": lambda con, params: {"experiments": queries.experiments(con)},
     "/api/timeline": _timeline,
-    "/api/skills": lambda con, params: {"skills": queries.skills_table(con, _experiment(params))},
-    "/api/curves": lambda con, params: {"success": queries.success_curves(con, _experiment(params)),
-                                        "learning": queries.learning_curves(con, _experiment(params))},
+    "/api/skills": _skills,
+    "/api/curves": lambda con, params: {"learning": queries.learning_curves(con, _experiment(params))},
     "/api/frames": _frames,
 }

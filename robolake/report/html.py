@@ -9,7 +9,8 @@ import re
 from html import escape
 from urllib.parse import quote
 
-from robolake.report.report import Report, interval, percent
+from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
+                                    mixed_line, overall_line, percent, subject)
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
@@ -38,9 +39,11 @@ def render(report: Report) -> str:
         return f'<a class="id" href="#{_anchor(kind, identifier)}" title="{escape(str(identifier))}">{text}</a>'
 
     sections = [
+        ("experiment", "Experiment", _table(["setting", "value"], [[escape(c) for c in row]
+                                                                   for row in config_rows(report)])),
         ("volumes", "Data volumes", _table(["what", "count"], [[escape(k), _n(v)] for k, v in report.volumes.items()])),
-        ("skills", "Skills", _skills(report, link)),
-        ("success", "Success per skill", _success(report, link)),
+        ("learned", "Learned policy", _learned(report, link)),
+        ("expert", "Expert collection", _expert(report)),
         ("learning", "Learning curves", _image(report.charts.get("learning"), "learner metrics per step")
          or "<p>No learner metrics yet.</p>"),
         ("conversation", "The conversation between the modules", _conversation(report, link)),
@@ -54,7 +57,7 @@ def render(report: Report) -> str:
 <link rel="icon" href="data:,"><style>{STYLE}</style></head>
 <body><h1>Experiment <code>{escape(report.experiment)}</code></h1>
 <p>Lake <code>{escape(report.lake)}</code>, read {escape(report.made_at)}. Every id links to where it comes from;
-success intervals are Wilson 95%.</p>
+success intervals are Wilson 95%. Code: commit <code>{escape(str(report.header["commit"]))}</code>.</p>
 <p>{nav}</p>
 {body}
 </body></html>
@@ -103,28 +106,21 @@ def _image(png: bytes | None, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
 
-def _skills(report: Report, link) -> str:
-    rows = [[escape(s["skill_id"]), _n(s["attempts"]), _n(s["successes"]), percent(s["rate"]),
-             interval(s["ci_low"], s["ci_high"]) if s["attempts"] else "–",
-             link("summary", s["summary_id"]) + (f" ({escape(s['trend'])})" if s["trend"] else ""),
-             (escape(s["verdict"]) + " " + link("verdict", s["verdict_id"])) if s["verdict"] else "–"]
-            for s in report.skills]
-    return ("<p>Attempts and successes of each skill in the experiment's complete episodes.</p>"
-            + _table(["skill", "attempts", "successes", "rate", "95% interval", "latest summary", "latest verdict"],
-                     rows))
+def _learned(report: Report, link) -> str:
+    rows = learned_rows(report, lambda r: escape(r["verdict"]) + " " + link("verdict", r["verdict_id"]))
+    notes = [line for line in (overall_line(report), mixed_line(report)) if line]
+    return (_image(report.charts.get("learned"), "evaluated success of the learned policy per skill and iteration")
+            + "<p>Per skill, the learned policy's success in its evaluation episodes, per iteration (the checkpoint "
+              "that iteration trained).</p>"
+            + _table(LEARNED, [[c if i == len(LEARNED) - 1 else escape(c) for i, c in enumerate(row)] for row in rows])
+            + "".join(f"<p>{escape(line)}</p>" for line in notes))
 
 
-def _success(report: Report, link) -> str:
-    rows = []
-    for skill, points in sorted(report.success.items()):
-        for i, p in enumerate(points, 1):
-            rows.append([escape(skill), str(i), link("decision", p["decision_id"]),
-                         escape(p["policy"]) + (" " + link("run", p["run_id"]) if p["run_id"] else ""),
-                         f"{p['successes']}/{p['attempts']}", percent(p["rate"]), interval(p["ci_low"], p["ci_high"])])
-    return (_image(report.charts.get("success"), "success per skill and round")
-            + "<p>A round is the episodes one curriculum decision asked for (or, without one, one policy "
-              "version's episodes).</p>"
-            + _table(["skill", "round", "decision", "policy (checkpoint)", "successes", "rate", "95% interval"], rows))
+def _expert(report: Report) -> str:
+    return (_image(report.charts.get("expert"), "collection success of the scripted expert per skill")
+            + "<p>Per skill, the scripted expert's success in the episodes it collected (what the learner was "
+              "shown, not what it learned).</p>"
+            + _table(EXPERT, [[escape(c) for c in row] for row in expert_rows(report)]))
 
 
 def _conversation(report: Report, link) -> str:
@@ -194,8 +190,8 @@ def _provenance(report: Report, link) -> str:
                      "</details>"] for r in p["calls"]], [_anchor("call", r["call_id"]) for r in p["calls"]])
     verdicts = _table(["verdict", "time", "skill", "judgement", "method", "learner run", "slope [95%]",
                        "converged at", "model call", "rationale"],
-                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]), escape(r["skill_id"]),
-                        escape(r["verdict"]), escape(r.get("method") or "–"), link("run", r.get("run_id")),
+                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]),
+                        escape(subject(r["skill_id"])), escape(r["verdict"]), escape(r.get("method") or "–"), link("run", r.get("run_id")),
                         _slope(r), str(r.get("converged_at") or "–"), link("call", r.get("call_id")),
                         escape(r["rationale"])] for r in p["verdicts"]],
                       [_anchor("verdict", r["verdict_id"]) for r in p["verdicts"]])

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.report.report import Report, interval, percent
+from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
+                                    mixed_line, overall_line, percent, subject)
 
 
 # Event text (a model's words, a task) is data: HTML in it must not render, nor become a link or
@@ -45,17 +46,15 @@ def render(report: Report, stem: Path) -> str:
     p = report.provenance
     out = [f"# Experiment `{report.experiment}`\n", f"Lake `{report.lake}`, read {report.made_at}. "
            "Success intervals are Wilson 95%; every id is listed under Provenance.\n",
+           "## Experiment\n", _table(["setting", "value"], config_rows(report)),
            "## Data volumes\n", _table(["what", "count"], list(report.volumes.items())),
-           "## Skills\n", _table(["skill", "attempts", "successes", "rate", "95% interval", "latest summary",
-                                  "latest verdict"],
-                                 [[s["skill_id"], s["attempts"], s["successes"], percent(s["rate"]),
-                                   interval(s["ci_low"], s["ci_high"]) if s["attempts"] else None, s["summary_id"],
-                                   s["verdict"] and f"{s['verdict']} ({s['verdict_id']})"] for s in report.skills]),
-           "## Success per skill\n", images.get("success", ""),
-           _table(["skill", "round", "decision", "policy (checkpoint)", "successes", "rate", "95% interval"],
-                  [[skill, i, pt["decision_id"], pt["policy"], f"{pt['successes']}/{pt['attempts']}",
-                    percent(pt["rate"]), interval(pt["ci_low"], pt["ci_high"])]
-                   for skill, points in sorted(report.success.items()) for i, pt in enumerate(points, 1)]),
+           "## Learned policy\n", images.get("learned", ""),
+           "Per skill, the learned policy's success in its evaluation episodes, per iteration (the checkpoint "
+           "that iteration trained).\n", _table(LEARNED, learned_rows(report)),
+           *[_text(line) + "\n" for line in (overall_line(report), mixed_line(report)) if line],
+           "## Expert collection\n", images.get("expert", ""),
+           "Per skill, the scripted expert's success in the episodes it collected (what the learner was shown, "
+           "not what it learned).\n", _table(EXPERT, expert_rows(report)),
            "## Learning curves\n", images.get("learning", "No learner metrics yet.\n"),
            "## The conversation between the modules\n"]
     out += [f"- {_code(e['type'])} {_text(e['line'])}"
@@ -92,8 +91,8 @@ def render(report: Report, stem: Path) -> str:
                                           r.get("error"), (r.get("reply") or "")[:200]] for r in p["calls"]]),
             "### Verdicts\n", _table(["verdict", "skill", "judgement", "method", "learner run", "model call",
                                       "rationale"],
-                                     [[r["verdict_id"], r["skill_id"], r["verdict"], r.get("method"), r.get("run_id"),
-                                       r.get("call_id"), r["rationale"]] for r in p["verdicts"]]),
+                                     [[r["verdict_id"], subject(r["skill_id"]), r["verdict"], r.get("method"),
+                                       r.get("run_id"), r.get("call_id"), r["rationale"]] for r in p["verdicts"]]),
             "### Skill summaries\n", _table(["summary", "skill", "policy", "successes", "rate", "95% interval"],
                                             [[r["summary_id"], r["skill_id"], f"{r['policy_id']}@{r['policy_version']}",
                                               f"{r['successes']}/{r['episodes']}", percent(r["success_rate"]),

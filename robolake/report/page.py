@@ -31,8 +31,10 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <main>
 <section><h2>The conversation <span class="muted" id="count"></span></h2><ol id="timeline"></ol></section>
 <div>
-<section><h2>Skills</h2><div id="skills" class="muted">–</div></section>
-<section><h2>Success per round (95% interval)</h2><div id="success" class="muted">–</div></section>
+<section><h2>Learned policy: evaluated success per iteration (95% interval)</h2>
+<div id="learned" class="muted">–</div><div id="success"></div></section>
+<section><h2>Expert collection: the scripted expert's success (95% interval)</h2>
+<div id="expert" class="muted">–</div></section>
 <section><h2>Learning curves</h2><div id="learning" class="muted">–</div></section>
 <section><h2>Recent frames</h2><div id="frames" class="muted">–</div></section>
 </div>
@@ -99,14 +101,30 @@ function bar(s) {
          `width:${100 * (s.ci_high - s.ci_low)}%"></span><i style="left:${100 * s.rate}%"></i></div>`;
 }
 
+function skillTable(rows, introduced, learned) {
+  // one row per skill and policy version; learned and expert rows never share a table
+  if (!rows.length) return learned ? "no evaluation of the learned policy yet" : "no expert episodes";
+  return "<table><tr><th>skill</th><th>introduced</th>" + (learned ? "<th>iteration</th>" : "") +
+    "<th>policy</th><th>successes</th><th>rate</th><th>95% interval</th><th></th>" +
+    (learned ? "<th>verdict</th>" : "") + "</tr>" + rows.map((s) => `<tr><td>${esc(s.skill_id)}</td>` +
+    `<td class="n">${introduced[s.skill_id] ?? "–"}</td>` +
+    (learned ? `<td class="n">${s.iteration ?? "–"}</td>` : "") +
+    `<td>${esc(s.policy)}</td><td class="n">${s.successes}/${s.attempts}</td><td class="n">${pct(s.rate)}</td>` +
+    `<td class="n">${pct(s.ci_low)}–${pct(s.ci_high)}</td><td>${bar(s)}</td>` +
+    (learned ? `<td>${esc(s.verdict || "")}</td>` : "") + "</tr>").join("") + "</table>";
+}
+
 async function skills() {
   const body = await get("/api/skills", { experiment: state.experiment });
   if (!body.lake) return;
-  $("skills").innerHTML = body.skills.length ? "<table><tr><th>skill</th><th>successes</th><th>rate</th>" +
-    "<th>95% interval</th><th></th><th>verdict</th></tr>" + body.skills.map((s) => `<tr><td>${esc(s.skill_id)}</td>` +
-    `<td class="n">${s.successes}/${s.attempts}</td><td class="n">${pct(s.rate)}</td>` +
-    `<td class="n">${s.attempts ? pct(s.ci_low) + "–" + pct(s.ci_high) : "–"}</td><td>${bar(s)}</td>` +
-    `<td>${esc(s.verdict || "")}</td></tr>`).join("") + "</table>" : "no episodes yet";
+  const overall = body.overall ? `<p>run as a whole: ${esc(body.overall.verdict)}</p>` : "";
+  $("learned").innerHTML = skillTable(body.learned, body.introduced, true) + overall;
+  $("expert").innerHTML = skillTable(body.expert, body.introduced, false);
+  const bySkill = {};
+  for (const s of body.learned) if (s.iteration != null) (bySkill[s.skill_id] ??= []).push(s);
+  $("success").innerHTML = Object.entries(bySkill).map(([skill, points]) =>
+    chart(skill + " (x: iteration)", [{ name: skill, points: points.map((p) => [p.iteration, p.rate, p.ci_low,
+                                                                                  p.ci_high]) }], [0, 1])).join("");
 }
 
 function chart(title, series, yRange) {
@@ -139,9 +157,6 @@ function chart(title, series, yRange) {
 async function curves() {
   const body = await get("/api/curves", { experiment: state.experiment });
   if (!body.lake) return;
-  const success = Object.entries(body.success).map(([skill, points]) =>
-    chart(skill, [{ name: skill, points: points.map((p, i) => [i + 1, p.rate, p.ci_low, p.ci_high]) }], [0, 1]));
-  $("success").innerHTML = success.join("") || "no episodes yet";
   const learning = Object.entries(body.learning).slice(0, 12).map(([name, runs]) =>
     chart(name, Object.entries(runs).map(([run, points]) => ({ name: run, points }))));
   $("learning").innerHTML = learning.join("") || "no learner metrics yet";

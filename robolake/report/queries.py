@@ -128,54 +128,6 @@ def events_of(con, experiment: str, *types: str) -> list[dict]:
 
 # --- skills and curves -----------------------------------------------------------------------
 
-def skills_table(con, experiment: str) -> list[dict]:
-    """Per skill: attempts and successes in the experiment's complete episodes with a Wilson 95%
-    interval, and the latest summary and verdict about it (by id)."""
-    from schemas.stats import wilson
-
-    rows = con.execute("""
-        SELECT o.skill_id, count(*), count(*) FILTER (WHERE o.success), count(DISTINCT episode_id)
-        FROM (SELECT episode_id, unnest(skills) AS o FROM episodes WHERE experiment_id = ?)
-        GROUP BY ALL ORDER BY 1""", [experiment]).fetchall()
-    summaries = {r["skill_id"]: r for r in events_of(con, experiment, "skill.summary")}
-    verdicts = {r["skill_id"]: r for r in events_of(con, experiment, "analysis.verdict")}
-    table = []
-    for skill in sorted({r[0] for r in rows} | set(summaries) | set(verdicts)):
-        n, wins, _ = next(((r[1], r[2], r[3]) for r in rows if r[0] == skill), (0, 0, 0))
-        low, high = wilson(wins, n)
-        summary, verdict = summaries.get(skill), verdicts.get(skill)
-        table.append({"skill_id": skill, "attempts": n, "successes": wins, "rate": wins / n if n else None,
-                      "ci_low": low, "ci_high": high,
-                      "summary_id": summary and summary["summary_id"], "trend": summary and summary["trend"],
-                      "verdict": verdict and verdict["verdict"], "verdict_id": verdict and verdict["verdict_id"]})
-    return table
-
-
-def success_curves(con, experiment: str) -> dict[str, list[dict]]:
-    """Per skill, success per round of episodes, in time order: a round is the episodes one
-    curriculum decision asked for, or (without a decision) the episodes of one policy version.
-    Each point names its decision and policy (a learner checkpoint: `pac:<run>` at `step-<n>`)."""
-    from schemas.stats import wilson
-
-    rows = con.execute("""
-        WITH o AS (SELECT episode_id, decision_id, policy_id, policy_version, started_at, unnest(skills) AS o
-                   FROM episodes WHERE experiment_id = ?),
-             r AS (SELECT coalesce(decision_id, policy_id || '@' || policy_version) AS round, o.skill_id AS skill_id,
-                          any_value(decision_id) AS decision_id, any_value(policy_id) AS policy_id,
-                          any_value(policy_version) AS policy_version, min(started_at) AS first,
-                          count(*) AS n, count(*) FILTER (WHERE o.success) AS wins
-                   FROM o GROUP BY ALL)
-        SELECT skill_id, round, decision_id, policy_id, policy_version, first, n, wins FROM r
-        ORDER BY skill_id, first, round""", [experiment]).fetchall()
-    curves: dict[str, list[dict]] = defaultdict(list)
-    for skill, round_, decision, policy, version, first, n, wins in rows:
-        low, high = wilson(wins, n)
-        curves[skill].append({"round": round_, "decision_id": decision, "policy": f"{policy}@{version}",
-                              "run_id": _run_of(policy), "time": _iso(first), "attempts": n, "successes": wins,
-                              "rate": wins / n, "ci_low": low, "ci_high": high})
-    return dict(curves)
-
-
 def learning_curves(con, experiment: str) -> dict[str, dict[str, list[tuple[int, float]]]]:
     """learner.metrics per metric name and run: [(step, value)], in step order (per skill metrics
     are named `<name>/<skill>`)."""

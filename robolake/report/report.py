@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from robolake.report import queries
+from robolake.report.learning import OVERALL
 
 
 @dataclass
@@ -14,8 +15,9 @@ class Report:
     lake: str
     made_at: str
     volumes: dict
-    skills: list[dict]
-    success: dict[str, list[dict]]
+    header: dict                          # the run's config, commit and version (learning.header)
+    skills: dict                          # learning.per_skill: learned and expert rows apart
+    introduced: dict[str, int]            # skill -> the iteration that brought it in
     learning: dict[str, dict[str, list[tuple[int, float]]]]
     conversation: list[dict]
     frames: list[dict]
@@ -25,16 +27,18 @@ class Report:
 
 def gather(con, experiment: str, lake: str, frame_episodes: int = 4) -> Report:
     """Everything the report shows, read in one go (ExperimentNotFound if the lake has nothing of it)."""
-    from robolake.report import charts
+    from robolake.report import charts, learning
 
     queries.require_experiment(con, experiment, lake)
-    success = queries.success_curves(con, experiment)
-    learning = queries.learning_curves(con, experiment)
-    drawn = {"success": charts.success_chart(success), "learning": charts.learning_chart(learning)}
+    details = learning.stage_details(con, experiment)
+    skills = learning.per_skill(con, experiment, details)
+    curves = queries.learning_curves(con, experiment)
+    drawn = {"learned": charts.learned_chart(skills["learned"]), "expert": charts.expert_chart(skills["expert"]),
+             "learning": charts.learning_chart(curves)}
     return Report(experiment=experiment, lake=lake,
                   made_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  volumes=queries.volumes(con, experiment), skills=queries.skills_table(con, experiment),
-                  success=success, learning=learning,
+                  volumes=queries.volumes(con, experiment), header=learning.header(details), skills=skills,
+                  introduced=learning.introduced(con, experiment, details), learning=curves,
                   conversation=queries.timeline(con, experiment)["events"],
                   frames=queries.example_frames(con, experiment, episodes=frame_episodes),
                   provenance=queries.provenance(con, experiment),
@@ -47,3 +51,49 @@ def percent(value: float | None) -> str:
 
 def interval(low: float, high: float) -> str:
     return f"[{100 * low:.0f}, {100 * high:.0f}]%"
+
+
+LEARNED = ["skill", "introduced in iteration", "iteration", "policy (checkpoint)", "successes", "rate",
+           "95% interval", "latest verdict"]
+EXPERT = ["skill", "introduced in iteration", "expert (version)", "successes", "rate", "95% interval"]
+
+
+def learned_rows(report: Report, verdict=lambda row: f"{row['verdict']} ({row['verdict_id']})") -> list[list]:
+    """The Learned policy table's cells (text; `verdict(row)` renders a verdict)."""
+    return [[r["skill_id"], _or_dash(report.introduced.get(r["skill_id"])), _or_dash(r["iteration"]), r["policy"],
+             f"{r['successes']}/{r['attempts']}", percent(r["rate"]), interval(r["ci_low"], r["ci_high"]),
+             verdict(r) if r["verdict"] else "–"] for r in report.skills["learned"]]
+
+
+def expert_rows(report: Report) -> list[list]:
+    return [[r["skill_id"], _or_dash(report.introduced.get(r["skill_id"])), r["policy"],
+             f"{r['successes']}/{r['attempts']}", percent(r["rate"]), interval(r["ci_low"], r["ci_high"])]
+            for r in report.skills["expert"]]
+
+
+def overall_line(report: Report) -> str | None:
+    """The verdict on the run as a whole (skill `*`), apart from the per-skill tables."""
+    v = report.skills["overall"]
+    return v and f"Verdict on the run as a whole (all skills): {v['verdict']} ({v['verdict_id']}): {v['rationale']}"
+
+
+def mixed_line(report: Report) -> str | None:
+    n = report.skills["mixed"]
+    return n and (f"{n} skill attempt{'s' if n > 1 else ''} in a checkpoint's collections (not its evaluation; "
+                  "the expert acts there on the skills it was not trained on): in neither table.")
+
+
+def config_rows(report: Report) -> list[list[str]]:
+    h = report.header
+    return [["commit", str(h["commit"])], ["robolake version", str(h["version"])],
+            *[[key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)]
+              for key, value in h["config"].items()]]
+
+
+def subject(skill_id: str) -> str:
+    """What a verdict is about: a skill, or (`*`) the run as a whole."""
+    return "all skills (the run as a whole)" if skill_id == OVERALL else skill_id
+
+
+def _or_dash(value) -> str:
+    return "–" if value is None else str(value)

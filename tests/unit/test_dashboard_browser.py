@@ -117,16 +117,22 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
     ids = build_experiment(settings)
+    # `robolake run` evaluated the checkpoint in iteration 1: the learned policy's curves have an x
+    emit(settings, topics.RUNS, events.RUN_STAGE, [{
+        "stage_id": "stage-eval", "experiment_id": EXPERIMENT, "iteration": 0, "stage": "eval", "status": "done",
+        "attempt": 1, "detail": json.dumps({"policy": f"pac:{ids['run']}", "version": "step-100"})}])
+    sink(settings)
     server = serve(settings, port=0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     browser = Browser(tmp_path / "profile")
     try:
         browser.send("Page.navigate", url=f"http://127.0.0.1:{server.server_address[1]}/?experiment={EXPERIMENT}")
-        browser.wait_for("document.querySelectorAll('#timeline li').length === 11")
+        browser.wait_for("document.querySelectorAll('#timeline li').length === 12")
         assert browser.evaluate("document.querySelector('#timeline li[data-type=\"curriculum.decision\"]')"
                                 ".dataset.ids") == ids["decision"]
-        browser.wait_for("document.querySelector('#skills table') && "
-                         "document.querySelector('#skills').innerText.includes('lift_red')")
+        browser.wait_for("document.querySelector('#learned table') && "
+                         "document.querySelector('#learned').innerText.includes('lift_red')")
+        assert "no expert episodes" in browser.evaluate("document.querySelector('#expert').innerText")
         browser.wait_for("document.querySelectorAll('#frames img').length >= 3")
         assert browser.evaluate("document.querySelectorAll('#success svg').length") == 2
 
@@ -140,10 +146,10 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
             "experiment_id": EXPERIMENT, "run_id": ids["run"], "step": 40, "name": "loss", "value": 0.02,
             "skill_id": None}])
         sink(settings)
-        browser.wait_for("document.querySelectorAll('#timeline li').length === 13")
+        browser.wait_for("document.querySelectorAll('#timeline li').length === 14")
         assert browser.evaluate("document.querySelector('#timeline li:nth-last-child(2)').dataset.ids") == "verdict-live"
         assert "reach_red is converged" in browser.evaluate("document.querySelector('#timeline').innerText")
-        browser.wait_for("document.querySelector('#skills').innerText.includes('converged')")
+        browser.wait_for("document.querySelector('#learned').innerText.includes('converged')")
 
         png = browser.screenshot(Path(SCREENSHOTS or tmp_path) / "dashboard.png")
         assert png.startswith(b"\x89PNG") and len(png) > 10_000

@@ -136,8 +136,10 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
     assert f'href="#proposal-{ids["proposal"]}"' in page and f'href="#run-{ids["run"]}"' in page
     for episode in ids["episodes"]:
         assert episode in page
-    # the numbers: reach_red 3/3, lift_red 1/3 with Wilson intervals
-    assert re.search(r"<td>lift_red</td><td class=\"n\">3</td><td class=\"n\">1</td><td class=\"n\">33%</td>", page)
+    # the numbers: the checkpoint's reach_red 3/3, lift_red 1/3 with Wilson intervals, its verdict linked
+    assert re.search(r"<td>lift_red</td><td class=\"n\">–</td><td class=\"n\">–</td><td>pac:run-1@step-100</td>"
+                     r"<td class=\"n\">1/3</td><td class=\"n\">33%</td>", page)
+    assert f'improving <a class="id" href="#verdict-{ids["verdict"]}"' in page
     assert "[6, 79]%" in page  # wilson(1, 3)
     assert "I propose" in page and "success still rising" in page
     assert f'id="relabel-{relabel_id}"' in page and "into dataset hindsight" in page
@@ -240,7 +242,7 @@ def test_dashboard_api_answers_reads_and_refuses_everything_else(lake):
         status, body = _get(base + "/api/experiments")
         assert status == 200 and json.loads(body)["experiments"][0]["experiment_id"] == EXPERIMENT
         status, body = _get(f"{base}/api/skills?experiment={EXPERIMENT}")
-        skills = {s["skill_id"]: s for s in json.loads(body)["skills"]}
+        skills = {s["skill_id"]: s for s in json.loads(body)["learned"]}
         assert (skills["lift_red"]["successes"], skills["lift_red"]["attempts"]) == (1, 3)
         assert skills["lift_red"]["verdict_id"] == ids["verdict"]
         status, body = _get(f"{base}/api/timeline?experiment={EXPERIMENT}")
