@@ -174,21 +174,24 @@ def _finish(settings: Settings, args, outcome) -> None:
 
 
 def _table(skills: dict, state) -> str:
-    """Per skill: the expert's collection success and the learned policy at its latest evaluation,
-    apart (the report's learned and expert rows)."""
+    """Per skill: the expert's collection success, and the learned policy's at its latest evaluation
+    (the eval stage's count: an episode commanded that skill's task, successful if it did it)."""
     from schemas.stats import wilson
 
     latest = max((i for i, stage in state.done if stage == "eval"), default=None)
-    version = state.detail(latest, "eval").get("version", "-") if latest is not None else "-"
-    header = ["skill", "expert collection", f"learned policy {version}"]
+    evaluated = state.detail(latest, "eval") if latest is not None else {}
+    header = ["skill", "expert collection", f"learned policy {evaluated.get('version', '-')}"]
 
-    def cell(rows: list[dict]) -> str:
-        wins, n = sum(r["successes"] for r in rows), sum(r["attempts"] for r in rows)
+    def rate(wins: int, n: int) -> str:
         low, high = wilson(wins, n)
         return f"{wins}/{n} ({low:.2f}-{high:.2f})" if n else "-"
 
-    lines = [[skill, cell([r for r in skills["expert"] if r["skill_id"] == skill]),
-              cell([r for r in skills["learned"] if r["skill_id"] == skill and r["policy_version"] == version])]
-             for skill in sorted({r["skill_id"] for r in skills["expert"] + skills["learned"]})]
+    expert = {}
+    for row in skills["expert"]:
+        wins, n = expert.get(row["skill_id"], (0, 0))
+        expert[row["skill_id"]] = (wins + row["successes"], n + row["attempts"])
+    learned = evaluated.get("success", {})
+    lines = [[skill, rate(*expert.get(skill, (0, 0))), rate(*learned.get(skill, (0, 0)))]
+             for skill in sorted(set(expert) | set(learned))]
     widths = [max(len(r[k]) for r in [header] + lines) for k in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header] + lines)
