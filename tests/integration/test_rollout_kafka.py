@@ -108,7 +108,9 @@ def test_killed_paused_and_slow_decision_workers_land_each_episode_once(stack, t
                                 start_new_session=True)
 
     killed, paused = worker(), worker()
-    asked = _send_decisions(stack, experiment, count_=4, episodes=20)
+    # 8 decisions, so the partitions each worker holds after the first rebalance all but surely have
+    # work left (with 4, one worker once ran them all before the other had any)
+    asked = _send_decisions(stack, experiment, count_=8, episodes=20)
     bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
     reader, started, deadline = bus.consumer(None, [topics.EPISODES]), Counter(), time.monotonic() + 120
     while min(started[killed.pid], started[paused.pid]) < 2 and time.monotonic() < deadline:  # both mid-decision
