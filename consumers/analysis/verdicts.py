@@ -157,8 +157,6 @@ def judge_success(steps, successes, episodes, seed: int = 0) -> Judgement:
     return Judgement(verdict, fit.slope, fit.slope_low, fit.slope_high, converged_at, rationale)
 
 
-
-
 def _lo(sign: float, low: float, high: float) -> float:
     return low if sign > 0 else -high
 

@@ -159,6 +159,7 @@ class SkillRetriever:
             raise ValueError(f"scoring must be one of {SCORINGS}, not {scoring!r}")
         self.aliases = aliases if aliases is not None else load_aliases()
         self.skill_ids = ids
+        self._skill_index = {skill: i for i, skill in enumerate(ids)}
         self.confident, self.missing, self.margin = confident, missing, margin
         self.scoring, self.rerank, self.top_k = scoring, rerank, top_k
         self._embed = embed
@@ -255,7 +256,7 @@ class SkillRetriever:
         if reading.action is None:   # unread: the embedding decides, but is never confident alone
             verdict = "unsure" if embedded.verdict == "confident" else embedded.verdict
             return Match(step, None, embedded.similarity, verdict, embedded.candidates)
-        index = {s: i for i, s in enumerate(self.skill_ids)}
+        index = self._skill_index
         ids = sorted((s for s in reading.skill_ids(self._scene) if s in index), key=lambda s: -scores[index[s]])
         if not ids:   # read, but no announced skill does it (a skill the library may grow)
             return Match(step, None, embedded.similarity, "missing", embedded.candidates)

@@ -158,7 +158,7 @@ def _mover(g: Grammar, text: str, mentions) -> str | None:
             return "effector"
         if _is_block(g, word, mentions, text):
             return "block"
-        if word not in {"dark", "light", "bright", "small", "little", "cherry", "sky", "lime"}:
+        if not g.has("modifier", word):
             return None
     return None
 

@@ -29,4 +29,3 @@ def open_bus(settings: Settings) -> Bus:
     return KafkaBus(settings.kafka_bootstrap, settings.max_message_bytes, settings.partitions,
                     compression=settings.kafka_compression, connect_timeout_s=settings.kafka_connect_timeout,
                     max_poll_interval_s=settings.kafka_max_poll_interval)
-

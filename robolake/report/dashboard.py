@@ -188,9 +188,8 @@ def _timeline(con, params: dict) -> dict:
 def _skills(con, params: dict) -> dict:
     from robolake.report import learning
 
-    experiment = _experiment(params)
-    details = learning.stage_details(con, experiment)
-    return {**learning.per_skill(con, experiment, details), "introduced": learning.introduced(con, experiment, details)}
+    _, skills, introduced = learning.read(con, _experiment(params))
+    return {**skills, "introduced": introduced}
 
 
 def _frames(con, params: dict) -> dict:

@@ -191,7 +191,8 @@ def _provenance(report: Report, link) -> str:
     verdicts = _table(["verdict", "time", "skill", "judgement", "method", "learner run", "slope [95%]",
                        "converged at", "model call", "rationale"],
                       [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]),
-                        escape(subject(r["skill_id"])), escape(r["verdict"]), escape(r.get("method") or "–"), link("run", r.get("run_id")),
+                        escape(subject(r["skill_id"])), escape(r["verdict"]), escape(r.get("method") or "–"),
+                        link("run", r.get("run_id")),
                         _slope(r), str(r.get("converged_at") or "–"), link("call", r.get("call_id")),
                         escape(r["rationale"])] for r in p["verdicts"]],
                       [_anchor("verdict", r["verdict_id"]) for r in p["verdicts"]])

@@ -46,12 +46,17 @@ def actor(policy_id: str | None, decision: dict | None) -> str:
     return "mixed"
 
 
-def per_skill(con, experiment: str, details: dict | None = None) -> dict:
+def read(con, experiment: str) -> tuple[dict, dict, dict[str, int]]:
+    """(header, per_skill, introduced) of the experiment, its stage details and decisions read once."""
+    details = stage_details(con, experiment)
+    decisions = {d["decision_id"]: d for d in events_of(con, experiment, "curriculum.decision")}
+    return header(details), per_skill(con, experiment, details, decisions), introduced(details, decisions)
+
+
+def per_skill(con, experiment: str, details: dict, decisions: dict) -> dict:
     """{"learned": rows, "expert": rows, "mixed": episodes-per-skill count, "overall": verdict or None}.
     A row is one skill under one policy version (k/n with a Wilson 95% interval); learned rows carry
     the iteration whose eval stage ran that checkpoint (None outside `robolake run`)."""
-    details = stage_details(con, experiment) if details is None else details
-    decisions = {d["decision_id"]: d for d in events_of(con, experiment, "curriculum.decision")}
     evaluated = {(d["policy"], d["version"]): i for (i, stage), d in sorted(details.items()) if stage == "eval"}
     groups: dict[tuple, list[int]] = {}
     mixed = 0
@@ -85,10 +90,8 @@ def _step(version: str) -> int:
     return int(found.group(1)) if found else -1
 
 
-def introduced(con, experiment: str, details: dict | None = None) -> dict[str, int]:
+def introduced(details: dict, decisions: dict) -> dict[str, int]:
     """skill -> the iteration (from 1, as `robolake run` counts) whose plan first collected it."""
-    details = stage_details(con, experiment) if details is None else details
-    decisions = {d["decision_id"]: d for d in events_of(con, experiment, "curriculum.decision")}
     first: dict[str, int] = {}
     for (iteration, stage), detail in sorted(details.items()):
         if stage != "plan":

@@ -30,15 +30,14 @@ def gather(con, experiment: str, lake: str, frame_episodes: int = 4) -> Report:
     from robolake.report import charts, learning
 
     queries.require_experiment(con, experiment, lake)
-    details = learning.stage_details(con, experiment)
-    skills = learning.per_skill(con, experiment, details)
+    header, skills, introduced = learning.read(con, experiment)
     curves = queries.learning_curves(con, experiment)
     drawn = {"learned": charts.learned_chart(skills["learned"]), "expert": charts.expert_chart(skills["expert"]),
              "learning": charts.learning_chart(curves)}
     return Report(experiment=experiment, lake=lake,
                   made_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                  volumes=queries.volumes(con, experiment), header=learning.header(details), skills=skills,
-                  introduced=learning.introduced(con, experiment, details), learning=curves,
+                  volumes=queries.volumes(con, experiment), header=header, skills=skills,
+                  introduced=introduced, learning=curves,
                   conversation=queries.timeline(con, experiment)["events"],
                   frames=queries.example_frames(con, experiment, episodes=frame_episodes),
                   provenance=queries.provenance(con, experiment),
