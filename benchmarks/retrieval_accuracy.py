@@ -109,11 +109,12 @@ def latency_rows(encoder, skills, steps: list[str]) -> list[list]:
     return [[what, seconds * 1e3, seconds / baseline] for what, seconds in stages]
 
 
-def figures(set_name: str, labels: list[str], scores: dict) -> dict:
-    """The figures of benchmarks/results/retrieval.json; the frozen set's headline keys only for it."""
+def figures(set_name: str, labels: list[str], scores: dict, made: str | None = None) -> dict:
+    """The figures of benchmarks/results/retrieval.json (`made`: how the set was made, as its table
+    says); the frozen set's headline keys only for it."""
     num = lambda x: None if x != x else x  # noqa: E731  (no NaN in JSON: a set with no missing step)
     out = {"set": set_name, "steps": len(labels), "missing_steps": labels.count("missing"),
-           "default_configuration": DEFAULT,
+           **({"made": made} if made else {}), "default_configuration": DEFAULT,
            "configurations": {name: {"top1": s["top-1 (all)"], "missing_precision": num(s["missing precision"]),
                                      "missing_recall": num(s["missing recall"])} for name, s in scores.items()}}
     if set_name == "frozen":
@@ -173,7 +174,7 @@ def main() -> None:
         print(f"\nerrors, {name}")
         print(table(["step", "expected", "top-1", "verdict", "similarity"], errors) if errors else "none")
 
-    print(f"\nwrote {write_result('retrieval', figures(args.set, labels, scores))}")
+    print(f"\nwrote {write_result('retrieval', figures(args.set, labels, scores, data[args.set].get('made')))}")
 
     if data.get("proposal"):
         print(f"\nproposals ({len(data['proposal'])}): share whose steps are all retrievable (no step missing)")
