@@ -4,10 +4,14 @@ Two strategies of `robolake run` (robolake/experiment), everything else equal (b
 bootstrap, learner, steps per iteration, iterations, the episode budget):
   - curriculum: the scripted experimenter's rounds (frontier tasks; a task the library lacks, such
     as "put the red block on the blue block", grows the library, and its skill is bootstrapped);
-  - random:     each round draws its skills uniformly from the whole built-in library.
-After the run, its final policy is evaluated on a held-out composite task (default
-place_red_on_blue: never among the base skills) on seeds no run collected. Goal (issue 12): the
-curriculum >= 15 points better, over >= 3 seeds. Prints the table and writes success.png.
+  - random:     each round draws its skills uniformly from everything the curriculum may come to
+    propose: the whole built-in library, the held-out task and its parts included
+    (robolake/experiment/stages.py random_skills).
+The runs go one iteration at a time (`robolake run` resumes), and after each the policy is
+evaluated on a held-out composite task (default place_red_on_blue: never among the base skills) on
+seeds no run collected: success vs collected episodes. Goal (issue 24): the curriculum's final
+policy >= 15 points above random, over >= 3 seeds. Prints the tables, writes success.png and
+benchmarks/results/curriculum_vs_random.json.
 
     .venv/bin/python benchmarks/curriculum_vs_random.py --out /tmp/cvr   # benchmarks/README.md has figures
 """
@@ -22,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import table  # noqa: E402
+from benchmarks._common import table, write_result  # noqa: E402
 from benchmarks.learning_quality import NullProducer  # noqa: E402
 
 STRATEGIES = ("curriculum", "random")
@@ -30,61 +34,101 @@ BASE = ("reach_red", "grasp_red", "lift_red", "reach_blue", "grasp_blue", "lift_
 
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
+    """One arm on one seed: its held-out success after each iteration, and the final row."""
     from infra.settings import Settings
-    from learner.evaluate import LearnedPolicy, evaluate
     from robolake.experiment.loop import Run, RunConfig
-    from schemas.stats import wilson
 
     settings = Settings.load(env={}, lake=f"file://{out / f'{strategy}-{seed}'}", bus="memory")
-    config = RunConfig(f"{strategy}-{seed}", iterations=args.iterations, budget_episodes=args.budget,
-                       collection=strategy, base_skills=BASE, bootstrap_episodes=args.bootstrap_episodes,
-                       episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.run_eval_episodes,
-                       train_steps=args.train_steps, seed=seed, device="cpu")
-    started = time.perf_counter()
-    run = Run(settings, config, say=lambda text: print(f"[{strategy} {seed}] {text}", flush=True))
-    try:
-        outcome = run.run()
-    finally:
-        run.close()
-    policy = LearnedPolicy.load(settings, run.run_id)
+    started, curve = time.perf_counter(), []
+    for iterations in range(1, args.iterations + 1):
+        config = RunConfig(f"{strategy}-{seed}", iterations=iterations, budget_episodes=args.budget,
+                           collection=strategy, base_skills=BASE, bootstrap_episodes=args.bootstrap_episodes,
+                           episodes_per_decision=args.episodes, max_tasks=args.tasks,
+                           eval_episodes=args.run_eval_episodes, train_steps=args.train_steps, seed=seed,
+                           device="cpu")
+        run = Run(settings, config, say=lambda text: print(f"[{strategy} {seed}] {text}", flush=True), bars=False)
+        try:
+            outcome = run.run()  # the iterations before this one are done: it runs one more
+        finally:
+            run.close()
+        wins, n = held_out_success(settings, run.run_id, args, seed)
+        curve.append({"iteration": iterations, **collected(run, args.held_out), "wins": wins, "n": n})
+        print(f"[{strategy} {seed}] after iteration {iterations}: {args.held_out} {wins}/{n}, "
+              f"{curve[-1]['episodes']} episodes collected", flush=True)
+        if outcome.stopped:
+            break
+    return summarise(strategy, seed, curve, time.perf_counter() - started, outcome.stopped)
+
+
+def held_out_success(settings, run_id: str, args, seed: int) -> tuple[int, int]:
+    from learner.evaluate import LearnedPolicy, evaluate
+
+    policy = LearnedPolicy.load(settings, run_id)
     results = evaluate(NullProducer(), policy, [args.held_out], args.eval_episodes, seed=1_000_000 + seed,
                        experiment_id="held-out")
-    wins, n = results[args.held_out]
+    return results[args.held_out]
+
+
+def collected(run, held_out: str) -> dict:
+    """Episodes the run's collections hold (evaluation excluded), and how many of them practised the
+    held-out task or any placing."""
     con = run.open()
     try:
-        collections = [r["decision_id"] for (payload,) in con.execute(
+        ids = [r["decision_id"] for (payload,) in con.execute(
             "SELECT payload_json FROM events WHERE type = 'curriculum.decision'").fetchall()
             for r in json.loads(payload) if r.get("purpose") != "eval"]
-        collected, practised = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE skill_sequence[-1] = ?) FROM episodes WHERE decision_id IN "
-            f"({', '.join('?' * len(collections))})", [args.held_out, *collections]).fetchone()
+        episodes, practised, placing = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE skill_sequence[-1] = ?), "
+            "count(*) FILTER (WHERE skill_sequence[-1] LIKE 'place_%') FROM episodes WHERE decision_id IN "
+            f"({', '.join('?' * len(ids))})", [held_out, *ids]).fetchone()
     finally:
         con.close()
-    low, high = wilson(wins, n)
-    return {"strategy": strategy, "seed": seed, "wins": wins, "n": n, "rate": wins / n, "low": low, "high": high,
-            "iterations": outcome.iterations, "stopped": outcome.stopped, "episodes": collected,
-            "held_out_episodes": practised, "seconds": time.perf_counter() - started}
+    return {"episodes": episodes, "held_out_episodes": practised, "place_episodes": placing}
 
 
-def plot(out: Path, rows: list[dict], held_out: str) -> None:
+def summarise(strategy: str, seed: int, curve: list[dict], seconds: float, stopped: str | None) -> dict:
+    from schemas.stats import wilson
+
+    last = curve[-1]
+    low, high = wilson(last["wins"], last["n"])
+    return {"strategy": strategy, "seed": seed, "wins": last["wins"], "n": last["n"], "rate": last["wins"] / last["n"],
+            "low": low, "high": high, "iterations": last["iteration"], "stopped": stopped,
+            "episodes": last["episodes"], "held_out_episodes": last["held_out_episodes"],
+            "place_episodes": last["place_episodes"], "curve": curve, "seconds": seconds}
+
+
+def plot(out: Path, rows: list[dict], held_out: str) -> Path:
+    """Left: held-out success vs collected episodes, a line per run. Right: the final policies, a
+    dot per seed with its Wilson interval, and each arm's mean."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, (curves, final) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [2, 1]})
     for k, strategy in enumerate(STRATEGIES):
         mine = [r for r in rows if r["strategy"] == strategy]
+        for i, r in enumerate(mine):
+            curves.plot([p["episodes"] for p in r["curve"]], [p["wins"] / p["n"] for p in r["curve"]], marker="o",
+                        color=f"C{k}", alpha=0.8, label=strategy if i == 0 else None)
         xs = [k + 0.12 * (i - (len(mine) - 1) / 2) for i in range(len(mine))]
-        ax.errorbar(xs, [r["rate"] for r in mine], yerr=[[r["rate"] - r["low"] for r in mine],
-                                                         [r["high"] - r["rate"] for r in mine]], fmt="o", capsize=3)
-        ax.hlines(sum(r["rate"] for r in mine) / len(mine), k - 0.3, k + 0.3, colors="k")
-    ax.set_xticks(range(len(STRATEGIES)), STRATEGIES)
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_ylabel(f"{held_out} success (95% CI)")
-    ax.set_title("held-out task after an equal episode budget (dots: seeds, bars: mean)")
+        final.errorbar(xs, [r["rate"] for r in mine], yerr=[[r["rate"] - r["low"] for r in mine],
+                                                            [r["high"] - r["rate"] for r in mine]],
+                       fmt="o", capsize=3, color=f"C{k}")
+        final.hlines(sum(r["rate"] for r in mine) / len(mine), k - 0.3, k + 0.3, colors="k")
+    curves.set_xlabel("episodes collected (evaluation excluded)")
+    curves.set_ylabel(f"{held_out} success")
+    curves.set_ylim(-0.05, 1.05)
+    curves.legend()
+    curves.set_title("held-out success after each iteration (a line per seed)")
+    final.set_xticks(range(len(STRATEGIES)), STRATEGIES)
+    final.set_ylim(-0.05, 1.05)
+    final.set_ylabel("final success (95% Wilson CI)")
+    final.set_title("final policies (bar: mean)")
     fig.tight_layout()
-    fig.savefig(out / "success.png", dpi=120)
+    path = out / "success.png"
+    fig.savefig(path, dpi=120)
+    return path
 
 
 def main() -> int:
@@ -92,7 +136,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("curriculum-vs-random"), help="lakes, plot, results")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--budget", type=int, default=240, help="collected episodes per run (evaluation excluded)")
-    parser.add_argument("--iterations", type=int, default=4)
+    parser.add_argument("--iterations", type=int, default=6, help="at most (the budget usually ends a run first)")
     parser.add_argument("--bootstrap-episodes", type=int, default=12)
     parser.add_argument("--episodes", type=int, default=8, help="episodes per decision")
     parser.add_argument("--tasks", type=int, default=3, help="decisions per round")
@@ -101,23 +145,33 @@ def main() -> int:
                         help="the runs' own evaluation, per skill (the curriculum's 'mastered' needs a Wilson "
                              "lower bound >= 0.75: 12 of 12 at least, so fewer could never grow the library)")
     parser.add_argument("--held-out", default="place_red_on_blue")
-    parser.add_argument("--eval-episodes", type=int, default=30, help="held-out evaluation episodes per run")
+    parser.add_argument("--eval-episodes", type=int, default=30, help="held-out evaluation episodes per point")
+    parser.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES,
+                        help="arms to run (the results file needs both)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     from learner.captions import CaptionEncoder
 
     CaptionEncoder().encode(["reach the red block"])  # torch before any GL context (robolake run does the same)
-    rows = [run_one(args.out, strategy, seed, args) for seed in range(args.seeds) for strategy in STRATEGIES]
+    rows = [run_one(args.out, strategy, seed, args) for seed in range(args.seeds) for strategy in args.strategies]
     (args.out / "results.json").write_text(json.dumps(rows, indent=2))
     print(table(["strategy", "seed", f"{args.held_out} success", "95% CI", "episodes", "of them the held-out task",
-                 "iterations", "seconds"],
+                 "of them placing", "iterations", "seconds"],
                 [[r["strategy"], r["seed"], f"{r['wins']}/{r['n']}", f"{r['low']:.2f}-{r['high']:.2f}", r["episodes"],
-                  r["held_out_episodes"], r["iterations"], round(r["seconds"])] for r in rows]))
-    means = {s: sum(r["rate"] for r in rows if r["strategy"] == s) / args.seeds for s in STRATEGIES}
-    print(table(["strategy", "mean success"], [[s, means[s]] for s in STRATEGIES]))
-    print(f"curriculum - random: {100 * (means['curriculum'] - means['random']):+.1f} points (goal: >= +15)")
-    plot(args.out, rows, args.held_out)
-    print(f"wrote {args.out / 'success.png'} and {args.out / 'results.json'}")
+                  r["held_out_episodes"], r["place_episodes"], r["iterations"], round(r["seconds"])] for r in rows]))
+    means = {s: sum(r["rate"] for r in rows if r["strategy"] == s) / args.seeds for s in args.strategies}
+    print(table(["strategy", "mean success"], [[s, m] for s, m in means.items()]))
+    print(f"wrote {plot(args.out, rows, args.held_out)} and {args.out / 'results.json'}")
+    if set(means) != set(STRATEGIES):
+        return 0
+    difference = 100 * (means["curriculum"] - means["random"])
+    print(f"curriculum - random: {difference:+.1f} points (goal: >= +15)")
+    print("wrote", write_result("curriculum_vs_random", {
+        "held_out": args.held_out, "seeds": args.seeds, "budget_episodes": args.budget,
+        "eval_episodes": args.eval_episodes,
+        "curriculum": {"mean": means["curriculum"]}, "random": {"mean": means["random"]},
+        "difference_points": difference, "goal_points": 15, "runs": rows,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}))
     return 0
 
 
