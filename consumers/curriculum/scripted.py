@@ -7,20 +7,20 @@ Rules, per stage:
 propose — frontier tasks. Per skill, the summary of its most-practised policy (most episodes):
 - mastered: success rate >= 0.9 with a tight interval (Wilson low >= 0.75);
 - hopeless: at least 20 episodes and success rate <= 0.05;
-- ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is mastered.
-Candidates are the ready skills that are neither mastered nor hopeless (these filters stay: a
-skill cannot be learned before what it builds on, and a mastered or hopeless one wastes episodes
-whatever its score), ranked by expected learning progress (context "progress", from
-consumers/curriculum/progress.py; a context without it is scored from its summaries), highest
-first, ties in library order. The first `max_tasks` become tasks: the skill's caption, the skill,
-and a rationale quoting its rank and score.
-When fewer than `max_tasks` candidates exist, the free places go to composite tasks the library
-does not hold yet (IDEAS, in their order): putting one block on another (each ordered pair of
-colours), ready when lifting the top block is mastered, and the three-block tower, ready when
-both of its placings are mastered. Such a task names no library skill ("skill": "none"), so it
-is decomposed into one step, the task itself, that no announced skill covers: a missing skill,
-which the library may grow by (consumers/curriculum/growth.py). An idea is dropped once the
-library announces the skill of its id.
+- learned: success rate >= 0.75 (what it builds on need not be perfect to build on);
+- ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is learned.
+Candidates are the ready skills that are neither mastered nor hopeless (a skill cannot be learned
+before what it builds on, and a mastered or hopeless one wastes episodes whatever its score), and
+the composite tasks the library does not hold yet (IDEAS, in their order) that are ready: putting
+one block on another (each ordered pair of colours), ready when lifting the top block is learned,
+and the three-block tower, ready when both of its placings are learned. All are ranked together by
+expected learning progress (context "progress", from consumers/curriculum/progress.py; a context
+without it is scored from its summaries; an idea, never tried, scores the exploration value),
+highest first, ties in library order, then the ideas. The first `max_tasks` become tasks: the
+caption, the skill, and a rationale quoting its rank and score. An idea names no library skill
+("skill": "none"), so it is decomposed into one step, the task itself, that no announced skill
+covers: a missing skill, which the library may grow by (consumers/curriculum/growth.py). An idea
+is dropped once the library announces the skill of its id.
 
 decompose — the task's skill (context "skill") unrolled into its natural sequence, each step the
 caption of one skill in words; a task naming no known skill is one step, the task itself.
@@ -40,6 +40,7 @@ from consumers.curriculum import progress
 from consumers.curriculum.vlm import VLMError, VLMReply, VLMRequest
 
 MASTERED_RATE, MASTERED_LOW = 0.9, 0.75
+LEARNED_RATE = 0.75
 HOPELESS_EPISODES, HOPELESS_RATE = 20, 0.05
 RETRIEVE_FLOOR = 0.6
 
@@ -68,7 +69,9 @@ IDEAS = _ideas()
 
 class ScriptedVLM:
     backend = "scripted"
-    model = "frontier-rules-v3"   # v2: composite tasks the library lacks; v3: ranked by learning progress
+    # v2: composite tasks the library lacks; v3: ranked by learning progress; v4: ready once what a
+    # skill builds on is learned (not mastered), and the ideas ranked with the skills
+    model = "frontier-rules-v4"
 
     def complete(self, request: VLMRequest) -> VLMReply:
         started = time.monotonic()
@@ -85,23 +88,25 @@ def propose(context: dict) -> dict:
     scores = context.get("progress") or {s: p.as_dict() for s, p in
                                          progress.scores(context.get("summaries", []), [k["id"] for k in skills]).items()}
     mastered = {s for s, row in stats.items() if _mastered(row)}
-    ranked = []
+    learned = {s for s, row in stats.items() if row["success_rate"] >= LEARNED_RATE}
+    ranked = []  # (-score, order, task without its rationale, what the rationale needs)
     for order, skill in enumerate(skills):
         row = stats.get(skill["id"])
         builds_on = [s for s in skill["sequence"] if s != skill["id"]]
-        if skill["id"] in mastered or (row and _hopeless(row)) or not set(builds_on) <= mastered:
+        if skill["id"] in mastered or (row and _hopeless(row)) or not set(builds_on) <= learned:
             continue
-        ranked.append((-scores[skill["id"]]["score"], order, skill, row, builds_on))
-    ranked.sort(key=lambda r: (r[0], r[1]))
-    tasks = [{"task": skill["caption"], "skill": skill["id"],
-              "rationale": _rationale(skill["id"], row, builds_on, scores[skill["id"]], rank, len(ranked))}
-             for rank, (_, _, skill, row, builds_on) in enumerate(ranked[: context["max_tasks"]], 1)]
+        ranked.append((-scores[skill["id"]]["score"], order, {"task": skill["caption"], "skill": skill["id"]},
+                       (skill["id"], row, builds_on, scores[skill["id"]])))
     held = {skill["id"] for skill in skills}
-    for idea in IDEAS:
-        if len(tasks) >= context["max_tasks"]:
-            break
-        if idea.skill_id not in held and set(idea.needs) <= mastered:
-            tasks.append({"task": idea.task, "skill": "none", "rationale": _idea_rationale(idea, stats)})
+    for order, idea in enumerate(IDEAS, len(skills)):
+        if idea.skill_id not in held and set(idea.needs) <= learned:
+            ranked.append((-progress.EXPLORE, order, {"task": idea.task, "skill": "none"}, idea))
+    ranked.sort(key=lambda r: (r[0], r[1]))
+    tasks = []
+    for rank, (score, _, task, why) in enumerate(ranked[: context["max_tasks"]], 1):
+        rationale = (_idea_rationale(why, stats, -score, rank, len(ranked)) if isinstance(why, Idea)
+                     else _rationale(*why, rank, len(ranked)))
+        tasks.append({**task, "rationale": rationale})
     return {"tasks": tasks}
 
 
@@ -142,12 +147,13 @@ def _hopeless(row: dict) -> bool:
 
 
 def _rationale(skill_id: str, row: dict | None, builds_on: list[str], scored: dict, rank: int, of: int) -> str:
-    base = f"it builds on {', '.join(builds_on)}, all mastered" if builds_on else "it builds on no other skill"
+    base = f"it builds on {', '.join(builds_on)}, all learned" if builds_on else "it builds on no other skill"
     done = "never tried" if row is None else f"{row['successes']}/{row['episodes']} successes"
     # the score only: the numbers behind it travel with every proposal (Proposal.progress)
-    return f"{skill_id} ({done}) ranks {rank} of {of} ready skills by learning progress ({scored['score']:.2f}); {base}"
+    return f"{skill_id} ({done}) ranks {rank} of {of} candidates by learning progress ({scored['score']:.2f}); {base}"
 
 
-def _idea_rationale(idea: Idea, stats: dict[str, dict]) -> str:
+def _idea_rationale(idea: Idea, stats: dict[str, dict], score: float, rank: int, of: int) -> str:
     needs = ", ".join(f"{s} ({stats[s]['successes']}/{stats[s]['episodes']})" for s in idea.needs)
-    return f"no skill of the library does this yet, and what it builds on is mastered: {needs}"
+    return (f"no skill of the library does this yet; never tried, it ranks {rank} of {of} candidates by learning "
+            f"progress ({score:.2f}, the exploration value); it builds on {needs}, learned")

@@ -60,12 +60,13 @@ def test_scripted_proposes_the_frontier_and_skips_mastered_hopeless_and_unready_
     proposed = [t["skill"] for t in tasks]
     assert proposed[:2] == ["lift_red", "reach_green"], "most learning progress first: nearest to 0.5, none moving"
     assert not {"reach_red", "grasp_red", "reach_blue", "build_tower"} & set(proposed)
-    assert "place_red_on_blue" not in proposed, "lift_red, which it builds on, is not mastered"
+    assert "place_red_on_blue" not in proposed and "none" not in proposed, "lift_red (9/20) is not learned"
     assert "grasp_blue" in proposed, "8/8 is not mastered yet: the interval is too wide"
-    assert "grasp_green" not in proposed, "reach_green is not mastered"
+    assert "lift_blue" in proposed, "... but it is learned: what builds on it is ready"
+    assert "grasp_green" not in proposed, "reach_green (0.3) is not learned"
     assert {"open_gripper", "go_home"} <= set(proposed), "never tried, nothing to build on"
     assert "9/20" in tasks[0]["rationale"] and tasks[0]["task"] == "lift the red block"
-    assert "ranks 1 of 5 ready skills by learning progress (0.12)" in tasks[0]["rationale"]
+    assert "ranks 1 of 6 candidates by learning progress (0.12)" in tasks[0]["rationale"]
     assert proposed.index("open_gripper") < proposed.index("grasp_blue"), \
         "never tried (exploration value) before 8/8, whose wide interval keeps a little uncertainty"
     assert len(scripted.propose({"max_tasks": 2, "skills": library_context(), "summaries": rows})["tasks"]) == 2

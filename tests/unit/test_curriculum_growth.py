@@ -183,17 +183,26 @@ def context(ids, rows, max_tasks=3):
             "skills": [{"id": s, "caption": LIBRARY[s].caption, "sequence": list(task_for(s))} for s in ids]}
 
 
-def test_ideas_take_only_the_places_frontier_candidates_leave():
+def test_ideas_rank_with_the_skills_by_learning_progress_once_what_they_build_on_is_learned():
     tasks = scripted.propose(context(BASE_SKILLS, SUMMARIES, max_tasks=1))["tasks"]
     assert tasks == [{"task": "put the red block on the green block", "skill": "none",
-                      "rationale": "no skill of the library does this yet, and what it builds on is mastered: "
-                                   "lift_red (60/60)"}]
+                      "rationale": "no skill of the library does this yet; never tried, it ranks 1 of 2 candidates "
+                                   "by learning progress (0.10, the exploration value); it builds on lift_red "
+                                   "(60/60), learned"}]
     in_band = [r for r in SUMMARIES if r["skill_id"] != "lift_green"] + [summary("lift_green", 20, 10)]
     tasks = scripted.propose(context(BASE_SKILLS, in_band, max_tasks=2))["tasks"]
-    assert [t["skill"] for t in tasks] == ["lift_green", "none"], "a frontier candidate first"
+    assert [t["skill"] for t in tasks] == ["lift_green", "none"], "at 0.5 (0.12) before an idea (0.10)"
+    nearly = [r for r in SUMMARIES if r["skill_id"] != "lift_green"] + [summary("lift_green", 12, 11)]
+    tasks = scripted.propose(context(BASE_SKILLS, nearly, max_tasks=5))["tasks"]
+    assert [t["task"] for t in tasks][:4] == ["put the red block on the green block",
+                                              "put the red block on the blue block",
+                                              "put the green block on the red block",
+                                              "put the green block on the blue block"], \
+        "lift_green at 11/12 is learned, so its placings are ready, and a never-tried idea (0.10) outranks it (0.07)"
+    assert tasks[4]["skill"] == "lift_green"
     untried = scripted.propose(context(BASE_SKILLS, [], max_tasks=20))["tasks"]
     assert [t["skill"] for t in untried] == ["reach_red", "reach_green", "reach_blue", "open_gripper", "go_home"], \
-        "nothing mastered: no idea is ready"
+        "nothing learned: no idea is ready"
 
 
 def test_the_tower_idea_waits_for_its_placings_and_ideas_the_library_holds_are_dropped():

@@ -80,7 +80,7 @@ def test_the_scripted_experimenter_picks_the_rising_mid_skill_over_mastered_hope
     assert "reach_green: learning progress 0.22: success 0.40" in request.messages[-1].text, "a real model reads it"
     tasks = json.loads(ScriptedVLM().complete(request).text)["tasks"]
     assert [t["skill"] for t in tasks] == ["reach_green", "open_gripper"]
-    assert tasks[0]["rationale"].startswith("reach_green (4/10 successes) ranks 1 of 2 ready skills by learning "
+    assert tasks[0]["rationale"].startswith("reach_green (4/10 successes) ranks 1 of 2 candidates by learning "
                                             "progress (0.22)")
     # scored from the summaries alone (no earlier versions), the two mid skills tie: library order
     alone = scripted.propose({"max_tasks": 1, "skills": LIBRARY.context(), "summaries": current})["tasks"]

@@ -1,0 +1,196 @@
+"""Unattended growth: left alone, does `robolake run` learn skills it was not bootstrapped with?
+
+Starts `robolake run` (the command itself, one process per iteration: each resumes the last) on a
+fresh lake from a bootstrap set (default reach, grasp and lift of the red block) with no human
+input. Its experimenter is the offline scripted one, or, with --vlm gemini|openai, the real client
+library talking to a local server of that provider's protocol that answers with the replies a
+scripted run recorded (--replies-from that run's --out): the loop a real model would drive when a
+key is given, with recorded replies standing in for the model. After each iteration the run's own
+evaluation (per skill, the learned policy's success) is read from the lake. It stops when --hours
+are spent, --iterations are done, or --goal skills beyond the bootstrap reach 50% in the run's
+evaluation; then the final policy is evaluated on every skill beyond the bootstrap on fresh seeds.
+Goal (issue 24): >= 2 skills beyond the bootstrap at >= 50% within 3 hours on 2 cores. Writes
+growth.png and benchmarks/results/unattended.json (or unattended_<vlm>.json).
+
+    .venv/bin/python benchmarks/unattended.py --out /tmp/unattended
+    .venv/bin/python benchmarks/unattended.py --out /tmp/unattended-gemini --vlm gemini \\
+        --replies-from /tmp/unattended --iterations 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import table, write_result  # noqa: E402
+
+EXPERIMENT = "unattended"
+BOOTSTRAP = ("reach_red", "grasp_red", "lift_red")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("unattended"), help="the lake, the plot, the log")
+    parser.add_argument("--skills", nargs="+", default=list(BOOTSTRAP), help="the bootstrap set")
+    parser.add_argument("--hours", type=float, default=3.0, help="wall-clock limit")
+    parser.add_argument("--iterations", type=int, default=30, help="at most")
+    parser.add_argument("--goal", type=int, default=2, help="stop once this many skills beyond the bootstrap are at 50%%")
+    parser.add_argument("--vlm", choices=("scripted", "gemini", "openai"), default="scripted")
+    parser.add_argument("--replies-from", type=Path, help="--vlm gemini|openai: a scripted run's --out to replay")
+    parser.add_argument("--final-episodes", type=int, default=30, help="final evaluation per skill, fresh seeds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("run_args", nargs="*", help="after --: more `robolake run` flags (defaults below)")
+    args = parser.parse_args()
+    if args.vlm != "scripted" and args.replies_from is None:
+        parser.error("--vlm gemini|openai replays a scripted run: give --replies-from")
+    args.out.mkdir(parents=True, exist_ok=True)
+    lake = f"file://{(args.out / 'lake').resolve()}"
+    command = [sys.executable, "-m", "robolake.cli", "run", "--experiment", EXPERIMENT, "--lake", lake,
+               "--bus", "memory", "--vlm", args.vlm, "--skills", *args.skills, "--seed", str(args.seed),
+               "--bootstrap-episodes", "12", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
+               "--train-steps", "500", *args.run_args]
+    env = {**os.environ, "ROBOLAKE_HOME": str(args.out.resolve())}
+    with recorded_model(args) as model_env:
+        env.update(model_env)
+        started, points = time.monotonic(), []
+        for iteration in range(1, args.iterations + 1):
+            with open(args.out / "run.log", "a") as log:
+                done = subprocess.run([*command, "--iterations", str(iteration)], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT)
+            points = progress(lake, args.skills, time.monotonic() - started, points)
+            at_50 = beyond_at_50(points[-1]["success"], args.skills) if points else []
+            print(f"iteration {iteration}: {time.monotonic() - started:.0f}s, exit {done.returncode}, "
+                  f"beyond the bootstrap at 50%: {', '.join(at_50) or 'none'}", flush=True)
+            if done.returncode != 0:
+                print(f"`robolake run` exited {done.returncode}; see {args.out / 'run.log'}")
+                break
+            if len(at_50) >= args.goal or time.monotonic() - started > args.hours * 3600:
+                break
+            if points and points[-1].get("stopped"):
+                break
+        seconds = time.monotonic() - started
+    final = final_evaluation(lake, points, args)
+    return report(args, points, final, seconds)
+
+
+def recorded_model(args):
+    """A local server of the provider's protocol answering with a scripted run's recorded replies
+    (the settings a `robolake run` needs to use it); nothing for the scripted experimenter."""
+    from contextlib import nullcontext
+
+    if args.vlm == "scripted":
+        return nullcontext({})
+    from benchmarks._recorded_model import serve
+
+    return serve(args.vlm, f"file://{(args.replies_from / 'lake').resolve()}", EXPERIMENT)
+
+
+def progress(lake: str, bootstrap: list[str], seconds: float, points: list[dict]) -> list[dict]:
+    """The run's evaluation per iteration (wins, n per skill) from the lake, with the seconds
+    since the start at which each iteration was first seen done."""
+    from infra.lake_sql import open_lake
+    from infra.settings import Settings
+    from robolake.experiment.state import load_state
+
+    con = open_lake(Settings.load(env={}, lake=lake))
+    try:
+        state = load_state(con, EXPERIMENT)
+    finally:
+        con.close()
+    seen = {p["iteration"]: p for p in points}
+    rows = []
+    for (iteration, stage), detail in sorted(state.done.items()):
+        if stage == "eval":
+            rows.append(seen.get(iteration) or {"iteration": iteration, "seconds": round(seconds),
+                                                 "step": int(detail["version"].split("-")[1]),
+                                                 "success": detail["success"]})
+    stopped = [d.get("stop") for (i, stage), d in state.done.items() if stage == "analysis" and d.get("stop")]
+    if rows and stopped:
+        rows[-1]["stopped"] = stopped[-1]
+    return rows
+
+
+def beyond_at_50(success: dict, bootstrap: list[str]) -> list[str]:
+    from producers.rollout import task_for
+
+    base = {s for skill in bootstrap for s in task_for(skill)}
+    return [s for s, (wins, n) in success.items() if s not in base and n and wins / n >= 0.5]
+
+
+def final_evaluation(lake: str, points: list[dict], args) -> dict:
+    """The final checkpoint on every skill the run evaluated beyond the bootstrap, on seeds no
+    episode of the run used."""
+    from benchmarks.learning_quality import NullProducer
+    from infra.settings import Settings
+    from learner.evaluate import LearnedPolicy, evaluate
+    from producers.rollout import task_for
+
+    if not points:
+        return {}
+    base = {s for skill in args.skills for s in task_for(skill)}
+    skills = [s for s in points[-1]["success"] if s not in base]
+    policy = LearnedPolicy.load(Settings.load(env={}, lake=lake), f"{EXPERIMENT}-pac")
+    found = evaluate(NullProducer(), policy, skills, args.final_episodes, seed=2_000_000 + args.seed,
+                     experiment_id="final")
+    return {skill: list(result) for skill, result in found.items()}
+
+
+def report(args, points: list[dict], final: dict, seconds: float) -> int:
+    from schemas.stats import wilson
+
+    skills = list(dict.fromkeys(s for p in points for s in p["success"]))
+    print(table(["iteration", "seconds", "step", *skills],
+                [[p["iteration"], p["seconds"], p["step"],
+                  *(f"{p['success'][s][0]}/{p['success'][s][1]}" if s in p["success"] else "-" for s in skills)]
+                 for p in points]))
+    rows = [[s, f"{w}/{n}", f"{wilson(w, n)[0]:.2f}-{wilson(w, n)[1]:.2f}"] for s, (w, n) in final.items()]
+    print(table(["skill beyond the bootstrap", f"final success ({args.final_episodes} fresh seeds)", "95% CI"], rows))
+    at_50 = [s for s, (w, n) in final.items() if n and w / n >= 0.5]
+    first = {s: next((p["iteration"] for p in points if s in beyond_at_50(p["success"], args.skills)), None)
+             for s in final}
+    print(f"skills beyond the bootstrap at >= 50% (final evaluation): {len(at_50)} ({', '.join(at_50) or 'none'}) "
+          f"after {seconds / 3600:.2f} h (goal: >= 2 within 3 h)")
+    plot(args.out, points, skills, args.skills)
+    name = "unattended" if args.vlm == "scripted" else f"unattended_{args.vlm}"
+    print("wrote", write_result(name, {
+        "vlm": args.vlm, "bootstrap": args.skills, "skills_beyond_bootstrap_at_50": len(at_50),
+        "skills_at_50": at_50, "first_iteration_at_50": first, "seconds": round(seconds),
+        "iterations": len(points), "final_success": final, "final_episodes": args.final_episodes,
+        "per_iteration": points, "goal": {"skills": 2, "hours": 3}}))
+    return 0
+
+
+def plot(out: Path, points: list[dict], skills: list[str], bootstrap: list[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from producers.rollout import task_for
+
+    base = {s for skill in bootstrap for s in task_for(skill)}
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for skill in skills:
+        mine = [p for p in points if skill in p["success"]]
+        ax.plot([p["seconds"] / 60 for p in mine], [p["success"][skill][0] / p["success"][skill][1] for p in mine],
+                marker="o", linestyle="--" if skill in base else "-", label=skill + (" (bootstrap)" if skill in base else ""))
+    ax.axhline(0.5, color="k", linewidth=0.8)
+    ax.set_xlabel("minutes since the start")
+    ax.set_ylabel("learned policy's evaluated success")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title("unattended `robolake run`: each skill's success as the library grows")
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(out / "growth.png", dpi=120)
+    print("wrote", out / "growth.png")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
