@@ -55,7 +55,7 @@ def main() -> int:
     command = [sys.executable, "-m", "robolake.cli", "run", "--experiment", EXPERIMENT, "--lake", lake,
                "--bus", "memory", "--vlm", args.vlm, "--skills", *args.skills, "--seed", str(args.seed),
                "--bootstrap-episodes", "12", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
-               "--train-steps", "500", *args.run_args]
+               "--train-steps", "500", "-o", str(args.out / "report"), *args.run_args]
     env = {**os.environ, "ROBOLAKE_HOME": str(args.out.resolve())}
     with recorded_model(args) as model_env:
         env.update(model_env)

@@ -16,7 +16,7 @@ summaries   skill.summary events of the experiment.
 analysis    verdicts on the run by evaluated success (never the loss); `stop` ends the run.
 curriculum  a curriculum round (or, with collection = random, skills drawn uniformly from the whole
             built-in library by random_skills: the baseline): the next iteration's decisions, with the
-            latest policy acting and the expert on skills it was not trained on.
+            latest policy acting and the expert on skills it was not trained on or cannot do yet.
 """
 
 from __future__ import annotations
@@ -32,6 +32,9 @@ from robolake.experiment import state as lake_state
 from robolake.experiment.errors import StageFailed
 
 log = logging.getLogger(__name__)
+
+# The expert demonstrates a skill whose evaluated success is below this (2 of 12 episodes or fewer).
+EXPERT_BELOW = 0.25
 
 ORDER = ("plan", "collect", "relabel", "train", "eval", "summaries", "analysis", "curriculum")
 
@@ -229,12 +232,15 @@ STAGES = {"plan": plan, "collect": collect, "relabel": relabel, "train": train, 
 
 def _actor(run, iteration: int):
     """Who acts in the next iteration's decisions: the latest checkpoint, the scripted expert on the
-    skills it was not trained on (announced since)."""
+    skills it was not trained on (announced since) or that its evaluation found it cannot do yet
+    (below EXPERT_BELOW): its own attempts there would be failures that teach little."""
     trained = set(run.state.detail(iteration, "relabel").get("functions", []))
     step = run.state.detail(iteration, "train")["step"]
+    evaluated = run.state.detail(iteration, "eval").get("success", {})
+    unable = {s for s, (wins, n) in evaluated.items() if n and wins / n < EXPERT_BELOW}
 
     def actor(sequence) -> dict:
-        new = [s for s in sequence if _reward_spec(s) not in trained]
+        new = [s for s in sequence if _reward_spec(s) not in trained or s in unable]
         return {"policy_id": f"pac:{run.run_id}", "policy_version": f"step-{step}", "expert_skills": new,
                 "noise": 0.0}
     return actor

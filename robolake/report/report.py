@@ -79,7 +79,7 @@ def overall_line(report: Report) -> str | None:
 def mixed_line(report: Report) -> str | None:
     n = report.skills["mixed"]
     return n and (f"{n} skill attempt{'s' if n > 1 else ''} in a checkpoint's collections (not its evaluation; "
-                  "the expert acts there on the skills it was not trained on): in neither table.")
+                  "the expert acts there on the skills it was not trained on or cannot do yet): in neither table.")
 
 
 def config_rows(report: Report) -> list[list[str]]:

@@ -1,0 +1,48 @@
+"""Who collects what in `robolake run`: the random arm's draws (collection = random), and who acts.
+
+from collections import Counter
+
+from producers.sim.skills import LIBRARY
+from robolake.experiment.stages import random_skills
+
+SKILLS = list(LIBRARY)
+
+
+def test_the_random_arm_draws_every_proposable_task_once_before_any_twice():
+    for seed in range(5):
+        first = [s for iteration in range(6) for s in random_skills(SKILLS, seed, iteration, 3)]
+        assert sorted(first) == sorted(SKILLS)  # 18 draws: the whole library, the held-out task among them
+        assert "place_red_on_blue" in first and "build_tower" in first
+
+
+def test_each_draw_is_uniform_over_the_library_and_seeds_differ():
+    counts = Counter(s for seed in range(3000) for s in random_skills(SKILLS, seed, 0, 3))
+    assert set(counts) == set(SKILLS)
+    assert all(400 <= n <= 600 for n in counts.values())  # 9,000 draws: 500 each, sd ~22
+    assert random_skills(SKILLS, 0, 0, 3) != random_skills(SKILLS, 1, 0, 3)
+
+
+def test_a_round_is_the_same_when_asked_again():  # a resumed run sends the same decisions
+    assert random_skills(SKILLS, 7, 4, 3) == random_skills(SKILLS, 7, 4, 3)
+    assert random_skills(SKILLS, 7, 4, 3) != random_skills(SKILLS, 7, 5, 3)
+
+
+def test_the_expert_acts_on_skills_the_policy_was_not_trained_on_or_cannot_do_yet():
+    from robolake.experiment.stages import _actor, _reward_spec
+    from robolake.experiment.state import RunState
+
+    class Run:
+        run_id = "exp-pac"
+        state = RunState("exp", done={
+            (2, "relabel"): {"functions": [_reward_spec(s) for s in ("reach_red", "grasp_red", "lift_red",
+                                                                      "place_red_on_blue")]},
+            (2, "train"): {"step": 1500},
+            (2, "eval"): {"success": {"reach_red": [12, 12], "grasp_red": [3, 12], "lift_red": [2, 12],
+                                      "place_red_on_blue": [0, 12]}}})
+
+    actor = _actor(Run(), 2)
+    assert actor(("reach_red", "grasp_red", "lift_red", "place_red_on_blue")) == {
+        "policy_id": "pac:exp-pac", "policy_version": "step-1500", "expert_skills": ["lift_red", "place_red_on_blue"],
+        "noise": 0.0}, "grasp at 3/12 (0.25) is the policy's; lift at 2/12 and place at 0/12 are below the floor"
+    assert actor(("reach_red", "grasp_red", "lift_red", "place_red_on_green"))["expert_skills"] == [
+        "lift_red", "place_red_on_green"], "never trained on: the expert"
