@@ -45,7 +45,7 @@ def run_one(out: Path, strategy: str, seed: int, args) -> dict:
                            collection=strategy, base_skills=BASE, bootstrap_episodes=args.bootstrap_episodes,
                            episodes_per_decision=args.episodes, max_tasks=args.tasks,
                            eval_episodes=args.run_eval_episodes, train_steps=args.train_steps, seed=seed,
-                           device="cpu")
+                           device="cpu", keep_going=True)  # the budget alone ends a run: equal budgets
         run = Run(settings, config, say=lambda text: print(f"[{strategy} {seed}] {text}", flush=True), bars=False)
         try:
             outcome = run.run()  # the iterations before this one are done: it runs one more

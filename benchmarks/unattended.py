@@ -55,9 +55,9 @@ def main() -> int:
     command = [sys.executable, "-m", "robolake.cli", "run", "--experiment", EXPERIMENT, "--lake", lake,
                "--bus", "memory", "--vlm", args.vlm, "--skills", *args.skills, "--seed", str(args.seed),
                "--bootstrap-episodes", "12", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
-               "--train-steps", "500", "-o", str(args.out / "report"), *args.run_args]
+               "--train-steps", "500", "--keep-going", "-o", str(args.out / "report"), *args.run_args]
     env = {**os.environ, "ROBOLAKE_HOME": str(args.out.resolve())}
-    with recorded_model(args) as model_env:
+    with recorded_model(args) as (model_env, tape):
         env.update(model_env)
         started, points = time.monotonic(), []
         for iteration in range(1, args.iterations + 1):
@@ -77,16 +77,16 @@ def main() -> int:
                 break
         seconds = time.monotonic() - started
     final = final_evaluation(lake, points, args)
-    return report(args, points, final, seconds)
+    return report(args, points, final, seconds, tape.counts() if tape else None)
 
 
 def recorded_model(args):
-    """A local server of the provider's protocol answering with a scripted run's recorded replies
-    (the settings a `robolake run` needs to use it); nothing for the scripted experimenter."""
+    """A local server of the provider's protocol playing back a scripted run's recorded replies:
+    (the settings a `robolake run` needs to use it, its tape); nothing for the scripted experimenter."""
     from contextlib import nullcontext
 
     if args.vlm == "scripted":
-        return nullcontext({})
+        return nullcontext(({}, None))
     from benchmarks._recorded_model import serve
 
     return serve(args.vlm, f"file://{(args.replies_from / 'lake').resolve()}", EXPERIMENT)
@@ -104,11 +104,11 @@ def progress(lake: str, bootstrap: list[str], seconds: float, points: list[dict]
         state = load_state(con, EXPERIMENT)
     finally:
         con.close()
-    seen = {p["iteration"]: p for p in points}
+    seen = {p["iteration"]: p for p in points}  # iterations from 1, as the run counts them
     rows = []
     for (iteration, stage), detail in sorted(state.done.items()):
         if stage == "eval":
-            rows.append(seen.get(iteration) or {"iteration": iteration, "seconds": round(seconds),
+            rows.append(seen.get(iteration + 1) or {"iteration": iteration + 1, "seconds": round(seconds),
                                                  "step": int(detail["version"].split("-")[1]),
                                                  "success": detail["success"]})
     stopped = [d.get("stop") for (i, stage), d in state.done.items() if stage == "analysis" and d.get("stop")]
@@ -142,7 +142,7 @@ def final_evaluation(lake: str, points: list[dict], args) -> dict:
     return {skill: list(result) for skill, result in found.items()}
 
 
-def report(args, points: list[dict], final: dict, seconds: float) -> int:
+def report(args, points: list[dict], final: dict, seconds: float, replies: dict | None) -> int:
     from schemas.stats import wilson
 
     skills = list(dict.fromkeys(s for p in points for s in p["success"]))
@@ -157,13 +157,16 @@ def report(args, points: list[dict], final: dict, seconds: float) -> int:
              for s in final}
     print(f"skills beyond the bootstrap at >= 50% (final evaluation): {len(at_50)} ({', '.join(at_50) or 'none'}) "
           f"after {seconds / 3600:.2f} h (goal: >= 2 within 3 h)")
+    if replies:
+        print(f"recorded replies played back through the {args.vlm} protocol: {replies['played']} of "
+              f"{replies['recorded']}, {replies['exact']} of them to the very question recorded")
     plot(args.out, points, skills, args.skills)
     name = "unattended" if args.vlm == "scripted" else f"unattended_{args.vlm}"
     print("wrote", write_result(name, {
         "vlm": args.vlm, "bootstrap": args.skills, "skills_beyond_bootstrap_at_50": len(at_50),
         "skills_at_50": at_50, "first_iteration_at_50": first, "seconds": round(seconds),
         "iterations": len(points), "final_success": final, "final_episodes": args.final_episodes,
-        "per_iteration": points, "goal": {"skills": 2, "hours": 3}}))
+        "per_iteration": points, "recorded_replies": replies, "goal": {"skills": 2, "hours": 3}}))
     return 0
 
 

@@ -9,8 +9,9 @@ propose — frontier tasks. Per skill, the summary of its most-practised policy 
 - hopeless: at least 20 episodes and success rate <= 0.05;
 - learned: success rate >= 0.75 (what it builds on need not be perfect to build on);
 - ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is learned.
-Candidates are the ready skills that are neither mastered nor hopeless (a skill cannot be learned
-before what it builds on, and a mastered or hopeless one wastes episodes whatever its score), and
+Candidates are the skills neither mastered nor hopeless that are ready or practised already (a
+skill cannot be learned before what it builds on; one begun stays a candidate when what it builds
+on dips; a mastered or hopeless one wastes episodes whatever its score), and
 the composite tasks the library does not hold yet (IDEAS, in their order) that are ready: putting
 one block on another (each ordered pair of colours), ready when lifting the top block is learned,
 and the three-block tower, ready when both of its placings are learned. All are ranked together by
@@ -93,10 +94,10 @@ def propose(context: dict) -> dict:
     for order, skill in enumerate(skills):
         row = stats.get(skill["id"])
         builds_on = [s for s in skill["sequence"] if s != skill["id"]]
-        if skill["id"] in mastered or (row and _hopeless(row)) or not set(builds_on) <= learned:
+        if skill["id"] in mastered or (row and _hopeless(row)) or (row is None and not set(builds_on) <= learned):
             continue
         ranked.append((-scores[skill["id"]]["score"], order, {"task": skill["caption"], "skill": skill["id"]},
-                       (skill["id"], row, builds_on, scores[skill["id"]])))
+                       (skill["id"], row, builds_on, [s for s in builds_on if s not in learned], scores[skill["id"]])))
     held = {skill["id"] for skill in skills}
     for order, idea in enumerate(IDEAS, len(skills)):
         if idea.skill_id not in held and set(idea.needs) <= learned:
@@ -146,9 +147,12 @@ def _hopeless(row: dict) -> bool:
     return row["episodes"] >= HOPELESS_EPISODES and row["success_rate"] <= HOPELESS_RATE
 
 
-def _rationale(skill_id: str, row: dict | None, builds_on: list[str], scored: dict, rank: int, of: int) -> str:
-    base = f"it builds on {', '.join(builds_on)}, all learned" if builds_on else "it builds on no other skill"
+def _rationale(skill_id: str, row: dict | None, builds_on: list[str], unlearned: list[str], scored: dict, rank: int,
+               of: int) -> str:
     done = "never tried" if row is None else f"{row['successes']}/{row['episodes']} successes"
+    base = ("it builds on no other skill" if not builds_on else f"it builds on {', '.join(builds_on)}, all learned"
+            if not unlearned else f"practised already, it stays a candidate while {', '.join(unlearned)} "
+            f"dips below {LEARNED_RATE}")
     # the score only: the numbers behind it travel with every proposal (Proposal.progress)
     return f"{skill_id} ({done}) ranks {rank} of {of} candidates by learning progress ({scored['score']:.2f}); {base}"
 

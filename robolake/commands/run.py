@@ -34,6 +34,9 @@ def register(commands, common) -> None:
     run.add_argument("--iterations", type=positive_int, default=3, metavar="K", help="iterations at most")
     run.add_argument("--budget-episodes", type=positive_int, metavar="N",
                      help="stop once the collections (evaluation excluded) hold N episodes")
+    run.add_argument("--keep-going", action="store_true",
+                     help="run on when the analysis says stop (every skill converged or stalled): new data may "
+                          "move a stalled skill; only --iterations and --budget-episodes end the run")
     run.add_argument("--vlm", choices=VLM_BACKENDS, metavar="{" + ",".join(VLM_BACKENDS) + "}",
                      help="the curriculum's model (default: the vlm setting, scripted)")
     run.add_argument("--vlm-model", metavar="NAME", help="the backend's model (default: the vlm_model setting)")
@@ -119,7 +122,7 @@ def run_experiment(args, settings: Settings) -> int:
     from robolake.failures import failure
 
     config = RunConfig(experiment_id=args.experiment, base_skills=tuple(args.skills or BASE_SKILLS),
-                       iterations=args.iterations, budget_episodes=args.budget_episodes,
+                       iterations=args.iterations, budget_episodes=args.budget_episodes, keep_going=args.keep_going,
                        collection=args.collection, bootstrap_episodes=args.bootstrap_episodes,
                        episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
                        train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,

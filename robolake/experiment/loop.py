@@ -42,6 +42,7 @@ class RunConfig:
     experiment_id: str
     iterations: int = 3                    # stop after this many iterations ...
     budget_episodes: int | None = None     # ... or once the collections hold this many episodes
+    keep_going: bool = False               # True: the analysis's stop does not end the run
     collection: str = "curriculum"         # curriculum | random (uniform random skills: the baseline)
     base_skills: tuple[str, ...] = BASE_SKILLS
     bootstrap_episodes: int = 3            # per skill new to the experiment, clean (and half as many noisy)
@@ -149,7 +150,7 @@ class Run:
 
     def _stop_reason(self, iteration: int) -> str | None:
         stop = self.state.detail(iteration, "analysis").get("stop")
-        if stop:
+        if stop and not self.config.keep_going:
             return f"the analysis says stop ({stop})"
         if self.config.budget_episodes is not None:
             con = self.open()

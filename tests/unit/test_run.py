@@ -205,3 +205,15 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
         with pytest.raises(StageFailed, match="a `robolake learn` process serves this experiment"):
             stages.train(Run(settings, RunConfig("exp"), say=lambda text: None, bars=False), 0)
     run.close()
+
+
+def test_keep_going_runs_on_when_the_analysis_says_stop(tmp_path):
+    from robolake.experiment.loop import Run, RunConfig
+
+    for keep_going, expected in ((False, "the analysis says stop (stalled)"), (True, None)):
+        run = Run(_settings(tmp_path / "lake"), RunConfig("exp", keep_going=keep_going), say=lambda text: None)
+        try:
+            run.state.done[(0, "analysis")] = {"stop": "stalled"}
+            assert run._stop_reason(0) == expected
+        finally:
+            run.close()
