@@ -54,8 +54,8 @@ def main() -> int:
     lake = f"file://{(args.out / 'lake').resolve()}"
     command = [sys.executable, "-m", "robolake.cli", "run", "--experiment", EXPERIMENT, "--lake", lake,
                "--bus", "memory", "--vlm", args.vlm, "--skills", *args.skills, "--seed", str(args.seed),
-               "--bootstrap-episodes", "12", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
-               "--train-steps", "500", "--keep-going", "-o", str(args.out / "report"), *args.run_args]
+               "--bootstrap-episodes", "30", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
+               "--train-steps", "1000", "--keep-going", "-o", str(args.out / "report"), *args.run_args]
     env = {**os.environ, "ROBOLAKE_HOME": str(args.out.resolve())}
     with recorded_model(args) as (model_env, tape):
         env.update(model_env)
@@ -72,8 +72,6 @@ def main() -> int:
                 print(f"`robolake run` exited {done.returncode}; see {args.out / 'run.log'}")
                 break
             if len(at_50) >= args.goal or time.monotonic() - started > args.hours * 3600:
-                break
-            if points and points[-1].get("stopped"):
                 break
         seconds = time.monotonic() - started
     final = final_evaluation(lake, points, args)
@@ -111,9 +109,6 @@ def progress(lake: str, bootstrap: list[str], seconds: float, points: list[dict]
             rows.append(seen.get(iteration + 1) or {"iteration": iteration + 1, "seconds": round(seconds),
                                                  "step": int(detail["version"].split("-")[1]),
                                                  "success": detail["success"]})
-    stopped = [d.get("stop") for (i, stage), d in state.done.items() if stage == "analysis" and d.get("stop")]
-    if rows and stopped:
-        rows[-1]["stopped"] = stopped[-1]
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Who collects what in `robolake run`: the random arm's draws (collection = random), and who acts.
+"""Who collects what in `robolake run`: the random arm's draws (collection = random), and who acts."""
 
 from collections import Counter
 
@@ -34,15 +34,15 @@ def test_the_expert_acts_on_skills_the_policy_was_not_trained_on_or_cannot_do_ye
     class Run:
         run_id = "exp-pac"
         state = RunState("exp", done={
-            (2, "relabel"): {"functions": [_reward_spec(s) for s in ("reach_red", "grasp_red", "lift_red",
-                                                                      "place_red_on_blue")]},
+            (2, "relabel"): {"functions": [_reward_spec(s) for s in ("reach_red", "grasp_red", "lift_red")]},
             (2, "train"): {"step": 1500},
-            (2, "eval"): {"success": {"reach_red": [12, 12], "grasp_red": [3, 12], "lift_red": [2, 12],
-                                      "place_red_on_blue": [0, 12]}}})
+            (2, "eval"): {"success": {"reach_red": [12, 12], "grasp_red": [3, 12], "lift_red": [2, 12]}}})
 
     actor = _actor(Run(), 2)
-    assert actor(("reach_red", "grasp_red", "lift_red", "place_red_on_blue")) == {
-        "policy_id": "pac:exp-pac", "policy_version": "step-1500", "expert_skills": ["lift_red", "place_red_on_blue"],
-        "noise": 0.0}, "grasp at 3/12 (0.25) is the policy's; lift at 2/12 and place at 0/12 are below the floor"
-    assert actor(("reach_red", "grasp_red", "lift_red", "place_red_on_green"))["expert_skills"] == [
-        "lift_red", "place_red_on_green"], "never trained on: the expert"
+    expert = {"policy_id": "scripted_expert", "policy_version": "1", "noise": 0.0}
+    assert actor(("reach_red", "grasp_red")) == {"policy_id": "pac:exp-pac", "policy_version": "step-1500",
+                                                 "expert_skills": [], "noise": 0.0}, "grasp at 3/12 is the policy's"
+    assert actor(("reach_red", "grasp_red", "lift_red")) == {
+        **expert, "expert_skills": ["reach_red", "grasp_red", "lift_red"]}, "lift at 2/12: the expert, whole"
+    assert actor(("reach_red", "grasp_red", "lift_red", "place_red_on_green"))["policy_id"] == "scripted_expert", \
+        "never trained on place_red_on_green"
