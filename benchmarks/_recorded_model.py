@@ -1,10 +1,13 @@
 """A recorded model behind a provider's real protocol: a local Gemini or OpenAI-compatible server
 (tests/vlm_servers.py) that plays back the replies a recorded experiment got (its `vlm.call`
 events), per stage in the order they were given: the k-th propose question gets the k-th recorded
-propose reply, and so on. The run's learner is not bit-for-bit reproducible (a rerun's evaluation
-may differ by an episode), so a later question is rarely word for word the recorded one; the server
-counts how many were (`exact`). When a stage's recording runs out, the server answers HTTP 400
-saying so: the client raises, the run retries and stops, and nothing is made up.
+propose reply, and so on. It does not read the question's numbers: the replies follow the recorded
+run, not the replayed one, so a replay checks that the loop runs through the provider's client and
+protocol, not what a model would choose. The learner is not bit-for-bit reproducible (a rerun's
+evaluation may differ by an episode), so a later question is rarely word for word the recorded
+one; the server counts how many were (`exact`). When a stage's recording runs out, the server
+answers HTTP 400 saying so: that call fails (a round fails only when all of its calls do), and
+nothing is made up.
 
     with serve("gemini", "file:///tmp/unattended/lake", "unattended") as (env, tape):
         subprocess.run([... "robolake", "run", "--vlm", "gemini" ...], env={**os.environ, **env})

@@ -34,13 +34,18 @@ BASE = ("reach_red", "grasp_red", "lift_red")
 
 
 def run_one(out: Path, strategy: str, seed: int, args) -> dict:
-    """One arm on one seed: its held-out success after each iteration, and the final row."""
+    """One arm on one seed: its held-out success after each iteration, and the final row. Each
+    point is saved as it is measured, so a rerun on the same --out picks up where it stopped."""
     from infra.settings import Settings
     from robolake.experiment.loop import Run, RunConfig
 
     settings = Settings.load(env={}, lake=f"file://{out / f'{strategy}-{seed}'}", bus="memory")
-    started, curve = time.perf_counter(), []
-    for iterations in range(1, args.iterations + 1):
+    saved = out / f"{strategy}-{seed}.curve.json"
+    curve = json.loads(saved.read_text()) if saved.exists() else []
+    started = time.perf_counter() - (curve[-1]["seconds"] if curve else 0)
+    for iterations in range(len(curve) + 1, args.iterations + 1):
+        if curve and curve[-1]["stopped"]:
+            break
         config = RunConfig(f"{strategy}-{seed}", iterations=iterations, budget_episodes=args.budget,
                            collection=strategy, base_skills=BASE, bootstrap_episodes=args.bootstrap_episodes,
                            episodes_per_decision=args.episodes, max_tasks=args.tasks,
@@ -52,19 +57,20 @@ def run_one(out: Path, strategy: str, seed: int, args) -> dict:
         finally:
             run.close()
         wins, n = held_out_success(settings, run.run_id, args, seed)
-        curve.append({"iteration": iterations, **collected(run, args.held_out), "wins": wins, "n": n})
+        curve.append({"iteration": iterations, **collected(run, args.held_out), "wins": wins, "n": n,
+                      "stopped": outcome.stopped, "seconds": time.perf_counter() - started})
+        saved.write_text(json.dumps(curve, indent=1))
         print(f"[{strategy} {seed}] after iteration {iterations}: {args.held_out} {wins}/{n}, "
               f"{curve[-1]['episodes']} episodes collected", flush=True)
-        if outcome.stopped:
-            break
-    return summarise(strategy, seed, curve, time.perf_counter() - started, outcome.stopped)
+    return summarise(strategy, seed, curve)
 
 
 def held_out_success(settings, run_id: str, args, seed: int) -> tuple[int, int]:
     from learner.evaluate import LearnedPolicy, evaluate
 
     policy = LearnedPolicy.load(settings, run_id)
-    results = evaluate(NullProducer(), policy, [args.held_out], args.eval_episodes, seed=1_000_000 + seed,
+    # Seeds no run collected (decision seeds are hashed), and apart for each training seed.
+    results = evaluate(NullProducer(), policy, [args.held_out], args.eval_episodes, seed=1_000_000 + 1000 * seed,
                        experiment_id="held-out")
     return results[args.held_out]
 
@@ -86,15 +92,15 @@ def collected(run, held_out: str) -> dict:
     return {"episodes": episodes, "held_out_episodes": practised, "place_episodes": placing}
 
 
-def summarise(strategy: str, seed: int, curve: list[dict], seconds: float, stopped: str | None) -> dict:
+def summarise(strategy: str, seed: int, curve: list[dict]) -> dict:
     from schemas.stats import wilson
 
     last = curve[-1]
     low, high = wilson(last["wins"], last["n"])
     return {"strategy": strategy, "seed": seed, "wins": last["wins"], "n": last["n"], "rate": last["wins"] / last["n"],
-            "low": low, "high": high, "iterations": last["iteration"], "stopped": stopped,
+            "low": low, "high": high, "iterations": last["iteration"], "stopped": last["stopped"],
             "episodes": last["episodes"], "held_out_episodes": last["held_out_episodes"],
-            "place_episodes": last["place_episodes"], "curve": curve, "seconds": seconds}
+            "place_episodes": last["place_episodes"], "curve": curve, "seconds": last["seconds"]}
 
 
 def plot(out: Path, rows: list[dict], held_out: str) -> Path:

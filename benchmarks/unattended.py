@@ -1,16 +1,19 @@
 """Unattended growth: left alone, does `robolake run` learn skills it was not bootstrapped with?
 
-Starts `robolake run` (the command itself, one process per iteration: each resumes the last) on a
-fresh lake from a bootstrap set (default reach, grasp and lift of the red block) with no human
-input. Its experimenter is the offline scripted one, or, with --vlm gemini|openai, the real client
-library talking to a local server of that provider's protocol that answers with the replies a
-scripted run recorded (--replies-from that run's --out): the loop a real model would drive when a
-key is given, with recorded replies standing in for the model. After each iteration the run's own
-evaluation (per skill, the learned policy's success) is read from the lake. It stops when --hours
-are spent, --iterations are done, or --goal skills beyond the bootstrap reach 50% in the run's
-evaluation; then the final policy is evaluated on every skill beyond the bootstrap on fresh seeds.
-Goal (issue 24): >= 2 skills beyond the bootstrap at >= 50% within 3 hours on 2 cores. Writes
-growth.png and benchmarks/results/unattended.json (or unattended_<vlm>.json).
+Starts `robolake run --keep-going` (the command itself, one process per iteration: each resumes
+the last) on a fresh lake from a bootstrap set (default reach, grasp and lift of the red block, from
+which the scripted experimenter can grow the two red placings) with no human input. Its
+experimenter is the offline scripted one, or, with --vlm gemini|openai, the real client library
+talking to a local server of that provider's protocol that plays back the replies a scripted run
+recorded (--replies-from that run's --out; benchmarks/_recorded_model.py): a check that the loop
+runs through the provider's protocol as it would with a key, not of what a model would choose.
+After each iteration the run's own evaluation (per skill, the learned policy's success) is read
+from the lake. It stops when --hours are spent, --iterations are done, or --goal skills beyond the
+bootstrap reach 50% in the run's evaluation; then the final policy is evaluated on every skill
+beyond the bootstrap on fresh seeds. A rerun on the same --out resumes the run and its clock (and
+with --iterations no higher than those done, only evaluates and reports). Goal (issue 24): >= 2
+skills beyond the bootstrap at >= 50% within 3 hours on 2 cores. Writes growth.png and
+benchmarks/results/unattended.json (or unattended_<vlm>.json).
 
     .venv/bin/python benchmarks/unattended.py --out /tmp/unattended
     .venv/bin/python benchmarks/unattended.py --out /tmp/unattended-gemini --vlm gemini \\
@@ -50,6 +53,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.vlm != "scripted" and args.replies_from is None:
         parser.error("--vlm gemini|openai replays a scripted run: give --replies-from")
+    if args.replies_from is not None and args.replies_from.resolve() == args.out.resolve():
+        parser.error("--replies-from must be another run's --out (this --out is where the replay runs)")
     args.out.mkdir(parents=True, exist_ok=True)
     lake = f"file://{(args.out / 'lake').resolve()}"
     command = [sys.executable, "-m", "robolake.cli", "run", "--experiment", EXPERIMENT, "--lake", lake,
@@ -57,25 +62,39 @@ def main() -> int:
                "--bootstrap-episodes", "30", "--episodes", "8", "--tasks", "3", "--eval-episodes", "12",
                "--train-steps", "1000", "--keep-going", "-o", str(args.out / "report"), *args.run_args]
     env = {**os.environ, "ROBOLAKE_HOME": str(args.out.resolve())}
+    # A rerun on the same --out resumes the run and its clock (saved after every iteration).
+    saved = args.out / "progress.json"
+    before = json.loads(saved.read_text()) if saved.exists() else {"seconds": 0.0, "points": [], "exit": 0}
+    points, code = before["points"], 0
     with recorded_model(args) as (model_env, tape):
         env.update(model_env)
-        started, points = time.monotonic(), []
-        for iteration in range(1, args.iterations + 1):
-            with open(args.out / "run.log", "a") as log:
-                done = subprocess.run([*command, "--iterations", str(iteration)], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT)
-            points = progress(lake, args.skills, time.monotonic() - started, points)
-            at_50 = beyond_at_50(points[-1]["success"], args.skills) if points else []
-            print(f"iteration {iteration}: {time.monotonic() - started:.0f}s, exit {done.returncode}, "
-                  f"beyond the bootstrap at 50%: {', '.join(at_50) or 'none'}", flush=True)
-            if done.returncode != 0:
-                print(f"`robolake run` exited {done.returncode}; see {args.out / 'run.log'}")
+        started = time.monotonic() - before["seconds"]
+        for iteration in range(len(points) + 1, args.iterations + 1):
+            if len(beyond_at_50(points[-1]["success"], args.skills) if points else []) >= args.goal or \
+                    time.monotonic() - started > args.hours * 3600:
                 break
-            if len(at_50) >= args.goal or time.monotonic() - started > args.hours * 3600:
+            with open(args.out / "run.log", "a") as log:
+                code = subprocess.run([*command, "--iterations", str(iteration)], env=env, stdout=log,
+                                      stderr=subprocess.STDOUT).returncode
+            points = progress(lake, time.monotonic() - started, points)
+            saved.write_text(json.dumps({"seconds": time.monotonic() - started, "points": points, "exit": code}))
+            at_50 = beyond_at_50(points[-1]["success"], args.skills) if points else []
+            print(f"iteration {iteration}: {time.monotonic() - started:.0f}s, exit {code}, "
+                  f"beyond the bootstrap at 50%: {', '.join(at_50) or 'none'}", flush=True)
+            if code != 0:
+                print(f"`robolake run` exited {code}; see {args.out / 'run.log'}")
                 break
         seconds = time.monotonic() - started
     final = final_evaluation(lake, points, args)
-    return report(args, points, final, seconds, tape.counts() if tape else None)
+    report(args, points, final, seconds, tape.counts() if tape else None, code)
+    return 1 if code else 0
+
+
+def beyond_bootstrap(skills, bootstrap: list[str]) -> list[str]:
+    from producers.rollout import task_for
+
+    base = {s for skill in bootstrap for s in task_for(skill)}
+    return [s for s in skills if s not in base]
 
 
 def recorded_model(args):
@@ -90,7 +109,7 @@ def recorded_model(args):
     return serve(args.vlm, f"file://{(args.replies_from / 'lake').resolve()}", EXPERIMENT)
 
 
-def progress(lake: str, bootstrap: list[str], seconds: float, points: list[dict]) -> list[dict]:
+def progress(lake: str, seconds: float, points: list[dict]) -> list[dict]:
     """The run's evaluation per iteration (wins, n per skill) from the lake, with the seconds
     since the start at which each iteration was first seen done."""
     from infra.lake_sql import open_lake
@@ -113,10 +132,7 @@ def progress(lake: str, bootstrap: list[str], seconds: float, points: list[dict]
 
 
 def beyond_at_50(success: dict, bootstrap: list[str]) -> list[str]:
-    from producers.rollout import task_for
-
-    base = {s for skill in bootstrap for s in task_for(skill)}
-    return [s for s, (wins, n) in success.items() if s not in base and n and wins / n >= 0.5]
+    return [s for s in beyond_bootstrap(success, bootstrap) if success[s][1] and success[s][0] / success[s][1] >= 0.5]
 
 
 def final_evaluation(lake: str, points: list[dict], args) -> dict:
@@ -125,19 +141,17 @@ def final_evaluation(lake: str, points: list[dict], args) -> dict:
     from benchmarks.learning_quality import NullProducer
     from infra.settings import Settings
     from learner.evaluate import LearnedPolicy, evaluate
-    from producers.rollout import task_for
 
     if not points:
         return {}
-    base = {s for skill in args.skills for s in task_for(skill)}
-    skills = [s for s in points[-1]["success"] if s not in base]
+    skills = beyond_bootstrap(points[-1]["success"], args.skills)
     policy = LearnedPolicy.load(Settings.load(env={}, lake=lake), f"{EXPERIMENT}-pac")
-    found = evaluate(NullProducer(), policy, skills, args.final_episodes, seed=2_000_000 + args.seed,
+    found = evaluate(NullProducer(), policy, skills, args.final_episodes, seed=2_000_000 + 1000 * args.seed,
                      experiment_id="final")
     return {skill: list(result) for skill, result in found.items()}
 
 
-def report(args, points: list[dict], final: dict, seconds: float, replies: dict | None) -> int:
+def report(args, points: list[dict], final: dict, seconds: float, replies: dict | None, code: int) -> None:
     from schemas.stats import wilson
 
     skills = list(dict.fromkeys(s for p in points for s in p["success"]))
@@ -155,14 +169,13 @@ def report(args, points: list[dict], final: dict, seconds: float, replies: dict 
     if replies:
         print(f"recorded replies played back through the {args.vlm} protocol: {replies['played']} of "
               f"{replies['recorded']}, {replies['exact']} of them to the very question recorded")
-    plot(args.out, points, skills, args.skills)
     name = "unattended" if args.vlm == "scripted" else f"unattended_{args.vlm}"
     print("wrote", write_result(name, {
         "vlm": args.vlm, "bootstrap": args.skills, "skills_beyond_bootstrap_at_50": len(at_50),
         "skills_at_50": at_50, "first_iteration_at_50": first, "seconds": round(seconds),
-        "iterations": len(points), "final_success": final, "final_episodes": args.final_episodes,
+        "iterations": len(points), "run_exit": code, "final_success": final, "final_episodes": args.final_episodes,
         "per_iteration": points, "recorded_replies": replies, "goal": {"skills": 2, "hours": 3}}))
-    return 0
+    plot(args.out, points, skills, args.skills)
 
 
 def plot(out: Path, points: list[dict], skills: list[str], bootstrap: list[str]) -> None:
@@ -171,14 +184,13 @@ def plot(out: Path, points: list[dict], skills: list[str], bootstrap: list[str])
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from producers.rollout import task_for
-
-    base = {s for skill in bootstrap for s in task_for(skill)}
+    beyond = beyond_bootstrap(skills, bootstrap)
     fig, ax = plt.subplots(figsize=(8, 4))
     for skill in skills:
-        mine = [p for p in points if skill in p["success"]]
+        mine = [p for p in points if p["success"].get(skill, [0, 0])[1]]
         ax.plot([p["seconds"] / 60 for p in mine], [p["success"][skill][0] / p["success"][skill][1] for p in mine],
-                marker="o", linestyle="--" if skill in base else "-", label=skill + (" (bootstrap)" if skill in base else ""))
+                marker="o", linestyle="-" if skill in beyond else "--",
+                label=skill + ("" if skill in beyond else " (bootstrap)"))
     ax.axhline(0.5, color="k", linewidth=0.8)
     ax.set_xlabel("minutes since the start")
     ax.set_ylabel("learned policy's evaluated success")

@@ -7,7 +7,7 @@ Rules, per stage:
 propose — frontier tasks. Per skill, the summary of its most-practised policy (most episodes):
 - mastered: success rate >= 0.9 with a tight interval (Wilson low >= 0.75);
 - hopeless: at least 20 episodes and success rate <= 0.05;
-- learned: success rate >= 0.75 (what it builds on need not be perfect to build on);
+- learned: success rate >= 0.75 with Wilson low >= 0.45 (what it builds on need not be perfect);
 - ready: every skill it builds on (its natural sequence, producers/rollout.py task_for) is learned.
 Candidates are the skills neither mastered nor hopeless that are ready or practised already (a
 skill cannot be learned before what it builds on; one begun stays a candidate when what it builds
@@ -41,7 +41,7 @@ from consumers.curriculum import progress
 from consumers.curriculum.vlm import VLMError, VLMReply, VLMRequest
 
 MASTERED_RATE, MASTERED_LOW = 0.9, 0.75
-LEARNED_RATE = 0.75
+LEARNED_RATE, LEARNED_LOW = 0.75, 0.45   # a lucky 3 of 3 (Wilson low 0.44) is not learned yet
 HOPELESS_EPISODES, HOPELESS_RATE = 20, 0.05
 RETRIEVE_FLOOR = 0.6
 
@@ -49,7 +49,7 @@ RETRIEVE_FLOOR = 0.6
 @dataclass(frozen=True)
 class Idea:
     """A composite task in words; `skill_id` is what a library skill doing it is called (the idea
-    is dropped once the library holds it), `needs` the skills that must be mastered first."""
+    is dropped once the library holds it), `needs` the skills that must be learned first."""
 
     task: str
     skill_id: str
@@ -89,7 +89,7 @@ def propose(context: dict) -> dict:
     scores = context.get("progress") or {s: p.as_dict() for s, p in
                                          progress.scores(context.get("summaries", []), [k["id"] for k in skills]).items()}
     mastered = {s for s, row in stats.items() if _mastered(row)}
-    learned = {s for s, row in stats.items() if row["success_rate"] >= LEARNED_RATE}
+    learned = {s for s, row in stats.items() if row["success_rate"] >= LEARNED_RATE and row["ci_low"] >= LEARNED_LOW}
     ranked = []  # (-score, order, task without its rationale, what the rationale needs)
     for order, skill in enumerate(skills):
         row = stats.get(skill["id"])
@@ -152,7 +152,7 @@ def _rationale(skill_id: str, row: dict | None, builds_on: list[str], unlearned:
     done = "never tried" if row is None else f"{row['successes']}/{row['episodes']} successes"
     base = ("it builds on no other skill" if not builds_on else f"it builds on {', '.join(builds_on)}, all learned"
             if not unlearned else f"practised already, it stays a candidate while {', '.join(unlearned)} "
-            f"dips below {LEARNED_RATE}")
+            f"is not learned")
     # the score only: the numbers behind it travel with every proposal (Proposal.progress)
     return f"{skill_id} ({done}) ranks {rank} of {of} candidates by learning progress ({scored['score']:.2f}); {base}"
 

@@ -13,7 +13,8 @@ train       the experiment's PAC run, `train_steps` more steps (resumed from its
 eval        the new checkpoint on every skill the experiment practises: eval decisions, collected
             the same way.
 summaries   skill.summary events of the experiment.
-analysis    verdicts on the run by evaluated success (never the loss); `stop` ends the run.
+analysis    verdicts on the run by evaluated success (never the loss); `stop` ends the run (not
+            with keep_going).
 curriculum  a curriculum round (or, with collection = random, skills drawn uniformly from the whole
             built-in library by random_skills: the baseline): the next iteration's decisions, with the
             latest policy acting and the expert on skills it was not trained on or cannot do yet.
@@ -33,7 +34,7 @@ from robolake.experiment.errors import StageFailed
 
 log = logging.getLogger(__name__)
 
-# The expert demonstrates a skill whose evaluated success is below this (2 of 12 episodes or fewer).
+# The expert demonstrates a task when the policy's evaluated success at a skill of it is below this.
 EXPERT_BELOW = 0.25
 
 ORDER = ("plan", "collect", "relabel", "train", "eval", "summaries", "analysis", "curriculum")
@@ -279,8 +280,7 @@ def random_skills(skills: list[str], seed: int, iteration: int, count: int) -> l
 
 
 def _bootstrap(run, skill: str, noise: float) -> dict:
-    # Half as many noisy episodes: the clean expert stays the most practised policy of a base skill,
-    # whose mastery the scripted curriculum reads as the frontier.
+    # Half as many noisy episodes: demonstrations that fail teach little, a few show recoveries.
     episodes = run.config.bootstrap_episodes if noise == 0 else max(1, run.config.bootstrap_episodes // 2)
     version = "1" if noise == 0 else f"1+noise{noise:g}"
     return _decision(run, stable_id(run.config.experiment_id, "bootstrap", skill, noise), skill, EXPERT, version,

@@ -5,8 +5,9 @@ each skill in; and the experiment's config and commit, as `robolake run` recorde
 Who acted in an episode is its policy: `scripted_expert` (or none) is the expert; `pac:<run>` at
 `step-<n>` a learner checkpoint. A checkpoint's episodes count as its evaluation when their
 decision is an evaluation (`purpose` eval), or says no purpose and gives no skill to the expert
-(decisions older than v3). A checkpoint's collections (the curriculum's, with the expert on the
-skills it was not trained on or cannot do yet) are neither: they are counted apart (`mixed`), never in either table.
+(decisions older than v3). A checkpoint's own collection attempts (the curriculum's decisions
+it acts in; where the expert takes a task over, the decision is the expert's) are neither: they are
+counted apart (`mixed`), never in either table.
 """
 
 from __future__ import annotations

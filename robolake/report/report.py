@@ -78,8 +78,8 @@ def overall_line(report: Report) -> str | None:
 
 def mixed_line(report: Report) -> str | None:
     n = report.skills["mixed"]
-    return n and (f"{n} skill attempt{'s' if n > 1 else ''} in a checkpoint's collections (not its evaluation; "
-                  "the expert acts there on the skills it was not trained on or cannot do yet): in neither table.")
+    return n and (f"{n} skill attempt{'s' if n > 1 else ''} in a checkpoint's own collections (not its evaluation; "
+                  "older runs' collections also let the expert act on some skills): in neither table.")
 
 
 def config_rows(report: Report) -> list[list[str]]:

@@ -22,9 +22,27 @@ def test_each_draw_is_uniform_over_the_library_and_seeds_differ():
     assert random_skills(SKILLS, 0, 0, 3) != random_skills(SKILLS, 1, 0, 3)
 
 
-def test_a_round_is_the_same_when_asked_again():  # a resumed run sends the same decisions
-    assert random_skills(SKILLS, 7, 4, 3) == random_skills(SKILLS, 7, 4, 3)
-    assert random_skills(SKILLS, 7, 4, 3) != random_skills(SKILLS, 7, 5, 3)
+def test_rounds_that_cross_a_deck_still_deal_each_skill_once_per_deck():
+    drawn = [s for iteration in range(9) for s in random_skills(SKILLS, 3, iteration, 4)]  # 36 = two decks
+    assert sorted(drawn) == sorted(SKILLS * 2) and sorted(drawn[:18]) == sorted(SKILLS)
+
+
+def test_a_resumed_random_round_sends_the_same_decisions():
+    from types import SimpleNamespace
+
+    from robolake.experiment.stages import _random_round, _reward_spec
+    from robolake.experiment.state import RunState
+
+    sent = []
+    run = SimpleNamespace(run_id="exp-pac", send_decisions=sent.append,
+                          config=SimpleNamespace(experiment_id="exp", seed=7, max_tasks=3, episodes_per_decision=8),
+                          state=RunState("exp", done={(4, "relabel"): {"functions": [_reward_spec("reach_red")]},
+                                                      (4, "train"): {"step": 900}, (4, "eval"): {}}))
+    first, again = _random_round(run, 4), _random_round(run, 4)
+    assert first == again and len(first["decisions"]) == 3
+    assert [{k: v for k, v in r.items() if k != "time"} for r in sent[0]] == \
+        [{k: v for k, v in r.items() if k != "time"} for r in sent[1]]
+    assert [r["skill_sequence"][-1] for r in sent[0]] == random_skills(SKILLS, 7, 4, 3)
 
 
 def test_the_expert_acts_on_skills_the_policy_was_not_trained_on_or_cannot_do_yet():
