@@ -159,8 +159,11 @@ def main() -> int:
     from learner.captions import CaptionEncoder
 
     CaptionEncoder().encode(["reach the red block"])  # torch before any GL context (robolake run does the same)
-    rows = [run_one(args.out, strategy, seed, args) for seed in range(args.seeds) for strategy in args.strategies]
-    (args.out / "results.json").write_text(json.dumps(rows, indent=2))
+    rows = []
+    for seed in range(args.seeds):
+        for strategy in args.strategies:
+            rows.append(run_one(args.out, strategy, seed, args))
+            (args.out / "results.json").write_text(json.dumps(rows, indent=2))  # what is done, as it is done
     print(table(["strategy", "seed", f"{args.held_out} success", "95% CI", "episodes", "of them the held-out task",
                  "of them placing", "iterations", "seconds"],
                 [[r["strategy"], r["seed"], f"{r['wins']}/{r['n']}", f"{r['low']:.2f}-{r['high']:.2f}", r["episodes"],
