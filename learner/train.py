@@ -32,12 +32,14 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
           device: str = "auto", resume: bool = False, seed: int = 0, checkpoint_every: int = 500,
           metrics_every: int = 50, conditioning: str = "hindsight", successful_only: bool = False,
           skills: tuple[str, ...] | None = None, progress=None, metrics_sent_until: int = 0,
-          before_checkpoint=None, captions=None) -> TrainRun:
+          before_checkpoint=None, captions=None, schedule_from: int = 0) -> TrainRun:
     """Train `steps` steps. A resumed run repeats the steps after its checkpoint: their metrics up
     to `metrics_sent_until` are already on the log and are not sent again. `before_checkpoint()`
     runs before each checkpoint is written (`robolake run` on the in-process bus: sink the metrics
     first, so no checkpoint is ever ahead of the metrics in the lake). `captions`: a CaptionEncoder
-    already loaded (default: a new one)."""
+    already loaded (default: a new one). `schedule_from`: the step the learning rate's cosine starts
+    from (`robolake run` trains each iteration from its previous target: a warm restart, so the
+    data each iteration adds is learned at a useful rate, not at the tail of one long decay)."""
     import numpy as np
 
     from infra.bus.backend import open_bus
@@ -72,11 +74,16 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
             observation_version=config.observation_version))
     except ValueError as exc:
         raise TrainingError(str(exc)) from None
+    if state is not None and set(lineage_functions(data)) - set(state.get("lineage", {}).get("functions", [])):
+        # Skills the input statistics never saw (a library grown since): they are set again from
+        # the next batch, or the new skills' captions and states stay outside the normaliser's range.
+        learner.forget_normalizer()
+        log.info("run %s: new skills since its normaliser was set; it is set again", run_id)
     captions = captions or CaptionEncoder()
     symmetry = ColourSymmetry(data.functions, config.observation_version) if config.colour_symmetry else None
     rng = np.random.default_rng([seed, run.steps])
     producer = open_bus(settings).producer()
-    lineage = {"dataset": dataset, "functions": [f"{n}@{v}" for n, v in data.functions],
+    lineage = {"dataset": dataset, "functions": lineage_functions(data),
                "conditioning": conditioning, "successful_only": successful_only,
                "lake": settings.lake_root}
     try:
@@ -87,7 +94,7 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
                 batch = symmetry.apply(batch, data.captions, rng)
             batch = dict(batch, caption=captions.encode(list(batch["caption"])))
             try:
-                metrics = learner.step(batch, lr_scale=cosine(run.steps, steps))
+                metrics = learner.step(batch, lr_scale=cosine(run.steps - schedule_from, steps - schedule_from))
             except FloatingPointError as exc:
                 raise TrainingError(f"{exc}; stopped, the last good checkpoint is {run.checkpoint or 'none'}") from exc
             run.steps, run.last_metrics = learner.steps, metrics
@@ -113,10 +120,14 @@ def train(settings, config, dataset: str, steps: int, run_id: str, experiment_id
     return run
 
 
+def lineage_functions(data) -> list[str]:
+    return [f"{n}@{v}" for n, v in data.functions]
+
+
 def cosine(step: int, steps: int) -> float:
     """The learning rate's share at `step` of a run of `steps`: 1 decaying to 0 on a half cosine (the
-    schedule of the small reference learner that reached 0.95 on clean data, issue 22). A resumed run
-    continues the curve of its new length."""
+    schedule of the small reference learner that reached 0.95 on clean data, issue 22). `train`
+    counts both from its `schedule_from`."""
     import math
 
     return 0.5 * (1 + math.cos(math.pi * min(step, steps) / max(steps, 1)))

@@ -104,6 +104,11 @@ class PACLearner:
         return {"model": self.model.state_dict(), "target": self.target.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "steps": self.steps}
 
+    def forget_normalizer(self) -> None:
+        """The next step sets the input statistics again (from its batch), as the first step did."""
+        self.model.normalizer_ready.zero_()
+        self.target.normalizer_ready.zero_()
+
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.target.load_state_dict(state["target"])

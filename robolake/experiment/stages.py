@@ -157,7 +157,8 @@ def train_to(run, request: dict) -> dict:
                              resume=latest is not None, seed=request["seed"],
                              checkpoint_every=max(1, every // 2), metrics_every=max(1, every // 10),
                              progress=bar.update, metrics_sent_until=sent,
-                             before_checkpoint=lambda: sink_in_process(run.settings), captions=run.encoder)
+                             before_checkpoint=lambda: sink_in_process(run.settings), captions=run.encoder,
+                             schedule_from=target - every)
         except TrainingError as exc:
             raise StageFailed(f"training failed: {exc}") from exc
     return {"run_id": run_id, "step": done.steps, "checkpoint": done.checkpoint,
