@@ -72,6 +72,26 @@ def test_a_resumed_run_continues_as_it_was_saved_but_for_what_the_caller_sets(la
     assert (resumed["colour_symmetry"], resumed["alpha"]) == (False, 1.0)
 
 
+def test_a_resumed_run_restarts_its_schedule_where_asked_and_renormalises_for_new_skills(lake, monkeypatch):
+    from learner.pac.config import get_config
+    from learner.pac.learning import PACLearner
+    from learner.train import train
+
+    step, seen = PACLearner.step, []
+    monkeypatch.setattr(PACLearner, "step", lambda self, batch, lr_scale=1.0: seen.append(
+        (round(lr_scale, 3), bool(self.model.normalizer_ready))) or step(self, batch, lr_scale=lr_scale))
+    config = get_config("tiny")
+    train(lake, config, "d", 4, "r", device="cpu", checkpoint_every=4, skills=("reach_red",))
+    assert seen[0] == (1.0, False) and seen[-1][1], "the first step sets the normaliser"
+    seen.clear()  # the loop's next iteration: 4 more steps from step 4, the dataset now with lift_red too
+    train(lake, config, "d", 8, "r", device="cpu", resume=True, checkpoint_every=4, schedule_from=4)
+    assert seen[0] == (1.0, False), "a warm restart at full rate; lift_red is new: the normaliser is set again"
+    assert seen[1][1] and seen[-1][0] < 0.2
+    seen.clear()  # the same skills again: the normaliser stays; without schedule_from the decay goes on
+    train(lake, config, "d", 10, "r", device="cpu", resume=True, checkpoint_every=2)
+    assert seen[0][1] and seen[0][0] < 0.1
+
+
 def test_resume_with_another_model_shape_names_the_mismatch(lake, capsys):
     assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r2"]) == 0
     assert main(["train", "--dataset", "d", "--steps", "3", "--run-id", "r2", "--resume", "--config", "small"]) == 1
