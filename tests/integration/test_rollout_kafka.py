@@ -104,13 +104,15 @@ def test_killed_paused_and_slow_decision_workers_land_each_episode_once(stack, t
 
     def worker() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "robolake.cli", "produce", "--from-decisions", "--experiment",
-                                 experiment, "--until-idle", "15", "-v"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                 experiment, "--until-idle", "30", "-v"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
 
     killed, paused = worker(), worker()
-    # 8 decisions, so the partitions each worker holds after the first rebalance all but surely have
-    # work left (with 4, one worker once ran them all before the other had any)
-    asked = _send_decisions(stack, experiment, count_=8, episodes=20)
+    # Both workers join the group before any decision is sent (well within their 30 s of idleness),
+    # and 12 decisions give each of them work after the first rebalance (one worker once ran all 8
+    # of a batch sent at once, 3 s each, before the other, still starting, had joined).
+    time.sleep(12)
+    asked = _send_decisions(stack, experiment, count_=12, episodes=20)
     bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions)
     reader, started, deadline = bus.consumer(None, [topics.EPISODES]), Counter(), time.monotonic() + 120
     while min(started[killed.pid], started[paused.pid]) < 2 and time.monotonic() < deadline:  # both mid-decision
