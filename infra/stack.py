@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from infra.kafka_server import KafkaServer
 from infra.minio_server import MinioServer
+from infra.optional import require
 from infra.process import ServiceError, port_free, port_holder, wait_until
 from infra.settings import Settings
 
@@ -55,6 +56,10 @@ def status(settings: Settings) -> list[ServiceStatus]:
 
 
 def up(settings: Settings, timeout_s: float = STARTUP_TIMEOUT_S) -> list[ServiceStatus]:
+    # The health checks and the provisioning talk through the clients: without them every check
+    # would only look unhealthy until the timeout.
+    for module in ("kafka", "minio"):
+        require(module, "infra")
     to_start = [s for s in services(settings) if s.process.running_pid() is None]
     for service in to_start:
         for port in service.ports:

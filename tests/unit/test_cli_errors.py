@@ -268,3 +268,12 @@ def test_every_expected_failure_names_a_class_that_exists():
     for module, name in USAGE_ERRORS + FAILURES:
         found = getattr(importlib.import_module(module), name, None)
         assert isinstance(found, type) and issubclass(found, BaseException), f"{module}.{name} is no exception class"
+
+
+def test_infra_up_without_the_infra_extra_names_it_and_starts_nothing(monkeypatch, tmp_path, capsys):
+    monkeypatch.setitem(sys.modules, "kafka", None)  # as after `make demo`: no Kafka client installed
+    monkeypatch.setenv("ROBOLAKE_STACK_DIR", str(tmp_path / "stack"))
+    assert main(["infra", "up"]) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "pip install 'robolake[infra]'" in lines[0], lines
+    assert not (tmp_path / "stack").exists() or not any((tmp_path / "stack").rglob("*.pid"))
