@@ -13,6 +13,8 @@ from __future__ import annotations
 from infra.settings import Settings
 from robolake.commands.common import check_lake_writable, positive_int
 
+TOUR = "tour"  # the tour's own experiment: `make demo`'s `robolake run` is experiment "demo"
+
 
 def register(commands, common) -> None:
     demo = commands.add_parser("demo", parents=[common], help="a tour of the platform's parts on the embedded default",
@@ -36,15 +38,15 @@ def run_demo(args, settings: Settings) -> int:
     producer = bus.producer()
     announce_skills(producer)
     config = RolloutConfig(skills=task_for("place_red_on_blue"), task_skill="place_red_on_blue", frames=True,
-                           experiment_id="demo", chunk_steps=10)
+                           experiment_id=TOUR, chunk_steps=10)
     produce_episodes(settings, config, episodes=args.episodes, workers=2, describe_failure=failure)
     producer.send_raw(topics.EPISODES, b"poison", b"these bytes are not an Arrow stream",
                       [("robolake.type", b"episode.steps"), ("robolake.version", b"1")])
     producer.flush()
     print(f"announced the skill library; 2 workers ran {args.episodes} episodes; one poison message sent\n")
 
-    print("-- the log as a conversation (consumer group 'demo'):")
-    consumer = bus.consumer("demo", [topics.SKILLS, topics.EPISODES])
+    print(f"-- the log as a conversation (consumer group '{TOUR}'):")
+    consumer = bus.consumer(TOUR, [topics.SKILLS, topics.EPISODES])
     deliveries = []
     while batch := consumer.poll(0.5):
         deliveries += batch
@@ -70,8 +72,8 @@ def run_demo(args, settings: Settings) -> int:
     con = open_lake(settings)
     for sql in ("SELECT experiment_id, count(*) AS episodes, avg(task_success::INT) AS success_rate, "
                 "sum(length) AS steps FROM episodes GROUP BY ALL ORDER BY ALL",
-                "SELECT skill_id, count(*) AS steps, round(avg(reward), 3) AS success_rate FROM steps "
-                "WHERE experiment_id = 'demo' GROUP BY ALL ORDER BY ALL",
+                "SELECT skill_id, count(*) AS steps, round(avg(reward), 3) AS mean_reward FROM steps "
+                f"WHERE experiment_id = '{TOUR}' GROUP BY ALL ORDER BY ALL",
                 "SELECT count(*) AS frames, round(avg(octet_length(frame))) AS png_bytes FROM frames"):
         print(f"\nrobolake sql \"{sql}\"")
         print(query(con, sql))
@@ -79,7 +81,7 @@ def run_demo(args, settings: Settings) -> int:
 
     from learner.relabel import relabel, resolve
 
-    stats = relabel(settings, resolve(None, everything=True), where="experiment_id = 'demo'", publish=False)
+    stats = relabel(settings, resolve(None, everything=True), where=f"experiment_id = '{TOUR}'", publish=False)
     print(f"\n-- relabelled {stats.steps} historic steps with {len(stats.rows_by_function)} reward functions "
           f"({stats.rows} rows in the rewards table): what else did these episodes achieve?")
     sql = ("SELECT reward_fn || '@' || reward_version AS reward_function, count(*) FILTER (WHERE achieved) AS "

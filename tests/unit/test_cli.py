@@ -56,7 +56,8 @@ def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path, capsys, monkeypa
     assert out.count("starting episode") == 4 and out.count("succeeded after") == 4
     assert "library: 18 skills: reach_red v1" in out and "build_tower v1" in out
     assert "undecodable from robolake.episodes" in out  # the poison message, dead-lettered with its reason
-    assert "│ demo          │        4 │          1.0 │" in out  # the lake answers
+    assert "│ tour          │        4 │          1.0 │" in out  # the lake answers, in the tour's own experiment
+    assert "mean_reward" in out and "AS success_rate FROM steps" not in out  # a reward's mean is not a success rate
 
 
 def test_sink_refuses_an_unwritable_lake_at_start(tmp_path, capsys):
