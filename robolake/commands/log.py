@@ -12,8 +12,9 @@ def register(commands, common) -> None:
     tail = commands.add_parser("tail", parents=[common],
                                help="print a topic (or all: one experiment's whole conversation) as readable lines",
                                description="Print a topic's events, oldest first, one readable line each.")
-    tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes), or "
-                                    "'all': one experiment's whole conversation, in time order, from the lake")
+    tail.add_argument("topic", help="topic name, with or without the 'robolake.' prefix (e.g. episodes), any other "
+                                    "topic the bus has (e.g. one `replay --to-topic` filled), or 'all': one "
+                                    "experiment's whole conversation, in time order, from the lake")
     tail.add_argument("--experiment", type=identifier, metavar="ID", help="with 'all': the experiment to follow")
     tail.add_argument("--follow", "-f", action="store_true", help="keep waiting for new events")
     tail.add_argument("--limit", type=positive_int, metavar="N", help="stop after this many events")
@@ -35,7 +36,7 @@ def resolve_topic(name: str) -> str | None:
     return None
 
 
-def topic_or_usage_error(name: str, any_full_name: bool = False) -> str:
+def topic_or_usage_error(name: str, any_full_name: bool = False, bus_has_others: bool = False) -> str:
     """A robolake topic by its full or short name (`episodes`); UsageError listing them if unknown.
     With `any_full_name`, a dotted name that is not ours is taken as a topic of the user's own."""
     from schemas import topics
@@ -45,7 +46,7 @@ def topic_or_usage_error(name: str, any_full_name: bool = False) -> str:
         return name
     if topic is None:
         known = ", ".join(t.removeprefix("robolake.") for t in topics.ALL)
-        raise UsageError(f"unknown topic {name!r}; known: {known}")
+        raise UsageError(f"unknown topic {name!r}; known: {known}" + (", or any topic the bus has" if bus_has_others else ""))
     return topic
 
 
@@ -69,12 +70,16 @@ def run_tail(args, settings: Settings) -> int:
         return run_tail_all(args, settings)
     if getattr(args, "experiment", None):
         raise UsageError("--experiment goes with 'tail all' (a topic is shown whole)")
-    topic = topic_or_usage_error(args.topic)
     if settings.bus == "memory" and args.follow:
         raise UsageError("--follow on the in-process bus would wait forever: nothing else writes to it; "
                          "use --bus kafka://HOST:PORT")
+    bus = open_bus(settings)
+    topic = resolve_topic(args.topic)
+    if topic is None and args.topic.strip() and bus.log_end_offsets([args.topic]):
+        topic = args.topic  # a topic of the user's own, e.g. one `robolake replay --to-topic` filled
+    topic = topic or topic_or_usage_error(args.topic, bus_has_others=True)
     warn_in_process(settings, f"{topic} starts empty here")
-    reader = open_bus(settings).consumer(None, [topic])
+    reader = bus.consumer(None, [topic])
     shown = 0
     try:
         while args.limit is None or shown < args.limit:
@@ -91,6 +96,8 @@ def run_tail(args, settings: Settings) -> int:
         pass
     finally:
         reader.close()
+    if not shown:  # on stderr: stdout stays the events alone, for pipes
+        print(f"{'no dead letters' if topic == topics.DLQ else 'no events'}: {topic} is empty", file=sys.stderr)
     if reader.skipped:
         print(f"({reader.skipped} undecodable messages skipped; a consumer group dead-letters them "
               f"to {topics.DLQ}, see 'robolake dlq')", file=sys.stderr)

@@ -77,6 +77,9 @@ def test_sink_sql_compact_and_replay_on_kafka_and_minio(stack):
     reader = bus.consumer(None, [f"{topic}.exp1"])
     assert len(drain(reader, 20)) == 20
     reader.close()
+    tail = _cli(settings, "tail", f"{topic}.exp1")  # a topic of the user's own: tail reads what the bus has
+    assert tail.returncode == 0, tail.stderr
+    assert len(tail.stdout.splitlines()) == 20 and "starting episode" in tail.stdout, tail.stdout
     assert count(settings, "SELECT count(*) FROM steps") == 12 * 15
 
 

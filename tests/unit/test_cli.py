@@ -85,3 +85,9 @@ def test_a_missing_extra_is_named(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "kafka", None)  # as if kafka-python were not installed
     assert main(["tail", "episodes", "--bus", "kafka://127.0.0.1:1"]) == 1
     assert "pip install 'robolake[kafka]'" in capsys.readouterr().err
+
+
+def test_an_empty_dead_letter_topic_says_so(tmp_path, capsys):
+    assert main(["dlq", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "no dead letters: robolake.dlq is empty" in captured.err
