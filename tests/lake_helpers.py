@@ -6,7 +6,7 @@ import hashlib
 
 from infra.lake_sql import open_lake
 
-CONTENT_VIEWS = ("episodes", "steps", "frames", "events", "partial_episodes", "partial_steps")
+CONTENT_VIEWS = ("episodes", "steps", "frames", "events", "partial_episodes", "partial_steps", "rewards")
 
 
 def lake_fingerprint(settings) -> dict[str, tuple[int, str]]:

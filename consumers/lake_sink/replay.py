@@ -7,8 +7,9 @@ messages they were, in log order, a window of offsets at a time (bounded memory)
 replays are built on it:
 
 - to a lake: every message is written to the target under its original source offsets, and the
-  target's offsets end where the source's do; then a sink on the target catches up with whatever
-  the log holds beyond that. Poison is not re-sent: it was dead-lettered when first consumed.
+  target's offsets end where the source's do, and the relabelled rewards are copied as they are
+  (they are computed, not logged); then a sink on the target catches up with whatever the log
+  holds beyond that. Poison is not re-sent: it was dead-lettered when first consumed.
 - to a topic: the messages of the complete episodes matching a predicate, in their original order.
 """
 
@@ -27,6 +28,7 @@ from infra.bus.interface import Bus, Delivery
 from infra.duck import sql_str
 from infra.lake_catalog import LakeTables, OffsetKey, lake_exists
 from infra.lake_sql import check_read_only, open_lake
+from schemas import lake
 from schemas.codec import HEADER_TYPE, HEADER_VERSION, build, decode
 from schemas.events import EPISODE_ENDED, EPISODE_STARTED_V2, EPISODE_STEPS
 
@@ -47,6 +49,7 @@ class ReplayError(ValueError):
 class ReplayStats:
     from_lake: int = 0      # messages rebuilt from the source lake
     from_bus: int = 0       # messages sunk from the log afterwards
+    rewards: int = 0        # relabelled rewards rows copied (they are computed, not logged)
     episodes: int = 0
 
 
@@ -133,23 +136,27 @@ def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | N
             raise ReplayError(f"{target.lake_root} already holds data from {len(existing)} partitions; "
                               "replay into an empty lake, or pass --merge to add what it lacks")
         con, keys = _pinned(source)
-        writer = LakeWriter(tables, contiguous=False)
-        for key, delivery in _closing(con, table_deliveries(con, keys)):
-            if writer.position(key) is None:
-                writer.track(key, existing.get(key), existing.get(key) or 0)
-            if delivery.offset >= writer.position(key):  # with --merge: only what the target lacks
-                writer.add(key, delivery)
-                stats.from_lake += 1
-            if writer.pending_bytes >= 64 * 1024 * 1024:
-                writer.commit()
-            if progress is not None:
-                progress(1)
-        for log_id, topic, partition, end in keys:  # offsets end where the source's do, dead letters included
-            key = (log_id, topic, partition)
-            if writer.position(key) is None:
-                writer.track(key, existing.get(key), existing.get(key) or 0)
-            writer.advance(key, end)
-        writer.commit()
+        try:
+            writer = LakeWriter(tables, contiguous=False)
+            for key, delivery in table_deliveries(con, keys):
+                if writer.position(key) is None:
+                    writer.track(key, existing.get(key), existing.get(key) or 0)
+                if delivery.offset >= writer.position(key):  # with --merge: only what the target lacks
+                    writer.add(key, delivery)
+                    stats.from_lake += 1
+                if writer.pending_bytes >= 64 * 1024 * 1024:
+                    writer.commit()
+                if progress is not None:
+                    progress(1)
+            for log_id, topic, partition, end in keys:  # offsets end where the source's do, dead letters included
+                key = (log_id, topic, partition)
+                if writer.position(key) is None:
+                    writer.track(key, existing.get(key), existing.get(key) or 0)
+                writer.advance(key, end)
+            writer.commit()
+            stats.rewards = _copy_rewards(con, target, tables, merge)
+        finally:
+            con.close()
     finally:
         tables.close()
     if bus is not None:
@@ -161,11 +168,24 @@ def replay_to_lake(source, target, bus: Bus | None = None, topics: list[str] | N
     return stats
 
 
-def _closing(con, iterator):
-    try:
-        yield from iterator
-    finally:
-        con.close()
+def _copy_rewards(con, target, tables: LakeTables, merge: bool) -> int:
+    """The source's relabelled rewards, as they are: `rewards` is computed by `robolake relabel`,
+    not logged, so no message rebuilds it. With `merge`, only (dataset, function, episode) groups
+    the target lacks."""
+    where = "TRUE"
+    if merge:
+        have = open_lake(target)
+        try:
+            con.register("_have", have.execute("SELECT DISTINCT dataset, reward_fn, reward_version, episode_id "
+                                               "FROM rewards").to_arrow_table())
+        finally:
+            have.close()
+        where = "(dataset, reward_fn, reward_version, episode_id) NOT IN (SELECT * FROM _have)"
+    copied = 0
+    for batch in con.execute(f"SELECT * FROM rewards WHERE {where}").to_arrow_reader(1_000_000):
+        tables.commit({lake.REWARDS: pa.Table.from_batches([batch])}, offsets={})  # not a bus consumer: no offsets
+        copied += batch.num_rows
+    return copied
 
 
 def replay_to_topic(source, bus: Bus, topic: str, episodes: str = "TRUE") -> ReplayStats:

@@ -158,7 +158,8 @@ def run_replay(args, settings: Settings) -> int:
         check_bus_reachable(settings)
         stats = replay_to_lake(settings, target, open_bus(settings), merge=args.merge)
         print(f"rebuilt {target.lake_root}: {stats.from_lake} messages from {settings.lake_root}, "
-              f"{stats.from_bus} from {settings.bus}")
+              f"{stats.from_bus} from {settings.bus}; {stats.rewards} relabelled rewards rows copied as they are "
+              "(relabel it for what the log added)")
     else:
         topic = resolve_topic(args.to_topic) or args.to_topic
         if not topic.strip():

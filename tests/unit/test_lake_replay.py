@@ -77,3 +77,22 @@ def test_restream_matching_episodes_onto_a_topic(tmp_path):
         assert [b.type for b in events] == ["episode.started"] + ["episode.steps"] * 3 + ["episode.ended"]
         assert events[-1].rows()[0]["checksum"] == steps_checksum(b.table for b in events[1:-1])
         assert events[0].rows()[0]["experiment_id"] == "exp-b"
+
+
+def test_a_rebuilt_lake_carries_the_relabelled_rewards(tmp_path, capsys):
+    """Rewards are computed by relabel, not logged: the rebuild copies them, so the same
+    relabelled queries answer alike without relabelling again."""
+    from robolake.cli import main
+
+    source = f"file://{tmp_path}/source"
+    assert main(["produce", "--episodes", "2", "--task", "reach_red", "--steps-per-skill", "10", "--lake", source]) == 0
+    assert main(["relabel", "--rewards", "reach_red", "lift_red", "--lake", source]) == 0
+    assert main(["relabel", "--rewards", "reach_red", "--name", "other", "--lake", source]) == 0
+    rows = count(Settings.load(env={}, lake=source), "SELECT count(*) FROM rewards")
+    assert rows > 0
+    capsys.readouterr()
+    assert main(["replay", "--to-lake", f"file://{tmp_path}/rebuilt", "--lake", source]) == 0
+    assert f"{rows} relabelled rewards rows copied" in capsys.readouterr().out
+    source_settings, target = Settings.load(env={}, lake=source), Settings.load(env={}, lake=f"file://{tmp_path}/rebuilt")
+    assert lake_fingerprint(target) == lake_fingerprint(source_settings)  # rewards among the views compared
+    assert replay_to_lake(source_settings, target, merge=True).rewards == 0  # it lacks none
