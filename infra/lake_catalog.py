@@ -98,7 +98,22 @@ def attach(settings, read_only: bool):
         if read_only and "does not exist" in str(exc):
             raise LakeNotFound(f"no lake at {settings.lake_root} yet (its catalog is being created)") from None
         raise
+    if not read_only and url == f"sqlite:{settings.lake_root}/catalog.sqlite":
+        _record_relative_data_path(con)
     return con
+
+
+def _record_relative_data_path(con) -> None:
+    """A local lake's catalog records its data path as `data/`, relative: a plain DuckDB started in
+    the lake's directory, wherever it was copied or moved, attaches it as it is (DuckDB resolves a
+    relative data path against its working directory; robolake passes the path itself)."""
+    stored = con.execute("SELECT value FROM __ducklake_metadata_lake.ducklake_metadata "
+                         "WHERE key = 'data_path'").fetchone()
+    if stored is not None and stored[0] != "data/":
+        try:
+            con.execute("UPDATE __ducklake_metadata_lake.ducklake_metadata SET value = 'data/' WHERE key = 'data_path'")
+        except Exception as exc:  # another writer holds the catalog: the next writable attach records it
+            log.debug("data path not recorded as relative yet: %s", exc)
 
 
 class LakeTables:

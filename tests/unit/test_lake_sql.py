@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -148,3 +149,27 @@ def test_producing_twice_in_two_processes_keeps_both_runs(tmp_path):
     con = open_lake(settings)
     assert con.execute("SELECT count(*), count(DISTINCT episode_id) FROM episodes").fetchone() == (6, 6)
     assert con.execute("SELECT count(*) FROM steps").fetchone() == (30,)
+
+
+def test_a_moved_lake_opens_with_robolake_sql_and_with_a_plain_duckdb(tmp_path, capsys, monkeypatch):
+    import shutil
+
+    import duckdb
+
+    from infra.duck import load_extension
+    from robolake.cli import main
+
+    assert main(["produce", "--synthetic", "3", "--steps", "50", "--lake", f"file://{tmp_path}/lake", "--bus", "memory"]) == 0
+    (tmp_path / "elsewhere").mkdir()
+    moved = Path(shutil.move(tmp_path / "lake", tmp_path / "elsewhere" / "lake"))
+    assert list((moved / "data").rglob("*.parquet")), "the rows are in data files, not inlined in the catalog"
+    capsys.readouterr()
+    # sum(step) reads the data files (a count is answered from the catalog's statistics alone)
+    assert main(["sql", "SELECT sum(step) AS s FROM steps", "--format", "csv", "--lake", f"file://{moved}"]) == 0
+    assert capsys.readouterr().out.split() == ['"s"', str(3 * sum(range(50)))]
+    monkeypatch.chdir(moved)  # a plain DuckDB in the lake's directory: no robolake, no override of the data path
+    con = duckdb.connect()
+    load_extension(con, "ducklake")
+    load_extension(con, "sqlite_scanner")
+    con.execute("ATTACH 'ducklake:sqlite:catalog.sqlite' AS lake (READ_ONLY)")
+    assert con.execute("SELECT sum(step) FROM lake.steps").fetchone()[0] == 3 * sum(range(50))
