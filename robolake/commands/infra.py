@@ -34,7 +34,56 @@ def run_status(args, settings: Settings) -> int:
     print(f"home  {settings.home}")
     for line in stack.status(settings):
         print(line.line())
+    _print_health(settings)
     return 0
+
+
+def _print_health(settings: Settings) -> None:
+    """The sink's lag per partition, the live workers, the learners: what a person watching a long
+    run asks first. A part that cannot be read (no lake yet, the bus down) says why in its line."""
+    from consumers.lake_sink.sink import SOURCE_TOPICS
+    from infra.bus.backend import open_bus
+    from infra.lake_catalog import LakeNotFound
+    from infra.lake_sql import open_lake
+    from robolake.report import health
+
+    try:
+        con = open_lake(settings)
+    except LakeNotFound as exc:
+        print(f"lake    {exc}")
+        return
+    try:
+        if settings.bus == "memory":
+            print("sink    the in-process bus lives inside one command: no lag to measure from here")
+        else:
+            try:
+                lag = health.sink_lag(open_bus(settings), con, SOURCE_TOPICS)
+            except Exception as exc:  # the bus down: the lake's part below still answers
+                print(f"sink    lag unknown: {str(exc).splitlines()[0]}")
+            else:
+                behind = [r for r in lag if r["lag"]]
+                print(f"sink    {sum(r['lag'] for r in lag)} messages behind the log on {len(behind)} of {len(lag)} "
+                      "partitions" + "".join(f"\n         {r['topic']}/{r['partition']}: {r['lag']} "
+                                             f"(log end {r['end']}, lake at {r['lake']})" for r in behind))
+        seen = health.workers(con)
+        live = [w for w in seen if w["live"]]
+        print(f"workers {len(live)} live (an episode started in the last {health.LIVE_S} s), {len(seen)} seen"
+              + "".join(f"\n         {w['worker']}: {w['episodes']} episodes, last started {_ago(w['last'])}"
+                        for w in seen[:8]))
+        runs = health.learners(con)
+        print(f"learner {len(runs)} run{'s' * (len(runs) != 1)}" + "".join(
+            f"\n         {r['run']} ({r['experiment']}): step {r['step']}, last metrics {_ago(r['last'])}"
+            for r in runs[:5]))
+    finally:
+        con.close()
+
+
+def _ago(when) -> str:
+    from datetime import datetime, timezone
+
+    seconds = (datetime.now(timezone.utc) - when).total_seconds()
+    return f"{when:%Y-%m-%d %H:%M:%S} UTC ({seconds / 60:.0f} min ago)" if seconds >= 60 else \
+        f"{when:%Y-%m-%d %H:%M:%S} UTC ({seconds:.0f} s ago)"
 
 
 def run_infra(args, settings: Settings) -> int:

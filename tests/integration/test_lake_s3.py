@@ -42,6 +42,15 @@ def test_sink_sql_compact_and_replay_on_kafka_and_minio(stack):
                     "--flush-seconds", "0.2")
         assert sink.returncode == 0, sink.stderr
 
+    from robolake.report.health import sink_lag
+
+    con = open_lake(settings)
+    assert [r["lag"] for r in sink_lag(bus, con, [topic])] == [0] * stack.partitions  # sunk to the log's end
+    con.close()
+    status = _cli(settings, "status")
+    assert status.returncode == 0 and "messages behind the log" in status.stdout, status.stdout + status.stderr
+    assert "workers 1 live" in status.stdout and "synthetic-0: 12 episodes" in status.stdout, status.stdout
+
     result = _cli(settings, "sql", "SELECT experiment_id, count(*) FROM episodes GROUP BY ALL ORDER BY 1",
                   "--format", "csv")
     assert result.returncode == 0, result.stderr
