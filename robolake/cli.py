@@ -44,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
-    verbosity = args.verbose + args.top_verbose
-    logging.basicConfig(level=(logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-        logging.getLogger("OpenGL").setLevel(logging.WARNING)
     command = " ".join(["robolake", args.command] + ([args.infra_command] if getattr(args, "infra_command", None) else []))
     try:
+        if getattr(args, "config_file", None):  # robolake run --config FILE: the file's flags, then the given ones
+            from robolake.commands import run, run_config
+
+            args = parser.parse_args(run_config.with_file(sys.argv[1:] if argv is None else argv, args.config_file,
+                                                          run.parser()))
+        _log(args.verbose + args.top_verbose)
         return args.run(args, load_settings(args)) or 0
     except (Exception, KeyboardInterrupt) as exc:
         known = failure(exc)
@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         elif message:
             print(f"{command}: {message}", file=sys.stderr)
         return code
+
+
+def _log(verbosity: int) -> None:
+    logging.basicConfig(level=(logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 
 def _silence_stdout() -> None:
