@@ -52,6 +52,8 @@ workers = 1
 
 @pytest.mark.timeout(900)
 def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
+    import robolake
+
     lake = tmp_path / "lake"
     assert main(["run", "--config", _config_file(tmp_path / "small.toml", lake), "--bus", "memory"]) == 0
     out = capsys.readouterr().out
@@ -70,6 +72,11 @@ def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
     assert main(_args(lake)) == 0  # the same run, from flags
     assert "collect ..." not in capsys.readouterr().out  # nothing redone
     assert [query(_settings(lake), sql) for sql in counts] == before
+    result = robolake.run(tmp_path / "small.toml", bus="memory")  # and from Python
+    assert "collect ..." not in capsys.readouterr().out
+    assert result.iterations == 2 and result.stopped is None and result.report == tmp_path / "report" / "exp.html"
+    assert set(result.success) >= {"reach_red", "lift_red"} and all(n >= 1 for _, n in result.success.values())
+    assert result.config["train_steps"] == 8 and result.config["experiment"] == "exp"
     assert main(_args(lake, extra=["--skills", "reach_blue"])) == 2  # another experiment under the same id
     assert "was started with base_skills ['reach_red', 'lift_red'] (now ['reach_blue'])" in capsys.readouterr().err
     assert main(_args(lake, extra=["-o", "/proc/no-reports-here"])) == 1  # refused before any work
