@@ -53,7 +53,9 @@ _DEMONSTRATION_PASSES = 8
 @dataclass(frozen=True)
 class DatasetConfig:
     dataset: str = "default"                                   # rewards rows written by `relabel --name`
-    functions: tuple[str, ...] | None = None                   # NAME[@VERSION]; None: all in the dataset
+    # NAME@VERSION, or NAME: its latest version in the dataset; None: the latest version of each function
+    # in it (a function's versions share its caption, so a model conditions on one of them)
+    functions: tuple[str, ...] | None = None
     weights: dict[str, float] = field(default_factory=dict)    # NAME@VERSION -> weight; missing: 1
     batch_size: int = 256
     shuffle_buffer: int = 16384
@@ -104,9 +106,15 @@ class LakeDataset:
             self._check_observation_versions(con)
         finally:
             con.close()
-        names = [name for name, _ in self.functions]
-        if config.conditioning == "commanded" and len(set(names)) < len(names):
-            raise ValueError("commanded conditioning needs one version per function; choose with functions=")
+        versions: dict[str, list[int]] = {}
+        for name, version in self.functions:
+            versions.setdefault(name, []).append(version)
+        twice = {name: v for name, v in versions.items() if len(v) > 1}
+        if config.conditioning == "commanded" and twice:  # a step's commanded skill has one caption, one reward
+            raise ValueError("commanded conditioning takes one version per function, got "
+                             + ", ".join(f"{n} versions {' and '.join(map(str, v))}" for n, v in twice.items())
+                             + "; choose with --skills " + " ".join(f"{n}@{max(v)}" for n, v in twice.items())
+                             + " (a name alone is its latest version)")
         self.captions = [_caption(name, version) for name, version in self.functions]
         specs = [f"{n}@{v}" for n, v in self.functions]
         unknown = set(config.weights) - set(specs)
@@ -322,13 +330,16 @@ class LakeDataset:
                                                  "WHERE dataset = ? ORDER BY ALL", [dataset]).fetchall()]
         if not present:
             raise ValueError(f"dataset {dataset!r} has no rewards rows; run `robolake relabel --name {dataset}` first")
+        latest = {name: version for name, version in present}  # sorted: the last is the latest
         if wanted is None:
-            return present
+            return sorted(latest.items())
         chosen, missing = [], []
-        for spec, name, version in wanted:  # NAME alone: every version of it in the dataset
-            found = [(n, v) for n, v in present if n == name and version in (None, v)]
-            chosen += found
-            missing += [] if found else [spec]
+        for spec, name, version in wanted:
+            found = (name, latest.get(name) if version is None else version)
+            if found in present:
+                chosen.append(found)
+            else:
+                missing.append(spec)
         if missing:
             raise ValueError(f"dataset {dataset!r} has no rewards rows for {', '.join(missing)}; run `robolake "
                              f"relabel --name {dataset} --rewards {' '.join(missing)}` first; it has: "

@@ -14,8 +14,7 @@ import logging
 import os
 import sys
 
-from infra.settings import Settings
-from robolake.commands.common import Parser
+from robolake.commands.common import Parser, load_settings, settings_flags
 from robolake.failures import EXIT_BROKEN_PIPE, failure
 from schemas.version import VERSION
 
@@ -23,26 +22,11 @@ DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, b
                "event-sourced data lake.")
 
 
-def _settings_flags() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("settings (also from ROBOLAKE_<NAME> environment variables)")
-    group.add_argument("--bus", metavar="URL", help="'memory' (default) or kafka://host:port[,host:port]")
-    group.add_argument("--lake", metavar="URL", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
-    group.add_argument("--home", metavar="DIR", help="cache and stack state directory (default ~/.cache/robolake)")
-    group.add_argument("--s3-endpoint", metavar="HOST:PORT", help="S3/MinIO endpoint (default 127.0.0.1:9000)")
-    group.add_argument("--partitions", type=int, metavar="N", help="partitions per topic (default 4)")
-    group.add_argument("--kafka-connect-timeout", type=float, metavar="SECONDS",
-                       help="how long to wait for an unreachable Kafka (default 15; refused connections fail at once)")
-    group.add_argument("-v", "--verbose", action="count", default=0,
-                       help="-v: progress logs (INFO), -vv: debug logs, also the Kafka client's")
-    return common
-
-
 def build_parser() -> argparse.ArgumentParser:
     from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
                                    run, summaries, train)
 
-    common = _settings_flags()
+    common = settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"robolake {VERSION}")
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
@@ -60,20 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 0
-    verbosity = args.verbose + args.top_verbose
-    logging.basicConfig(level=(logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)
-        logging.getLogger("OpenGL").setLevel(logging.WARNING)
     command = " ".join(["robolake", args.command] + ([args.infra_command] if getattr(args, "infra_command", None) else []))
     try:
-        settings = Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
-                                 partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
-                                 # a command's own settings flags (robolake sql --timeout, --memory-limit)
-                                 sql_timeout_s=getattr(args, "sql_timeout_s", None),
-                                 sql_memory_limit=getattr(args, "sql_memory_limit", None))
-        return args.run(args, settings) or 0
+        if getattr(args, "config_file", None):  # robolake run --config FILE: the file's flags, then the given ones
+            from robolake.commands import run, run_config
+
+            args = parser.parse_args(run_config.with_file(sys.argv[1:] if argv is None else argv, args.config_file,
+                                                          run.parser()))
+        _log(args.verbose + args.top_verbose)
+        return args.run(args, load_settings(args)) or 0
     except (Exception, KeyboardInterrupt) as exc:
         known = failure(exc)
         if known is None:
@@ -84,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         elif message:
             print(f"{command}: {message}", file=sys.stderr)
         return code
+
+
+def _log(verbosity: int) -> None:
+    logging.basicConfig(level=(logging.WARNING, logging.INFO)[verbosity] if verbosity < 2 else logging.DEBUG,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
+        logging.getLogger("OpenGL").setLevel(logging.WARNING)
 
 
 def _silence_stdout() -> None:

@@ -56,6 +56,33 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
+def settings_flags() -> argparse.ArgumentParser:
+    """The settings flags every command takes (a parent parser)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("settings (also from ROBOLAKE_<NAME> environment variables)")
+    group.add_argument("--bus", metavar="URL", help="'memory' (default) or kafka://host:port[,host:port]")
+    group.add_argument("--lake", metavar="URL", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
+    group.add_argument("--home", metavar="DIR", help="cache and stack state directory (default ~/.cache/robolake)")
+    group.add_argument("--s3-endpoint", metavar="HOST:PORT", help="S3/MinIO endpoint (default 127.0.0.1:9000)")
+    group.add_argument("--partitions", type=int, metavar="N", help="partitions per topic (default 4)")
+    group.add_argument("--kafka-connect-timeout", type=float, metavar="SECONDS",
+                       help="how long to wait for an unreachable Kafka (default 15; refused connections fail at once)")
+    group.add_argument("-v", "--verbose", action="count", default=0,
+                       help="-v: progress logs (INFO), -vv: debug logs, also the Kafka client's")
+    return common
+
+
+def load_settings(args):
+    """The settings in force: defaults, then ROBOLAKE_* variables, then the flags given."""
+    from infra.settings import Settings
+
+    return Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
+                         partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
+                         # a command's own settings flags (robolake sql --timeout, --memory-limit)
+                         sql_timeout_s=getattr(args, "sql_timeout_s", None),
+                         sql_memory_limit=getattr(args, "sql_memory_limit", None))
+
+
 def usage_error(command: str, message: str) -> int:
     import sys
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from infra.settings import VLM_BACKENDS, Settings
-from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                                      nonnegative_float, nonnegative_int, positive_int, positive_seconds, unwritable)
+from robolake.commands.common import (CommandFailed, Parser, UsageError, check_bus_reachable, check_lake_writable,
+                                      identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds,
+                                      settings_flags, unwritable)
 
 
 def register(commands, common) -> None:
@@ -24,50 +26,16 @@ def register(commands, common) -> None:
                     "a lake sink must run beside it (`robolake sink`), rollout can be scaled out with "
                     "`robolake produce --from-decisions` (--external-workers), and the learner can run as its own "
                     "process (`robolake learn`, --external-learner). At the end, the report is written "
-                    "(`robolake report`); `robolake tail all --experiment X` and `robolake dashboard` follow it live.",
+                    "(`robolake report`); `robolake tail all --experiment X` and `robolake dashboard` follow it live.\n\n"
+                    "--config FILE reads these flags from a TOML file, each under its name with underscores "
+                    "(train_steps = 200, skills = [\"reach_red\"], keep_going = true, lake = \"file://lake\"); "
+                    "flags given on the command line win over the file's.",
         epilog="examples:\n\n"
                "  robolake run --experiment exp-1 --iterations 3\n"
+               "  robolake run --config examples/experiment.toml --iterations 5   # the file's keys, then flags\n"
                "  robolake run --experiment exp-1 --vlm gemini --budget-episodes 2000 \\\n"
                "      --bus kafka://127.0.0.1:9092 --lake s3://robolake/lake")
-    run.add_argument("--experiment", type=identifier, required=True, metavar="ID",
-                     help="the experiment to run or resume")
-    run.add_argument("--iterations", type=positive_int, default=3, metavar="K", help="iterations at most")
-    run.add_argument("--budget-episodes", type=positive_int, metavar="N",
-                     help="stop once the collections (evaluation excluded) hold N episodes")
-    run.add_argument("--keep-going", action="store_true",
-                     help="run on when the analysis says stop (every skill converged or stalled): new data may "
-                          "move a stalled skill; only --iterations and --budget-episodes end the run")
-    run.add_argument("--vlm", choices=VLM_BACKENDS, metavar="{" + ",".join(VLM_BACKENDS) + "}",
-                     help="the curriculum's model (default: the vlm setting, scripted)")
-    run.add_argument("--vlm-model", metavar="NAME", help="the backend's model (default: the vlm_model setting)")
-    run.add_argument("--collection", choices=("curriculum", "random"), default="curriculum",
-                     help="what to collect after the bootstrap: the curriculum's decisions, or uniformly random "
-                          "skills (the baseline)")
-    run.add_argument("--train-steps", type=positive_int, default=200, metavar="N", help="learner steps per iteration")
-    run.add_argument("--config", default="tiny", choices=("tiny", "small", "base"), help="learner model size")
-    run.add_argument("--alpha", type=nonnegative_float, metavar="A", help="PAC's BC weight (default: the config's)")
-    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    run.add_argument("--skills", nargs="+", metavar="SKILL",
-                     help="the base skills announced and bootstrapped first (default: reach, grasp and lift of each "
-                          "colour, open_gripper, go_home)")
-    run.add_argument("--bootstrap-episodes", type=positive_int, default=3, metavar="N",
-                     help="clean expert episodes per skill new to the experiment (and half as many noisy ones)")
-    run.add_argument("--episodes", type=positive_int, default=6, metavar="N", help="episodes per decision")
-    run.add_argument("--tasks", type=positive_int, default=3, metavar="N",
-                     help="decisions per round at most; a round collects tasks x episodes episodes, spread over "
-                          "the decisions it makes")
-    run.add_argument("--eval-episodes", type=positive_int, default=3, metavar="N",
-                     help="evaluation episodes per skill and iteration")
-    run.add_argument("--workers", type=positive_int, default=2, metavar="N",
-                     help="rollout workers of this process (threads on the in-process bus, processes on Kafka)")
-    run.add_argument("--external-workers", action="store_true",
-                     help="on Kafka: leave the decisions to separate rollout workers (`robolake produce "
-                          "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
-    run.add_argument("--external-learner", action="store_true",
-                     help="on Kafka: leave training to a separate learner process (`robolake learn --experiment "
-                          "ID`) and wait for its checkpoints in the lake")
-    run.add_argument("--seed", type=nonnegative_int, default=0)
-    run.add_argument("-o", "--report-dir", default="report", metavar="DIR", help="where the report is written")
+    add_arguments(run)
     run.set_defaults(run=run_experiment)
 
     learn = commands.add_parser(
@@ -91,9 +59,80 @@ def register(commands, common) -> None:
     learn.set_defaults(run=run_learner)
 
 
+def add_arguments(run) -> None:
+    """`robolake run`'s own flags: with the settings flags, the keys of a run config file."""
+    run.add_argument("--config", dest="config_file", metavar="FILE",
+                     help="a TOML file of these flags, keyed by their names with underscores (see above)")
+    run.add_argument("--experiment", type=identifier, metavar="ID",
+                     help="the experiment to run or resume (required: here or in the --config file)")
+    run.add_argument("--iterations", type=positive_int, default=3, metavar="K", help="iterations at most")
+    run.add_argument("--budget-episodes", type=positive_int, metavar="N",
+                     help="stop once the collections (evaluation excluded) hold N episodes")
+    run.add_argument("--keep-going", action="store_true",
+                     help="run on when the analysis says stop (every skill converged or stalled): new data may "
+                          "move a stalled skill; only --iterations and --budget-episodes end the run")
+    run.add_argument("--vlm", choices=VLM_BACKENDS, metavar="{" + ",".join(VLM_BACKENDS) + "}",
+                     help="the curriculum's model (default: the vlm setting, scripted)")
+    run.add_argument("--vlm-model", metavar="NAME", help="the backend's model (default: the vlm_model setting)")
+    run.add_argument("--collection", choices=("curriculum", "random"), default="curriculum",
+                     help="what to collect after the bootstrap: the curriculum's decisions, or uniformly random "
+                          "skills (the baseline)")
+    run.add_argument("--train-steps", type=positive_int, default=200, metavar="N", help="learner steps per iteration")
+    run.add_argument("--model", default="tiny", choices=("tiny", "small", "base"), help="learner model size")
+    run.add_argument("--alpha", type=nonnegative_float, metavar="A", help="PAC's BC weight (default: the config's)")
+    run.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    run.add_argument("--skills", nargs="+", metavar="SKILL",
+                     help="the base skills announced and bootstrapped first (default: reach, grasp and lift of each "
+                          "colour, open_gripper, go_home)")
+    run.add_argument("--bootstrap-episodes", type=positive_int, default=3, metavar="N",
+                     help="clean expert episodes per skill new to the experiment (and half as many noisy ones)")
+    run.add_argument("--episodes", type=positive_int, default=6, metavar="N", help="episodes per decision")
+    run.add_argument("--tasks", type=positive_int, default=3, metavar="N",
+                     help="decisions per round at most; a round collects tasks x episodes episodes, spread over "
+                          "the decisions it makes")
+    run.add_argument("--eval-episodes", type=positive_int, default=3, metavar="N",
+                     help="evaluation episodes per skill and iteration")
+    run.add_argument("--workers", type=positive_int, default=2, metavar="N",
+                     help="rollout workers of this process (threads on the in-process bus, processes on Kafka)")
+    run.add_argument("--external-workers", action="store_true",
+                     help="on Kafka: leave the decisions to separate rollout workers (`robolake produce "
+                          "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
+    run.add_argument("--external-learner", action="store_true",
+                     help="on Kafka: leave training to a separate learner process (`robolake learn --experiment "
+                          "ID`) and wait for its checkpoints in the lake")
+    run.add_argument("--seed", type=nonnegative_int, default=0)
+    run.add_argument("-o", "--report-dir", default="report", metavar="DIR", help="where the report is written")
+
+
+def parser() -> Parser:
+    """`robolake run`'s flags alone: what a run config file and the Python API's robolake.run take."""
+    run = Parser(prog="robolake run", parents=[settings_flags()])
+    add_arguments(run)
+    return run
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What a run came to (robolake.run returns it; a run that stopped on a failure raises instead)."""
+    experiment: str
+    iterations: int                   # done
+    stopped: str | None               # why it ended before its iterations (None: it did them all)
+    success: dict                     # skill -> (successes, episodes) of the learned policy's latest evaluation
+    report: Path                      # the HTML page (the Markdown beside it)
+    config: dict                      # the run's keys as resolved, as recorded with the experiment
+
+
 def run_experiment(args, settings: Settings) -> int:
+    execute(args, settings)
+    return 0
+
+
+def execute(args, settings: Settings) -> RunResult:
+    """The run that `args` (robolake run's flags, parsed) asks for, to its report."""
     from infra.optional import require
 
+    if not args.experiment:
+        raise UsageError("--experiment is required (on the command line or in the --config file)")
     for flag, who in (("external_workers", "the rollout workers"), ("external_learner", "the learner")):
         if getattr(args, flag) and settings.bus == "memory":
             raise UsageError(f"--{flag.replace('_', '-')} needs a shared log: {who} are other processes "
@@ -125,10 +164,12 @@ def run_experiment(args, settings: Settings) -> int:
                        iterations=args.iterations, budget_episodes=args.budget_episodes, keep_going=args.keep_going,
                        collection=args.collection, bootstrap_episodes=args.bootstrap_episodes,
                        episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
-                       train_steps=args.train_steps, model=args.config, alpha=args.alpha, device=args.device,
+                       train_steps=args.train_steps, model=args.model, alpha=args.alpha, device=args.device,
                        workers=args.workers, seed=args.seed, external_workers=args.external_workers,
                        external_learner=args.external_learner)
-    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True), describe_failure=failure)
+    keys = resolved(args, settings, BASE_SKILLS)
+    run = Run(settings, config, vlm=vlm, say=lambda text: print(text, flush=True), describe_failure=failure,
+              recorded_config=keys)
     run.encoder.encode(["reach the red block"])  # torch before any GL context (see curriculum._retrievers)
     print(f"== robolake run: experiment {args.experiment} on bus={settings.bus} lake={settings.lake_root} "
           f"(vlm {settings.vlm}, collection {args.collection})", flush=True)
@@ -139,8 +180,24 @@ def run_experiment(args, settings: Settings) -> int:
         raise CommandFailed(f"the run stopped: {exc}") from None
     finally:
         run.close()
-    _finish(settings, args, outcome)
-    return 0
+    page = _finish(settings, args, outcome)
+    success = _latest_eval(outcome.state).get("success", {})
+    return RunResult(args.experiment, outcome.iterations, outcome.stopped,
+                     {skill: tuple(n) for skill, n in success.items()}, page, keys)
+
+
+def resolved(args, settings: Settings, base_skills) -> dict:
+    """The run's keys as its config file, flags and settings resolved them (in a config file, they would
+    run it again). Left out: keys left unset (TOML has no None) and verbose (how much it logs)."""
+    from dataclasses import fields
+
+    from robolake.commands.run_config import keys as config_keys
+
+    from_settings = {f.name for f in fields(Settings)}
+    values = {key: getattr(settings if key in from_settings else args, key) for key in config_keys(parser())
+              if key != "verbose"}
+    values["skills"] = list(args.skills or base_skills)
+    return {key: str(value) if isinstance(value, Path) else value for key, value in values.items() if value is not None}
 
 
 def run_learner(args, settings: Settings) -> int:
@@ -165,8 +222,8 @@ def run_learner(args, settings: Settings) -> int:
     return 0
 
 
-def _finish(settings: Settings, args, outcome) -> None:
-    """The report, then the summary table and where the report is."""
+def _finish(settings: Settings, args, outcome) -> Path:
+    """The report, then the summary table and where the report is (returned)."""
     from robolake.commands.report import write_report
 
     report, page, text = write_report(settings, args.experiment, Path(args.report_dir))
@@ -174,6 +231,7 @@ def _finish(settings: Settings, args, outcome) -> None:
         print(f"\n== experiment {args.experiment}: {outcome.stopped or f'{outcome.iterations} iterations done'}")
         print(_table(report.skills, outcome.state))
     print(f"\nreport: {page.resolve()} (and {text.name} beside it)", flush=True)
+    return page.resolve()
 
 
 def _table(skills: dict, state) -> str:
@@ -181,8 +239,7 @@ def _table(skills: dict, state) -> str:
     (the eval stage's count: an episode commanded that skill's task, successful if it did it)."""
     from schemas.stats import wilson
 
-    latest = max((i for i, stage in state.done if stage == "eval"), default=None)
-    evaluated = state.detail(latest, "eval") if latest is not None else {}
+    evaluated = _latest_eval(state)
     header = ["skill", "expert collection", f"learned policy {evaluated.get('version', '-')}"]
 
     def rate(wins: int, n: int) -> str:
@@ -198,3 +255,9 @@ def _table(skills: dict, state) -> str:
              for skill in sorted(set(expert) | set(learned))]
     widths = [max(len(r[k]) for r in [header] + lines) for k in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths)) for r in [header] + lines)
+
+
+def _latest_eval(state) -> dict:
+    """The latest eval stage's detail ({} before the first)."""
+    latest = max((i for i, stage in state.done if stage == "eval"), default=None)
+    return state.detail(latest, "eval") if latest is not None else {}

@@ -37,8 +37,9 @@ def register(commands, common) -> None:
     train.add_argument("--checkpoint-every", type=positive_int, default=500, metavar="N", help="default 500")
     train.add_argument("--seed", type=nonnegative_int, default=0, help="default 0")
     train.add_argument("--skills", nargs="+", metavar="NAME[@VERSION]",
-                       help="train on these relabelled reward functions only (default: all in the dataset); "
-                            "one without rows in the dataset is an error before training starts")
+                       help="train on these relabelled reward functions only, a NAME alone at its latest version in "
+                            "the dataset (default: the latest version of each function in it); one without rows "
+                            "in the dataset is an error before training starts")
     train.add_argument("--conditioning", default="hindsight", choices=("hindsight", "commanded"),
                        help="caption per transition: a relabelled skill drawn per sample (hindsight, PAC's "
                             "multi-task way; default) or the skill the episode was commanded (as BC conditions)")

@@ -79,12 +79,15 @@ class Outcome:
 class Run:
     """One `robolake run` process: the settings, the bus and the helpers the stages share."""
 
-    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True, describe_failure=None):
-        """`describe_failure`: how a rollout worker process reports an expected failure (producers.workers)."""
+    def __init__(self, settings, config: RunConfig, vlm=None, say=print, bars=True, describe_failure=None,
+                 recorded_config: dict | None = None):
+        """`describe_failure`: how a rollout worker process reports an expected failure (producers.workers);
+        `recorded_config`: the run's config as its caller resolved it (`robolake run`'s keys), recorded at
+        the experiment's start for its report (None: the RunConfig's fields)."""
         from infra.bus.backend import open_bus
 
         self.settings, self.config, self.vlm_inner, self.say, self.bars = settings, config, vlm, say, bars
-        self.describe_failure = describe_failure
+        self.describe_failure, self.recorded_config = describe_failure, recorded_config
         self.bus = open_bus(settings)
         self.producer = self.bus.producer()
         self.run_id = f"{config.experiment_id}-pac"

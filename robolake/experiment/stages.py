@@ -79,7 +79,8 @@ def plan(run, iteration: int) -> dict:
     if iteration:
         return detail
     # The experiment's start records its settings and code, for the report (the check on resume is `experiment`).
-    return {**detail, "experiment": run.config.identity(), "config": dataclasses.asdict(run.config), **code()}
+    config = run.recorded_config or dataclasses.asdict(run.config)
+    return {**detail, "experiment": run.config.identity(), "config": config, **code()}
 
 
 def collect(run, iteration: int) -> dict:

@@ -141,17 +141,35 @@ def long_modules(root: Path = ROOT) -> list[str]:
             if (n := len(path.read_text().splitlines())) > MAX_LINES]
 
 
+# The one exception: `import robolake; robolake.run(...)` needs the top package to name the Python
+# API, so its __init__.py is its docstring line and one line importing from robolake/api.py (whose
+# module-level imports are light: `import robolake` stays cheap).
+FRONT_DOOR = Path("robolake/__init__.py")
+
+
 def wordy_inits(root: Path = ROOT) -> list[str]:
     """Package __init__.py files that are not one line (a docstring: what the room is for)."""
     return [f"{path.relative_to(root)}: not one line of docstring (what the room is for)"
-            for path in source_files(root) if path.name == "__init__.py" and not _one_docstring_line(path)]
+            for path in source_files(root) if path.name == "__init__.py" and not _one_docstring_line(path)
+            and not (path.relative_to(root) == FRONT_DOOR and _front_door(path))]
 
 
 def _one_docstring_line(path: Path) -> bool:
     text = path.read_text()
     body = ast.parse(text).body
-    return (len(text.splitlines()) == 1 and len(body) == 1 and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str))
+    return len(text.splitlines()) == 1 and len(body) == 1 and _is_docstring(body[0])
+
+
+def _front_door(path: Path) -> bool:
+    """A docstring line, then one line: `from robolake.api import ...`."""
+    text = path.read_text()
+    body = ast.parse(text).body
+    return (len(text.splitlines()) == 2 and len(body) == 2 and _is_docstring(body[0])
+            and isinstance(body[1], ast.ImportFrom) and body[1].module == "robolake.api" and not body[1].level)
+
+
+def _is_docstring(node: ast.stmt) -> bool:
+    return isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
 
 
 def test_modules_are_short():
@@ -162,3 +180,14 @@ def test_modules_are_short():
 def test_each_package_init_is_one_line():
     wordy = wordy_inits()
     assert not wordy, "\n".join(wordy)
+
+
+def test_only_the_top_package_may_also_import_the_python_api(tmp_path):
+    doc = '"""What the room is for."""\n'
+    api = "from robolake.api import run\n"
+    for folder, text, wordy in (("robolake", doc + api, False), ("robolake", doc + "import os\n", True),
+                                ("robolake", doc + api + api, True), ("infra", doc + api, True)):
+        (tmp_path / folder).mkdir(exist_ok=True)
+        (tmp_path / folder / "__init__.py").write_text(text)
+        assert bool(wordy_inits(tmp_path)) == wordy, (folder, text)
+        (tmp_path / folder / "__init__.py").unlink()

@@ -337,6 +337,26 @@ def test_functions_without_rows_and_bad_weights_are_clear_errors(lake):
     assert LakeDataset(settings, DatasetConfig(dataset="train", functions=("lift_red",))).functions == [("lift_red", 1)]
 
 
+def test_a_name_alone_is_its_latest_version_and_commanded_conditioning_takes_one(lake):
+    """`relabel --all` writes every version of place_*; a model conditions on one per caption."""
+    settings, _ = lake
+    relabel(settings, resolve(["lift_red@1", "place_red_on_blue@1", "place_red_on_blue@2"]), dataset="versions",
+            land=land)
+
+    def functions(**config):
+        return LakeDataset(settings, DatasetConfig(dataset="versions", **config)).functions
+
+    latest = [("lift_red", 1), ("place_red_on_blue", 2)]
+    assert functions() == functions(conditioning="commanded") == latest
+    assert functions(functions=("place_red_on_blue",)) == [("place_red_on_blue", 2)]
+    both = ("place_red_on_blue@1", "place_red_on_blue@2")
+    assert functions(functions=both) == [("place_red_on_blue", 1), ("place_red_on_blue", 2)]  # hindsight: asked
+    with pytest.raises(ValueError, match=r"commanded conditioning takes one version per function, got "
+                                         r"place_red_on_blue versions 1 and 2; choose with --skills "
+                                         r"place_red_on_blue@2 \(a name alone is its latest version\)"):
+        functions(functions=both, conditioning="commanded")
+
+
 def test_shuffle_buffer_holds_at_most_its_capacity_and_emits_a_permutation():
     buffer = ShuffleBuffer(capacity=7, seed=0)
     out = []

@@ -33,13 +33,35 @@ def _args(lake, experiment="exp", extra=()):
             "-o", str(lake.parent / "report"), *SMALL, *extra]
 
 
+def _config_file(path, lake) -> str:
+    """SMALL as a run config file (the flags' names with underscores), with the experiment and its lake."""
+    path.write_text(f'''experiment = "exp"
+lake = "file://{lake}"
+report_dir = "{lake.parent / 'report'}"
+skills = ["reach_red", "lift_red"]
+iterations = 2
+train_steps = 8
+bootstrap_episodes = 1
+eval_episodes = 1
+episodes = 1
+tasks = 1
+workers = 1
+''')
+    return str(path)
+
+
 @pytest.mark.timeout(900)
 def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
+    import robolake
+
     lake = tmp_path / "lake"
-    assert main(_args(lake)) == 0
+    assert main(["run", "--config", _config_file(tmp_path / "small.toml", lake), "--bus", "memory"]) == 0
     out = capsys.readouterr().out
     assert "2 iterations done" in out and "report: " in out
     assert (tmp_path / "report" / "exp.html").stat().st_size > 1000
+    recorded = (tmp_path / "report" / "exp.md").read_text()  # the resolved config, as a config file keys it
+    assert "| train_steps | 8 |" in recorded and "| skills | reach_red, lift_red |" in recorded
+    assert f"| lake | file://{lake} |" in recorded and "| model | tiny |" in recorded
     check_exactly_once(_settings(lake))
     assert main(["tail", "all", "--experiment", "exp", "--lake", f"file://{lake}", "--bus", "memory"]) == 0
     conversation = capsys.readouterr().out  # the run's stages and who acted are part of the conversation
@@ -47,9 +69,14 @@ def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
     assert 'with pac:exp-pac@step-8' in conversation and "with scripted_expert@1+noise0.3" in conversation
     counts = ("SELECT count(*) FROM events", "SELECT count(*) FROM episodes")
     before = [query(_settings(lake), sql) for sql in counts]
-    assert main(_args(lake)) == 0
+    assert main(_args(lake)) == 0  # the same run, from flags
     assert "collect ..." not in capsys.readouterr().out  # nothing redone
     assert [query(_settings(lake), sql) for sql in counts] == before
+    result = robolake.run(tmp_path / "small.toml", bus="memory")  # and from Python
+    assert "collect ..." not in capsys.readouterr().out
+    assert result.iterations == 2 and result.stopped is None and result.report == tmp_path / "report" / "exp.html"
+    assert set(result.success) >= {"reach_red", "lift_red"} and all(n >= 1 for _, n in result.success.values())
+    assert result.config["train_steps"] == 8 and result.config["experiment"] == "exp"
     assert main(_args(lake, extra=["--skills", "reach_blue"])) == 2  # another experiment under the same id
     assert "was started with base_skills ['reach_red', 'lift_red'] (now ['reach_blue'])" in capsys.readouterr().err
     assert main(_args(lake, extra=["-o", "/proc/no-reports-here"])) == 1  # refused before any work

@@ -125,6 +125,25 @@ def test_a_dataset_without_demonstrations_says_so(lake, capsys):
     assert main(["train", "--dataset", "never", "--steps", "2", "--demo-fraction", "0"]) == 0  # the critic alone
 
 
+def test_commanded_training_after_relabelling_everything_takes_each_functions_latest_version(lake, capsys):
+    """`relabel --all` writes place_* at versions 1 and 2: commanded conditioning (BC's) trains on the
+    latest of each, a plain name is its latest, and asking for two versions names the flag to choose with."""
+    from learner.checkpoints import CheckpointStore
+
+    assert main(["relabel", "--all", "--name", "all"]) == 0
+    assert main(["train", "--dataset", "all", "--conditioning", "commanded", "--steps", "2", "--run-id", "c1"]) == 0
+    trained = CheckpointStore(lake, "c1").load_latest()["lineage"]["functions"]
+    assert "place_red_on_blue@2" in trained and "place_red_on_blue@1" not in trained and "lift_red@1" in trained
+    assert main(["train", "--dataset", "all", "--conditioning", "commanded", "--steps", "2", "--run-id", "c2",
+                 "--skills", "lift_red", "place_red_on_blue"]) == 0
+    assert CheckpointStore(lake, "c2").load_latest()["lineage"]["functions"] == ["lift_red@1", "place_red_on_blue@2"]
+    capsys.readouterr()
+    assert main(["train", "--dataset", "all", "--conditioning", "commanded", "--steps", "2",
+                 "--skills", "lift_red", "place_red_on_blue@1", "place_red_on_blue@2"]) == 1
+    assert ("robolake train: commanded conditioning takes one version per function, got place_red_on_blue versions "
+            "1 and 2; choose with --skills place_red_on_blue@2") in capsys.readouterr().err
+
+
 def test_eval_runs_the_trained_policy_and_its_episodes_land_tagged(lake, capsys):
     assert main(["train", "--dataset", "d", "--steps", "2", "--run-id", "r3"]) == 0
     assert main(["eval", "--run-id", "r3", "--skills", "reach_red", "--episodes", "2"]) == 0
