@@ -67,6 +67,8 @@ def settings_flags() -> argparse.ArgumentParser:
     group.add_argument("--partitions", type=int, metavar="N", help="partitions per topic (default 4)")
     group.add_argument("--kafka-connect-timeout", type=float, metavar="SECONDS",
                        help="how long to wait for an unreachable Kafka (default 15; refused connections fail at once)")
+    group.add_argument("--threads", type=positive_int, metavar="N", dest="torch_threads",
+                       help="torch threads of a learner on the CPU (default 1: fastest beside other work on few cores)")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="-v: progress logs (INFO), -vv: debug logs, also the Kafka client's")
     return common
@@ -78,6 +80,7 @@ def load_settings(args):
 
     return Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
                          partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
+                         torch_threads=args.torch_threads,
                          # a command's own settings flags (robolake sql --timeout, --memory-limit)
                          sql_timeout_s=getattr(args, "sql_timeout_s", None),
                          sql_memory_limit=getattr(args, "sql_memory_limit", None))

@@ -113,15 +113,29 @@ class Run:
                                     if started.get(k) != v)
                 raise ExperimentChanged(f"experiment {self.config.experiment_id!r} was started with {changed}; "
                                         "resume it as it was, or start a new experiment id")
+            resumed = bool(self.state.done)
             for iteration in range(self.config.iterations):
                 for name in stages.ORDER:
                     if not self.state.is_done(iteration, name):
+                        if resumed:  # once, where this process takes over
+                            self.say(self._resuming(iteration, name))
+                            resumed = False
                         self._stage(iteration, name)
                 reason = self._stop_reason(iteration)
                 if reason:
                     self.say(f"stopping after iteration {iteration + 1}: {reason}")
                     return Outcome(iteration + 1, reason, self.state)
             return Outcome(self.config.iterations, None, self.state)
+
+    def _resuming(self, iteration: int, name: str) -> str:
+        where = ""
+        if name == "train":  # a killed training resumes from its last checkpoint, not from the stage's start
+            from learner.checkpoints import CheckpointStore
+
+            step = CheckpointStore(self.settings, self.run_id).latest_step()
+            where = f", from the checkpoint at step {step}" if step else ""
+        return (f"resuming experiment {self.config.experiment_id!r} at iteration {iteration + 1}, stage {name}{where} "
+                f"({len(self.state.done)} stages done before)")
 
     def _stage(self, iteration: int, name: str) -> None:
         attempt = self.state.failures.get((iteration, name), 0) + 1  # numbered across restarts

@@ -43,9 +43,9 @@ def test_bad_arguments_print_one_line_and_exit_2(argv, message, capsys):
 
 def test_status_runs_on_the_embedded_default(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ROBOLAKE_STACK_DIR", str(tmp_path))
-    assert main(["status", "--bus", "memory", "--lake", f"file://{tmp_path}/lake"]) == 0
+    assert main(["status", "--bus", "memory", "--lake", f"file://{tmp_path}/lake", "--threads", "3"]) == 0
     out = capsys.readouterr().out
-    assert "bus   memory" in out and f"{tmp_path}/lake" in out
+    assert "bus   memory" in out and f"{tmp_path}/lake" in out and "threads 3" in out
     assert "kafka  stopped" in out
 
 

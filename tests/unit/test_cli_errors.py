@@ -106,6 +106,7 @@ CASES = [
     (["demo", "--episodes", "-1"], 2, "expected a positive integer"),
     (["demo", "--lake", "file://{file}"], 1, "is not a directory"),
     (["status", "--partitions", "0"], 2, "partitions must be >= 1"),
+    (["status", "--threads", "0"], 2, "--threads: expected a positive integer"),
     (["status", "--kafka-connect-timeout", "0"], 2, "kafka_connect_timeout must be"),
     (["status", "--kafka-connect-timeout", "nan"], 2, "kafka_connect_timeout must be"),
 ]
