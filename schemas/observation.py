@@ -36,6 +36,21 @@ def fields(version: int = CURRENT) -> tuple[tuple[str, int], ...]:
     return FIELDS[version]
 
 
+def float_names(field: str) -> list[str]:
+    """The names of a field's floats. The grip point is `ee_*`: reward functions index by these
+    names and hash their source, so they stay as v1 had them."""
+    if field in ("joint_positions", "joint_velocities"):
+        return [f"{'q' if field == 'joint_positions' else 'dq'}{i}" for i in range(1, 8)]
+    entity, _, kind = field.rpartition("_")
+    axes = {"xyz": ("x", "y", "z"), "quat": ("qw", "qx", "qy", "qz")}.get(kind)
+    return [f"{'ee' if entity == 'hand' else entity}_{a}" for a in axes] if axes else [field]
+
+
+def names(version: int = CURRENT) -> list[str]:
+    """One name per float of the observation, in order."""
+    return [name for field, _ in fields(version) for name in float_names(field)]
+
+
 def size(version: int = CURRENT) -> int:
     return sum(n for _, n in fields(version))
 

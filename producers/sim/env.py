@@ -41,17 +41,7 @@ _BLOW_UP_WARNINGS = np.array([mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarnin
                               mujoco.mjtWarning.mjWARN_BADQACC], dtype=int)
 
 
-def float_names(field: str) -> list[str]:
-    """The names of a schemas.observation field's floats. The grip point is `ee_*`: reward
-    functions index by these names and hash their source, so they stay as v1 had them."""
-    if field in ("joint_positions", "joint_velocities"):
-        return [f"{'q' if field == 'joint_positions' else 'dq'}{i}" for i in range(1, 8)]
-    entity, _, kind = field.rpartition("_")
-    axes = {"xyz": ("x", "y", "z"), "quat": ("qw", "qx", "qy", "qz")}.get(kind)
-    return [f"{'ee' if entity == 'hand' else entity}_{a}" for a in axes] if axes else [field]
-
-
-OBSERVATION_NAMES = [name for field, _ in observation_schema.fields(ENV_VERSION) for name in float_names(field)]
+OBSERVATION_NAMES = observation_schema.names(ENV_VERSION)
 
 
 class BlockStackingEnv(gym.Env):
