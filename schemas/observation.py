@@ -16,6 +16,9 @@ observation unchanged. An episode's observation version is its `env_version`
 from __future__ import annotations
 
 ENV_NAME = "panda_block_stacking"  # the environment whose observation this is (producers/sim/env.py)
+# Its action (4 floats in [-1, 1]): the grip point's displacement in units of the step size, and the
+# gripper command (> 0 open).
+ACTION_NAMES = ("dx", "dy", "dz", "gripper")
 COLOURS = ("red", "green", "blue")  # the cubes, in observation order (producers.sim.scene.COLOURS)
 
 _V1 = (("joint_positions", 7), ("joint_velocities", 7), ("gripper_opening", 1), ("hand_xyz", 3), ("hand_quat", 4),

@@ -62,7 +62,8 @@ class BlockStackingEnv(gym.Env):
         self.arm_dofs = self.ik.dadr
         self.fingers = finger_qadr(self.model)
         self.cube_qadr = {c: self.model.joint(c).qposadr[0] for c in COLOURS}
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(len(observation_schema.ACTION_NAMES),),
+                                           dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
         self.frame_detail = frame_detail
         self._renderer: FrameRenderer | None = None  # made on the first frame, kept until close()
