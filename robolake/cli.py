@@ -39,8 +39,8 @@ def _settings_flags() -> argparse.ArgumentParser:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import (analysis, curriculum, demo, evaluate, infra, lake, log, relabel, report, rollout,
-                                   run, summaries, train)
+    from robolake.commands import (analysis, curriculum, demo, evaluate, export, infra, lake, log, relabel, report,
+                                   rollout, run, summaries, train)
 
     common = _settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, run, infra, rollout, log, lake, relabel, train, evaluate, summaries, curriculum, analysis,
-                  report):
+    for group in (demo, run, infra, rollout, log, lake, export, relabel, train, evaluate, summaries, curriculum,
+                  analysis, report):
         group.register(commands, common)
     return parser
 
