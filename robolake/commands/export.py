@@ -39,8 +39,8 @@ def run_export(args, settings: Settings) -> int:
     if not lake_exists(settings):
         raise CommandFailed(f"no lake at {settings.lake_root}")
     stats = export_lerobot(settings, out, where=args.where, video=not args.no_video)
-    print(f"exported {stats.episodes} episodes ({stats.frames} frames at {stats.fps} fps, {stats.tasks} tasks"
-          f"{', with video' if stats.video else ', no video'}) to {out}")
+    print(f"exported {stats.episodes} episodes ({stats.frames} frames at {stats.fps} fps; tasks: {stats.tasks}; "
+          f"{'video' if stats.video else 'no video'}) to {out}")
     return 0
 
 
