@@ -165,19 +165,26 @@ def test_a_selection_with_frames_on_some_episodes_only_asks_to_choose(lake, tmp_
     assert not out.exists() and list(tmp_path.iterdir()) == [], "nothing is left behind"
 
 
-@pytest.mark.parametrize("file_frames", [None, 1], ids=["one file", "a file per episode"])
-def test_lerobot_loads_the_export_with_its_own_dataset_class(lake, tmp_path, monkeypatch, file_frames):
+@pytest.mark.parametrize("file_frames, backend", [(None, "pyav"), (1, "pyav"), (None, "torchcodec")],
+                         ids=["one file", "a file per episode", "torchcodec"])
+def test_lerobot_loads_the_export_with_its_own_dataset_class(lake, tmp_path, monkeypatch, file_frames, backend):
     """The round trip: LeRobot's LeRobotDataset reads every frame, its names, each episode's task, and
-    the camera image (decoded with PyAV: torchcodec needs FFmpeg's shared libraries installed)."""
+    the camera image, decoded with PyAV or with torchcodec (LeRobot's default where it loads: it needs
+    FFmpeg's shared libraries, e.g. Debian's ffmpeg)."""
     lerobot = pytest.importorskip("lerobot.datasets.lerobot_dataset")
     import torch
 
     torch.set_num_threads(1)
+    if backend == "torchcodec":
+        try:
+            import torchcodec.decoders  # noqa: F401
+        except (ImportError, OSError, RuntimeError) as exc:
+            pytest.skip(f"torchcodec does not load here: {str(exc).splitlines()[0]}")
     if file_frames:
         monkeypatch.setattr("consumers.export.lerobot.FILE_FRAMES", file_frames)
     out = tmp_path / "roundtrip"
     assert _export(lake, out, "--where", "env_version = 2") == 0
-    dataset = lerobot.LeRobotDataset("robolake/export-test", root=out, video_backend="pyav")
+    dataset = lerobot.LeRobotDataset("robolake/export-test", root=out, video_backend=backend)
     lengths = [steps - 1 for _, version, steps, _ in EPISODES if version == 2]
     assert (len(dataset), dataset.num_episodes, dataset.fps) == (sum(lengths), 2, 10)
     assert dataset.meta.features["observation.state"]["names"] == observation.names(2)
