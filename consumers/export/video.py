@@ -42,8 +42,8 @@ class Mp4:
 
 
 def decode_png(png: bytes) -> np.ndarray:
-    """PNG bytes (the lake's frames) -> height x width x 3 uint8. Pillow, not PyAV: FFmpeg's PNG decoder,
-    given one PNG after another, blends each onto the one before."""
+    """PNG bytes (the lake's frames) -> height x width x 3 uint8. Pillow, not PyAV: one PyAV PNG decoder
+    given PNG after PNG returned each image added to the one before (PyAV 15)."""
     import io
 
     image = require("PIL.Image", "export")
