@@ -14,7 +14,8 @@ EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `cat` and friends end when their rea
 # is imported here). Anything else is a bug and keeps its traceback.
 USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.errors", "ExperimentChanged"),
                 ("robolake.commands.common", "UsageError"), ("infra.sql_guard", "ReadOnlyError"),
-                ("producers.sim.skills", "UnknownSkill"), ("consumers.curriculum.vlm", "VLMConfigError")]
+                ("producers.sim.skills", "UnknownSkill"), ("consumers.curriculum.vlm", "VLMConfigError"),
+                ("consumers.export.lerobot", "ExportError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands.common", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
             ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),

@@ -16,6 +16,9 @@ observation unchanged. An episode's observation version is its `env_version`
 from __future__ import annotations
 
 ENV_NAME = "panda_block_stacking"  # the environment whose observation this is (producers/sim/env.py)
+# Its action (4 floats in [-1, 1]): the grip point's displacement in units of the step size, and the
+# gripper command (> 0 open).
+ACTION_NAMES = ("dx", "dy", "dz", "gripper")
 COLOURS = ("red", "green", "blue")  # the cubes, in observation order (producers.sim.scene.COLOURS)
 
 _V1 = (("joint_positions", 7), ("joint_velocities", 7), ("gripper_opening", 1), ("hand_xyz", 3), ("hand_quat", 4),
@@ -34,6 +37,21 @@ def fields(version: int = CURRENT) -> tuple[tuple[str, int], ...]:
         raise UnknownObservationVersion(f"observation version {version!r} is unknown; known: "
                                         + ", ".join(map(str, FIELDS)))
     return FIELDS[version]
+
+
+def float_names(field: str) -> list[str]:
+    """The names of a field's floats. The grip point is `ee_*`: reward functions index by these
+    names and hash their source, so they stay as v1 had them."""
+    if field in ("joint_positions", "joint_velocities"):
+        return [f"{'q' if field == 'joint_positions' else 'dq'}{i}" for i in range(1, 8)]
+    entity, _, kind = field.rpartition("_")
+    axes = {"xyz": ("x", "y", "z"), "quat": ("qw", "qx", "qy", "qz")}.get(kind)
+    return [f"{'ee' if entity == 'hand' else entity}_{a}" for a in axes] if axes else [field]
+
+
+def names(version: int = CURRENT) -> list[str]:
+    """One name per float of the observation, in order."""
+    return [name for field, _ in fields(version) for name in float_names(field)]
 
 
 def size(version: int = CURRENT) -> int:

@@ -41,17 +41,7 @@ _BLOW_UP_WARNINGS = np.array([mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarnin
                               mujoco.mjtWarning.mjWARN_BADQACC], dtype=int)
 
 
-def float_names(field: str) -> list[str]:
-    """The names of a schemas.observation field's floats. The grip point is `ee_*`: reward
-    functions index by these names and hash their source, so they stay as v1 had them."""
-    if field in ("joint_positions", "joint_velocities"):
-        return [f"{'q' if field == 'joint_positions' else 'dq'}{i}" for i in range(1, 8)]
-    entity, _, kind = field.rpartition("_")
-    axes = {"xyz": ("x", "y", "z"), "quat": ("qw", "qx", "qy", "qz")}.get(kind)
-    return [f"{'ee' if entity == 'hand' else entity}_{a}" for a in axes] if axes else [field]
-
-
-OBSERVATION_NAMES = [name for field, _ in observation_schema.fields(ENV_VERSION) for name in float_names(field)]
+OBSERVATION_NAMES = observation_schema.names(ENV_VERSION)
 
 
 class BlockStackingEnv(gym.Env):
@@ -72,7 +62,8 @@ class BlockStackingEnv(gym.Env):
         self.arm_dofs = self.ik.dadr
         self.fingers = finger_qadr(self.model)
         self.cube_qadr = {c: self.model.joint(c).qposadr[0] for c in COLOURS}
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(4,), dtype=np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(len(observation_schema.ACTION_NAMES),),
+                                           dtype=np.float32)
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, shape=(len(OBSERVATION_NAMES),), dtype=np.float32)
         self.frame_detail = frame_detail
         self._renderer: FrameRenderer | None = None  # made on the first frame, kept until close()

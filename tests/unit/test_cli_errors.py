@@ -67,6 +67,20 @@ CASES = [
     (["replay", "--to-topic", "episodes", "--where", "nope = 1"], 1, "Referenced column \"nope\" not found"),
     (["migrate", "--from-v1", "{tmp}/missing"], 1, "no v1 lake files"),
     (["migrate", "--from-v1", "{tmp}/missing", "--lake", "file://{file}"], 1, "cannot be opened for writing"),
+    # export
+    (["export", "--format", "lerobot", "{tmp}/new", "--where", "task_success AND FALSE"], 2,
+     "no complete episode matches 'task_success AND FALSE': nothing to export"),
+    (["export", "--format", "lerobot", "{tmp}/new", "--where", "nope = 1"], 1, "Referenced column \"nope\" not found"),
+    (["export", "--format", "lerobot", "{tmp}/new", "--where", "TRUE; DROP VIEW steps"], 2, "DROP statements are refused"),
+    (["export", "--format", "lerobot", "{tmp}/new", "--where", "episode_id IN (SELECT content FROM read_text('x'))"], 2,
+     "read_text() is refused"),
+    (["export", "--format", "lerobot", "{tmp}/new", "--where", "task_success AND"], 2, "cannot parse the query"),
+    (["export", "--format", "lerobot", "{tmp}"], 2, "already exists and is not an empty directory"),
+    (["export", "--format", "lerobot", "{tmp}/lake/out"], 2, "is inside the lake"),
+    (["export", "--format", "lerobot", "{tmp}/missing/out"], 1, "does not exist"),
+    (["export", "--format", "lerobot", "{tmp}/new", "--lake", "file://{tmp}/missing"], 1, "no lake at"),
+    (["export", "--format", "csv", "{tmp}/new"], 2, "invalid choice: 'csv'"),
+    (["export", "{tmp}/new"], 2, "the following arguments are required: --format"),
     # produce, skills (items 2, 3, 4, 7, 9)
     (["produce", "--synthetic", "1", "--seed", "-5"], 2, "--seed: expected an integer from 0 to 2^32-1"),
     (["produce", "--synthetic", "1", "--seed", "99999999999999999999"], 2, "--seed: expected an integer from 0"),
@@ -248,7 +262,7 @@ def test_an_unreachable_kafka_is_one_line_quickly_without_client_logs(tmp_path):
 
 
 def test_help_is_consistent_and_has_examples(capsys):
-    for command in ("sql", "replay", "produce"):
+    for command in ("sql", "replay", "produce", "export"):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert "examples:\n\n  robolake " + command in capsys.readouterr().out

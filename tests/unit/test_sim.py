@@ -29,8 +29,9 @@ def test_gymnasium_api(env):
 
 def test_the_observation_is_the_named_fields_of_its_version(env):
     """v2: the schema's fields in order, each float named, the last three the controller's set point."""
-    from producers.sim.env import ENV_VERSION, float_names
+    from producers.sim.env import ENV_VERSION
     from schemas import observation
+    from schemas.observation import float_names
 
     assert ENV_VERSION == 2 == observation.CURRENT
     start = 0

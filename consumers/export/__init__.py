@@ -1,0 +1,1 @@
+"""Exports: episodes of the lake written as other tools' datasets (LeRobot)."""
