@@ -32,12 +32,15 @@ def episode_frames(con, episode_id: str) -> tuple[list[bytes], float]:
 
 def encode_mp4(pngs: list[bytes], fps: float) -> bytes:
     """PNG frames as an H.264 MP4 (yuv420p, which every browser plays) of len(pngs) frames at `fps`.
-    Frames are scaled to the first frame's size, rounded down to even sides (4:2:0 needs them)."""
+    Frames are scaled to the first frame's size, rounded down to even sides (4:2:0 needs them).
+    Pillow (which matplotlib needs) reads the PNGs: FFmpeg's PNG decoder, fed one file after
+    another, garbles every frame after the first."""
     import av
+    import numpy as np
+    from PIL import Image
 
     if not pngs:
         raise ValueError("an MP4 needs at least one frame")
-    decoder = av.CodecContext.create("png", "r")
     out = io.BytesIO()
     with av.open(out, "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
@@ -45,11 +48,10 @@ def encode_mp4(pngs: list[bytes], fps: float) -> bytes:
         stream.options = {"crf": "23", "preset": "veryfast"}
         size = None
         for png in pngs:
-            for picture in decoder.decode(av.Packet(png)):
-                if size is None:
-                    size = stream.width, stream.height = max(2, picture.width // 2 * 2), max(2, picture.height // 2 * 2)
-                frame = picture.reformat(*size, format="yuv420p")
-                container.mux(stream.encode(frame))
+            picture = av.VideoFrame.from_ndarray(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), format="rgb24")
+            if size is None:
+                size = stream.width, stream.height = max(2, picture.width // 2 * 2), max(2, picture.height // 2 * 2)
+            container.mux(stream.encode(picture.reformat(*size, format="yuv420p")))
         container.mux(stream.encode())  # flush the encoder's delayed frames
     return out.getvalue()
 
