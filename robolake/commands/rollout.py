@@ -46,7 +46,7 @@ def register(commands, common) -> None:
                          help="frames PX square (128 to 256, default 128)")
     produce.add_argument("--eval-videos", type=nonnegative_int, default=2, metavar="N",
                          help="with --from-decisions: an evaluation decision's first N episodes record frames "
-                              "(every 2nd step, or as --frame-every says), its videos (default 2; 0: none)")
+                              "(every 2nd step), its videos (default 2; 0: none)")
     produce.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
                          help="with --from-decisions: stop once no decision arrived for this long")
     produce.add_argument("--steps", type=positive_int, default=100, metavar="N",
