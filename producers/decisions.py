@@ -6,6 +6,8 @@ A decision names a skill sequence and a number of episodes; episode i starts fro
 whose episodes are not complete in the lake. v3 decisions also say who acts: a learner run's
 checkpoint (`policy_id` "pac:<run>", `policy_version` "step-<n>"), with the scripted expert for the
 `expert_skills` (skills too new for the policy); without them, the scripted expert acts.
+An evaluation (`purpose` eval) records camera frames of its first `eval_videos` episodes only: the
+report and the dashboard show them as videos, and no other episode pays for rendering.
 """
 
 from __future__ import annotations
@@ -85,10 +87,13 @@ class Policies:
 def rollout_config(base: RolloutConfig, row: dict) -> RolloutConfig:
     from producers.sim.skills import UnknownSkill
 
+    evaluation = row.get("purpose") == "eval"
+    videos = decision_seeds(row["decision_id"], row["episodes"])[:base.eval_videos] if evaluation else []
     try:
         return dataclasses.replace(base, skills=tuple(row["skill_sequence"]), task_skill=row["skill_sequence"][-1],
                                    decision_id=row["decision_id"], experiment_id=row["experiment_id"],
-                                   noise=base.noise if row.get("noise") is None else row["noise"])
+                                   noise=base.noise if row.get("noise") is None else row["noise"],
+                                   frame_seeds=frozenset(videos))
     except (UnknownSkill, IndexError) as exc:
         raise BadDecision(f"decision {row['decision_id']}: {exc}") from None
 

@@ -10,8 +10,10 @@ Rewards on every step: `reward` is the active skill's success (0/1), `task_rewar
 `episode.ended` is written last; a worker that dies mid-episode leaves that episode without it
 (the lake keeps it apart, in `partial_episodes`).
 
-Frames (`frames=True`) are 64x64 PNGs on steps 0, k, 2k, ... (`frame_every=k`); the other steps
-carry no frame. A worker keeps one environment, and so one renderer, for all its episodes.
+Frames are `frame_size` px square PNGs on steps 0, k, 2k, ... (`frame_every=k`) of every episode
+(`frames=True`) or only of the episodes of `frame_seeds` (an evaluation's videos: see
+producers/decisions.py); the other steps carry no frame. A worker keeps one environment, and so one
+renderer, for all its episodes.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from producers.policy import Policy, ScriptedExpert
 from schemas import topics
 
 log = logging.getLogger(__name__)
+FRAME_SIZES = range(128, 257)  # px: a video large enough to see the gripper, small enough to render fast
+VIDEO_FRAME_EVERY = 2          # an evaluation's videos: 5 frames a second of the 10 Hz control, played in real time
 
 
 @dataclass(frozen=True)
@@ -38,8 +42,11 @@ class RolloutConfig:
     switch: str = "success"              # "success" | "fixed"
     steps_per_skill: int = 60
     noise: float = 0.0
-    frames: bool = False                 # 64x64 PNG camera frames ...
+    frames: bool = False                 # PNG camera frames in every episode ...
     frame_every: int = 1                 # ... on every k-th step (0, k, 2k, ...)
+    frame_size: int = 128                # ... frame_size px square
+    frame_seeds: frozenset[int] = frozenset()  # episodes (by seed) with frames even when `frames` is off
+    eval_videos: int = 2                 # an evaluation decision's first N episodes have frames (its videos)
     experiment_id: str = "default"
     worker_id: str = "worker-0"
     decision_id: str | None = None
@@ -54,6 +61,10 @@ class RolloutConfig:
             raise ValueError(f"switch must be 'success' or 'fixed', got {self.switch!r}")
         if self.frame_every < 1:
             raise ValueError(f"frame_every must be >= 1, got {self.frame_every}")
+        if self.frame_size not in FRAME_SIZES:
+            raise ValueError(f"frame_size must be {FRAME_SIZES.start} to {FRAME_SIZES[-1]} px, got {self.frame_size}")
+        if self.eval_videos < 0:
+            raise ValueError(f"eval_videos must be >= 0, got {self.eval_videos}")
 
 
 def task_for(skill_id: str) -> tuple[str, ...]:
@@ -108,12 +119,12 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
                 break
             reward = skill.success(obs)
             succeeded[skill_id] |= reward
-            framed = config.frames and step % config.frame_every == 0
+            framed = (config.frames or seed in config.frame_seeds) and step % config.frame_every == 0
             writer.step(step=step, sim_time=float(env.data.time), observation=obs.tolist(),
                         action=np.asarray(action, np.float32).tolist(), reward=float(reward),
                         task_reward=float(task.success(obs)), skill_id=skill_id, skill_caption=skill.caption,
                         terminated=False, truncated=False,
-                        frame=encode_png(env.frame()) if framed else None)
+                        frame=encode_png(env.frame(size=config.frame_size)) if framed else None)
             step += 1
             if config.switch == "success" and reward:
                 break  # the hand-over: whatever acts (one rule, so demonstrations cover a learned policy's states)
@@ -125,8 +136,8 @@ def run_episode(env, writer: EpisodeWriter, config: RolloutConfig, seed: int,
 
 
 def encode_png(pixels: np.ndarray, compress_level: int = 1) -> bytes:
-    """PNG bytes. Level 1 (zlib's fastest) encodes a 64x64 frame ~4x faster than Pillow's default 6
-    for ~20% more bytes (benchmarks/README.md)."""
+    """PNG bytes. Level 1 (zlib's fastest) encodes a frame ~4x faster than Pillow's default 6 for
+    ~20% more bytes (benchmarks/README.md, at 64x64)."""
     from PIL import Image
 
     out = io.BytesIO()

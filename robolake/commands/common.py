@@ -105,6 +105,14 @@ def nonnegative_int(text: str) -> int:
     return int(text)
 
 
+def frame_size(text: str) -> int:
+    from producers.rollout import FRAME_SIZES
+
+    if not (text.isascii() and text.isdigit()) or int(text) not in FRAME_SIZES:
+        raise argparse.ArgumentTypeError(f"expected {FRAME_SIZES.start} to {FRAME_SIZES[-1]} (px), got {text!r}")
+    return int(text)
+
+
 def identifier(text: str) -> str:
     """An experiment or run id: it names lake partitions and checkpoint folders."""
     from schemas.codec import EXPERIMENT_ID_PATTERN

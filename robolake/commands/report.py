@@ -7,28 +7,43 @@ import time
 from pathlib import Path
 
 from infra.settings import Settings
-from robolake.commands.common import CommandFailed, UsageError, identifier, positive_int
+from robolake.commands.common import CommandFailed, UsageError, identifier, nonnegative_int
 
 
 def register(commands, common) -> None:
     report = commands.add_parser(
         "report", parents=[common], help="write an experiment's report (one HTML page and Markdown)",
         description="Read one experiment from the lake and write DIR/<experiment>.html (self-contained: charts "
-                    "and frames inline, nothing fetched) and DIR/<experiment>.md (its images beside it): success "
-                    "per skill with Wilson 95% intervals, learning curves, the conversation between the modules, "
-                    "frames of example episodes, data volumes, and the provenance of every number (episode, "
-                    "decision, proposal, model call, learner run).",
-        epilog="example:\n\n  robolake report --experiment exp-1 -o reports")
+                    "and videos inline, nothing fetched) and DIR/<experiment>.md (its images and videos beside "
+                    "it): success per skill with Wilson 95% intervals, learning curves, the conversation between "
+                    "the modules, videos of episodes (per task, the latest with camera frames: a run's "
+                    "evaluations), data volumes, and the provenance of every number (episode, decision, "
+                    "proposal, model call, learner run).",
+        epilog="examples:\n\n  robolake report --experiment exp-1 -o reports\n"
+               "  robolake report --experiment exp-1 --video EPISODE_ID --video EPISODE_ID")
     report.add_argument("--experiment", type=identifier, required=True, metavar="ID", help="the experiment to report")
     report.add_argument("-o", "--output", default="report", metavar="DIR", help="directory to write into")
-    report.add_argument("--frame-episodes", type=positive_int, default=4, metavar="N",
-                        help="example episodes shown with frames (default 4)")
+    report.add_argument("--videos", type=nonnegative_int, default=2, metavar="N",
+                        help="videos per task: its latest episodes with camera frames (default 2)")
+    report.add_argument("--video", action="append", default=[], metavar="EPISODE_ID",
+                        help="also show this episode as a video (any with frames; repeatable)")
     report.set_defaults(run=run_report)
+
+    video = commands.add_parser(
+        "video", parents=[common], help="write one episode's camera frames as an MP4",
+        description="Read one complete episode's camera frames from the lake and write them as an MP4 (H.264), "
+                    "played in simulated time. Episodes have frames when recorded with `robolake produce "
+                    "--frames`, or as the first episodes of a run's evaluations (--eval-videos).",
+        epilog="example:\n\n  robolake video 3f2c9a41-... -o episode.mp4")
+    video.add_argument("episode", metavar="EPISODE_ID", help="the episode (see `robolake sql \"SELECT DISTINCT "
+                                                            "episode_id FROM frames\"`)")
+    video.add_argument("-o", "--output", required=True, metavar="FILE", help="the MP4 to write")
+    video.set_defaults(run=run_video)
 
     dashboard = commands.add_parser(
         "dashboard", parents=[common], help="serve a live, read-only dashboard of the lake on localhost",
         description="Serve a page that follows an experiment as it runs: the conversation between the modules, "
-                    "the skills table with success and intervals, learning curves, recent frames. Read-only "
+                    "the skills table with success and intervals, learning curves, videos of episodes. Read-only "
                     "(GET only); each request reads the lake afresh. Ctrl-C stops it.")
     dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on")
     dashboard.add_argument("--port", type=int, default=8765, metavar="N", help="port (0: any free one)")
@@ -39,24 +54,28 @@ def run_report(args, settings: Settings) -> int:
     from infra.optional import require
 
     require("matplotlib", "analysis")
-    report, page, text = write_report(settings, args.experiment, Path(args.output), args.frame_episodes)
+    report, page, text = write_report(settings, args.experiment, Path(args.output), args.videos, tuple(args.video))
     print(f"wrote {page} and {text}: {len(report.conversation)} events, "
           f"{len({r['skill_id'] for r in report.skills['learned'] + report.skills['expert']})} skills, "
           f"{report.volumes['complete episodes']} episodes")
     return 0
 
 
-def write_report(settings: Settings, experiment: str, out: Path, frame_episodes: int = 4):
+def write_report(settings: Settings, experiment: str, out: Path, videos_per_skill: int = 2,
+                 asked: tuple[str, ...] = ()):
     """Read the experiment from the lake and write out/<experiment>.html and .md: (report, page, text)."""
     from infra.lake_sql import open_lake
+    from infra.optional import require
     from robolake.report import html, markdown
     from robolake.report.queries import ExperimentNotFound
     from robolake.report.report import gather
+    from robolake.report.video import NoFrames
 
+    require("av", "analysis")
     con = open_lake(settings, read_only=True)
     try:
-        report = gather(con, experiment, settings.lake_root, frame_episodes=frame_episodes)
-    except ExperimentNotFound as exc:
+        report = gather(con, experiment, settings.lake_root, videos_per_skill, asked)
+    except (ExperimentNotFound, NoFrames) as exc:
         raise CommandFailed(str(exc)) from None
     finally:
         con.close()
@@ -65,6 +84,30 @@ def write_report(settings: Settings, experiment: str, out: Path, frame_episodes:
     page.write_text(html.render(report), encoding="utf-8")
     text.write_text(markdown.render(report, out / experiment), encoding="utf-8")
     return report, page, text
+
+
+def run_video(args, settings: Settings) -> int:
+    from infra.lake_sql import open_lake
+    from infra.optional import require
+    from robolake.report.video import NoFrames, episode_video
+
+    require("av", "analysis")
+    out = Path(args.output)
+    if out.is_dir():
+        raise UsageError(f"-o: {out} is a directory; name the MP4 file to write")
+    con = open_lake(settings, read_only=True)
+    try:
+        clip = episode_video(con, args.episode)
+    except NoFrames as exc:
+        raise CommandFailed(str(exc)) from None
+    finally:
+        con.close()
+    try:
+        out.write_bytes(clip["mp4"])
+    except OSError as exc:
+        raise CommandFailed(f"cannot write {out}: {exc.strerror or exc}") from None
+    print(f"wrote {out}: {clip['frames']} frames at {clip['fps']:.3g} per second")
+    return 0
 
 
 def run_dashboard(args, settings: Settings) -> int:

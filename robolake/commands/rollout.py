@@ -6,8 +6,8 @@ import sys
 from contextlib import contextmanager
 
 from infra.settings import Settings
-from robolake.commands.common import (UsageError, check_lake_writable, identifier, nonnegative_float, nonnegative_int,
-                                      positive_int, positive_seconds)
+from robolake.commands.common import (UsageError, check_lake_writable, frame_size, identifier, nonnegative_float,
+                                      nonnegative_int, positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:
@@ -39,9 +39,14 @@ def register(commands, common) -> None:
                          help="switch skills when the success function fires, or after --steps-per-skill")
     produce.add_argument("--steps-per-skill", type=positive_int, default=60, metavar="N",
                          help="steps per skill at most (default 60)")
-    produce.add_argument("--frames", action="store_true", help="a 64x64 PNG camera frame on every step")
+    produce.add_argument("--frames", action="store_true", help="a PNG camera frame on every step of every episode")
     produce.add_argument("--frame-every", type=positive_int, metavar="K",
                          help="frames on steps 0, K, 2K, ... only (implies --frames)")
+    produce.add_argument("--frame-size", type=frame_size, default=128, metavar="PX",
+                         help="frames PX square (128 to 256, default 128)")
+    produce.add_argument("--eval-videos", type=nonnegative_int, default=2, metavar="N",
+                         help="with --from-decisions: an evaluation decision's first N episodes record frames "
+                              "(every 2nd step), its videos (default 2; 0: none)")
     produce.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
                          help="with --from-decisions: stop once no decision arrived for this long")
     produce.add_argument("--steps", type=positive_int, default=100, metavar="N",
@@ -130,7 +135,7 @@ def _interrupt_deferred():
 
 
 def _rollout_config(args):
-    from producers.rollout import RolloutConfig, task_for
+    from producers.rollout import VIDEO_FRAME_EVERY, RolloutConfig, task_for
 
     if args.from_decisions:
         skills = ("go_home",)  # replaced by each decision's sequence
@@ -142,7 +147,9 @@ def _rollout_config(args):
         raise UsageError("say what to run: --skills SKILL [SKILL ...] or --task SKILL")
     return RolloutConfig(skills=skills, task_skill=args.task or skills[-1], switch=args.switch,
                          steps_per_skill=args.steps_per_skill, noise=args.noise,
-                         frames=args.frames or args.frame_every is not None, frame_every=args.frame_every or 1,
+                         frames=args.frames or args.frame_every is not None,
+                         frame_every=args.frame_every or (1 if args.frames else VIDEO_FRAME_EVERY),
+                         frame_size=args.frame_size, eval_videos=args.eval_videos,
                          experiment_id=args.experiment or "default", chunk_steps=args.chunk_steps,
                          worker_id=_worker_name() if args.from_decisions else "worker")
 

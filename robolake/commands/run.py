@@ -7,8 +7,8 @@ from pathlib import Path
 
 from infra.settings import VLM_BACKENDS, Settings
 from robolake.commands.common import (CommandFailed, Parser, UsageError, check_bus_reachable, check_lake_writable,
-                                      identifier, nonnegative_float, nonnegative_int, positive_int, positive_seconds,
-                                      settings_flags, unwritable)
+                                      frame_size, identifier, nonnegative_float, nonnegative_int, positive_int,
+                                      positive_seconds, settings_flags, unwritable)
 
 
 def register(commands, common) -> None:
@@ -92,6 +92,10 @@ def add_arguments(run) -> None:
                           "the decisions it makes")
     run.add_argument("--eval-episodes", type=positive_int, default=3, metavar="N",
                      help="evaluation episodes per skill and iteration")
+    run.add_argument("--eval-videos", type=nonnegative_int, default=2, metavar="N",
+                     help="of which the first N record camera frames, the report's videos (default 2; 0: none)")
+    run.add_argument("--frame-size", type=frame_size, default=128, metavar="PX",
+                     help="the videos' frames, PX square (128 to 256, default 128)")
     run.add_argument("--workers", type=positive_int, default=2, metavar="N",
                      help="rollout workers of this process (threads on the in-process bus, processes on Kafka)")
     run.add_argument("--external-workers", action="store_true",
@@ -164,6 +168,7 @@ def execute(args, settings: Settings) -> RunResult:
                        iterations=args.iterations, budget_episodes=args.budget_episodes, keep_going=args.keep_going,
                        collection=args.collection, bootstrap_episodes=args.bootstrap_episodes,
                        episodes_per_decision=args.episodes, max_tasks=args.tasks, eval_episodes=args.eval_episodes,
+                       eval_videos=args.eval_videos, frame_size=args.frame_size,
                        train_steps=args.train_steps, model=args.model, alpha=args.alpha, device=args.device,
                        workers=args.workers, seed=args.seed, external_workers=args.external_workers,
                        external_learner=args.external_learner)

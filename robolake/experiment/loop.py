@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from consumers.curriculum.stages import stable_id
 from consumers.lake_sink.sink import sink_in_process
-from producers.rollout import RolloutConfig
+from producers.rollout import VIDEO_FRAME_EVERY, RolloutConfig
 from producers.sim.announce import BASE_SKILLS
 from producers.workers import run_decision_seeds
 from robolake.experiment import external, stages
@@ -51,6 +51,8 @@ class RunConfig:
     max_tasks: int = 3                     # decisions per round at most (a curriculum round always
                                            # collects max_tasks * episodes_per_decision, spread over its decisions)
     eval_episodes: int = 3                 # per announced skill, per iteration
+    eval_videos: int = 2                   # of which the first N record frames (the report's videos) ...
+    frame_size: int = 128                  # ... of this many px square
     train_steps: int = 200                 # learner steps per iteration
     model: str = "tiny"
     alpha: float | None = None             # PAC's BC weight (None: the config's)
@@ -91,9 +93,11 @@ class Run:
         self.bus = open_bus(settings)
         self.producer = self.bus.producer()
         self.run_id = f"{config.experiment_id}-pac"
-        # How this process's workers roll out (each decision sets the skills, the experiment and who acts).
-        self.rollout = RolloutConfig(skills=("go_home",), task_skill="go_home", worker_id="run", frames=True,
-                                     frame_every=5)
+        # How this process's workers roll out (each decision sets the skills, the experiment and who acts;
+        # only an evaluation's first episodes render, as videos).
+        self.rollout = RolloutConfig(skills=("go_home",), task_skill="go_home", worker_id="run",
+                                     frame_every=VIDEO_FRAME_EVERY, frame_size=config.frame_size,
+                                     eval_videos=config.eval_videos)
         self.dataset = f"run:{config.experiment_id}"
         self.state = RunState(config.experiment_id)
         self._encoder = None

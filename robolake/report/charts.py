@@ -97,6 +97,7 @@ def learning_chart(curves: dict[str, dict[str, list[tuple[int, float]]]]) -> byt
                       label=run)
         axis.set_title(name, fontsize=10)
         axis.set_xlabel("learner step", fontsize=8)
+        axis.set_ylabel(name.split("/")[0], fontsize=8)  # per-skill metrics: the skill is in the title
         if len(curves[name]) > 1:
             axis.legend(fontsize=7)
     return _png(plt, figure)

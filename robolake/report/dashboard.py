@@ -6,7 +6,8 @@
     GET /api/skills?experiment=X            per skill, the learned policy's evaluated success and the
                                             expert's collection success, apart (Wilson 95% intervals)
     GET /api/curves?experiment=X            the learner's metrics per step
-    GET /api/frames?experiment=X            frame strips of recent episodes (PNG data URIs)
+    GET /api/videos?experiment=X            the episodes shown as videos (per task, the latest with frames)
+    GET /api/video?episode=E                one episode's frames as an MP4 (encoded once, then kept)
 
 The server holds one read-only connection to the lake (opening one costs ~0.4 s) and answers each
 request on a cursor of its own; DuckLake reads its catalog at every query, so each answer sees what
@@ -21,13 +22,13 @@ are closed after `idle_timeout_s`, and at most `max_connections` are served at o
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import re
 import sys
 import threading
 from http import HTTPStatus
+from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
@@ -37,6 +38,7 @@ from schemas.codec import EXPERIMENT_ID_PATTERN
 
 log = logging.getLogger(__name__)
 TIMELINE_LIMIT = 500  # newest events sent at once; the page keeps as many
+VIDEOS_KEPT = 64      # encoded MP4s kept in memory: a complete episode's frames never change
 
 
 class BadRequest(ValueError):
@@ -95,6 +97,7 @@ class SharedLake:
 
     def __init__(self, settings):
         self.settings, self._con, self._lock = settings, None, threading.Lock()
+        self._videos: OrderedDict[str, bytes] = OrderedDict()  # episode -> MP4, least recently used first
 
     def cursor(self):
         from infra.lake_sql import open_lake
@@ -103,6 +106,19 @@ class SharedLake:
             if self._con is None:
                 self._con = open_lake(self.settings, read_only=True)  # LakeNotFound: none yet
             return self._con.cursor()
+
+    def video(self, episode: str, encode) -> bytes:
+        """The episode's MP4: kept from an earlier request, or `encode()`d now and kept."""
+        with self._lock:
+            if episode in self._videos:
+                self._videos.move_to_end(episode)
+                return self._videos[episode]
+        mp4 = encode()
+        with self._lock:
+            self._videos[episode] = mp4
+            while len(self._videos) > VIDEOS_KEPT:
+                self._videos.popitem(last=False)
+        return mp4
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -119,6 +135,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if url.path == "/":
                 return self._send(HTTPStatus.OK, PAGE.encode(), "text/html; charset=utf-8")
+            if url.path == "/api/video":
+                return self._video(params)
             handler = _API.get(url.path)
             if handler is None:
                 return self._json(HTTPStatus.NOT_FOUND, {"error": f"no such page: {url.path}"})
@@ -152,6 +170,21 @@ class _Handler(BaseHTTPRequestHandler):
             raise BadRequest(str(exc)) from None
         finally:
             con.close()
+
+    def _video(self, params: dict) -> None:
+        from robolake.report.video import NoFrames, episode_video
+
+        episode = params.get("episode", "")
+        if not re.fullmatch(EXPERIMENT_ID_PATTERN, episode):
+            raise BadRequest(f"episode: expected an episode id, got {episode[:40]!r}")
+        try:
+            answer = self._with_lake(lambda con, _: {"mp4": self.lake.video(
+                episode, lambda: episode_video(con, episode)["mp4"])}, params)
+        except NoFrames as exc:
+            return self._json(HTTPStatus.NOT_FOUND, {"error": str(exc)})
+        if not answer["lake"]:
+            return self._json(HTTPStatus.NOT_FOUND, {"error": answer["message"]})
+        self._send(HTTPStatus.OK, answer["mp4"], "video/mp4")
 
     def _json(self, status: HTTPStatus, body: dict) -> None:
         self._send(status, json.dumps(body, default=str).encode(), "application/json")
@@ -192,12 +225,6 @@ def _skills(con, params: dict) -> dict:
     return {**skills, "introduced": introduced}
 
 
-def _frames(con, params: dict) -> dict:
-    strips = queries.example_frames(con, _experiment(params), episodes=4, per_episode=8)
-    for strip in strips:
-        strip["frames"] = [{"step": f["step"], "src": "data:image/png;base64," + base64.b64encode(f["png"]).decode()}
-                           for f in strip["frames"]]
-    return {"episodes": strips}
 
 
 _API = {
@@ -205,5 +232,5 @@ _API = {
     "/api/timeline": _timeline,
     "/api/skills": _skills,
     "/api/curves": lambda con, params: {"learning": queries.learning_curves(con, _experiment(params))},
-    "/api/frames": _frames,
+    "/api/videos": lambda con, params: {"episodes": queries.video_episodes(con, _experiment(params))},
 }

@@ -1,6 +1,7 @@
-"""The report as one self-contained HTML page: inline CSS, charts and frames as data URIs, no
+"""The report as one self-contained HTML page: inline CSS, charts and videos as data URIs, no
 script and nothing fetched from anywhere. Every id is an anchor (`<kind>-<id>`) and every mention
-of an id links to it, so each number can be followed to its source."""
+of an id links to it, so each number can be followed to its source. It fits a 1,400 px window:
+table cells wrap anywhere, long texts fold into a <details> (the model's prompts and replies too)."""
 
 from __future__ import annotations
 
@@ -9,20 +10,26 @@ import re
 from html import escape
 from urllib.parse import quote
 
-from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
-                                    mixed_line, overall_line, percent, subject)
+from robolake.report.report import (EXPERT, LEARNED, Report, code_line, config_rows, expert_rows, interval,
+                                    learned_rows, mixed_line, overall_line, percent, subject)
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; padding: 0 1em; }
 h1 { font-size: 1.6em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
-table { border-collapse: collapse; margin: .5em 0; font-size: 13px; }
+table { border-collapse: collapse; margin: .5em 0; font-size: 13px; max-width: 100%; }
 th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: left; vertical-align: top; }
-th { background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabular-nums; }
+td { overflow-wrap: anywhere; }  /* a long word (an id, a model's unbroken reply) never widens the page */
+img { max-width: 100%; } summary { cursor: pointer; }
+th { background: #f4f4f4; } td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 code, .id { font-family: ui-monospace, monospace; font-size: 12px; }
-.conv { list-style: none; padding: 0; } .conv li { padding: 3px 0; border-bottom: 1px solid #f0f0f0; }
+.conv { list-style: none; padding: 0; }
+.conv li { padding: 3px 0; border-bottom: 1px solid #f0f0f0; overflow-wrap: anywhere; }
 .conv .type { display: inline-block; min-width: 13em; color: #666; font-size: 12px; }
-.strip img { width: 96px; height: 96px; image-rendering: pixelated; margin-right: 2px; border: 1px solid #ccc; }
-.ok { color: #176b2c; } .bad { color: #a3261b; } details pre { white-space: pre-wrap; max-width: 1100px; }
+.videos { display: flex; flex-wrap: wrap; gap: 12px; } .videos figure { margin: 0; width: 256px; font-size: 12px; }
+.videos video { width: 256px; height: 256px; background: #000; display: block; }
+.ok { color: #176b2c; } .bad { color: #a3261b; }
+details pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f8f8f8; padding: .4em; margin: .3em 0; }
+.exchange { border-bottom: 1px solid #eee; padding: 2px 0; } .exchange h4 { margin: .4em 0 0; font-size: 13px; }
 :target { background: #fff4b3; }
 """
 
@@ -47,7 +54,7 @@ def render(report: Report) -> str:
         ("learning", "Learning curves", _image(report.charts.get("learning"), "learner metrics per step")
          or "<p>No learner metrics yet.</p>"),
         ("conversation", "The conversation between the modules", _conversation(report, link)),
-        ("frames", "Example episodes", _frames(report, link)),
+        ("videos", "Videos of episodes", _videos(report, link)),
         ("provenance", "Provenance", _provenance(report, link)),
     ]
     nav = " · ".join(f'<a href="#{key}">{escape(title)}</a>' for key, title, _ in sections)
@@ -57,7 +64,7 @@ def render(report: Report) -> str:
 <link rel="icon" href="data:,"><style>{STYLE}</style></head>
 <body><h1>Experiment <code>{escape(report.experiment)}</code></h1>
 <p>Lake <code>{escape(report.lake)}</code>, read {escape(report.made_at)}. Every id links to where it comes from;
-success intervals are Wilson 95%. Code: commit <code>{escape(str(report.header["commit"]))}</code>.</p>
+success intervals are Wilson 95%. Code: <code>{escape(code_line(report))}</code>.</p>
 <p>{nav}</p>
 {body}
 </body></html>
@@ -77,7 +84,7 @@ def _anchors(report: Report) -> set[tuple[str, str]]:
     found |= {("call", r["call_id"]) for r in p["calls"]} | {("verdict", r["verdict_id"]) for r in p["verdicts"]}
     found |= {("summary", r["summary_id"]) for r in p["summaries"]} | {("run", r["run_id"]) for r in p["runs"]}
     found |= {("relabel", r["relabel_id"]) for r in p["relabels"]}
-    found |= {("episode", e["episode_id"]) for e in report.frames}
+    found |= {("episode", e["episode_id"]) for e in report.videos}
     return {(k, str(i)) for k, i in found}
 
 
@@ -135,32 +142,51 @@ def _conversation(report: Report, link) -> str:
     return f'<ol class="conv">{"".join(items)}</ol>'
 
 
-def _frames(report: Report, link) -> str:
-    if not report.frames:
-        return "<p>No episode of this experiment has camera frames.</p>"
+def _videos(report: Report, link) -> str:
+    if not report.videos:
+        return ("<p>No episode of this experiment has camera frames (<code>robolake run</code> records them for the "
+                "first episodes of each evaluation, <code>--eval-videos</code>).</p>")
     parts = []
-    for e in report.frames:
-        images = "".join(f'<img title="step {f["step"]}" alt="step {f["step"]}" '
-                         f'src="data:image/png;base64,{base64.b64encode(f["png"]).decode()}">' for f in e["frames"])
-        outcome = '<span class="ok">succeeded</span>' if e["success"] else '<span class="bad">failed</span>'
-        parts.append(f'<div id="{_anchor("episode", e["episode_id"])}"><p>Episode <code>{escape(e["episode_id"])}'
-                     f'</code> — "{escape(e["task"])}" {outcome} in {e["length"]} steps; decision '
-                     f'{link("decision", e["decision_id"])}, policy {escape(e["policy"])} '
-                     f'{link("run", e["run_id"]) if e["run_id"] else ""}</p><div class="strip">{images}</div></div>')
-    return "".join(parts)
+    for skill in dict.fromkeys(e["skill"] for e in report.videos):
+        figures = []
+        for e in (e for e in report.videos if e["skill"] == skill):
+            outcome = '<span class="ok">succeeded</span>' if e["success"] else '<span class="bad">failed</span>'
+            figures.append(
+                f'<figure id="{_anchor("episode", e["episode_id"])}"><video controls muted loop preload="metadata" '
+                f'title="{escape(e["task"])}" src="data:video/mp4;base64,{base64.b64encode(e["mp4"]).decode()}">'
+                f"</video><figcaption>{outcome} in {e['length']} steps ({e['frames']} frames at {e['fps']:.3g}/s); "
+                f"policy {escape(e['policy'])} {link('run', e['run_id']) if e['run_id'] else ''}; decision "
+                f"{link('decision', e['decision_id'])}; episode <code>{escape(e['episode_id'])}</code>"
+                "</figcaption></figure>")
+        parts.append(f"<h3>{escape(skill)}</h3><div class=\"videos\">{''.join(figures)}</div>")
+    return ("<p>Per task, its latest episodes with camera frames (in <code>robolake run</code>, the first episodes of "
+            "each evaluation of the learned policy), played in simulated time.</p>" + "".join(parts))
+
+
+def _when(iso: str) -> str:
+    """An event's time to the second (it wraps between date and time); to the millisecond on hover."""
+    return f'<span title="{escape(iso)}">{escape(iso[:19].replace("T", " "))}</span>'
+
+
+def _long(text: str, limit: int = 160) -> str:
+    """Event text for a table cell: past `limit` characters, folded into a <details> that holds it all."""
+    if len(text) <= limit:
+        return escape(text)
+    return f"<details><summary>{escape(text[:limit])}…</summary>{escape(text)}</details>"
 
 
 def _provenance(report: Report, link) -> str:
     p = report.provenance
 
     def episodes(ids: list[str]) -> str:
-        shown = ", ".join(f'<span class="id">{escape(i)}</span>' for i in ids[:20])
-        return shown + (f" … (+{len(ids) - 20})" if len(ids) > 20 else "")
+        """The first 20, folded; a link where the episode has a video."""
+        shown = ", ".join(link("episode", i) for i in ids[:20]) + (f" … (+{len(ids) - 20})" if len(ids) > 20 else "")
+        return f"<details><summary>{len(ids)} episodes</summary>{shown}</details>" if len(ids) > 2 else shown
 
     decisions = _table(
         ["decision", "time", "task", "skills", "proposal", "model call", "asked", "done", "task successes",
          "policies", "episodes"],
-        [[f'<span class="id">{escape(d["decision_id"])}</span>', escape(d["_time"]), escape(d["task"]),
+        [[f'<span class="id">{escape(d["decision_id"])}</span>', _when(d["_time"]), _long(d["task"]),
           escape(" → ".join(d["skill_sequence"])), link("proposal", d.get("proposal_id")),
           link("call", d.get("call_id")), str(d["episodes"]), str(d["episodes_done"]), str(d["task_successes"]),
           escape(", ".join(d["policies"])), episodes(d["episode_ids"])] for d in p["decisions"]],
@@ -170,9 +196,9 @@ def _provenance(report: Report, link) -> str:
         decisions += (f"<p>{undirected['episodes_done']} episodes ran without a curriculum decision (policies "
                       f"{escape(', '.join(undirected['policies']))}): {episodes(undirected['episode_ids'])}</p>")
     proposals = _table(["proposal", "time", "proposer", "task", "rationale", "learning progress", "model call"],
-                       [[f'<span class="id">{escape(r["proposal_id"])}</span>', escape(r["_time"]),
-                         escape(r["proposer"]), escape(r["task"]), escape(r["rationale"]),
-                         escape(r.get("progress") or "–"), link("call", r.get("call_id"))]
+                       [[f'<span class="id">{escape(r["proposal_id"])}</span>', _when(r["_time"]),
+                         escape(r["proposer"]), _long(r["task"]), _long(r["rationale"]),
+                         _long(r.get("progress") or "–"), link("call", r.get("call_id"))]
                         for r in p["proposals"]], [_anchor("proposal", r["proposal_id"]) for r in p["proposals"]])
     missing = _table(["missing skill", "proposal", "step", "closest skill", "similarity"],
                      [[f'<span class="id">{escape(r["missing_id"])}</span>', link("proposal", r["proposal_id"]),
@@ -180,25 +206,24 @@ def _provenance(report: Report, link) -> str:
                        "–" if r.get("similarity") is None else f"{r['similarity']:.2f}"] for r in p["missing_skills"]],
                      [_anchor("missing", r["missing_id"]) for r in p["missing_skills"]])
     calls = _table(["model call", "time", "stage", "backend / model", "temperature", "latency", "tokens in/out",
-                    "attempt", "error", "prompt and reply"],
-                   [[f'<span class="id">{escape(r["call_id"])}</span>', escape(r["_time"]), escape(r["stage"]),
+                    "attempt", "error", "exchange"],
+                   [[f'<span class="id">{escape(r["call_id"])}</span>', _when(r["_time"]), escape(r["stage"]),
                      escape(f"{r['backend']} / {r['model']}"), f"{r['temperature']:g}", f"{r['latency_s']:.2f} s",
                      f"{r.get('input_tokens') or '–'}/{r.get('output_tokens') or '–'}", str(r["attempt"]),
-                     escape(r.get("error") or "–"),
-                     f"<details><summary>prompt {escape(r['prompt_hash'][:12])}</summary><pre>{escape(r['prompt'])}"
-                     f"</pre></details><details><summary>reply</summary><pre>{escape(r.get('reply') or '')}</pre>"
-                     "</details>"] for r in p["calls"]], [_anchor("call", r["call_id"]) for r in p["calls"]])
+                     _long(r.get("error") or "–"),
+                     f'<a href="#{_anchor("exchange", r["call_id"])}">prompt and reply</a>']
+                    for r in p["calls"]], [_anchor("call", r["call_id"]) for r in p["calls"]])
     verdicts = _table(["verdict", "time", "skill", "judgement", "method", "learner run", "slope [95%]",
                        "converged at", "model call", "rationale"],
-                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', escape(r["_time"]),
+                      [[f'<span class="id">{escape(r["verdict_id"])}</span>', _when(r["_time"]),
                         escape(subject(r["skill_id"])), escape(r["verdict"]), escape(r.get("method") or "–"),
                         link("run", r.get("run_id")),
                         _slope(r), str(r.get("converged_at") or "–"), link("call", r.get("call_id")),
-                        escape(r["rationale"])] for r in p["verdicts"]],
+                        _long(r["rationale"])] for r in p["verdicts"]],
                       [_anchor("verdict", r["verdict_id"]) for r in p["verdicts"]])
     summaries = _table(["summary", "time", "skill", "policy", "successes", "rate", "95% interval", "trend",
                         "hindsight"],
-                       [[f'<span class="id">{escape(r["summary_id"])}</span>', escape(r["_time"]), escape(r["skill_id"]),
+                       [[f'<span class="id">{escape(r["summary_id"])}</span>', _when(r["_time"]), escape(r["skill_id"]),
                          escape(f"{r['policy_id']}@{r['policy_version']}"), f"{r['successes']}/{r['episodes']}",
                          percent(r["success_rate"]), interval(r["ci_low"], r["ci_high"]), escape(r["trend"]),
                          "–" if r.get("hindsight_episodes") is None else
@@ -206,18 +231,38 @@ def _provenance(report: Report, link) -> str:
                        [_anchor("summary", r["summary_id"]) for r in p["summaries"]])
     runs = _table(["learner run (checkpoints)", "steps", "latest metrics"],
                   [[f'<span class="id">{escape(r["run_id"])}</span>', f"{r['first_step']}–{r['last_step']}",
-                    escape(", ".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items())))] for r in p["runs"]],
+                    _long(", ".join(f"{k}={v:.4g}" for k, v in sorted(r["metrics"].items())))] for r in p["runs"]],
                   [_anchor("run", r["run_id"]) for r in p["runs"]])
     relabels = _table(["relabel run", "time", "dataset", "episodes", "steps", "rows", "lake snapshot"],
-                      [[f'<span class="id">{escape(r["relabel_id"])}</span>', escape(r["_time"]), escape(r["dataset"]),
+                      [[f'<span class="id">{escape(r["relabel_id"])}</span>', _when(r["_time"]), escape(r["dataset"]),
                         _n(r["episodes"]), _n(r["steps"]), _n(r["rows"]), str(r["lake_snapshot"])]
                        for r in p["relabels"]], [_anchor("relabel", r["relabel_id"]) for r in p["relabels"]])
     return "\n".join([
         "<p>Episodes come from decisions; a decision from a proposal and a model call; a policy <code>pac:RUN</code> "
         "is a checkpoint of a learner run.</p>",
         "<h3>Decisions</h3>", decisions, "<h3>Proposals</h3>", proposals, "<h3>Missing skills</h3>", missing,
-        "<h3>Model calls</h3>", calls, "<h3>Verdicts</h3>", verdicts, "<h3>Skill summaries</h3>", summaries,
+        "<h3>Model calls</h3>", calls, "<h3>The model's exchanges</h3>", _exchanges(p["calls"]),
+        "<h3>Verdicts</h3>", verdicts, "<h3>Skill summaries</h3>", summaries,
         "<h3>Learner runs</h3>", runs, "<h3>Relabel runs</h3>", relabels])
+
+
+def _exchanges(calls: list[dict]) -> str:
+    """Each model call in full, folded: the prompt, the images sent (by name and hash), the reply or error."""
+    if not calls:
+        return "<p>None.</p>"
+    items = []
+    for r in calls:
+        images = "".join(f"<li>{escape(i['name'])} <code>{escape(i['sha256'][:16])}</code></li>"
+                         for i in r.get("images") or [])
+        items.append(
+            f'<details class="exchange" id="{_anchor("exchange", r["call_id"])}"><summary>{escape(r["stage"])} '
+            f'<span class="id">{escape(r["call_id"])}</span> ({escape(r["backend"])} / {escape(r["model"])}, '
+            f'{r["latency_s"]:.2f} s, attempt {r["attempt"]}){" — failed" if r.get("error") else ""}</summary>'
+            f"<h4>prompt <code>{escape(r['prompt_hash'][:12])}</code></h4><pre>{escape(r['prompt'])}</pre>"
+            + (f"<h4>images</h4><ul>{images}</ul>" if images else "")
+            + f"<h4>reply</h4><pre>{escape(r.get('reply') or '(none)')}</pre>"
+            + (f"<h4>error</h4><pre>{escape(r['error'])}</pre>" if r.get("error") else "") + "</details>")
+    return "".join(items)
 
 
 def _slope(row: dict) -> str:

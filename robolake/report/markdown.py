@@ -1,12 +1,12 @@
-"""The report as Markdown: the same sections as the HTML page, charts and frame strips as PNG files
-written beside it (`<stem>.<name>.png`), so any Markdown viewer shows them."""
+"""The report as Markdown: the same sections as the HTML page, charts as PNG files written beside it
+(`<stem>.<name>.png`), so any Markdown viewer shows them, and videos as MP4 files it links to."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from robolake.report.report import (EXPERT, LEARNED, Report, config_rows, expert_rows, interval, learned_rows,
-                                    mixed_line, overall_line, percent, subject)
+from robolake.report.report import (EXPERT, LEARNED, Report, code_line, config_rows, expert_rows, interval,
+                                    learned_rows, mixed_line, overall_line, percent, subject)
 
 
 # Event text (a model's words, a task) is data: HTML in it must not render, nor become a link or
@@ -37,7 +37,7 @@ def _table(headers: list[str], rows: list[list]) -> str:
 
 
 def render(report: Report, stem: Path) -> str:
-    """The Markdown text; writes its images as `<stem>.<name>.png`."""
+    """The Markdown text; writes its images as `<stem>.<name>.png`, its videos as `<stem>.episode-<id>.mp4`."""
     images = {}
     for name, png in report.charts.items():
         path = stem.with_name(f"{stem.name}.{name}.png")
@@ -45,7 +45,8 @@ def render(report: Report, stem: Path) -> str:
         images[name] = f"![{name}]({path.name})\n"
     p = report.provenance
     out = [f"# Experiment `{report.experiment}`\n", f"Lake `{report.lake}`, read {report.made_at}. "
-           "Success intervals are Wilson 95%; every id is listed under Provenance.\n",
+           "Success intervals are Wilson 95%; every id is listed under Provenance. "
+           f"Code: {_code(code_line(report))}.\n",
            "## Experiment\n", _table(["setting", "value"], config_rows(report)),
            "## Data volumes\n", _table(["what", "count"], list(report.volumes.items())),
            "## Learned policy\n", images.get("learned", ""),
@@ -60,15 +61,14 @@ def render(report: Report, stem: Path) -> str:
     out += [f"- {_code(e['type'])} {_text(e['line'])}"
             + (f" — refs: {_text(', '.join(r['kind'] + ' ' + r['id'] for r in e['refs']))}" if e["refs"] else "")
             for e in report.conversation] or ["No events yet."]
-    out += ["", "## Example episodes\n"]
-    for e in report.frames:
-        strip = stem.with_name(f"{stem.name}.episode-{e['episode_id'][:12]}.png")
-        strip.write_bytes(_strip([f["png"] for f in e["frames"]]))
-        out.append(f"Episode {_code(e['episode_id'])} — \"{_text(e['task'])}\" "
+    out += ["", "## Videos of episodes\n"]
+    for e in report.videos:
+        clip = stem.with_name(f"{stem.name}.episode-{e['episode_id'][:12]}.mp4")
+        clip.write_bytes(e["mp4"])
+        out.append(f"{_text(e['skill'])}: episode {_code(e['episode_id'])} "
                    f"{'succeeded' if e['success'] else 'failed'} in {e['length']} steps; decision "
-                   f"{_code(e['decision_id'])}, policy {_code(e['policy'])}\n\n"
-                   f"![frames of {_text(e['episode_id'])}]({strip.name})\n")
-    if not report.frames:
+                   f"{_code(e['decision_id'])}, policy {_code(e['policy'])}: [video]({clip.name})\n")
+    if not report.videos:
         out.append("No episode of this experiment has camera frames.\n")
     out += ["## Provenance\n", "### Decisions\n",
             _table(["decision", "task", "skills", "proposal", "model call", "asked", "done", "task successes",
@@ -105,22 +105,3 @@ def render(report: Report, stem: Path) -> str:
                                          [[r["relabel_id"], r["dataset"], r["episodes"], r["rows"]]
                                           for r in p["relabels"]])]
     return "\n".join(out)
-
-
-def _strip(pngs: list[bytes]) -> bytes:
-    """Frames side by side in one PNG (matplotlib reads and writes PNG without Pillow)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.image as mpimg
-    import numpy as np
-
-    images = [mpimg.imread(io.BytesIO(png), format="png") for png in pngs]
-    images = [i if i.ndim == 3 else np.stack([i] * 3, axis=-1) for i in images]  # grey frames
-    height = max(i.shape[0] for i in images)
-    images = [np.pad(i[..., :3], ((0, height - i.shape[0]), (0, 2), (0, 0)), constant_values=1.0) for i in images]
-    out = io.BytesIO()
-    mpimg.imsave(out, np.concatenate(images, axis=1), format="png")
-    return out.getvalue()

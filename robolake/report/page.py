@@ -17,12 +17,13 @@ h2 { font-size: 1em; margin: 0 0 .4em; }
 #timeline .type { display: inline-block; min-width: 13em; color: #667; font-size: 11px; }
 #timeline li.new { background: #fff6c8; }
 table { border-collapse: collapse; font-size: 12px; width: 100%; }
-th, td { border-bottom: 1px solid #e5e5e5; padding: 2px 5px; text-align: left; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
+th, td { border-bottom: 1px solid #e5e5e5; padding: 2px 5px; text-align: left; } td { overflow-wrap: anywhere; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .bar { position: relative; height: 10px; background: #eee; width: 120px; }
 .bar span { position: absolute; top: 0; bottom: 0; background: #9cc3e6; }
 .bar i { position: absolute; top: -2px; bottom: -2px; width: 2px; background: #1f5f99; }
-.strip img { width: 64px; height: 64px; image-rendering: pixelated; margin-right: 2px; }
+.videos { display: flex; flex-wrap: wrap; gap: 6px; } .videos figure { margin: 0; width: 160px; font-size: 11px; }
+.videos video { width: 160px; height: 160px; background: #000; display: block; }
 .muted { color: #888; font-size: 12px; } svg { background: #fff; border: 1px solid #eee; margin: 2px; }
 </style></head>
 <body>
@@ -36,12 +37,13 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 <section><h2>Expert collection: the scripted expert's success (95% interval)</h2>
 <div id="expert" class="muted">–</div></section>
 <section><h2>Learning curves</h2><div id="learning" class="muted">–</div></section>
-<section><h2>Recent frames</h2><div id="frames" class="muted">–</div></section>
+<section><h2>Videos <span class="muted">(per task, its latest episodes with camera frames: a run's evaluations)</span>
+</h2><div id="videos" class="videos muted">–</div></section>
 </div>
 </main>
 <script>
 "use strict";
-const state = { experiment: null, cursor: "", count: 0 };
+const state = { experiment: null, cursor: "", count: 0, videos: null };
 const $ = (id) => document.getElementById(id);
 const ENTITIES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ENTITIES[c]);
@@ -68,7 +70,7 @@ async function experiments() {
 }
 
 function choose(experiment) {
-  state.experiment = experiment; state.cursor = ""; state.count = 0;
+  state.experiment = experiment; state.cursor = ""; state.count = 0; state.videos = null;
   $("timeline").innerHTML = "";
   ticks = 0;  // the next poll (within a second) loads everything of the new experiment
 }
@@ -123,23 +125,30 @@ async function skills() {
   const bySkill = {};
   for (const s of body.learned) if (s.iteration != null) (bySkill[s.skill_id] ??= []).push(s);
   $("success").innerHTML = Object.entries(bySkill).map(([skill, points]) =>
-    chart(skill + " (x: iteration)", [{ name: skill, points: points.map((p) => [p.iteration, p.rate, p.ci_low,
-                                                                                  p.ci_high]) }], [0, 1])).join("");
+    chart(skill, [{ name: skill, points: points.map((p) => [p.iteration, p.rate, p.ci_low, p.ci_high]) }], [0, 1],
+          "iteration", "evaluated success")).join("");
 }
 
-function chart(title, series, yRange) {
-  // series: [{name, points: [[x, y, low, high]]}]; an inline SVG, no library
-  const W = 260, H = 120, P = 24, all = series.flatMap((s) => s.points);
+function chart(title, series, yRange, xLabel, yLabel) {
+  // series: [{name, points: [[x, y, low, high]]}]; an inline SVG with both axes labelled, no library
+  const W = 260, H = 140, L = 40, B = 28, T = 18, all = series.flatMap((s) => s.points);
   if (!all.length) return "";
   const xs = all.map((p) => p[0]), x0 = Math.min(...xs), x1 = Math.max(...xs) || 1;
   const ys = all.flatMap((p) => [p[1], p[2] ?? p[1], p[3] ?? p[1]]);
   const y0 = yRange ? yRange[0] : Math.min(...ys), y1 = yRange ? yRange[1] : Math.max(...ys);
-  const sx = (x) => P + (W - P - 6) * (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0));
-  const sy = (y) => H - 16 - (H - 30) * (y1 === y0 ? 0.5 : (y - y0) / (y1 - y0));
+  const sx = (x) => L + (W - L - 8) * (x1 === x0 ? 0.5 : (x - x0) / (x1 - x0));
+  const sy = (y) => H - B - (H - B - T) * (y1 === y0 ? 0.5 : (y - y0) / (y1 - y0));
   const colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"];
+  const tick = (x, y, text, anchor) => `<text x="${x}" y="${y}" font-size="8" text-anchor="${anchor}">${text}</text>`;
   let svg = `<svg width="${W}" height="${H}"><text x="4" y="11" font-size="10">${esc(title)}</text>` +
-            `<text x="2" y="${H - 16}" font-size="8">${+y0.toPrecision(3)}</text>` +
-            `<text x="2" y="22" font-size="8">${+y1.toPrecision(3)}</text>`;
+            tick(L - 3, sy(y0) + 3, +y0.toPrecision(3), "end") + tick(L - 3, sy(y1) + 3, +y1.toPrecision(3), "end") +
+            tick(sx(x0), H - B + 10, +x0.toPrecision(4), "middle") +
+            (x1 !== x0 ? tick(sx(x1), H - B + 10, +x1.toPrecision(4), "middle") : "") +
+            `<text class="x-label" x="${L + (W - L) / 2}" y="${H - 4}" font-size="9" text-anchor="middle">` +
+            `${esc(xLabel)}</text><text class="y-label" font-size="9" text-anchor="middle" ` +
+            `transform="translate(10 ${T + (H - B - T) / 2}) rotate(-90)">${esc(yLabel)}</text>` +
+            `<line x1="${L}" x2="${L}" y1="${T}" y2="${H - B}" stroke="#999"/>` +
+            `<line x1="${L}" x2="${W - 8}" y1="${H - B}" y2="${H - B}" stroke="#999"/>`;
   series.forEach((s, i) => {
     const c = colours[i % colours.length];
     for (const p of s.points) {
@@ -158,18 +167,21 @@ async function curves() {
   const body = await get("/api/curves", { experiment: state.experiment });
   if (!body.lake) return;
   const learning = Object.entries(body.learning).slice(0, 12).map(([name, runs]) =>
-    chart(name, Object.entries(runs).map(([run, points]) => ({ name: run, points }))));
+    chart(name, Object.entries(runs).map(([run, points]) => ({ name: run, points })), null, "learner step",
+          name.split("/")[0]));
   $("learning").innerHTML = learning.join("") || "no learner metrics yet";
 }
 
-async function frames() {
-  const body = await get("/api/frames", { experiment: state.experiment });
+async function videos() {
+  const body = await get("/api/videos", { experiment: state.experiment });
   if (!body.lake) return;
-  $("frames").innerHTML = body.episodes.map((e) => `<div>${esc(e.task)} — ${e.success ? "succeeded" : "failed"} ` +
-    `<span class="muted">${esc(e.episode_id.slice(0, 8))}, ${esc(e.policy)}</span><div class="strip">` +
-    e.frames.map((f) => `<img alt="step ${f.step}" title="step ${f.step}" src="${f.src}">`).join("") +
-    "</div></div>").join("")
-    || "no frames yet";
+  const shown = body.episodes.map((e) => e.episode_id).join();
+  if (shown === state.videos) return;  // the same episodes: leave the playing videos alone
+  state.videos = shown;
+  $("videos").innerHTML = body.episodes.map((e) => `<figure><video controls muted loop preload="metadata" ` +
+    `title="${esc(e.task)}" src="/api/video?episode=${encodeURIComponent(e.episode_id)}"></video><figcaption>` +
+    `${esc(e.skill)} — ${e.success ? "succeeded" : "failed"} <span class="muted">${esc(e.episode_id.slice(0, 8))}, ` +
+    `${esc(e.policy)}</span></figcaption></figure>`).join("") || "no episode with camera frames yet";
 }
 
 let ticks = 0;
@@ -178,7 +190,7 @@ async function refresh() {
     if (ticks % 10 === 0 || !state.experiment) await experiments();
     await timeline();
     if (ticks % 3 === 0 && state.experiment) await Promise.all([skills(), curves()]);
-    if (ticks % 10 === 0 && state.experiment) await frames();
+    if (ticks % 10 === 0 && state.experiment) await videos();
     $("status").textContent = "live · " + new Date().toLocaleTimeString();
   } catch (error) {
     $("status").textContent = "cannot reach the dashboard: " + error.message;

@@ -1,5 +1,5 @@
 """Read models over the lake for the report and the dashboard: the experiment's conversation (timeline),
-the skills table, success and learning curves, example frames, data volumes and provenance.
+the skills table, success and learning curves, the episodes shown as videos, data volumes and provenance.
 
 Every function takes a read-only DuckDB connection (infra.lake_sql.open_lake) and returns plain
 Python data (JSON-ready), each number next to the ids it was computed from, so a reader can follow
@@ -142,28 +142,25 @@ def _run_of(policy_id: str | None) -> str | None:
     return policy_id.removeprefix("pac:") if policy_id and policy_id.startswith("pac:") else None
 
 
-# --- frames, volumes, provenance ---------------------------------------------------------------
+# --- videos, volumes, provenance ---------------------------------------------------------------
 
-def example_frames(con, experiment: str, episodes: int = 4, per_episode: int = 8) -> list[dict]:
-    """A strip of evenly spaced frames (PNG bytes) from the most recent episodes that have frames,
-    successes and failures alike."""
-    picked = con.execute("""
-        WITH f AS (SELECT episode_id, list(DISTINCT step ORDER BY step) AS steps FROM frames
-                   WHERE experiment_id = ? GROUP BY ALL),
-             e AS (SELECT *, row_number() OVER (PARTITION BY task_success ORDER BY ended_at DESC) AS recency
-                   FROM episodes JOIN f USING (episode_id) WHERE experiment_id = ?)
-        SELECT episode_id, task, task_success, decision_id, policy_id, policy_version, length, steps
-        FROM e ORDER BY recency, task_success DESC LIMIT ?""", [experiment, experiment, episodes]).fetchall()
-    strips = []
-    for episode, task, success, decision, policy, version, length, steps in picked:
-        shown = min(per_episode, len(steps))
-        chosen = sorted({steps[round(i * (len(steps) - 1) / max(1, shown - 1))] for i in range(shown)})
-        frames = con.execute("SELECT step, any_value(frame) FROM frames WHERE episode_id = ? AND list_contains(?, step) "
-                             "GROUP BY step ORDER BY step", [episode, chosen]).fetchall()
-        strips.append({"episode_id": episode, "task": task, "success": success, "decision_id": decision,
-                       "policy": f"{policy}@{version}", "run_id": _run_of(policy), "length": length,
-                       "frames": [{"step": s, "png": bytes(f)} for s, f in frames]})
-    return strips
+def video_episodes(con, experiment: str, per_skill: int = 2, asked: list[str] | tuple = ()) -> list[dict]:
+    """The episodes shown as videos (robolake/report/video.py): per task (an episode's last skill), the
+    `per_skill` most recent of the experiment's complete episodes with frames (in `robolake run`, its
+    evaluations' first episodes), and the `asked` episodes that have frames, by task and time."""
+    rows = con.execute("""
+        WITH framed AS (SELECT DISTINCT episode_id FROM frames WHERE experiment_id = ? OR list_contains(?, episode_id)),
+             e AS (SELECT *, skill_sequence[-1] AS skill,
+                          row_number() OVER (PARTITION BY experiment_id, skill_sequence[-1] ORDER BY ended_at DESC)
+                              AS recency
+                   FROM episodes JOIN framed USING (episode_id))
+        SELECT episode_id, skill, task, task_success, decision_id, policy_id, policy_version, length FROM e
+        WHERE (experiment_id = ? AND recency <= ?) OR list_contains(?, episode_id)
+        ORDER BY skill, ended_at, episode_id""",
+                       [experiment, list(asked), experiment, per_skill, list(asked)]).fetchall()
+    return [{"episode_id": episode, "skill": skill, "task": task, "success": success, "decision_id": decision,
+             "policy": f"{policy}@{version}", "run_id": _run_of(policy), "length": length}
+            for episode, skill, task, success, decision, policy, version, length in rows]
 
 
 def volumes(con, experiment: str) -> dict:

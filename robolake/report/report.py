@@ -20,16 +20,20 @@ class Report:
     introduced: dict[str, int]            # skill -> the iteration that brought it in
     learning: dict[str, dict[str, list[tuple[int, float]]]]
     conversation: list[dict]
-    frames: list[dict]
+    videos: list[dict]                    # queries.video_episodes rows, each with its video.episode_video
     provenance: dict[str, list[dict]]
     charts: dict[str, bytes]  # name -> PNG
 
 
-def gather(con, experiment: str, lake: str, frame_episodes: int = 4) -> Report:
-    """Everything the report shows, read in one go (ExperimentNotFound if the lake has nothing of it)."""
-    from robolake.report import charts, learning
+def gather(con, experiment: str, lake: str, videos_per_skill: int = 2, asked: tuple[str, ...] = ()) -> Report:
+    """Everything the report shows, read in one go (ExperimentNotFound if the lake has nothing of it,
+    video.NoFrames if an `asked` episode has no frames)."""
+    from robolake.report import charts, learning, video
 
     queries.require_experiment(con, experiment, lake)
+    shown = queries.video_episodes(con, experiment, videos_per_skill, asked)
+    for episode in sorted(set(asked) - {e["episode_id"] for e in shown}):
+        video.episode_frames(con, episode)  # raises NoFrames saying why it is not there
     header, skills, introduced = learning.read(con, experiment)
     curves = queries.learning_curves(con, experiment)
     drawn = {"learned": charts.learned_chart(skills["learned"]), "expert": charts.expert_chart(skills["expert"]),
@@ -39,7 +43,7 @@ def gather(con, experiment: str, lake: str, frame_episodes: int = 4) -> Report:
                   volumes=queries.volumes(con, experiment), header=header, skills=skills,
                   introduced=introduced, learning=curves,
                   conversation=queries.timeline(con, experiment)["events"],
-                  frames=queries.example_frames(con, experiment, episodes=frame_episodes),
+                  videos=[{**e, **video.episode_video(con, e["episode_id"])} for e in shown],
                   provenance=queries.provenance(con, experiment),
                   charts={name: png for name, png in drawn.items() if png is not None})
 
@@ -87,6 +91,17 @@ def config_rows(report: Report) -> list[list[str]]:
     return [["commit", str(h["commit"])], ["robolake version", str(h["version"])],
             *[[key, ", ".join(map(str, value)) if isinstance(value, list) else str(value)]
               for key, value in h["config"].items()]]
+
+
+def code_line(report: Report) -> str:
+    """The code that ran the experiment: its commit (git describe) where `robolake run` recorded it, else
+    the version it recorded, else this package's."""
+    from schemas.version import VERSION
+
+    commit, version = report.header["commit"], report.header["version"]
+    if commit != "unknown":
+        return f"commit {commit} (robolake {version})"
+    return f"robolake {VERSION if version == 'unknown' else version} (no commit recorded)"
 
 
 def subject(skill_id: str) -> str:

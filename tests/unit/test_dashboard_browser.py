@@ -1,6 +1,7 @@
-"""The dashboard in a real headless browser (Debian's chromium, driven over the DevTools protocol):
-the page loads, shows the experiment's conversation, picks up events emitted while it is open, and
-logs no console error. A screenshot goes to $ROBOLAKE_SCREENSHOTS (default: the test's tmp dir).
+"""The dashboard and the report in a real headless browser (Debian's chromium, driven over the
+DevTools protocol): the dashboard loads, shows the experiment's conversation, picks up events
+emitted while it is open, and logs no console error; videos play in both; the report fits a
+1,400 px window. A screenshot goes to $ROBOLAKE_SCREENSHOTS (default: the test's tmp dir).
 Chromium missing or failing to start is a test failure with the reason, never a skip."""
 
 from __future__ import annotations
@@ -22,6 +23,16 @@ import pytest
 from tests.unit.test_report import EXPERIMENT, build_experiment, emit, sink
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+# Plays the first video for a moment: {duration, currentTime, videoWidth} once it moved, or the error.
+PLAY = """(async () => {
+  const video = document.querySelector("video");
+  video.muted = true;
+  await video.play();
+  const started = performance.now();
+  while (video.currentTime === 0 && performance.now() - started < 10000) await new Promise((r) => setTimeout(r, 50));
+  return {duration: video.duration, currentTime: video.currentTime, videoWidth: video.videoWidth,
+          error: video.error && video.error.message};
+})()"""
 # Read at import: the unit tests' conftest clears ROBOLAKE_* before each module runs.
 SCREENSHOTS = os.environ.get("ROBOLAKE_SCREENSHOTS")
 
@@ -80,7 +91,8 @@ class Browser:
             self.errors.append(f"{params['entry'].get('url', '')}: {params['entry']['text']}")
 
     def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        """The expression's value (a promise's, once it settles)."""
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             raise AssertionError(f"{expression}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -133,7 +145,8 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
         browser.wait_for("document.querySelector('#learned table') && "
                          "document.querySelector('#learned').innerText.includes('lift_red')")
         assert "no expert episodes" in browser.evaluate("document.querySelector('#expert').innerText")
-        browser.wait_for("document.querySelectorAll('#frames img').length >= 3")
+        browser.wait_for("document.querySelectorAll('#videos video').length === 2")
+        assert browser.evaluate(PLAY)["duration"] == pytest.approx(0.6)  # 6 frames, 0.1 s of simulation apart
         assert browser.evaluate("document.querySelectorAll('#success svg').length") == 2
 
         # a run goes on while the page is open: new events reach the lake, the timeline follows
@@ -163,13 +176,21 @@ def test_dashboard_shows_the_conversation_live_in_a_real_browser(tmp_path, monke
         server.server_close()
 
 
-def test_the_report_page_renders_offline_without_errors(tmp_path):
-    """Self-contained, as a browser sees it: every request the page makes is for itself or inline data."""
+def test_the_report_page_renders_offline_fits_1400_px_and_plays_its_videos(tmp_path):
+    """Self-contained, as a browser sees it: every request the page makes is for itself or inline data;
+    long texts (a model's unbroken reply, a long rationale) wrap or fold instead of widening the page."""
     from infra.settings import Settings
     from robolake.cli import main
+    from schemas import events, topics
+    from tests.unit.test_report import call
 
     settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
-    ids = build_experiment(settings)
+    ids = build_experiment(settings, drain=lambda _: None)
+    emit(settings, topics.VLM, events.VLM_CALL, [call("call-long", "propose", "{" + "x" * 5000 + "}")])
+    emit(settings, topics.CURRICULUM, events.CURRICULUM_PROPOSAL_V2, [{
+        "proposal_id": "proposal-" + "p" * 120, "experiment_id": EXPERIMENT, "proposer": "scripted/rules",
+        "task": "stack " * 100, "rationale": "because" * 600, "call_id": "call-long"}])
+    sink(settings)
     assert main(["report", "--experiment", EXPERIMENT, "-o", str(tmp_path / "out"), "--lake", settings.lake]) == 0
     page = (tmp_path / "out" / f"{EXPERIMENT}.html").resolve()
     browser = Browser(tmp_path / "profile")
@@ -177,8 +198,15 @@ def test_the_report_page_renders_offline_without_errors(tmp_path):
         browser.send("Page.navigate", url=f"{page.as_uri()}#call-{ids['decompose_call']}")
         browser.wait_for("document.readyState === 'complete'")
         assert browser.evaluate("Array.from(document.images).every((i) => i.complete && i.naturalWidth > 0)")
-        assert browser.evaluate("document.querySelectorAll('img').length") >= 5
+        assert browser.evaluate("document.querySelectorAll('img').length") >= 1
         assert browser.evaluate("document.querySelector(':target').id") == f"call-{ids['decompose_call']}"
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 1400
+        assert browser.evaluate("document.querySelectorAll('video').length") == 2
+        played = browser.evaluate(PLAY)
+        assert played["error"] is None and played["duration"] == pytest.approx(0.6), played
+        assert played["currentTime"] > 0 and played["videoWidth"] == 8  # the fixture's 8x8 frames
+        browser.evaluate("document.querySelectorAll('details').forEach((d) => { d.open = true; })")
+        assert browser.evaluate("document.documentElement.scrollWidth") <= 1400  # unfolded too
         browser.screenshot(Path(SCREENSHOTS or tmp_path) / "report.png")
         assert browser.errors == [], browser.errors
         assert page.as_uri() in browser.requests  # (it listens)

@@ -126,7 +126,13 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
     # self-contained: nothing is fetched from anywhere (no scripts, no external src/href)
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert "<script" not in page
-    assert page.count('src="data:image/png;base64,') >= 2 + 3  # two charts + frames of the episodes
+    assert page.count('src="data:image/png;base64,') == 1  # the learning curves (no iteration: no success chart)
+    # per task, its two latest episodes with frames as inline MP4s; every model call in full, folded
+    videos = re.findall(r'<figure id="episode-([^"]+)"><video [^>]*src="data:video/mp4;base64,', page)
+    assert videos == ids["episodes"][1:]
+    assert page.count('<details class="exchange"') == 3 and "<pre>please decompose</pre>" in page
+    assert page.count(f'href="#exchange-{ids["decompose_call"]}"') == 1
+    assert "Code: <code>robolake 0.1.0 (no commit recorded)</code>" in page
     # each id of the chain has an anchor, and what refers to it links there
     for kind, key in [("proposal", "proposal"), ("decision", "decision"), ("call", "propose_call"),
                       ("call", "decompose_call"), ("call", "analyze_call"), ("verdict", "verdict"),
@@ -148,6 +154,8 @@ def test_the_report_is_one_self_contained_page_that_links_every_number_to_its_so
         assert ids[key] in markdown
     for image in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown):
         assert (tmp_path / "out" / image).read_bytes().startswith(b"\x89PNG"), image
+    clips = re.findall(r"\[video\]\(([^)]+\.mp4)\)", markdown)
+    assert len(clips) == 2 and all((tmp_path / "out" / clip).read_bytes()[4:8] == b"ftyp" for clip in clips)
 
 
 def test_timeline_is_in_time_order_and_its_cursor_returns_only_what_is_new(lake):
@@ -247,8 +255,14 @@ def test_dashboard_api_answers_reads_and_refuses_everything_else(lake):
         assert skills["lift_red"]["verdict_id"] == ids["verdict"]
         status, body = _get(f"{base}/api/timeline?experiment={EXPERIMENT}")
         assert len(json.loads(body)["events"]) == 11
-        status, body = _get(f"{base}/api/frames?experiment={EXPERIMENT}")
-        assert json.loads(body)["episodes"][0]["frames"][0]["src"].startswith("data:image/png;base64,")
+        status, body = _get(f"{base}/api/videos?experiment={EXPERIMENT}")
+        shown = [e["episode_id"] for e in json.loads(body)["episodes"]]
+        assert shown == ids["episodes"][1:]
+        status, mp4 = _get(f"{base}/api/video?episode={shown[0]}")
+        assert status == 200 and mp4[4:8] == b"ftyp"
+        assert _get(f"{base}/api/video?episode={shown[0]}") == (200, mp4)  # the second time from memory
+        assert _get(f"{base}/api/video?episode=no-such-episode")[0] == 404
+        assert _get(f"{base}/api/video?episode=../x")[0] == 400
         assert _get(f"{base}/api/skills?experiment=../x")[0] == 400
         assert _get(f"{base}/api/timeline?experiment={EXPERIMENT}&cursor=zzz")[0] == 400
         assert _get(base + "/nothing")[0] == 404

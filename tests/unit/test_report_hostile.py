@@ -32,6 +32,10 @@ def test_html_and_links_in_event_text_stay_text_in_the_markdown_report(lake, tmp
     markdown = (tmp_path / "out" / f"{EXPERIMENT}.md").read_text()
     html = MarkdownIt("commonmark").enable("table").render(markdown)
     tags = set(re.findall(r"<([a-zA-Z][a-zA-Z0-9]*)", html))
-    assert tags <= {"h1", "h2", "h3", "p", "ul", "li", "code", "table", "thead", "tbody", "tr", "th", "td", "img"}, tags
+    assert tags <= {"h1", "h2", "h3", "p", "ul", "li", "code", "table", "thead", "tbody", "tr", "th", "td", "img",
+                    "a"}, tags
     assert all(src.startswith(f"{EXPERIMENT}.") and src.endswith(".png") for src in re.findall(r'src="([^"]*)"', html))
+    # the only links are the report's own, to its videos beside it
+    assert all(href.startswith(f"{EXPERIMENT}.episode-") and href.endswith(".mp4")
+               for href in re.findall(r'href="([^"]*)"', html))
     assert "alert(1)" in html and "javascript:alert(3)" in html, "the text is shown, not dropped"

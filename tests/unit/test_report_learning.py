@@ -137,14 +137,15 @@ def test_the_config_and_commit_of_the_run_appear(recorded):
     assert f"| commit | {'0123abcd' * 5} |" in experiment and "| robolake version | 0.1.0 |" in experiment
     for key, value in CONFIG.items():
         assert f"| {key} | {', '.join(value) if isinstance(value, list) else value} |" in experiment
-    assert f"<code>{'0123abcd' * 5}</code>" in page and "<td>train_steps</td>" in page
+    assert f"<code>commit {'0123abcd' * 5} (robolake 0.1.0)</code>" in page and "<td>train_steps</td>" in page
+    assert f"Code: `commit {'0123abcd' * 5} (robolake 0.1.0)`" in markdown
 
 
 def test_an_experiment_without_a_recorded_commit_shows_unknown(tmp_path):
     report, page, markdown = report_of(tmp_path, {"experiment": {"model": "tiny", "seed": 7}})
     experiment = _section(markdown, "Experiment")
     assert "| commit | unknown |" in experiment and "| model | tiny |" in experiment
-    assert "<code>unknown</code>" in page
+    assert "Code: <code>robolake 0.1.0 (no commit recorded)</code>" in page  # the package's version instead
 
 
 def test_the_first_plan_records_the_code_that_runs():

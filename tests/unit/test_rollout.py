@@ -201,3 +201,39 @@ def test_a_skill_hands_over_at_its_first_successful_step():
     for skill in task_for("place_red_on_blue"):  # each skill's steps: unsuccessful, then one successful, the last
         rewards = [s["reward"] for s in steps if s["skill_id"] == skill]
         assert rewards[-1] == 1.0 and not any(rewards[:-1]), skill
+
+
+def test_an_evaluation_records_frames_of_its_first_episodes_only(tmp_path):
+    """Only the episodes that become videos render: an eval decision's first `eval_videos`, at `frame_size`."""
+    import io
+
+    from PIL import Image
+
+    from producers.decisions import Policies, decision_seeds, run_decision
+
+    settings = _settings(tmp_path)
+    producer = open_bus(settings).producer()
+    base = RolloutConfig(skills=("go_home",), task_skill="go_home", switch="fixed", steps_per_skill=4, frame_every=2,
+                         frame_size=160, eval_videos=2)
+    for decision, purpose in (("d-eval", "eval"), ("d-collect", "collect")):
+        run_decision(producer, {"decision_id": decision, "experiment_id": "exp-v", "skill_sequence": ["reach_red"],
+                                "episodes": 3, "purpose": purpose}, base, Policies(settings))
+    LakeSink(settings, flush_seconds=0.1).run(until_idle_s=0.3)
+    from infra.lake_sql import open_lake
+
+    con = open_lake(settings, read_only=True)
+    try:
+        framed = con.execute("SELECT e.decision_id, e.seed, list(f.step ORDER BY f.step), any_value(f.frame) "
+                             "FROM episodes e JOIN frames f USING (episode_id) GROUP BY ALL ORDER BY 2").fetchall()
+    finally:
+        con.close()
+    assert [(d, seed, steps) for d, seed, steps, _ in framed] == [
+        ("d-eval", seed, [0, 2]) for seed in decision_seeds("d-eval", 3)[:2]]
+    assert Image.open(io.BytesIO(framed[0][3])).size == (160, 160)
+
+
+def test_frame_size_is_128_to_256_px():
+    import pytest
+
+    with pytest.raises(ValueError, match="frame_size must be 128 to 256 px, got 64"):
+        RolloutConfig(skills=("reach_red",), task_skill="reach_red", frames=True, frame_size=64)

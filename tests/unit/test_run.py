@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections import Counter
 import signal
 import subprocess
 import sys
@@ -63,6 +64,14 @@ def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
     assert "| train_steps | 8 |" in recorded and "| skills | reach_red, lift_red |" in recorded
     assert f"| lake | file://{lake} |" in recorded and "| model | tiny |" in recorded
     check_exactly_once(_settings(lake))
+    # only the evaluations render (their first episodes: here their one each), and they are the report's videos
+    evaluations = [d for d in events(_settings(lake), "curriculum.decision") if d.get("purpose") == "eval"]
+    framed = query(_settings(lake), "SELECT DISTINCT decision_id, episode_id FROM frames JOIN episodes USING "
+                                    "(episode_id)")
+    assert sorted(d for d, _ in framed) == sorted(d["decision_id"] for d in evaluations)
+    per_task = Counter(d["skill_sequence"][-1] for d in evaluations)  # one evaluation per iteration
+    page = (tmp_path / "report" / "exp.html").read_text()
+    assert page.count("<video ") == sum(min(2, n) for n in per_task.values()) and "<h3>lift_red</h3>" in page
     assert main(["tail", "all", "--experiment", "exp", "--lake", f"file://{lake}", "--bus", "memory"]) == 0
     conversation = capsys.readouterr().out  # the run's stages and who acted are part of the conversation
     assert "run exp: iteration 1 train done" in conversation and "iteration 2 curriculum done" in conversation
@@ -127,6 +136,7 @@ def test_a_second_run_of_the_experiment_refuses(tmp_path, capsys):
     (["--experiment", "x", "--skills", "juggle"], "juggle"),
     (["--experiment", "x", "--iterations", "0"], "--iterations: expected a positive integer"),
     (["--experiment", "x", "--external-learner"], "--external-learner needs a shared log"),
+    (["--experiment", "x", "--frame-size", "300"], "--frame-size: expected 128 to 256 (px), got '300'"),
 ])
 def test_bad_arguments_exit_2(tmp_path, capsys, args, message):
     try:
