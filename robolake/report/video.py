@@ -1,4 +1,4 @@
-"""An episode's camera frames from the lake as an MP4 (H.264, PyAV: the `analysis` extra), played in
+"""An episode's camera frames from the lake as an MP4 (consumers/export/video.py), played in
 the simulation's time: a frame on every k-th step of a 10 Hz control plays at 10/k frames a second.
 Any complete episode with frames can become one; which episodes the report and the dashboard show
 is `queries.video_episodes`."""
@@ -6,7 +6,6 @@ is `queries.video_episodes`."""
 from __future__ import annotations
 
 import io
-from fractions import Fraction
 
 
 class NoFrames(LookupError):
@@ -31,28 +30,18 @@ def episode_frames(con, episode_id: str) -> tuple[list[bytes], float]:
 
 
 def encode_mp4(pngs: list[bytes], fps: float) -> bytes:
-    """PNG frames as an H.264 MP4 (yuv420p, which every browser plays) of len(pngs) frames at `fps`.
-    Frames are scaled to the first frame's size, rounded down to even sides (4:2:0 needs them).
-    Pillow (which matplotlib needs) reads the PNGs: FFmpeg's PNG decoder, fed one file after
-    another, garbles every frame after the first."""
-    import av
-    import numpy as np
-    from PIL import Image
+    """PNG frames as an H.264 MP4 of len(pngs) frames at `fps`, small enough to inline in a page."""
+    from consumers.export.video import Mp4, decode_png
 
     if not pngs:
         raise ValueError("an MP4 needs at least one frame")
     out = io.BytesIO()
-    with av.open(out, "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
-        size = None
+    mp4 = Mp4(out, fps, options={"crf": "23", "preset": "veryfast"})
+    try:
         for png in pngs:
-            picture = av.VideoFrame.from_ndarray(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), format="rgb24")
-            if size is None:
-                size = stream.width, stream.height = max(2, picture.width // 2 * 2), max(2, picture.height // 2 * 2)
-            container.mux(stream.encode(picture.reformat(*size, format="yuv420p")))
-        container.mux(stream.encode())  # flush the encoder's delayed frames
+            mp4.add(decode_png(png))
+    finally:
+        mp4.close()
     return out.getvalue()
 
 
