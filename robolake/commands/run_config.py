@@ -14,10 +14,10 @@ import difflib
 import math
 from pathlib import Path
 
-from robolake.commands.common import (UsageError, nonnegative_float, nonnegative_int, positive_int,
+from robolake.commands.common import (UsageError, frame_size, nonnegative_float, nonnegative_int, positive_int,
                                       positive_seconds)
 
-INTEGERS = (int, positive_int, nonnegative_int)
+INTEGERS = (int, positive_int, nonnegative_int, frame_size)
 NUMBERS = (float, nonnegative_float, positive_seconds)
 NOT_KEYS = ("help", "config_file")  # a config file does not name another
 

@@ -25,6 +25,8 @@ def _sample(action: argparse.Action):
     kind = run_config._kind(action)
     if action.choices:
         return list(action.choices)[-1]
+    if action.dest == "frame_size":  # a range of its own
+        return 160
     return {bool: True, int: 2, float: 0.5, list: ["reach_red", "lift_red"], str: "x-1"}[kind]
 
 
