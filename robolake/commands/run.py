@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -68,7 +69,7 @@ def add_arguments(run) -> None:
     run.add_argument("--iterations", type=positive_int, default=3, metavar="K", help="iterations at most")
     run.add_argument("--budget-episodes", type=positive_int, metavar="N",
                      help="stop once the collections (evaluation excluded) hold N episodes")
-    run.add_argument("--keep-going", action="store_true",
+    run.add_argument("--keep-going", action=argparse.BooleanOptionalAction, default=False,
                      help="run on when the analysis says stop (every skill converged or stalled): new data may "
                           "move a stalled skill; only --iterations and --budget-episodes end the run")
     run.add_argument("--vlm", choices=VLM_BACKENDS, metavar="{" + ",".join(VLM_BACKENDS) + "}",
@@ -98,10 +99,10 @@ def add_arguments(run) -> None:
                      help="the videos' frames, PX square (128 to 256, default 128)")
     run.add_argument("--workers", type=positive_int, default=2, metavar="N",
                      help="rollout workers of this process (threads on the in-process bus, processes on Kafka)")
-    run.add_argument("--external-workers", action="store_true",
+    run.add_argument("--external-workers", action=argparse.BooleanOptionalAction, default=False,
                      help="on Kafka: leave the decisions to separate rollout workers (`robolake produce "
                           "--from-decisions --experiment ID`, any number) and wait for their episodes in the lake")
-    run.add_argument("--external-learner", action="store_true",
+    run.add_argument("--external-learner", action=argparse.BooleanOptionalAction, default=False,
                      help="on Kafka: leave training to a separate learner process (`robolake learn --experiment "
                           "ID`) and wait for its checkpoints in the lake")
     run.add_argument("--seed", type=nonnegative_int, default=0)

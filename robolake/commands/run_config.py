@@ -38,6 +38,8 @@ def read(path: str | Path) -> dict:
     except OSError as exc:
         renamed = " (the learner's size is --model now)" if str(path) in ("tiny", "small", "base") else ""
         raise UsageError(f"config file {path}: {exc.strerror or exc}{renamed}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"config file {path} is not valid TOML: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"config file {path} is not valid TOML: {exc}") from None
 
@@ -80,6 +82,8 @@ def _checked(key: str, value, action: argparse.Action, source: str):
 
 
 def _kind(action: argparse.Action) -> type:
+    if isinstance(action, argparse.BooleanOptionalAction):  # --keep-going / --no-keep-going
+        return bool
     if action.nargs == 0:  # store_true, or a count (-v -v)
         return bool if action.const is True else int
     if action.nargs in ("+", "*"):
@@ -88,6 +92,8 @@ def _kind(action: argparse.Action) -> type:
 
 
 def _flags(action: argparse.Action, value) -> list[str]:
+    if isinstance(action, argparse.BooleanOptionalAction):  # false, too, says so: it wins over a file's true
+        return [next(f for f in action.option_strings if f.startswith("--no-") != bool(value))]
     flag = max(action.option_strings, key=len)
     if action.nargs == 0:
         return [flag] * int(value)  # true: once; a count: that many times

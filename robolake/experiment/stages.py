@@ -75,12 +75,11 @@ def plan(run, iteration: int) -> dict:
     finally:
         con.close()
     previous = [] if iteration == 0 else run.state.detail(iteration - 1, "curriculum").get("decisions", [])
-    detail = {"announced": adding, "bootstrap": bootstrap, "decisions": bootstrap + previous}
-    if iteration:
-        return detail
-    # The experiment's start records its settings and code, for the report (the check on resume is `experiment`).
+    # Each iteration records the settings and code it runs with, for the report (a resumed run may be
+    # given more iterations, or a new commit); the experiment's start also its identity, checked on resume.
     config = run.recorded_config or dataclasses.asdict(run.config)
-    return {**detail, "experiment": run.config.identity(), "config": config, **code()}
+    detail = {"announced": adding, "bootstrap": bootstrap, "decisions": bootstrap + previous, "config": config, **code()}
+    return {**detail, "experiment": run.config.identity()} if iteration == 0 else detail
 
 
 def collect(run, iteration: int) -> dict:

@@ -104,8 +104,10 @@ def introduced(details: dict, decisions: dict) -> dict[str, int]:
 
 
 def header(details: dict) -> dict:
-    """The run's settings and the code that ran it, as its first plan recorded them ("unknown"
-    where it did not: experiments started before the commit was recorded)."""
-    plan = details.get((0, "plan"), {})
+    """The run's settings and the code that ran it, as its latest plan recorded them (a resumed run
+    may have been given more iterations or a new commit; "unknown" where no plan did: experiments
+    started before the commit was recorded)."""
+    plans = [detail for (_, stage), detail in sorted(details.items()) if stage == "plan" and "config" in detail]
+    plan = plans[-1] if plans else details.get((0, "plan"), {})
     return {"config": plan.get("config") or plan.get("experiment") or {},
             "commit": plan.get("commit") or "unknown", "version": plan.get("version") or "unknown"}

@@ -155,3 +155,15 @@ def test_the_first_plan_records_the_code_that_runs():
     recorded = code()
     assert recorded["version"] == VERSION
     assert recorded["commit"] is None or re.fullmatch(r"[0-9a-f]{40}(-dirty)?", recorded["commit"])
+
+
+def test_the_header_is_the_latest_plan_s_config_and_code():
+    """A resumed run given more iterations (or run by a newer commit) shows what it runs with now."""
+    from robolake.report.learning import header
+
+    first = {"config": {"iterations": 1, "train_steps": 200}, "commit": "aaa", "version": "0.1.0", "experiment": {}}
+    later = {"config": {"iterations": 5, "train_steps": 200}, "commit": "bbb", "version": "0.1.0"}
+    details = {(0, "plan"): first, (0, "train"): {"step": 200}, (1, "plan"): later}
+    assert header(details) == {"config": later["config"], "commit": "bbb", "version": "0.1.0"}
+    old = {(0, "plan"): {"experiment": {"base_skills": ["reach_red"]}}}  # started before configs were recorded
+    assert header(old) == {"config": {"base_skills": ["reach_red"]}, "commit": "unknown", "version": "unknown"}

@@ -95,3 +95,21 @@ def test_a_missing_file_and_a_missing_experiment_are_usage_errors(tmp_path, caps
     (tmp_path / "empty.toml").write_text("iterations = 2\n")
     assert main(["run", "--config", str(tmp_path / "empty.toml"), "--lake", f"file://{tmp_path}/lake"]) == 2
     assert "--experiment is required (on the command line or in the --config file)" in capsys.readouterr().err
+
+
+def test_false_wins_over_a_file_s_true_from_a_keyword_or_the_command_line(tmp_path):
+    config = tmp_path / "on.toml"
+    config.write_text("keep_going = true\nexternal_learner = true\n")
+    parser = run.parser()
+    from_file = run_config.as_flags(run_config.read(config), parser, str(config))
+    args = parser.parse_args(from_file + run_config.as_flags({"keep_going": False}, parser, "robolake.run()"))
+    assert args.keep_going is False and args.external_learner is True
+    argv = run_config.with_file(["run", "--no-external-learner"], str(config), _cli_run_parser())
+    assert _cli_run_parser().parse_args(argv[1:]).external_learner is False
+
+
+def test_a_file_that_is_not_text_is_one_line(tmp_path, capsys):
+    config = tmp_path / "binary.toml"
+    config.write_bytes(b"\x80\xff\x00 iterations = 2")
+    assert main(["run", "--config", str(config), "--lake", f"file://{tmp_path}/lake"]) == 2
+    assert "is not valid TOML: not UTF-8 text" in capsys.readouterr().err
