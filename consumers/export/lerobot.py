@@ -34,7 +34,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,9 +72,10 @@ def export_lerobot(settings, out: Path, where: str = "TRUE", video: bool = True)
     """Write the complete episodes matching `where` (a predicate on the episodes view, read-only
     as `robolake sql`) to the directory `out` (absent or empty). Video unless `video` is False or
     no selected episode has frames."""
-    out = Path(out)
+    out = Path(out).resolve()
+    _remove_dead_stagings(out)
     con = open_lake(settings)
-    staging = out.resolve().parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    staging = out.parent / f".{out.name}.{os.getpid()}.partial"  # the exporter's pid: a dead one's is removed
     staging.mkdir()
     try:
         con.execute("BEGIN TRANSACTION")  # every query below reads one snapshot of the lake
@@ -88,6 +88,26 @@ def export_lerobot(settings, out: Path, where: str = "TRUE", video: bool = True)
         raise
     finally:
         con.close()
+
+
+def _remove_dead_stagings(out: Path) -> None:
+    """What a killed export to `out` left beside it (kill -9 runs no cleanup)."""
+    import glob
+
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.partial"):
+        pid = stale.name.removesuffix(".partial").rsplit(".", 1)[-1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _select(con, settings, where: str, video: bool) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -201,3 +203,21 @@ def test_lerobot_loads_the_export_with_its_own_dataset_class(lake, tmp_path, mon
             image = (item[CAMERA].permute(1, 2, 0).numpy() * 255).astype(int)  # channels first, in [0, 1]
             assert np.abs(image - _image(e, step - 1)).mean() < 3
             index += 1
+
+
+def test_a_killed_export_s_staging_is_removed_by_the_next(lake, tmp_path, monkeypatch):
+    """kill -9 runs no cleanup: what a dead exporter left beside OUT goes with the next export there;
+    a live exporter's is left alone."""
+    import subprocess
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f".out.{dead.pid}.partial"
+    (leftover / "data").mkdir(parents=True)
+    live = tmp_path / f".out.{os.getppid()}.partial"
+    live.mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert _export(lake, Path("out"), "--no-video") == 0  # a relative OUT, resolved
+    assert (tmp_path / "out" / "meta" / "info.json").exists()
+    assert not leftover.exists() and live.exists()
+    assert [p.name for p in tmp_path.glob(".out.*.partial")] == [live.name]
