@@ -133,9 +133,10 @@ class LakeDataset:
         self._lock = threading.Lock()
         self._prefetchers: set[Prefetcher] = set()
         self._prefetcher: Prefetcher | None = None  # the latest iteration's (for inspection)
+        self._reading: dict[int, object] = {}  # reading thread -> its connection, to interrupt it on close
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
-        prefetcher = Prefetcher(self._batches, self.config.prefetch)  # this loop's own: loops never share one
+        prefetcher = Prefetcher(self._batches, self.config.prefetch, self._interrupt)  # this loop's own
         with self._lock:
             self._prefetchers.add(prefetcher)
             self._prefetcher = prefetcher
@@ -152,6 +153,13 @@ class LakeDataset:
             prefetchers, self._prefetchers = list(self._prefetchers), set()
         for prefetcher in prefetchers:
             prefetcher.close()
+
+    def _interrupt(self, thread) -> None:
+        """End the query `thread` reads (if any) now, not at its next batch."""
+        with self._lock:
+            con = self._reading.get(thread.ident)
+        if con is not None:
+            con.interrupt()
 
     # --- the reading thread ---------------------------------------------------------------------
 
@@ -180,6 +188,8 @@ class LakeDataset:
         from infra.lake_sql import open_lake
 
         con = open_lake(self.settings, read_only=False)  # only our own SQL runs on it
+        with self._lock:
+            self._reading[threading.get_ident()] = con
         try:
             con.execute(f"SET memory_limit = '{self.config.memory_limit}'")
             # One thread: rows arrive in the same order on every run (the seeded shuffle then makes the
@@ -191,6 +201,8 @@ class LakeDataset:
                 if batch.num_rows:
                     yield self._columns(batch)
         finally:
+            with self._lock:
+                self._reading.pop(threading.get_ident(), None)
             con.close()
 
     def _query(self, epoch: int, passes: int = 1) -> str:

@@ -70,13 +70,15 @@ def rebatch(pieces: Iterable[Columns], batch_size: int, drop_last: bool = False)
 class Prefetcher:
     """Runs `make()` (an iterator factory) in a daemon thread, `depth` items ahead of the reader.
     Errors are raised in the reader; `close()` (or leaving a `with` block) stops the thread, and a
-    reader waiting for the next item then ends instead of waiting forever."""
+    reader waiting for the next item then ends instead of waiting forever. `interrupt(thread)`, if
+    given, ends what the thread is blocked in (a DuckDB query): a daemon thread still inside C++ code
+    when the interpreter exits aborts the process (`terminate called without an active exception`)."""
 
     _END = object()
 
-    def __init__(self, make, depth: int = 4):
+    def __init__(self, make, depth: int = 4, interrupt=None):
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
+        self._stop, self._interrupt = threading.Event(), interrupt
         self._thread = threading.Thread(target=self._run, args=(make,), daemon=True, name="lake-prefetch")
         self._thread.start()
 
@@ -119,7 +121,9 @@ class Prefetcher:
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._interrupt is not None and self._thread.is_alive():
+            self._interrupt(self._thread)
+        self._thread.join(timeout=60)
 
     @property
     def alive(self) -> bool:

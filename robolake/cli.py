@@ -52,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
             args = parser.parse_args(run_config.with_file(sys.argv[1:] if argv is None else argv, args.config_file,
                                                           run.parser()))
         _log(args.verbose + args.top_verbose)
-        return args.run(args, load_settings(args)) or 0
+        settings = load_settings(args)
+        _torch_threads(settings.torch_threads)
+        return args.run(args, settings) or 0
     except (Exception, KeyboardInterrupt) as exc:
         known = failure(exc)
         if known is None:
@@ -71,6 +73,15 @@ def _log(verbosity: int) -> None:
     if verbosity < 2:  # kafka-python narrates every connection attempt (its failures reach us as BusError)
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
         logging.getLogger("OpenGL").setLevel(logging.WARNING)
+
+
+def _torch_threads(count: int) -> None:
+    """The command's torch threads, for every part that uses torch (training, evaluation, the caption
+    encoder): set before torch loads (OpenMP reads it once), or on torch if it has."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(count)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(count)
 
 
 def _silence_stdout() -> None:

@@ -68,7 +68,7 @@ def settings_flags() -> argparse.ArgumentParser:
     group.add_argument("--kafka-connect-timeout", type=float, metavar="SECONDS",
                        help="how long to wait for an unreachable Kafka (default 15; refused connections fail at once)")
     group.add_argument("--threads", type=positive_int, metavar="N", dest="torch_threads",
-                       help="torch threads of a learner on the CPU (default 1: fastest beside other work on few cores)")
+                       help="torch threads (training, evaluation, captions; default 1: fastest beside other work on few cores)")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="-v: progress logs (INFO), -vv: debug logs, also the Kafka client's")
     return common

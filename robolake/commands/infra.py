@@ -32,7 +32,7 @@ def run_status(args, settings: Settings) -> int:
     print(f"bus   {settings.bus}")
     print(f"lake  {settings.lake}  ->  {settings.lake_root}")
     print(f"home  {settings.home}")
-    print(f"threads {settings.torch_threads} (torch, a learner on the CPU)")
+    print(f"threads {settings.torch_threads} (torch: training, evaluation, captions)")
     for line in stack.status(settings):
         print(line.line())
     _print_health(settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -155,6 +156,40 @@ def test_prefetch_reader_wakes_up_when_the_thread_is_stopped():
     next(items)
     prefetcher.close()
     assert len(_drain(items, timeout_s=10)) <= 1
+
+
+def test_closing_interrupts_a_query_the_reading_thread_is_blocked_in():
+    """A daemon thread still inside DuckDB when the interpreter exits aborts the process (exit 134:
+    `robolake train` did, after its last step): close() ends the query, and the thread with it."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("SET threads = 1")
+    started = threading.Event()
+
+    def slow():
+        started.set()
+        yield from con.execute("SELECT sum(range) OVER (ORDER BY hash(range)) FROM range(100000000)").fetchall()
+
+    prefetcher = Prefetcher(slow, depth=1, interrupt=lambda thread: con.interrupt())
+    started.wait(10)
+    time.sleep(0.5)
+    begun = time.monotonic()
+    prefetcher.close()
+    assert not prefetcher.alive and time.monotonic() - begun < 10
+
+
+def test_a_dataset_interrupts_only_the_closed_loop_s_query(lake):
+    settings, _ = lake
+    dataset = LakeDataset(settings, DatasetConfig(dataset="train", batch_size=4, epochs=None, prefetch=1))
+    loop = iter(dataset)
+    next(loop)
+    thread = dataset._prefetcher._thread
+    with dataset._lock:
+        reading = set(dataset._reading)
+    assert reading <= {thread.ident}  # at most this loop's reading connection, by its thread
+    dataset.close()
+    assert not thread.is_alive() and not dataset._reading
 
 
 @pytest.fixture(scope="module")
