@@ -198,3 +198,15 @@ def one_line(text: str) -> str:
     """The first paragraph of a (possibly multi-line) error message, on one line."""
     first = re.split(r"\n\s*\n|\nLINE \d+:", str(text).strip(), maxsplit=1)[0]
     return " ".join(part.strip() for part in first.splitlines() if part.strip())
+
+
+def inside_lake(path, settings) -> bool:
+    """Whether `path` is inside the lake or beside its catalog, where a read-only command writes nothing."""
+    from pathlib import Path
+
+    from infra.lake_catalog import catalog_url
+
+    guarded = [Path(catalog_url(settings).removeprefix("sqlite:")).resolve().parent]
+    if not settings.lake_is_s3:
+        guarded.append(Path(settings.lake_root).resolve())
+    return any(Path(path).resolve().is_relative_to(g) for g in guarded)

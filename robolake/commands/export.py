@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from infra.settings import Settings
-from robolake.commands.common import CommandFailed, UsageError
+from robolake.commands.common import CommandFailed, UsageError, inside_lake
 
 FORMATS = ("lerobot",)
 
@@ -46,12 +46,7 @@ def run_export(args, settings: Settings) -> int:
 
 def _check_out(out: Path, settings: Settings) -> None:
     """Before any work: OUT is new or an empty directory, in a directory that exists, outside the lake."""
-    from infra.lake_catalog import catalog_url
-
-    guarded = [Path(catalog_url(settings).removeprefix("sqlite:")).resolve().parent]
-    if not settings.lake_is_s3:
-        guarded.append(Path(settings.lake_root).resolve())
-    if any(out.resolve().is_relative_to(g) for g in guarded):
+    if inside_lake(out, settings):
         raise UsageError(f"{out} is inside the lake; write the dataset elsewhere")
     if out.exists() and not (out.is_dir() and not any(out.iterdir())):
         raise UsageError(f"{out} already exists and is not an empty directory")

@@ -6,7 +6,7 @@ import sys
 
 from infra.settings import Settings
 from robolake.commands.common import (CommandFailed, UsageError, check_bus_reachable, check_lake_writable, identifier,
-                                      nonnegative_float, one_line, positive_int, positive_seconds)
+                                      inside_lake, nonnegative_float, one_line, positive_int, positive_seconds)
 
 FORMATS = ("table", "csv", "json", "parquet")
 
@@ -246,13 +246,8 @@ def _check_output(path: str, settings: Settings) -> None:
     directory) and is not inside the lake or beside its catalog (a read-only command writes nothing there)."""
     from pathlib import Path
 
-    from infra.lake_catalog import catalog_url
-
     target = Path(path)
-    guarded = [Path(catalog_url(settings).removeprefix("sqlite:")).resolve().parent]
-    if not settings.lake_is_s3:
-        guarded.append(Path(settings.lake_root).resolve())
-    if any(target.resolve().is_relative_to(g) for g in guarded):
+    if inside_lake(target, settings):
         raise UsageError(f"--output {path} is inside the lake; write results elsewhere")
     if target.is_dir():
         raise CommandFailed(f"--output {path} is a directory; name a file")
