@@ -14,7 +14,9 @@ skill cannot be learned before what it builds on; one begun stays a candidate wh
 on dips; a mastered or hopeless one wastes episodes whatever its score), and
 the composite tasks the library does not hold yet (IDEAS, in their order) that are ready: putting
 one block on another (each ordered pair of colours), ready when lifting the top block is learned,
-and the three-block tower, ready when both of its placings are learned. All are ranked together by
+and the three-block tower, ready when both of its placings are learned. A skill another candidate
+builds on is dropped: that candidate's episodes run it (the expert demonstrates a task whole while
+the policy cannot do a part), so it is practised through them. The rest are ranked together by
 expected learning progress (context "progress", from consumers/curriculum/progress.py; a context
 without it is scored from its summaries; an idea, never tried, scores the exploration value),
 highest first, ties in library order, then the ideas. The first `max_tasks` become tasks: the
@@ -71,8 +73,9 @@ IDEAS = _ideas()
 class ScriptedVLM:
     backend = "scripted"
     # v2: composite tasks the library lacks; v3: ranked by learning progress; v4: ready once what a
-    # skill builds on is learned (not mastered), and the ideas ranked with the skills
-    model = "frontier-rules-v4"
+    # skill builds on is learned (not mastered), and the ideas ranked with the skills; v5: a skill a
+    # candidate builds on is practised through it
+    model = "frontier-rules-v5"
 
     def complete(self, request: VLMRequest) -> VLMReply:
         started = time.monotonic()
@@ -99,9 +102,16 @@ def propose(context: dict) -> dict:
         ranked.append((-scores[skill["id"]]["score"], order, {"task": skill["caption"], "skill": skill["id"]},
                        (skill["id"], row, builds_on, [s for s in builds_on if s not in learned], scores[skill["id"]])))
     held = {skill["id"] for skill in skills}
+    sequences = {skill["id"]: skill["sequence"] for skill in skills}
     for order, idea in enumerate(IDEAS, len(skills)):
         if idea.skill_id not in held and set(idea.needs) <= learned:
             ranked.append((-progress.EXPLORE, order, {"task": idea.task, "skill": "none"}, idea))
+    # A candidate's episodes run what it builds on (a placing is reach, grasp, lift, then place; the
+    # expert demonstrates it whole where the policy cannot do a part yet), so a skill another
+    # candidate builds on is practised through it and gets no episodes of its own.
+    parts = {part for _, _, task, why in ranked
+             for part in (_parts(why, sequences) if isinstance(why, Idea) else sequences[task["skill"]][:-1])}
+    ranked = [r for r in ranked if isinstance(r[3], Idea) or r[2]["skill"] not in parts]
     ranked.sort(key=lambda r: (r[0], r[1]))
     tasks = []
     for rank, (score, _, task, why) in enumerate(ranked[: context["max_tasks"]], 1):
@@ -129,6 +139,11 @@ def retrieve(context: dict) -> dict:
         best = candidates[0]
         return {"skill": best["id"], "reason": f"the most similar caption ({best['similarity']:.2f})"}
     return {"skill": "none", "reason": f"no candidate is similar enough (at least {RETRIEVE_FLOOR})"}
+
+
+def _parts(idea: Idea, sequences: dict[str, list[str]]) -> set[str]:
+    """The library skills an idea's episodes would run: what it needs, with their own parts."""
+    return {part for need in idea.needs for part in sequences.get(need, [need])}
 
 
 def _most_practised(summaries: list[dict]) -> dict[str, dict]:

@@ -45,7 +45,7 @@ class RunConfig:
     keep_going: bool = False               # True: the analysis's stop does not end the run
     collection: str = "curriculum"         # curriculum | random (uniform random skills: the baseline)
     base_skills: tuple[str, ...] = BASE_SKILLS
-    bootstrap_episodes: int = 3            # per skill new to the experiment, clean (and half as many noisy)
+    bootstrap_episodes: int = 3            # per skill new to the experiment, clean (base skills: and half as many noisy)
     bootstrap_noise: float = 0.3
     episodes_per_decision: int = 6         # per curriculum (or random) decision ...
     max_tasks: int = 3                     # decisions per round at most (a curriculum round always
