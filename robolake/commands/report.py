@@ -133,6 +133,7 @@ def run_dashboard(args, settings: Settings) -> int:
 def run_tail_all(args, settings: Settings) -> int:
     """The whole conversation of one experiment, across topics, in time order, read from the lake
     (so it works on the embedded default too, while a run's sink writes)."""
+    from infra.lake_catalog import LakeNotFound
     from infra.lake_sql import open_lake
     from robolake.report import queries
 
@@ -141,7 +142,13 @@ def run_tail_all(args, settings: Settings) -> int:
     cursor, shown = None, 0
     try:
         while args.limit is None or shown < args.limit:
-            con = open_lake(settings, read_only=True)
+            try:
+                con = open_lake(settings, read_only=True)
+            except LakeNotFound:
+                if not args.follow:
+                    raise
+                time.sleep(1.0)  # --follow waits for the lake (a sink creates it) as for the experiment
+                continue
             try:
                 if cursor is None and not args.follow:
                     queries.require_experiment(con, args.experiment, settings.lake_root)

@@ -337,3 +337,20 @@ def test_tail_all_follow_shows_events_as_another_process_writes_them(lake):
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=20)
     assert process.returncode == 0 and err == ""
+
+
+def test_tail_all_follow_started_before_the_lake_exists_waits_for_it(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    settings = Settings.load(env={}, bus="memory", lake=f"file://{tmp_path}/lake")
+    # the README starts it beside a sink that has not created the lake yet
+    process = subprocess.Popen([sys.executable, "-m", "robolake.cli", "tail", "all", "--experiment", EXPERIMENT,
+                                "--follow", "--limit", "1"], env={**os.environ, "ROBOLAKE_LAKE": settings.lake},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(2)
+    assert process.poll() is None, process.communicate()
+    build_experiment(settings)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0 and err == "" and out.count("\n") == 1
