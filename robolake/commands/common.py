@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import re
+from contextlib import contextmanager
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -210,3 +211,21 @@ def inside_lake(path, settings) -> bool:
     if not settings.lake_is_s3:
         guarded.append(Path(settings.lake_root).resolve())
     return any(Path(path).resolve().is_relative_to(g) for g in guarded)
+
+
+@contextmanager
+def interrupt_deferred():
+    """Ctrl-C inside the block is remembered (the event is set) instead of raised."""
+    import signal
+    import threading
+
+    hit = threading.Event()
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *_: hit.set())
+    except ValueError:  # not the main thread: nothing to defer
+        yield hit
+        return
+    try:
+        yield hit
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 
 from infra.settings import Settings
-from robolake.commands.common import (UsageError, check_lake_writable, frame_size, identifier, nonnegative_float,
-                                      nonnegative_int, positive_int, positive_seconds)
+from robolake.commands.common import (UsageError, check_lake_writable, frame_size, identifier, interrupt_deferred,
+                                      nonnegative_float, nonnegative_int, positive_int, positive_seconds)
 
 
 def register(commands, common) -> None:
@@ -106,7 +105,7 @@ def run_produce(args, settings: Settings) -> int:
     if settings.bus == "memory":  # embedded default: the in-process log lands in the lake before we exit
         from consumers.lake_sink.sink import LakeSink
 
-        with _interrupt_deferred() as deferred:  # a second of work that keeps what finished: let it end
+        with interrupt_deferred() as deferred:  # a second of work that keeps what finished: let it end
             stats = LakeSink(settings, flush_seconds=1.0).run(until_idle_s=0.5)
         interrupted |= deferred.is_set()
         print(f"wrote {stats.rows} rows in {stats.commits} transactions to {settings.lake_root}; "
@@ -114,24 +113,6 @@ def run_produce(args, settings: Settings) -> int:
     if interrupted:
         raise KeyboardInterrupt  # exit 130, after keeping what finished
     return 0
-
-
-@contextmanager
-def _interrupt_deferred():
-    """Ctrl-C inside the block is remembered (the event is set) instead of raised."""
-    import signal
-    import threading
-
-    hit = threading.Event()
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *_: hit.set())
-    except ValueError:  # not the main thread: nothing to defer
-        yield hit
-        return
-    try:
-        yield hit
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 def _rollout_config(args):
