@@ -3,11 +3,10 @@ localhost); both only read the lake (robolake/report). `robolake tail all` uses 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from infra.settings import Settings
-from robolake.commands.common import CommandFailed, UsageError, identifier, nonnegative_int
+from robolake.commands.common import CommandFailed, UsageError, identifier, interrupt_deferred, nonnegative_int
 
 
 def register(commands, common) -> None:
@@ -139,32 +138,34 @@ def run_tail_all(args, settings: Settings) -> int:
 
     if not args.experiment:
         raise UsageError("tail all: say which experiment with --experiment ID")
-    cursor, shown = None, 0
-    try:
-        while args.limit is None or shown < args.limit:
-            try:
-                con = open_lake(settings, read_only=True)
-            except LakeNotFound:
+    cursor, shown, con = None, 0, None
+    # Ctrl-C ends the loop between polls: raised inside a DuckDB query it would be its error instead.
+    with interrupt_deferred() as stopped:
+        try:
+            while not stopped.is_set() and (args.limit is None or shown < args.limit):
+                if con is None:
+                    try:  # opened once: each query reads the lake's latest commit (reopening cost ~0.8 s a poll)
+                        con = open_lake(settings, read_only=True)
+                    except LakeNotFound:
+                        if not args.follow:
+                            raise
+                        stopped.wait(1.0)  # --follow waits for the lake (a sink creates it) as for the experiment
+                        continue
+                try:
+                    if cursor is None and not args.follow:
+                        queries.require_experiment(con, args.experiment, settings.lake_root)
+                    answer = queries.timeline(con, args.experiment, cursor)
+                except queries.ExperimentNotFound as exc:
+                    raise CommandFailed(str(exc)) from None
+                cursor = answer["cursor"]
+                for event in answer["events"][: None if args.limit is None else args.limit - shown]:
+                    print(event["line"], flush=True)
+                    shown += 1
                 if not args.follow:
-                    raise
-                time.sleep(1.0)  # --follow waits for the lake (a sink creates it) as for the experiment
-                continue
-            try:
-                if cursor is None and not args.follow:
-                    queries.require_experiment(con, args.experiment, settings.lake_root)
-                answer = queries.timeline(con, args.experiment, cursor)
-            except queries.ExperimentNotFound as exc:
-                raise CommandFailed(str(exc)) from None
-            finally:
+                    break
+                if not answer["events"]:
+                    stopped.wait(1.0)
+        finally:
+            if con is not None:
                 con.close()
-            cursor = answer["cursor"]
-            for event in answer["events"][: None if args.limit is None else args.limit - shown]:
-                print(event["line"], flush=True)
-                shown += 1
-            if not args.follow:
-                break
-            if not answer["events"]:
-                time.sleep(1.0)
-    except KeyboardInterrupt:
-        pass
     return 0
