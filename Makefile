@@ -40,7 +40,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 # A small experiment, start to report (a second `make demo` finds it finished; `make clean` forgets it).
-DEMO_RUN := --experiment demo --skills reach_red lift_red --bootstrap-episodes 30 --iterations 3 \
+DEMO_RUN := --experiment demo --skills reach_red lift_red --bootstrap-episodes 30 --iterations 2 \
 	--train-steps 1500 --eval-episodes 10 --episodes 6 --tasks 2
 demo: system-deps $(VENV)/.demo-installed
 	$(BIN)/robolake run $(DEMO_RUN)
