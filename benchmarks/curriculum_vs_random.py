@@ -148,7 +148,8 @@ def plot(out: Path, rows: list[dict], held_out: str) -> Path:
         final.errorbar(xs, [r["rate"] for r in mine], yerr=[[r["rate"] - r["low"] for r in mine],
                                                             [r["high"] - r["rate"] for r in mine]],
                        fmt="o", capsize=3, color=f"C{k}")
-        final.hlines(sum(r["rate"] for r in mine) / len(mine), k - 0.3, k + 0.3, colors="k")
+        if mine:  # an arm run alone (--strategies) leaves the other empty
+            final.hlines(sum(r["rate"] for r in mine) / len(mine), k - 0.3, k + 0.3, colors="k")
     curves.set_xlabel("episodes collected (evaluation excluded)")
     curves.set_ylabel(f"{held_out} success")
     curves.set_ylim(-0.05, 1.05)
