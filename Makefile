@@ -10,6 +10,9 @@ TEST_STACK_ENV := ROBOLAKE_STACK_DIR=$(HOME)/.cache/robolake/test-stack \
 	ROBOLAKE_KAFKA_PORT=19092 ROBOLAKE_KAFKA_CONTROLLER_PORT=19093 \
 	ROBOLAKE_S3_ENDPOINT=127.0.0.1:19000 ROBOLAKE_MINIO_CONSOLE_PORT=19001 \
 	ROBOLAKE_BUS=kafka://127.0.0.1:19092 ROBOLAKE_LAKE=s3://robolake/lake
+# Its PostgreSQL (for the catalog tests): given to `infra up` only, so tests that start stacks of
+# their own do not start one on this port too.
+TEST_POSTGRES_PORT := 15432
 
 .PHONY: demo test clean system-deps test-system-deps
 
@@ -20,10 +23,11 @@ system-deps:
 		echo "installing $(EGL_PACKAGES) for offscreen rendering"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(EGL_PACKAGES); }
 
-# The dashboard's test drives a real headless browser: Debian's chromium, for `make test` only.
-TEST_PACKAGES := chromium
+# The dashboard's test drives a real headless browser: Debian's chromium, for `make test` only;
+# and Debian's postgresql for the catalog server's tests.
+TEST_PACKAGES := chromium postgresql
 test-system-deps: system-deps
-	@command -v chromium >/dev/null || { \
+	@command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 		echo "installing $(TEST_PACKAGES) for the dashboard's browser test"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES); }
 
@@ -47,9 +51,10 @@ demo: system-deps $(VENV)/.demo-installed
 
 test: test-system-deps $(VENV)/.test-installed
 	@rm -rf $(HOME)/.cache/robolake/test-stack
-	@$(TEST_STACK_ENV) $(BIN)/robolake infra up || { \
-		echo "make test: the Kafka + MinIO test stack could not start (reason above)" >&2; exit 1; }
-	@$(TEST_STACK_ENV) ROBOLAKE_REQUIRE_STACK=1 $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(TEST_STACK_ENV) ROBOLAKE_POSTGRES_PORT=$(TEST_POSTGRES_PORT) $(BIN)/robolake infra up || { \
+		echo "make test: the Kafka + MinIO + PostgreSQL test stack could not start (reason above)" >&2; exit 1; }
+	@$(TEST_STACK_ENV) ROBOLAKE_REQUIRE_STACK=1 ROBOLAKE_TEST_POSTGRES=127.0.0.1:$(TEST_POSTGRES_PORT) \
+		$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 		$(TEST_STACK_ENV) $(BIN)/robolake infra down; exit $$rc
 
 clean:

@@ -8,6 +8,7 @@ LOAD that file with auto-install turned off.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from infra.settings import Settings
@@ -17,21 +18,26 @@ class DuckDBSetupError(RuntimeError):
     pass
 
 
+# The extensions whose PyPI package has another name: postgres_scanner ships as `postgres`.
+_PACKAGED_AS = {"postgres_scanner": "postgres"}
+
+
 def extension_path(name: str) -> Path:
-    """The file of extension `name` (httpfs, ducklake, sqlite_scanner) shipped
+    """The file of extension `name` (httpfs, ducklake, sqlite_scanner, postgres_scanner) shipped
     by its PyPI package for the installed duckdb version."""
     import importlib
 
     import duckdb
 
-    package = "duckdb-extension-" + name.replace("_", "-")
+    packaged = _PACKAGED_AS.get(name, name)
+    package = "duckdb-extension-" + packaged.replace("_", "-")
     try:
-        module = importlib.import_module("duckdb_extension_" + name)
+        module = importlib.import_module("duckdb_extension_" + packaged)
     except ImportError:
         raise DuckDBSetupError(f"the {name} extension is missing: pip install {package} "
                                "at the version of duckdb (see pyproject.toml)") from None
     version = duckdb.__version__
-    path = Path(module.__file__).parent / "extensions" / f"v{version}" / f"{name}.duckdb_extension"
+    path = Path(module.__file__).parent / "extensions" / f"v{version}" / f"{packaged}.duckdb_extension"
     if not path.exists():
         raise DuckDBSetupError(
             f"duckdb {version} has no matching {name} extension in {path.parent.parent}; "
@@ -39,8 +45,24 @@ def extension_path(name: str) -> Path:
     return path
 
 
-def load_extension(con, name: str) -> None:
-    con.execute(f"LOAD {sql_str(str(extension_path(name)))}")
+def load_extension(con, name: str, home: Path | None = None) -> None:
+    """LOAD extension `name`. One packaged under another name is loaded from a copy named as DuckDB
+    expects (its entry point is named after the file), made once under `home`."""
+    path = extension_path(name)
+    if path.stem != name:
+        import duckdb
+
+        home = home or Path.home() / ".cache" / "robolake"
+        copy = home / "duckdb-extensions" / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
+        if not copy.exists() or copy.stat().st_size != path.stat().st_size:
+            import shutil
+
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            partial = copy.with_suffix(f".{os.getpid()}.partial")
+            shutil.copyfile(path, partial)
+            partial.replace(copy)  # atomic: a concurrent loader sees the whole file or none
+        path = copy
+    con.execute(f"LOAD {sql_str(str(path))}")
 
 
 def connect(settings: Settings, database: str = ":memory:", read_only: bool = False):

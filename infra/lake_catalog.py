@@ -8,23 +8,21 @@ Every transaction also bumps the one row of `lake_commits`, so any two overlappi
 conflict and one of them retries with fresh offsets, whatever the catalog database does about
 concurrency. Readers see consistent snapshots; files are never deleted by listing.
 
-The catalog is a SQLite file (`sqlite:<file>`; by default <lake>/catalog.sqlite, in WAL mode so
-readers never block writers), and writers on one machine take turns through a file lock.
+The catalog is a SQLite file by default (<lake>/catalog.sqlite, in WAL mode so readers never block
+writers; writers on one machine take turns through a file lock), or a PostgreSQL database that
+writers on any number of machines share (infra/catalogs.py).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import random
-import sqlite3
 import time
 from contextlib import ExitStack, contextmanager
-from pathlib import Path
 
 import pyarrow as pa
 
+from infra.catalogs import LockHeld, open_catalog, writers_turn
 from infra.duck import connect, load_extension, sql_str
 from schemas import lake
 
@@ -56,51 +54,53 @@ def catalog_url(settings) -> str:
     return f"sqlite:{settings.lake_root}/catalog.sqlite"
 
 
+def catalog(settings):
+    """The settings' catalog (infra.catalogs): a SQLite file or a PostgreSQL database."""
+    return open_catalog(catalog_url(settings))
+
+
 def data_path(settings) -> str:
     """Where the data files live: apart from the catalog, so a reader allowed to read the data
     is not allowed near the catalog."""
     return settings.lake_root.rstrip("/") + "/data/"
 
 
-def _sqlite_path(url: str) -> Path:
-    return Path(url.removeprefix("sqlite:"))
-
-
 def lake_exists(settings) -> bool:
-    return _sqlite_path(catalog_url(settings)).exists()
+    return catalog(settings).exists()
 
 
 def attach(settings, read_only: bool):
     """A DuckDB connection with the lake attached as `lake` (created if missing, unless read-only)."""
-    url = catalog_url(settings)
-    path = _sqlite_path(url)
-    if not path.exists():
+    where = catalog(settings)
+    if not where.exists():
         if read_only:
-            raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {path}); "
+            raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}); "
                                "`robolake produce` or `robolake sink` creates one")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # WAL: readers never block the writer. Python's sqlite3 touches the file only here, before
-        # anyone has it open: two SQLite libraries in one process must never share an open file
-        # (their POSIX locks do not see each other).
-        with sqlite3.connect(path) as db:
-            db.execute("PRAGMA journal_mode=WAL")
+        where.create()
     con = connect(settings)
     load_extension(con, "ducklake")
-    load_extension(con, "sqlite_scanner")
+    load_extension(con, where.extension, settings.home)
     # The data path is the lake's own, wherever the lake is now: the catalog keeps file paths relative
     # to it, so a lake directory copied or moved whole still reads and writes.
     options = [f"DATA_PATH {sql_str(data_path(settings))}", "OVERRIDE_DATA_PATH TRUE"]
     if read_only:
         options.insert(0, "READ_ONLY")
     try:
-        con.execute(f"ATTACH {sql_str('ducklake:' + url)} AS lake ({', '.join(options)})")
-    except Exception as exc:  # the catalog file exists, but its first writer has not initialised it yet
+        con.execute(f"ATTACH {sql_str('ducklake:' + where.ducklake)} AS lake ({', '.join(options)})")
+    except Exception as exc:  # the catalog exists, but its first writer has not initialised it yet
         if read_only and "does not exist" in str(exc):
             raise LakeNotFound(f"no lake at {settings.lake_root} yet (its catalog is being created)") from None
         raise
-    if not read_only and url == f"sqlite:{settings.lake_root}/catalog.sqlite":
+    if not read_only and catalog_url(settings) == f"sqlite:{settings.lake_root}/catalog.sqlite":
         _record_relative_data_path(con)
     return con
+
+
+def lake_lock(settings, purpose: str, waiting: str | None = None, wait: bool = True):
+    """The lock of `purpose` for this lake, for every process that writes it: a lock file beside a
+    SQLite catalog, an advisory lock of a PostgreSQL one. `waiting` is logged while another holds
+    it; `wait=False`: LockHeld at once instead."""
+    return catalog(settings).lock(purpose, waiting, wait)
 
 
 def _record_relative_data_path(con) -> None:
@@ -122,7 +122,7 @@ class LakeTables:
     def __init__(self, settings, writer: str):
         self.settings, self.writer = settings, writer
         self.root = settings.lake_root
-        self._lock_path = lock_path(settings, "")
+        self._catalog = catalog(settings)
         with self._serialised():
             self.con = attach(settings, read_only=False)
             self._retry(self._create_tables)
@@ -243,54 +243,24 @@ class LakeTables:
                 time.sleep(delay)
 
     def _serialised(self):
-        """Writers of one SQLite catalog take turns (its locks make overlapping ones fail anyway)."""
-        return file_lock(self._lock_path)
-
-
-def lock_path(settings, purpose: str) -> Path:
-    """A lock file beside the lake's catalog, one per purpose."""
-    path = _sqlite_path(catalog_url(settings))
-    return path.with_name(f"{path.name}.{purpose}.lock" if purpose else f"{path.name}.lock")
-
-
-class LockHeld(BlockingIOError):
-    """Another process holds the lock (file_lock with wait=False); raised only when taking it, so a
-    BlockingIOError from the work under the lock is never mistaken for it."""
-
-
-@contextmanager
-def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
-    """Hold an exclusive lock on `path` (other processes on this machine wait); `waiting` is logged
-    when someone else holds it. `wait=False`: LockHeld instead of waiting."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                raise LockHeld(f"{path} is held by another process") from None
-            if waiting:
-                log.info("%s", waiting)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock; a killed process releases it too
+        """Writers of one SQLite catalog take turns (its locks make overlapping ones fail anyway);
+        a server's writers overlap, and a conflict retries."""
+        return writers_turn(self._catalog)
 
 
 @contextmanager
 def only_one(settings, purpose: str, refused=None):
-    """The lock of `purpose` beside the lake's catalog for the block, or `refused(path)` raised at
+    """The lake's lock of `purpose` (lake_lock) for the block, or `refused(path)` raised at
     once when another process holds it (LockHeld without `refused`). Only taking the lock is refused:
     a LockHeld from the work under it passes through as it is."""
-    path = lock_path(settings, purpose)
+    where = catalog(settings)
     with ExitStack() as stack:
         try:
-            stack.enter_context(file_lock(path, wait=False))
+            stack.enter_context(where.lock(purpose, wait=False))
         except LockHeld:
             if refused is None:
                 raise
-            raise refused(path) from None
+            raise refused(where.lock_name(purpose)) from None
         yield
 
 

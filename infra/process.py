@@ -28,6 +28,8 @@ class ServiceProcess:
     name: str
     state_dir: Path
     marker: str  # a string that appears in the command line of exactly our process
+    user: str | None = None  # run as this user (we are root, and the service refuses to be)
+    stop_signal: int = signal.SIGTERM  # the signal the service stops promptly on
 
     @property
     def pid_file(self) -> Path:
@@ -52,10 +54,17 @@ class ServiceProcess:
 
     def start(self, argv: list[str], env: dict[str, str] | None = None) -> int:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        as_user = {}
+        if self.user is not None:
+            import pwd
+
+            entry = pwd.getpwnam(self.user)
+            as_user = {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
         with open(self.log_file, "ab") as out:
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})}, start_new_session=True,  # survives our exit
+                cwd="/" if self.user is not None else None, **as_user,
             )
         # Until exec() completes, /proc shows the parent's command line, and the pid file would
         # look stale to anyone who checks it right away.
@@ -65,13 +74,13 @@ class ServiceProcess:
         return proc.pid
 
     def stop(self, timeout: float = 30.0) -> bool:
-        """SIGTERM our process (SIGKILL after `timeout`); True if one was running."""
+        """Stop our process (its stop signal, SIGKILL after `timeout`); True if one was running."""
         pid = self.running_pid()
         if pid is None:
             return False
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, self.stop_signal)
         if not wait_until(lambda: not _alive(pid), timeout):
-            log.warning("%s: pid %d ignored SIGTERM for %.0fs, sending SIGKILL", self.name, pid, timeout)
+            log.warning("%s: pid %d ignored its stop signal for %.0fs, sending SIGKILL", self.name, pid, timeout)
             os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), 10)
         self.pid_file.unlink(missing_ok=True)

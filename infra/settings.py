@@ -34,7 +34,8 @@ class Settings:
     # Where tables live: "file://<dir>" (relative paths are resolved from the working directory)
     # or "s3://<bucket>/<prefix>" on the S3 endpoint below.
     lake: str = "file://lake"
-    # The lake's table catalog, "sqlite:<file>"; empty: <lake>/catalog.sqlite for a local lake,
+    # The lake's table catalog, "sqlite:<file>" or "postgresql://user@host:port/database" (writers on
+    # many machines; infra/catalogs.py); empty: <lake>/catalog.sqlite for a local lake,
     # <stack_dir>/catalogs/<bucket>/<prefix>/catalog.sqlite for a lake on S3.
     catalog: str = ""
     # Cache for downloads and builds (Kafka jars, MinIO binary) and the infra stack's state.
@@ -50,6 +51,9 @@ class Settings:
     kafka_port: int = 9092
     kafka_controller_port: int = 9093
     minio_console_port: int = 9001
+    # A PostgreSQL server for catalogs that `infra up` starts on loopback; 0: none, unless the catalog
+    # is a postgresql:// URL on this machine (then its port).
+    postgres_port: int = 0
     # Kafka producer compression: lz4 | zstd | gzip | snappy | none (benchmarks/bus_throughput.py).
     kafka_compression: str = "lz4"
     # Partitions per topic when the stack creates topics.
@@ -83,12 +87,19 @@ class Settings:
         _parse_bus(self.bus)
         _parse_lake(self.lake)
         _parse_endpoint(self.s3_endpoint, "s3_endpoint")
-        if self.catalog and not self.catalog.startswith("sqlite:"):
-            raise SettingsError(f"catalog must be 'sqlite:<file>', got {self.catalog!r}")
+        if self.catalog:
+            from infra.catalogs import CatalogURLError, check_url
+
+            try:
+                check_url(self.catalog)
+            except CatalogURLError as exc:
+                raise SettingsError(f"catalog: {exc}") from None
         for name in ("kafka_port", "kafka_controller_port", "minio_console_port"):
             port = getattr(self, name)
             if not 0 < port < 65536:
                 raise SettingsError(f"{name} must be a TCP port (1-65535), got {port}")
+        if not 0 <= self.postgres_port < 65536:
+            raise SettingsError(f"postgres_port must be a TCP port (1-65535) or 0 (none), got {self.postgres_port}")
         if self.kafka_compression not in ("lz4", "zstd", "gzip", "snappy", "none"):
             raise SettingsError(f"kafka_compression must be lz4, zstd, gzip, snappy or none, got {self.kafka_compression!r}")
         if self.partitions < 1:

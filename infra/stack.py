@@ -1,4 +1,5 @@
-"""`robolake infra up|down|status`: the native stack (Kafka KRaft + MinIO) as background processes.
+"""`robolake infra up|down|status`: the native stack (Kafka KRaft + MinIO, and PostgreSQL for
+catalogs when asked) as background processes.
 
 `up` checks every port before starting anything, starts what is not running, waits until each
 service answers, then creates the topics and the bucket. If anything fails, the services this
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from infra.kafka_server import KafkaServer
 from infra.minio_server import MinioServer
+from infra.postgres_server import PostgresServer
 from infra.optional import require
 from infra.process import ServiceError, port_free, port_holder, wait_until
 from infra.settings import Settings
@@ -32,24 +34,42 @@ class ServiceStatus:
     def line(self) -> str:
         state = "healthy" if self.healthy else ("starting/unhealthy" if self.pid else "stopped")
         pid = f"pid {self.pid}" if self.pid else "no process"
-        return f"{self.name:<6} {state:<18} {pid:<12} {self.endpoint}"
+        return f"{self.name:<8} {state:<18} {pid:<12} {self.endpoint}"
 
 
-def services(settings: Settings) -> list:
+def postgres_port(settings: Settings) -> int | None:
+    """The port of the stack's PostgreSQL: postgres_port, or that of a catalog URL on loopback; None: none."""
+    from infra.catalogs import PostgresCatalog, is_postgres
+
+    if settings.postgres_port:
+        return settings.postgres_port
+    if settings.catalog and is_postgres(settings.catalog):
+        where = PostgresCatalog(settings.catalog)
+        if where.host in ("127.0.0.1", "localhost"):
+            return where.port
+    return None
+
+
+def services(settings: Settings, running_too: bool = False) -> list:
+    """The stack's services; with `running_too`, also a PostgreSQL no longer asked for but still running."""
     host, port = settings.s3_host_port
     if host not in ("127.0.0.1", "localhost"):
         raise ServiceError(f"the native stack runs MinIO on loopback, but s3_endpoint is {settings.s3_endpoint}")
-    return [
+    found = [
         KafkaServer(settings.home, settings.stack_state, settings.kafka_port,
                     settings.kafka_controller_port, settings.partitions),
         MinioServer(settings.home, settings.stack_state, port, settings.minio_console_port,
                     settings.s3_access_key, settings.s3_secret_key),
     ]
+    postgres = PostgresServer(settings.stack_state, postgres_port(settings) or 0)
+    if postgres.port or (running_too and postgres.process.running_pid() is not None):
+        found.append(postgres)
+    return found
 
 
 def status(settings: Settings) -> list[ServiceStatus]:
     result = []
-    for service in services(settings):
+    for service in services(settings, running_too=True):
         pid = service.process.running_pid()
         result.append(ServiceStatus(service.name, pid, pid is not None and service.healthy(), service.endpoint))
     return result
@@ -60,6 +80,8 @@ def up(settings: Settings, timeout_s: float = STARTUP_TIMEOUT_S) -> list[Service
     # would only look unhealthy until the timeout.
     for module in ("kafka", "minio"):
         require(module, "infra")
+    if postgres_port(settings):
+        require("psycopg", "postgres")
     to_start = [s for s in services(settings) if s.process.running_pid() is None]
     for service in to_start:
         for port in service.ports:
@@ -83,8 +105,8 @@ def up(settings: Settings, timeout_s: float = STARTUP_TIMEOUT_S) -> list[Service
 
 
 def down(settings: Settings) -> list[str]:
-    """Stop our services (MinIO first, then Kafka); returns the names that were running."""
-    return [s.name for s in reversed(services(settings)) if s.process.stop()]
+    """Stop our services (PostgreSQL, MinIO, then Kafka); returns the names that were running."""
+    return [s.name for s in reversed(services(settings, running_too=True)) if s.process.stop()]
 
 
 def _wait_healthy(service, pid: int, timeout_s: float) -> None:
@@ -115,3 +137,11 @@ def _provision(settings: Settings) -> None:
     ensure_topics([f"127.0.0.1:{settings.kafka_port}"], list(topics.ALL), settings.partitions)
     bucket = settings.lake_bucket if settings.lake_is_s3 else "robolake"
     ensure_bucket(settings, bucket)
+    port = postgres_port(settings)
+    if port:
+        from infra.catalogs import PostgresCatalog, is_postgres
+        from infra.postgres_server import DATABASE, USER
+
+        PostgresCatalog(f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}").create()
+        if settings.catalog and is_postgres(settings.catalog) and PostgresCatalog(settings.catalog).port == port:
+            PostgresCatalog(settings.catalog).create()  # the database the catalog names

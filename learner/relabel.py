@@ -97,7 +97,7 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
     """Relabel the complete episodes matching `where` (a predicate on the `episodes` view) with
     `functions` (RewardFunction); `progress(n)` after each batch of n steps, `on_total(n)` once.
     Publishing the lineage on the in-process bus needs `land` (consumers.lake_sink.sink.land)."""
-    from infra.lake_catalog import LakeTables, file_lock, lock_path
+    from infra.lake_catalog import LakeTables, lake_lock
     from infra.lake_sql import ReadOnlyError, check_read_only, open_lake
     from learner.lineage import publish_relabel, uncovered
 
@@ -110,7 +110,7 @@ def relabel(settings, functions, where: str = "TRUE", dataset: str = DEFAULT_DAT
     tables = LakeTables(settings, writer=f"relabel-{stats.relabel_id[:8]}")  # creates `rewards` in older lakes
     try:
         # One relabel of a lake at a time (a second waits), so two never compute the same rows.
-        with file_lock(lock_path(settings, "relabel"), f"another relabel of {settings.lake_root} is running; waiting"):
+        with lake_lock(settings, "relabel", f"another relabel of {settings.lake_root} is running; waiting"):
             con = open_lake(settings)
             try:
                 selection = _selection(where)

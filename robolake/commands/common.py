@@ -57,12 +57,17 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def settings_flags() -> argparse.ArgumentParser:
-    """The settings flags every command takes (a parent parser)."""
+def settings_flags(catalog: bool = True) -> argparse.ArgumentParser:
+    """The settings flags every command takes (a parent parser); `catalog=False` for a command whose
+    own --catalog means something else (robolake migrate)."""
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("settings (also from ROBOLAKE_<NAME> environment variables)")
     group.add_argument("--bus", metavar="URL", help="'memory' (default) or kafka://host:port[,host:port]")
     group.add_argument("--lake", metavar="URL", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
+    if catalog:
+        group.add_argument("--catalog", metavar="URL", dest="settings_catalog",
+                           help="the lake's catalog: sqlite:<file> (default <lake>/catalog.sqlite) or "
+                                "postgresql://user@host:port/database (writers on many machines)")
     group.add_argument("--home", metavar="DIR", help="cache and stack state directory (default ~/.cache/robolake)")
     group.add_argument("--s3-endpoint", metavar="HOST:PORT", help="S3/MinIO endpoint (default 127.0.0.1:9000)")
     group.add_argument("--partitions", type=int, metavar="N", help="partitions per topic (default 4)")
@@ -79,7 +84,8 @@ def load_settings(args):
     """The settings in force: defaults, then ROBOLAKE_* variables, then the flags given."""
     from infra.settings import Settings
 
-    return Settings.load(bus=args.bus, lake=args.lake, home=args.home, s3_endpoint=args.s3_endpoint,
+    return Settings.load(bus=args.bus, lake=args.lake, catalog=getattr(args, "settings_catalog", None),
+                         home=args.home, s3_endpoint=args.s3_endpoint,
                          partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
                          torch_threads=args.torch_threads,
                          # a command's own settings flags (robolake sql --timeout, --memory-limit)
@@ -154,9 +160,10 @@ def check_lake_writable(settings) -> None:
     in the nearest directory that exists. A lake on S3 is checked by its first write."""
     from pathlib import Path
 
-    from infra.lake_catalog import catalog_url
+    from infra.lake_catalog import catalog
 
-    paths = [Path(catalog_url(settings).removeprefix("sqlite:")).parent]
+    local = catalog(settings).local_dir  # a catalog on a server is checked by its first write
+    paths = [local] if local is not None else []
     if not settings.lake_is_s3:
         paths.insert(0, Path(settings.lake_root))
     for path in paths:
@@ -205,9 +212,10 @@ def inside_lake(path, settings) -> bool:
     """Whether `path` is inside the lake or beside its catalog, where a read-only command writes nothing."""
     from pathlib import Path
 
-    from infra.lake_catalog import catalog_url
+    from infra.lake_catalog import catalog
 
-    guarded = [Path(catalog_url(settings).removeprefix("sqlite:")).resolve().parent]
+    local = catalog(settings).local_dir
+    guarded = [local.resolve()] if local is not None else []
     if not settings.lake_is_s3:
         guarded.append(Path(settings.lake_root).resolve())
     return any(Path(path).resolve().is_relative_to(g) for g in guarded)

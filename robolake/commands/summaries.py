@@ -25,14 +25,14 @@ def register(commands, common) -> None:
 def run_summaries(args, settings: Settings) -> int:
     if not args.emit:
         return _summarise(args, settings)
-    from infra.lake_catalog import file_lock, lock_path
+    from infra.lake_catalog import lake_lock
 
     check_bus_reachable(settings)  # before any work: where the events go must be there
     if settings.bus == "memory":
         check_lake_writable(settings)
     # Emitters one at a time, each reading the lake after the one before wrote to it: two at once
     # would both send the summaries the lake does not hold yet.
-    with file_lock(lock_path(settings, "summaries"), "another `robolake summaries --emit` is running; waiting"):
+    with lake_lock(settings, "summaries", "another `robolake summaries --emit` is running; waiting"):
         return _summarise(args, settings)
 
 

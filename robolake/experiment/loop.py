@@ -217,9 +217,9 @@ class Run:
 
     @contextmanager
     def library_lock(self):
-        from infra.lake_catalog import file_lock, lock_path
+        from infra.lake_catalog import lake_lock
 
-        with file_lock(lock_path(self.settings, "library"), "another run is announcing skills; waiting"):
+        with lake_lock(self.settings, "library", "another run is announcing skills; waiting"):
             yield
 
     def open(self):

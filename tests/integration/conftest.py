@@ -71,3 +71,41 @@ def private_broker(stack, tmp_path):
     server.process.stop()
 
 
+
+
+@pytest.fixture(scope="session")
+def postgres(stack) -> str:
+    """host:port of the stack's PostgreSQL (`make test` starts one; ROBOLAKE_TEST_POSTGRES names it)."""
+    from infra.process import port_open
+
+    where = os.environ.get("ROBOLAKE_TEST_POSTGRES", "127.0.0.1:15432")
+    host, port = where.rsplit(":", 1)
+    if not port_open(host, int(port)):
+        reason = (f"PostgreSQL not reachable at {where}; start it with "
+                  f"'ROBOLAKE_POSTGRES_PORT={port} robolake infra up'")
+        if _stack_required():
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    return where
+
+
+@pytest.fixture
+def pg_catalog(postgres):
+    """A catalog URL on its own new database of the stack's PostgreSQL, dropped afterwards."""
+    import uuid
+
+    from infra.catalogs import PostgresCatalog
+
+    made = []
+
+    def new() -> str:
+        url = f"postgresql://robolake@{postgres}/test_{uuid.uuid4().hex[:10]}"
+        PostgresCatalog(url).create()
+        made.append(url)
+        return url
+
+    yield new
+    for url in made:
+        where = PostgresCatalog(url)
+        with where.connect("postgres") as con:
+            con.execute(f'DROP DATABASE IF EXISTS "{where.database}" WITH (FORCE)')

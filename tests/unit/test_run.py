@@ -121,12 +121,12 @@ def test_killed_run_resumes_with_nothing_lost_or_twice(tmp_path):
 
 
 def test_a_second_run_of_the_experiment_refuses(tmp_path, capsys):
-    from infra.lake_catalog import file_lock, lock_path
+    from infra.lake_catalog import lake_lock
 
     lake = tmp_path / "lake"
     settings = Settings.load(lake=f"file://{lake}", bus="memory")
     lake.mkdir()
-    with file_lock(lock_path(settings, "run-exp"), wait=False):
+    with lake_lock(settings, "run-exp", wait=False):
         assert main(_args(lake)) == 1
     assert "another `robolake run` of experiment 'exp' is running" in capsys.readouterr().err
 

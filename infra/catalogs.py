@@ -1,0 +1,204 @@
+"""Where the lake's catalog lives: a SQLite file (the embedded default) or a PostgreSQL database.
+
+A catalog URL names it:
+- `sqlite:<file>`: one machine. Writers take turns through a lock file beside it, and the
+  locks of `robolake` (one trainer per run, one relabel at a time) are lock files there too.
+- `postgresql://[user[:password]@]host[:port]/database` (or `postgres://`): any number of
+  machines that reach the server. Writers commit concurrently (the fence is the server's
+  transaction: two commits that overlap conflict, and one retries against the other's offsets),
+  and the locks are the server's advisory locks, held by a session (a killed process's session
+  ends, and its locks with it). One lake per database; the data lives at the lake's URL (MinIO
+  when more than one machine writes).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import logging
+import os
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+log = logging.getLogger(__name__)
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+class CatalogURLError(ValueError):
+    """A catalog URL we cannot use; the message says what a good one looks like."""
+
+
+class LockHeld(BlockingIOError):
+    """Another process holds the lock (taken with wait=False); raised only when taking it, so a
+    BlockingIOError from the work under the lock is never mistaken for it."""
+
+
+def is_postgres(url: str) -> bool:
+    return url.split("://", 1)[0] in POSTGRES_SCHEMES and "://" in url
+
+
+def check_url(url: str) -> None:
+    """CatalogURLError unless `url` is a catalog URL of a kind we open."""
+    if url.startswith("sqlite:") and len(url) > len("sqlite:"):
+        return
+    if is_postgres(url):
+        PostgresCatalog(url)
+        return
+    raise CatalogURLError(f"a catalog is 'sqlite:<file>' or 'postgresql://user@host:port/database', got {url!r}")
+
+
+class SQLiteCatalog:
+    extension = "sqlite_scanner"
+    serialise_writers = True  # its locks make overlapping writers fail anyway
+
+    def __init__(self, url: str):
+        self.url = url
+        self.path = Path(url.removeprefix("sqlite:"))
+        self.local_dir: Path | None = self.path.parent  # written by writers, never by readers
+
+    def __str__(self) -> str:
+        return self.url
+
+    @property
+    def ducklake(self) -> str:
+        return self.url
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def create(self) -> None:
+        """Before the first writer attaches. WAL: readers never block the writer. Python's sqlite3
+        touches the file only here, before anyone has it open: two SQLite libraries in one
+        process must never share an open file (their POSIX locks do not see each other)."""
+        import sqlite3
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.path) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+
+    def lock_file(self, purpose: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.{purpose}.lock" if purpose else f"{self.path.name}.lock")
+
+    def lock_name(self, purpose: str) -> str:
+        return str(self.lock_file(purpose))
+
+    def lock(self, purpose: str, waiting: str | None = None, wait: bool = True):
+        return file_lock(self.lock_file(purpose), waiting, wait)
+
+
+class PostgresCatalog:
+    extension = "postgres_scanner"
+    serialise_writers = False
+    local_dir = None
+
+    def __init__(self, url: str):
+        parts = urlsplit(url)
+        database = parts.path.lstrip("/")
+        if not parts.hostname or not database or "/" in database:
+            raise CatalogURLError(f"a PostgreSQL catalog is 'postgresql://user@host:port/database', got {url!r}")
+        try:
+            port = parts.port or 5432
+        except ValueError:
+            raise CatalogURLError(f"the port of the catalog URL {url!r} is not a number") from None
+        self.url, self.host, self.port, self.database = url, parts.hostname, port, unquote(database)
+        self.user = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+
+    def __str__(self) -> str:  # never the password
+        user = f"{self.user}@" if self.user else ""
+        return f"postgresql://{user}{self.host}:{self.port}/{self.database}"
+
+    def conninfo(self, database: str | None = None) -> str:
+        """libpq's key=value form (DuckDB's postgres extension and psycopg both take it), for the
+        catalog's database or `database` on its server."""
+        fields = {"dbname": database or self.database, "host": self.host, "port": self.port,
+                  "user": self.user, "password": self.password}
+        return " ".join(f"{k}={_libpq_value(v)}" for k, v in fields.items() if v is not None)
+
+    @property
+    def ducklake(self) -> str:
+        return "postgres:" + self.conninfo()
+
+    def connect(self, database: str | None = None):
+        """A psycopg connection (autocommit) to the catalog's database, or to `database` on its server."""
+        from infra.optional import require
+
+        psycopg = require("psycopg", "postgres")
+        return psycopg.connect(self.conninfo(database), autocommit=True, connect_timeout=10)
+
+    def exists(self) -> bool:
+        from infra.optional import require
+
+        psycopg = require("psycopg", "postgres")
+        try:
+            with self.connect() as con:
+                return con.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()[0]
+        except psycopg.OperationalError as exc:
+            if "does not exist" in str(exc):  # the database itself: no lake there yet
+                return False
+            raise
+
+    def create(self) -> None:
+        """The database, if the server lacks it (DuckLake creates its tables on the first attach)."""
+        if self.exists():
+            return
+        with self.connect("postgres") as con:
+            found = con.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
+            if not found:
+                con.execute(f'CREATE DATABASE "{self.database.replace(chr(34), chr(34) * 2)}"')
+                log.info("created database %s on %s:%d", self.database, self.host, self.port)
+
+    def lock_name(self, purpose: str) -> str:
+        return f"advisory lock '{purpose}' on {self}"
+
+    @contextmanager
+    def lock(self, purpose: str, waiting: str | None = None, wait: bool = True):
+        """The server's advisory lock of `purpose`, held by a session of our own for the block."""
+        key = int.from_bytes(hashlib.sha256(f"robolake:{purpose}".encode()).digest()[:8], "big", signed=True)
+        with self.connect() as con:
+            if not con.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
+                if not wait:
+                    raise LockHeld(f"the lock '{purpose}' of the catalog {self} is held by another process")
+                if waiting:
+                    log.info("%s", waiting)
+                con.execute("SELECT pg_advisory_lock(%s)", [key])
+            yield  # the session's end releases it
+
+
+def open_catalog(url: str) -> SQLiteCatalog | PostgresCatalog:
+    check_url(url)
+    return PostgresCatalog(url) if is_postgres(url) else SQLiteCatalog(url)
+
+
+def writers_turn(catalog, lock_purpose: str = ""):
+    """Writers of a SQLite catalog take turns; on a server they commit concurrently."""
+    return catalog.lock(lock_purpose) if catalog.serialise_writers else nullcontext()
+
+
+def _libpq_value(value) -> str:
+    text = str(value)
+    if text and not any(c in text for c in " '\\"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@contextmanager
+def file_lock(path: Path, waiting: str | None = None, wait: bool = True):
+    """Hold an exclusive lock on `path` (other processes on this machine wait); `waiting` is logged
+    when someone else holds it. `wait=False`: LockHeld instead of waiting."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise LockHeld(f"{path} is held by another process") from None
+            if waiting:
+                log.info("%s", waiting)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock; a killed process releases it too
