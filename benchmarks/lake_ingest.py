@@ -1,8 +1,9 @@
 """End-to-end ingest: producer -> Kafka -> lake sink -> DuckLake tables on MinIO, against a plain
 pyarrow write of the same steps to MinIO in the same run. Needs the stack (`robolake infra up`);
-`--profile` prints where the sink's time goes.
+`--profile` prints where the sink's time goes; `--catalog` puts the lake's catalog elsewhere than
+the default SQLite file (e.g. a PostgreSQL database: postgresql://user@host:port/database).
 
-    python benchmarks/lake_ingest.py [--episodes 400] [--steps 100] [--bus kafka://host:port] [--profile]
+    python benchmarks/lake_ingest.py [--episodes 400] [--steps 100] [--bus kafka://host:port] [--catalog URL] [--profile]
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from _common import table  # noqa: E402
 def main() -> None:
     from consumers.lake_sink.sink import LakeSink
     from infra.bus.kafka import KafkaBus
+    from infra.lake_catalog import catalog
     from infra.lake_sql import open_lake
     from infra.settings import Settings
     from producers.synthetic import SyntheticConfig, produce
@@ -28,10 +30,11 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=400)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--bus", default="kafka://127.0.0.1:9092")
+    parser.add_argument("--catalog", default=None, help="the lake's catalog URL (default: the settings' catalog)")
     parser.add_argument("--profile", action="store_true", help="cProfile the sink stage")
     args = parser.parse_args()
     run = uuid.uuid4().hex[:8]
-    settings = Settings.load(bus=args.bus, lake=f"s3://robolake/bench/ingest-{run}")
+    settings = Settings.load(bus=args.bus, lake=f"s3://robolake/bench/ingest-{run}", catalog=args.catalog)
     bus = KafkaBus(settings.kafka_bootstrap, settings.max_message_bytes, settings.partitions)
     topic = f"bench.ingest.{run}"
     bus.ensure_topics([topic])
@@ -76,7 +79,8 @@ def main() -> None:
     plain_s = time.perf_counter() - t0
 
     print(f"{args.episodes} episodes x {args.steps} steps = {total_steps} steps, {settings.partitions} partitions, "
-          f"lake on MinIO {settings.s3_endpoint}, {lake_bytes / 1e6:.1f} MB of Parquet\n")
+          f"lake on MinIO {settings.s3_endpoint}, {lake_bytes / 1e6:.1f} MB of Parquet, "
+          f"catalog {catalog(settings)}\n")
     end_to_end = produce_s + sink_s
     print(table(["stage", "seconds", "steps/s", "MB/s (lake Parquet)", "ratio to plain pyarrow write"], [
         ["synthetic producer -> Kafka", produce_s, total_steps / produce_s, "-", plain_s / produce_s],

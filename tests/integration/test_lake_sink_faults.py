@@ -153,11 +153,15 @@ class _PausingTables(LakeTables):
         super().commit(tables, offsets)
 
 
-def test_two_sinks_in_one_group_a_rebalance_and_a_paused_zombie_lose_and_duplicate_nothing(stack):
+@pytest.mark.parametrize("catalog", ["sqlite", "postgresql"])
+def test_two_sinks_in_one_group_a_rebalance_and_a_paused_zombie_lose_and_duplicate_nothing(stack, catalog, request):
+    """On PostgreSQL the fence is the server's transaction: the zombie's late commit is refused there."""
     topic, group = f"faults.zombie.{uuid.uuid4().hex[:6]}", f"zombie-{uuid.uuid4().hex[:6]}"
     bus = KafkaBus(stack.kafka_bootstrap, stack.max_message_bytes, stack.partitions, max_poll_interval_s=6)
     bus.ensure_topics([topic])
     settings = _lake(stack, "zombie")
+    if catalog == "postgresql":
+        settings = settings.replace(catalog=request.getfixturevalue("pg_catalog")())
     produced = _produce(bus, topic, 12, seed=7)
     pausing = _PausingTables(settings, pause_s=15)  # past the 6 s poll interval: it leaves the group
     zombie = LakeSink(settings, bus=bus, tables=pausing, group=group, source_topics=[topic], flush_seconds=0.2)
