@@ -68,6 +68,10 @@ class SQLiteCatalog:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def moved_away(self) -> bool:
+        """Whether `robolake migrate --catalog` moved this catalog elsewhere (and it was not made anew)."""
+        return any(self.path.parent.glob(f"{self.path.name}.moved-*"))
+
     def create(self) -> None:
         """Before the first writer attaches. WAL: readers never block the writer. Python's sqlite3
         touches the file only here, before anyone has it open: two SQLite libraries in one
@@ -139,6 +143,10 @@ class PostgresCatalog:
             if "does not exist" in str(exc):  # the database itself: no lake there yet
                 return False
             raise
+
+    def moved_away(self) -> bool:
+        with self.connect() as con:
+            return con.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'robolake_moved_%'").fetchone()[0] > 0
 
     def create(self) -> None:
         """The database, if the server lacks it (DuckLake creates its tables on the first attach)."""

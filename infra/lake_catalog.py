@@ -73,6 +73,9 @@ def attach(settings, read_only: bool):
     """A DuckDB connection with the lake attached as `lake` (created if missing, unless read-only)."""
     where = catalog(settings)
     if not where.exists():
+        if read_only and where.moved_away():
+            raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}): `robolake migrate --catalog` "
+                               "moved it; name the new one with --catalog or ROBOLAKE_CATALOG")
         if read_only:
             raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}); "
                                "`robolake produce` or `robolake sink` creates one")

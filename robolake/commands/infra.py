@@ -13,11 +13,15 @@ def register(commands, common) -> None:
                                  description="Print the settings in force and the health of the native stack.")
     status.set_defaults(run=run_status)
 
-    infra = commands.add_parser("infra", help="run the native Kafka + MinIO stack",
-                                description="Run the native Kafka (KRaft) + MinIO stack on loopback.")
+    infra = commands.add_parser("infra", help="run the native Kafka + MinIO (+ PostgreSQL) stack",
+                                description="Run the native Kafka (KRaft) + MinIO stack on loopback, and a "
+                                            "PostgreSQL for the lake's catalog when ROBOLAKE_POSTGRES_PORT is set or "
+                                            "the catalog (--catalog, ROBOLAKE_CATALOG) is a postgresql:// URL on "
+                                            "this machine (Debian's postgresql package).")
     actions = infra.add_subparsers(dest="infra_command", metavar="ACTION", required=True,
                                    parser_class=Parser)
-    for name, doc in (("up", "install on first use, start Kafka (KRaft) and MinIO, create topics and bucket"),
+    for name, doc in (("up", "install on first use, start Kafka (KRaft) and MinIO (and PostgreSQL), create topics, "
+                             "bucket (and the catalog's database)"),
                       ("down", "stop the processes 'infra up' started, and nothing else"),
                       ("status", "health of each service (exit 1 unless all are healthy)")):
         sub = actions.add_parser(name, parents=[common], help=doc, description=doc)
@@ -26,11 +30,13 @@ def register(commands, common) -> None:
 
 def run_status(args, settings: Settings) -> int:
     from infra import stack
+    from infra.lake_catalog import catalog
     from schemas.version import VERSION
 
     print(f"robolake {VERSION}")
     print(f"bus   {settings.bus}")
     print(f"lake  {settings.lake}  ->  {settings.lake_root}")
+    print(f"catalog {catalog(settings)}")
     print(f"home  {settings.home}")
     print(f"threads {settings.torch_threads} (torch: training, evaluation, captions)")
     for line in stack.status(settings):
@@ -95,8 +101,14 @@ def run_infra(args, settings: Settings) -> int:
         if args.action == "up":
             for line in stack.up(settings):
                 print(line.line())
+            catalog = ""
+            if stack.postgres_port(settings):
+                from infra.postgres_server import DATABASE, USER
+
+                catalog = settings.catalog or f"postgresql://{USER}@127.0.0.1:{stack.postgres_port(settings)}/{DATABASE}"
+                catalog = f" --catalog {catalog}"
             print(f"use it with: --bus kafka://127.0.0.1:{settings.kafka_port} --lake s3://robolake/lake "
-                  f"--s3-endpoint {settings.s3_endpoint}")
+                  f"--s3-endpoint {settings.s3_endpoint}{catalog}")
         elif args.action == "down":
             stopped = stack.down(settings)
             print("stopped " + ", ".join(stopped) if stopped else "nothing was running")

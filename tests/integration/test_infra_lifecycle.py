@@ -25,13 +25,20 @@ def _our_processes(marker: str) -> list[int]:
     return pids
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture
 def private_stack(tmp_path):
-    kafka, controller, minio, console = free_ports(4)
+    kafka, controller, minio, console, postgres = free_ports(5)
     env = {**os.environ,
            "ROBOLAKE_STACK_DIR": str(tmp_path / "stack"),
            "ROBOLAKE_KAFKA_PORT": str(kafka), "ROBOLAKE_KAFKA_CONTROLLER_PORT": str(controller),
-           "ROBOLAKE_S3_ENDPOINT": f"127.0.0.1:{minio}", "ROBOLAKE_MINIO_CONSOLE_PORT": str(console)}
+           "ROBOLAKE_S3_ENDPOINT": f"127.0.0.1:{minio}", "ROBOLAKE_MINIO_CONSOLE_PORT": str(console),
+           # a catalog on this machine's PostgreSQL: `infra up` starts that server too
+           "ROBOLAKE_CATALOG": f"postgresql://robolake@127.0.0.1:{postgres}/lakes"}
 
     def robolake(*args):
         return subprocess.run([sys.executable, "-m", "robolake.cli", *args], env=env,
@@ -47,6 +54,10 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(private_stack):
     assert first.returncode == 0, first.stderr
     pids = sorted(_our_processes(marker))
     assert len(pids) == 2, f"expected kafka + minio, found {pids}"
+    postgres = int(env["ROBOLAKE_CATALOG"].rsplit(":", 1)[1].split("/")[0])
+    assert _listening(postgres), "postgres must serve the catalog's port"
+    lake = robolake("sql", "--lake", f"file://{marker}/lake", "SELECT 1")
+    assert "no lake" in lake.stderr, lake.stderr  # the catalog's database was made; the lake is not yet
 
     second = robolake("infra", "up")
     assert second.returncode == 0, second.stderr
@@ -54,11 +65,11 @@ def test_up_is_idempotent_and_down_leaves_nothing_behind(private_stack):
 
     status = robolake("infra", "status")
     assert status.returncode == 0
-    assert status.stdout.count("healthy") == 2
+    assert status.stdout.count("healthy") == 3
 
     down = robolake("infra", "down")
-    assert down.returncode == 0 and "stopped minio, kafka" in down.stdout
-    assert _our_processes(marker) == []
+    assert down.returncode == 0 and "stopped postgres, minio, kafka" in down.stdout
+    assert _our_processes(marker) == [] and not _listening(postgres)
     assert robolake("infra", "status").returncode == 1  # stopped is not healthy
     assert "nothing was running" in robolake("infra", "down").stdout
 
