@@ -63,13 +63,14 @@ def writer(index: int, settings, batch, commits: int, barrier, results) -> None:
         tables = LakeTables(settings, f"bench-{index}")
         key = ("bench", f"writer-{index}", 0)
         barrier.wait()
-        started, latencies = time.monotonic(), []
+        started, latencies, most = time.monotonic(), [], 0
         for i in range(commits):
-            t0 = time.perf_counter()
+            t0, before = time.perf_counter(), conflicts.count
             tables.commit({"steps": batch}, {key: (None if i == 0 else i, i + 1)})
             latencies.append(time.perf_counter() - t0)
+            most = max(most, conflicts.count - before)
         results.put({"index": index, "started": started, "ended": time.monotonic(), "latencies": latencies,
-                     "retries": conflicts.count, "first_conflict": conflicts.first})
+                     "retries": conflicts.count, "most_retries": most, "first_conflict": conflicts.first})
         tables.close()
     except BaseException as exc:  # noqa: BLE001 - reported, the parent says which writer failed
         barrier.abort()
@@ -126,11 +127,13 @@ def measure(kind: str, writers: int, args, batch, tmp: str) -> dict:
             "p99_s": percentile(latencies, 99), "mean_s": statistics.mean(latencies), "max_s": max(latencies),
             "commits": len(latencies), "seconds": span, "conflict_retries": retries,
             "retries_per_commit": retries / len(latencies),
+            "most_retries_of_one_commit": max(r["most_retries"] for r in reports),
+            "writer_seconds": sorted(round(r["ended"] - r["started"], 2) for r in reports),
             "first_conflict": next((r["first_conflict"] for r in reports if r["first_conflict"]), "")}
 
 
-def ingest_ratio(args, catalog: str | None) -> float:
-    """lake_ingest.py's sink ratio to a plain pyarrow write (its 'Kafka -> lake sink' row), in a child."""
+def ingest(args, catalog: str | None) -> tuple[float, float]:
+    """lake_ingest.py's sink stage, in a child: (its ratio to a plain pyarrow write, its seconds)."""
     command = [sys.executable, str(Path(__file__).parent / "lake_ingest.py"), "--bus", args.bus,
                "--episodes", str(args.ingest_episodes)] + (["--catalog", catalog] if catalog else [])
     env = {**os.environ, "ROBOLAKE_S3_ENDPOINT": args.s3_endpoint}
@@ -139,7 +142,8 @@ def ingest_ratio(args, catalog: str | None) -> float:
     if out.returncode or row is None:
         raise RuntimeError(f"lake_ingest.py failed ({out.returncode}): {out.stderr[-2000:]}")
     print(out.stdout.splitlines()[0])
-    return float(row.strip("| ").split("|")[-1])
+    cells = row.strip("| ").split("|")
+    return float(cells[-1]), float(cells[1])
 
 
 def main() -> None:
@@ -165,30 +169,31 @@ def main() -> None:
             for n in args.writers:
                 f = figures[kind][str(n)] = measure(kind, n, args, batch, tmp)
                 rows.append([kind, n, f["commits_per_s"], f["p50_s"], f["p99_s"], f["max_s"],
-                             f["conflict_retries"], f["retries_per_commit"]])
+                             f["conflict_retries"], f["most_retries_of_one_commit"]])
                 print(f"{kind} x{n}: {f['commits_per_s']:.1f} commits/s, p50 {f['p50_s']:.3f} s, "
                       f"{f['conflict_retries']} retries", flush=True)
-    ingest = {}
+    ratios = {}
     if args.ingest_episodes:
         from infra.catalogs import PostgresCatalog
 
-        ingest["ingest_ratio_sqlite"] = ingest_ratio(args, None)
+        ratios["ingest_ratio_sqlite"], ratios["ingest_sink_s_sqlite"] = ingest(args, None)
         url = f"{args.postgres.rstrip('/')}/bench_ingest_{uuid.uuid4().hex[:8]}"
         PostgresCatalog(url).create()
         try:
-            ingest["ingest_ratio_postgres"] = ingest_ratio(args, url)
+            ratios["ingest_ratio_postgres"], ratios["ingest_sink_s_postgres"] = ingest(args, url)
         finally:
             drop_database(url)
 
     print(f"\n{args.commits} commits per writer of {args.rows} steps rows ({batch.nbytes / 1e6:.2f} MB in memory), "
           f"lake on MinIO {args.s3_endpoint}, one process per writer, each on its own offset key\n")
     print(table(["catalog", "writers", "commits/s (all writers)", "p50 commit s", "p99 commit s", "max commit s",
-                 "conflict retries", "retries per commit"], rows))
-    if ingest:
-        print(f"\nlake_ingest.py --episodes {args.ingest_episodes}: sink ratio to a plain pyarrow write "
-              + ", ".join(f"{k.removeprefix('ingest_ratio_')} {v:.3g}" for k, v in ingest.items()))
+                 "conflict retries", "most retries of one commit"], rows))
+    if ratios:
+        print(f"\nlake_ingest.py --episodes {args.ingest_episodes}, Kafka -> lake sink -> MinIO: "
+              + ", ".join(f"{kind} {ratios['ingest_ratio_' + kind]:.3g}x a plain pyarrow write "
+                          f"({ratios['ingest_sink_s_' + kind]:.2f} s)" for kind in ("sqlite", "postgres")))
     print(write_result("catalog", {"commits_per_writer": args.commits, "rows_per_commit": args.rows,
-                                   "figures": figures, **ingest}))
+                                   "figures": figures, **ratios}))
 
 
 if __name__ == "__main__":
