@@ -18,7 +18,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from infra.catalogs import SQLiteCatalog, open_catalog, writers_turn
+from infra.catalogs import SQLiteCatalog, open_catalog
 from infra.duck import connect, load_extension, sql_str
 from infra.lake_catalog import LakeNotFound, attach, catalog, data_path
 
@@ -46,25 +46,34 @@ def move_catalog(settings, target_url: str) -> Moved:
         raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {source}) to move")
     if target.exists():
         raise CatalogMoveError(f"{target} already holds a lake's catalog; move to an empty database or file")
-    with writers_turn(source):
-        _flush_inlined(settings)
-        target.create()
-        target_settings = settings.replace(catalog=target_url)
-        attach(target_settings, read_only=False).close()  # DuckLake's tables, typed for the target
-        con = connect(settings)
-        try:
-            for where in (source, target):
-                load_extension(con, where.extension, settings.home)
-            con.execute(f"ATTACH {sql_str(_raw(source))} AS src ({_type(source)}, READ_ONLY)")
-            con.execute(f"ATTACH {sql_str(_raw(target))} AS dst ({_type(target)})")
-            tables = _copy(con, settings, target_settings)
-            snapshots = con.execute("SELECT count(*) FROM dst.ducklake_snapshot").fetchone()[0]
-            files = con.execute("SELECT count(*) FROM dst.ducklake_data_file WHERE end_snapshot IS NULL").fetchone()[0]
-        finally:
-            con.close()
-        _retire(source)
+    turns = source.writer_turns()  # no writer of the source commits meanwhile
+    try:
+        with turns():
+            tables, snapshots, files = _copy_catalog(settings, source, target, settings.replace(catalog=target_url))
+            _retire(source)
+    finally:
+        turns.close()
     log.info("moved the catalog of %s from %s to %s", settings.lake_root, source, target)
     return Moved(str(source), str(target), tables, snapshots, files)
+
+
+def _copy_catalog(settings, source, target, target_settings) -> tuple[int, int, int]:
+    """(catalog tables, snapshots, live data files) of the target once it holds the source's catalog."""
+    _flush_inlined(settings)
+    target.create()
+    attach(target_settings, read_only=False).close()  # DuckLake's tables, typed for the target
+    con = connect(settings)
+    try:
+        for where in (source, target):
+            load_extension(con, where.extension, settings.home)
+        con.execute(f"ATTACH {sql_str(_raw(source))} AS src ({_type(source)}, READ_ONLY)")
+        con.execute(f"ATTACH {sql_str(_raw(target))} AS dst ({_type(target)})")
+        tables = _copy(con, settings, target_settings)
+        snapshots = con.execute("SELECT count(*) FROM dst.ducklake_snapshot").fetchone()[0]
+        files = con.execute("SELECT count(*) FROM dst.ducklake_data_file WHERE end_snapshot IS NULL").fetchone()[0]
+    finally:
+        con.close()
+    return tables, snapshots, files
 
 
 def _flush_inlined(settings) -> None:

@@ -22,7 +22,7 @@ from contextlib import ExitStack, contextmanager
 
 import pyarrow as pa
 
-from infra.catalogs import LockHeld, open_catalog, writers_turn
+from infra.catalogs import LockHeld, open_catalog
 from infra.duck import connect, load_extension, sql_str
 from schemas import lake
 
@@ -125,13 +125,14 @@ class LakeTables:
     def __init__(self, settings, writer: str):
         self.settings, self.writer = settings, writer
         self.root = settings.lake_root
-        self._catalog = catalog(settings)
+        self._turns = catalog(settings).writer_turns()
         with self._serialised():
             self.con = attach(settings, read_only=False)
             self._retry(self._create_tables)
 
     def close(self) -> None:
         self.con.close()
+        self._turns.close()
 
     def offsets(self, log_id: str, topic: str) -> dict[int, int]:
         """partition -> next offset to write, as the lake's latest snapshot says."""
@@ -246,9 +247,8 @@ class LakeTables:
                 time.sleep(delay)
 
     def _serialised(self):
-        """Writers of one SQLite catalog take turns (its locks make overlapping ones fail anyway);
-        a server's writers overlap, and a conflict retries."""
-        return writers_turn(self._catalog)
+        """Writers take turns (infra/catalogs.py): overlapping ones would conflict and retry."""
+        return self._turns()
 
 
 @contextmanager
