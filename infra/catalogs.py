@@ -33,6 +33,14 @@ class CatalogURLError(ValueError):
     """A catalog URL we cannot use; the message says what a good one looks like."""
 
 
+class CatalogUnavailable(ConnectionError):
+    """The catalog's server cannot be reached, or refuses us; the message says which and why."""
+
+    def __init__(self, message: str, missing_database: bool = False):
+        super().__init__(message)
+        self.missing_database = missing_database
+
+
 class LockHeld(BlockingIOError):
     """Another process holds the lock (taken with wait=False); raised only when taking it, so a
     BlockingIOError from the work under the lock is never mistaken for it."""
@@ -138,17 +146,21 @@ class PostgresCatalog:
         from infra.optional import require
 
         psycopg = require("psycopg", "postgres")
-        return psycopg.connect(self.conninfo(database), autocommit=True, connect_timeout=10)
+        try:
+            return psycopg.connect(self.conninfo(database), autocommit=True, connect_timeout=10)
+        except psycopg.OperationalError as exc:
+            reason = " ".join(str(exc).split())
+            if self.password:
+                reason = reason.replace(self.password, "***")
+            missing = f'database "{database or self.database}" does not exist' in reason
+            raise CatalogUnavailable(f"the catalog {self} cannot be reached: {reason[:300]}", missing) from None
 
     def exists(self) -> bool:
-        from infra.optional import require
-
-        psycopg = require("psycopg", "postgres")
         try:
             with self.connect() as con:
                 return con.execute("SELECT to_regclass('ducklake_metadata') IS NOT NULL").fetchone()[0]
-        except psycopg.OperationalError as exc:
-            if "does not exist" in str(exc):  # the database itself: no lake there yet
+        except CatalogUnavailable as exc:
+            if exc.missing_database:  # no lake there yet
                 return False
             raise
 
@@ -236,7 +248,7 @@ class _AdvisoryTurns:
         except psycopg.errors.LockNotAvailable:
             log.warning("another writer of %s has held its turn for over %.0fs (paused?); committing without "
                         "waiting for it", self.catalog, WRITER_PATIENCE_S)
-        except psycopg.Error as exc:
+        except (psycopg.Error, CatalogUnavailable) as exc:  # the commit itself then fails, and is retried
             log.warning("no writer's turn on %s (%s); committing without it", self.catalog, str(exc).strip()[:200])
             self.close()
         return False
