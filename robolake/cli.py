@@ -23,8 +23,8 @@ DESCRIPTION = ("robolake: an automated RL experimenter for robot manipulation, b
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robolake.commands import (analysis, curriculum, demo, evaluate, export, infra, lake, log, relabel, report,
-                                   rollout, run, summaries, train)
+    from robolake.commands import (analysis, curriculum, demo, evaluate, export, infra, lake, log, migrate, relabel,
+                                   report, rollout, run, summaries, train)
 
     common = settings_flags()
     parser = Parser(prog="robolake", description=DESCRIPTION)
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", dest="top_verbose", action="count", default=0,
                         help="as after the command: -v progress logs, -vv debug logs")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for group in (demo, run, infra, rollout, log, lake, export, relabel, train, evaluate, summaries, curriculum,
+    for group in (demo, run, infra, rollout, log, lake, migrate, export, relabel, train, evaluate, summaries, curriculum,
                   analysis, report):
         group.register(commands, common)
     return parser
