@@ -44,12 +44,14 @@ def move_catalog(settings, target_url: str) -> Moved:
         raise CatalogMoveError(f"the lake's catalog is already {target}")
     if not source.exists():
         raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {source}) to move")
-    if target.exists():
+    target_settings = settings.replace(catalog=target_url)
+    if target.exists() and not _empty_leftover(target_settings):
         raise CatalogMoveError(f"{target} already holds a lake's catalog; move to an empty database or file")
+    _check_lake(settings, source)
     turns = source.writer_turns()  # no writer of the source commits meanwhile
     try:
         with turns():
-            tables, snapshots, files = _copy_catalog(settings, source, target, settings.replace(catalog=target_url))
+            tables, snapshots, files = _copy_catalog(settings, source, target, target_settings)
             _retire(source)
     finally:
         turns.close()
@@ -61,7 +63,7 @@ def _copy_catalog(settings, source, target, target_settings) -> tuple[int, int, 
     """(catalog tables, snapshots, live data files) of the target once it holds the source's catalog."""
     _flush_inlined(settings)
     target.create()
-    attach(target_settings, read_only=False).close()  # DuckLake's tables, typed for the target
+    attach(target_settings, read_only=False, over_existing_data=True).close()  # DuckLake's tables, typed for it
     con = connect(settings)
     try:
         for where in (source, target):
@@ -74,6 +76,31 @@ def _copy_catalog(settings, source, target, target_settings) -> tuple[int, int, 
     finally:
         con.close()
     return tables, snapshots, files
+
+
+def _empty_leftover(target_settings) -> bool:
+    """Whether the target is an empty DuckLake (a move interrupted before it copied anything): no table,
+    one snapshot. Copying replaces its rows anyway."""
+    con = attach(target_settings, read_only=True)
+    try:
+        snapshots = con.execute("SELECT count(*) FROM ducklake_snapshots('lake')").fetchone()[0]
+        tables = con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake'").fetchone()[0]
+    finally:
+        con.close()
+    return snapshots <= 1 and tables == 0
+
+
+def _check_lake(settings, source) -> None:
+    """The source catalog must be this lake's: one that records another data path belongs to another lake."""
+    con = attach(settings, read_only=True)
+    try:
+        recorded = con.execute("SELECT value FROM __ducklake_metadata_lake.ducklake_metadata "
+                               "WHERE key = 'data_path'").fetchone()[0]
+    finally:
+        con.close()
+    if recorded != "data/" and recorded.rstrip("/") != data_path(settings).rstrip("/"):
+        raise CatalogMoveError(f"the catalog {source} is the catalog of the lake whose data is at {recorded}, "
+                               f"not of {settings.lake_root}: name that lake with --lake")
 
 
 def _flush_inlined(settings) -> None:

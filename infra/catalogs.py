@@ -3,8 +3,8 @@
 A catalog URL names it:
 - `sqlite:<file>`: one machine. Writers take turns through a lock file beside it, and the
   locks of `robolake` (one trainer per run, one relabel at a time) are lock files there too.
-- `postgresql://[user[:password]@]host[:port]/database` (or `postgres://`): any number of
-  machines that reach the server. The locks are the server's advisory locks, held by a session
+- `postgresql://[user[:password]@]host[:port]/database[?param=value&…]` (or `postgres://`; the
+  parameters are libpq's, e.g. sslmode=require): any number of machines that reach the server. The locks are the server's advisory locks, held by a session
   (a killed process's session ends, and its locks with it). Writers take turns by one of them,
   in the order they asked (without it, overlapping commits conflict, and a loser retrying with
   backoff was overtaken for up to 12 s by 3 others: benchmarks/catalog.py). The fence is still
@@ -22,7 +22,7 @@ import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class LockHeld(BlockingIOError):
 
 
 def is_postgres(url: str) -> bool:
-    return url.split("://", 1)[0] in POSTGRES_SCHEMES and "://" in url
+    return "://" in url and url.split("://", 1)[0].lower() in POSTGRES_SCHEMES
 
 
 def check_url(url: str) -> None:
@@ -104,6 +104,9 @@ class SQLiteCatalog:
     def lock(self, purpose: str, waiting: str | None = None, wait: bool = True):
         return file_lock(self.lock_file(purpose), waiting, wait)
 
+    def create_database(self) -> None:
+        """Nothing: the file is created by the first writer, in its turn."""
+
     def writer_turns(self) -> "_FileTurns":
         """Writers take turns (the SQLite file's own locks make overlapping ones fail anyway)."""
         return _FileTurns(self.lock_file(""))
@@ -125,16 +128,23 @@ class PostgresCatalog:
         self.url, self.host, self.port, self.database = url, parts.hostname, port, unquote(database)
         self.user = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
+        self.params = dict(parse_qsl(parts.query, keep_blank_values=True))  # libpq's: sslmode, sslrootcert, …
+        clashing = {"dbname", "host", "hostaddr", "port", "user", "password"} & set(self.params)
+        if clashing:
+            raise CatalogURLError(f"the catalog URL names {', '.join(sorted(clashing))} twice; "
+                                  "give them in the URL's own places (postgresql://user@host:port/database)")
 
     def __str__(self) -> str:  # never the password
-        user = f"{self.user}@" if self.user else ""
-        return f"postgresql://{user}{self.host}:{self.port}/{self.database}"
+        user = f"{quote(self.user, safe='')}@" if self.user else ""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        query = "&".join(f"{quote(k)}={quote(v)}" for k, v in self.params.items())
+        return f"postgresql://{user}{host}:{self.port}/{quote(self.database, safe='')}" + (f"?{query}" if query else "")
 
     def conninfo(self, database: str | None = None) -> str:
         """libpq's key=value form (DuckDB's postgres extension and psycopg both take it), for the
         catalog's database or `database` on its server."""
         fields = {"dbname": database or self.database, "host": self.host, "port": self.port,
-                  "user": self.user, "password": self.password}
+                  "user": self.user, "password": self.password, **self.params}
         return " ".join(f"{k}={_libpq_value(v)}" for k, v in fields.items() if v is not None)
 
     @property
@@ -165,18 +175,37 @@ class PostgresCatalog:
             raise
 
     def moved_away(self) -> bool:
-        with self.connect() as con:
-            return con.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'robolake_moved_%'").fetchone()[0] > 0
+        try:
+            with self.connect() as con:
+                return con.execute("SELECT count(*) FROM pg_namespace "
+                                   "WHERE nspname LIKE 'robolake_moved_%'").fetchone()[0] > 0
+        except CatalogUnavailable as exc:
+            if exc.missing_database:
+                return False
+            raise
 
     def create(self) -> None:
         """The database, if the server lacks it (DuckLake creates its tables on the first attach)."""
-        if self.exists():
+        if not self.exists():
+            self.create_database()
+
+    def create_database(self) -> None:
+        import psycopg
+
+        try:
+            self.connect().close()
             return
+        except CatalogUnavailable as exc:
+            if not exc.missing_database:
+                raise
         with self.connect("postgres") as con:
             found = con.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone()
             if not found:
-                con.execute(f'CREATE DATABASE "{self.database.replace(chr(34), chr(34) * 2)}"')
-                log.info("created database %s on %s:%d", self.database, self.host, self.port)
+                try:
+                    con.execute(f'CREATE DATABASE "{self.database.replace(chr(34), chr(34) * 2)}"')
+                    log.info("created database %s on %s:%d", self.database, self.host, self.port)
+                except (psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):  # another, at the same time
+                    pass
 
     def lock_name(self, purpose: str) -> str:
         return f"advisory lock '{purpose}' on {self}"
@@ -192,7 +221,13 @@ class PostgresCatalog:
                 if waiting:
                     log.info("%s", waiting)
                 con.execute("SELECT pg_advisory_lock(%s)", [key])
-            yield  # the session's end releases it
+            # The session's end releases it: a killed holder's too, and so does a server that ends the
+            # session (a restart, idle_session_timeout, a pooler in transaction mode: not supported).
+            yield
+            try:
+                con.execute("SELECT 1")
+            except Exception:
+                log.error("the lock '%s' on %s was lost while held: the server ended its session", purpose, self)
 
     def writer_turns(self) -> "_AdvisoryTurns":
         return _AdvisoryTurns(self)

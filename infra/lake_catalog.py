@@ -19,6 +19,7 @@ import logging
 import random
 import time
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 
 import pyarrow as pa
 
@@ -33,6 +34,11 @@ OffsetKey = tuple[str, str, int]  # (log, topic, partition)
 
 class LakeNotFound(FileNotFoundError):
     """There is no lake (no catalog) where one was expected."""
+
+
+class CatalogMismatch(RuntimeError):
+    """The catalog named holds no lake, but the lake's data path holds files: a writer must not start a
+    second, empty catalog over them (its maintenance would delete them as files no snapshot lists)."""
 
 
 class Fenced(RuntimeError):
@@ -69,16 +75,22 @@ def lake_exists(settings) -> bool:
     return catalog(settings).exists()
 
 
-def attach(settings, read_only: bool):
-    """A DuckDB connection with the lake attached as `lake` (created if missing, unless read-only)."""
+def attach(settings, read_only: bool, over_existing_data: bool = False):
+    """A DuckDB connection with the lake attached as `lake`. A missing catalog is created for a writer,
+    unless its lake's data path already holds files (CatalogMismatch; `over_existing_data`: a catalog
+    moved there is about to describe them) or the catalog was moved away."""
     where = catalog(settings)
     if not where.exists():
-        if read_only and where.moved_away():
+        if where.moved_away():
             raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}): `robolake migrate --catalog` "
                                "moved it; name the new one with --catalog or ROBOLAKE_CATALOG")
         if read_only:
             raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}); "
                                "`robolake produce` or `robolake sink` creates one")
+        if not over_existing_data and _holds_files(settings):
+            raise CatalogMismatch(f"the catalog {where} holds no lake, but {data_path(settings)} holds a lake's data "
+                                  "files: name that lake's catalog (--catalog or ROBOLAKE_CATALOG); a new catalog "
+                                  "over them is refused")
         where.create()
     con = connect(settings)
     load_extension(con, "ducklake")
@@ -97,6 +109,17 @@ def attach(settings, read_only: bool):
     if not read_only and catalog_url(settings) == f"sqlite:{settings.lake_root}/catalog.sqlite":
         _record_relative_data_path(con)
     return con
+
+
+def _holds_files(settings) -> bool:
+    root = data_path(settings)
+    if not settings.lake_is_s3:
+        return Path(root).is_dir() and any(p.is_file() for p in Path(root).rglob("*"))
+    con = connect(settings)
+    try:
+        return con.execute(f"SELECT count(*) FROM (SELECT file FROM glob({sql_str(root + '**')}) LIMIT 1)").fetchone()[0] > 0
+    finally:
+        con.close()
 
 
 def lake_lock(settings, purpose: str, waiting: str | None = None, wait: bool = True):
@@ -125,7 +148,9 @@ class LakeTables:
     def __init__(self, settings, writer: str):
         self.settings, self.writer = settings, writer
         self.root = settings.lake_root
-        self._turns = catalog(settings).writer_turns()
+        where = catalog(settings)
+        where.create_database()  # first: the first writers then take turns creating the tables
+        self._turns = where.writer_turns()
         with self._serialised():
             self.con = attach(settings, read_only=False)
             self._retry(self._create_tables)

@@ -45,7 +45,7 @@ def postgres_port(settings: Settings) -> int | None:
         return settings.postgres_port
     if settings.catalog and is_postgres(settings.catalog):
         where = PostgresCatalog(settings.catalog)
-        if where.host in ("127.0.0.1", "localhost"):
+        if where.host in ("127.0.0.1", "localhost", "::1"):
             return where.port
     return None
 

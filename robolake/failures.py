@@ -18,7 +18,8 @@ USAGE_ERRORS = [("infra.settings", "SettingsError"), ("robolake.experiment.error
                 ("consumers.export.lerobot", "ExportError")]
 FAILURES = [("infra.optional", "MissingExtra"), ("robolake.commands.common", "CommandFailed"),
             ("infra.bus.interface", "BusError"), ("infra.lake_catalog", "LakeNotFound"),
-            ("infra.lake_catalog", "Fenced"), ("consumers.lake_sink.sink", "LakeUnavailable"),
+            ("infra.lake_catalog", "Fenced"), ("infra.lake_catalog", "CatalogMismatch"),
+            ("infra.catalog_move", "CatalogMoveError"), ("consumers.lake_sink.sink", "LakeUnavailable"),
             ("consumers.lake_sink.replay", "ReplayError"), ("infra.process", "ServiceError"),
             ("learner.relabel", "RelabelError"), ("learner.train", "TrainingError"),
             ("learner.pac.learning", "DeviceUnavailable"), ("consumers.curriculum.vlm", "VLMError"),

@@ -105,8 +105,11 @@ def run_infra(args, settings: Settings) -> int:
             if stack.postgres_port(settings):
                 from infra.postgres_server import DATABASE, USER
 
-                catalog = settings.catalog or f"postgresql://{USER}@127.0.0.1:{stack.postgres_port(settings)}/{DATABASE}"
-                catalog = f" --catalog {catalog}"
+                from infra.catalogs import PostgresCatalog, is_postgres
+
+                url = (settings.catalog if is_postgres(settings.catalog)
+                       else f"postgresql://{USER}@127.0.0.1:{stack.postgres_port(settings)}/{DATABASE}")
+                catalog = f" --catalog {PostgresCatalog(url)}"  # never its password
             print(f"use it with: --bus kafka://127.0.0.1:{settings.kafka_port} --lake s3://robolake/lake "
                   f"--s3-endpoint {settings.s3_endpoint}{catalog}")
         elif args.action == "down":

@@ -53,7 +53,7 @@ def run_migrate(args, settings: Settings) -> int:
 
 def _move_catalog(settings: Settings, target: str) -> int:
     from infra.catalog_move import move_catalog
-    from infra.catalogs import CatalogURLError, check_url
+    from infra.catalogs import CatalogURLError, check_url, open_catalog
 
     try:
         check_url(target)
@@ -62,5 +62,6 @@ def _move_catalog(settings: Settings, target: str) -> int:
     moved = move_catalog(settings, target)
     print(f"moved the catalog of {settings.lake_root} from {moved.source} to {moved.target}: {moved.snapshots} "
           f"snapshots, {moved.data_files} data files, {moved.tables} catalog tables\n"
-          f"use it with: --catalog {moved.target} (or ROBOLAKE_CATALOG)")
+          f"use it with: --catalog {moved.target} (or ROBOLAKE_CATALOG)"
+          + (", with its password (not shown)" if getattr(open_catalog(target), "password", None) else ""))
     return 0

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -141,3 +142,32 @@ def test_locks_are_the_servers_advisory_locks_and_a_killed_holder_releases_its_o
                 time.sleep(0.2)
     finally:
         holder.kill()
+
+
+def test_first_writers_starting_together_on_a_new_database_all_open_the_lake(stack, pg_catalog):
+    """Many machines start their sinks at once: the database and DuckLake's tables are created once."""
+    from infra.catalogs import PostgresCatalog
+    from infra.lake_catalog import LakeTables
+
+    settings = _lake(stack, "first", pg_catalog())
+    where = PostgresCatalog(settings.catalog)
+    with where.connect("postgres") as con:  # a database nobody has created yet
+        con.execute(f'DROP DATABASE "{where.database}" WITH (FORCE)')
+    opened, failed, start = [], [], threading.Barrier(4)
+
+    def writer(index: int) -> None:
+        start.wait()
+        try:
+            opened.append(LakeTables(settings, f"w{index}"))
+        except Exception as exc:  # noqa: BLE001 - every failure is the finding
+            failed.append(f"{type(exc).__name__}: {exc}")
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for tables in opened:
+        tables.close()
+    assert not failed and len(opened) == 4, failed
+    assert count(settings, "SELECT count(*) FROM episodes") == 0

@@ -12,7 +12,7 @@ from consumers.lake_sink.sink import LakeSink
 from infra.bus.memory import MemoryBus
 from infra.catalog_move import CatalogMoveError, move_catalog
 from infra.catalogs import CatalogURLError, LockHeld, PostgresCatalog, open_catalog
-from infra.lake_catalog import LakeNotFound, attach, catalog, lake_exists, only_one
+from infra.lake_catalog import CatalogMismatch, LakeNotFound, LakeTables, attach, catalog, lake_exists, only_one
 from infra.settings import Settings, SettingsError
 from producers.synthetic import SyntheticConfig, produce
 from tests.lake_helpers import lake_fingerprint
@@ -25,6 +25,11 @@ def test_a_postgres_url_becomes_libpq_fields_and_never_shows_its_password():
     assert where.conninfo("postgres").startswith("dbname=postgres ")
     assert "s3cr" not in str(where) and str(where) == "postgresql://ana@db.lab:6543/lakes"
     assert PostgresCatalog("postgres://db/lakes").port == 5432
+    tls = PostgresCatalog("POSTGRESQL://ana@db/lakes?sslmode=require&sslrootcert=/etc/ca.pem")  # libpq's parameters kept
+    assert tls.conninfo().endswith("sslmode=require sslrootcert=/etc/ca.pem") and str(tls).endswith("?sslmode=require&"
+                                                                                                  "sslrootcert=/etc/ca.pem")
+    with pytest.raises(CatalogURLError, match="twice"):
+        PostgresCatalog("postgresql://ana@db/lakes?host=other")
 
 
 @pytest.mark.parametrize("url", ["mysql://h/db", "postgresql://h", "postgresql:///db", "postgresql://h:x/db",
@@ -81,6 +86,32 @@ def test_a_move_onto_a_lake_or_onto_itself_is_refused_and_changes_nothing(tmp_pa
     with pytest.raises(CatalogMoveError, match="already"):
         move_catalog(settings, catalog(settings).url)
     assert lake_exists(settings) and lake_exists(other)
+
+
+def test_a_writer_never_starts_a_second_catalog_over_a_lakes_files(tmp_path):
+    """A wrong or new catalog URL for a lake that has data: refused, or compaction under that empty
+    catalog would delete every file it does not list."""
+    settings = _lake_with_episodes(tmp_path)
+    with pytest.raises(CatalogMismatch, match="holds a lake's data files"):
+        LakeTables(settings.replace(catalog=f"sqlite:{tmp_path}/wrong/catalog.sqlite"), "sink")
+    assert not (tmp_path / "wrong" / "catalog.sqlite").exists()
+    move_catalog(settings, f"sqlite:{tmp_path}/moved/catalog.sqlite")
+    with pytest.raises(LakeNotFound, match="moved it"):  # a writer still naming the moved catalog
+        LakeTables(settings, "sink")
+    assert not (tmp_path / "lake" / "catalog.sqlite").exists()
+
+
+def test_a_move_goes_on_into_an_empty_leftover_but_not_from_another_lakes_catalog(tmp_path):
+    settings = _lake_with_episodes(tmp_path)
+    before = lake_fingerprint(settings)
+    leftover = settings.replace(catalog=f"sqlite:{tmp_path}/target/catalog.sqlite")
+    attach(leftover, read_only=False, over_existing_data=True).close()  # a move killed after creating it
+    move_catalog(settings, leftover.catalog)
+    assert lake_fingerprint(leftover) == before
+    stranger = Settings.load(lake=f"file://{tmp_path}/stranger", home=str(tmp_path / "home"))
+    with pytest.raises(CatalogMoveError, match="name that lake with --lake"):
+        move_catalog(stranger.replace(catalog=leftover.catalog), f"sqlite:{tmp_path}/third/catalog.sqlite")
+    assert lake_fingerprint(leftover) == before
 
 
 def test_migrate_with_a_bad_catalog_url_is_one_line_and_exit_2(tmp_path):
