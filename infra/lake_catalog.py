@@ -81,7 +81,7 @@ def attach(settings, read_only: bool, over_existing_data: bool = False):
     moved there is about to describe them) or the catalog was moved away."""
     where = catalog(settings)
     if not where.exists():
-        if where.moved_away():
+        if not over_existing_data and where.moved_away():
             raise LakeNotFound(f"no lake at {settings.lake_root} (no catalog at {where}): `robolake migrate --catalog` "
                                "moved it; name the new one with --catalog or ROBOLAKE_CATALOG")
         if read_only:

@@ -43,7 +43,7 @@ def _sink(settings, bus, topic) -> None:
 
 
 def _cli(settings, *args) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ROBOLAKE_LAKE": settings.lake, "ROBOLAKE_S3_ENDPOINT": settings.s3_endpoint,
+    env = {**os.environ, "ROBOLAKE_BUS": settings.bus, "ROBOLAKE_LAKE": settings.lake, "ROBOLAKE_S3_ENDPOINT": settings.s3_endpoint,
            "ROBOLAKE_CATALOG": settings.catalog}
     return subprocess.run([sys.executable, "-m", "robolake.cli", *args], env=env, capture_output=True, text=True,
                           timeout=300)
@@ -62,6 +62,9 @@ def test_a_sink_writes_the_same_lake_on_postgres_as_on_sqlite_and_sql_reads_it(s
     compacted = _cli(on_postgres, "compact", "--keep-seconds", "0")  # DuckLake's maintenance on the server too
     assert compacted.returncode == 0, compacted.stderr
     assert lake_fingerprint(on_postgres) == lake_fingerprint(on_sqlite)
+    wrong = _cli(on_postgres.replace(catalog=pg_catalog()), "sink", "--topics", topic, "--until-idle", "1")
+    assert wrong.returncode == 1 and "a new catalog over them is refused" in wrong.stderr, wrong.stderr
+    assert lake_fingerprint(on_postgres) == lake_fingerprint(on_sqlite)  # a second catalog would have lost it
 
 
 def test_migrate_moves_a_lake_to_postgres_and_back_with_every_snapshot(stack, pg_catalog, tmp_path):
