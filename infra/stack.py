@@ -80,9 +80,9 @@ def up(settings: Settings, timeout_s: float = STARTUP_TIMEOUT_S) -> list[Service
     # would only look unhealthy until the timeout.
     for module in ("kafka", "minio"):
         require(module, "infra")
-    if postgres_port(settings):
-        require("psycopg", "postgres")
     to_start = [s for s in services(settings) if s.process.running_pid() is None]
+    if any(s.name == "postgres" for s in to_start):
+        require("psycopg", "postgres")
     for service in to_start:
         for port in service.ports:
             if not port_free("127.0.0.1", port):

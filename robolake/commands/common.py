@@ -65,7 +65,7 @@ def settings_flags(catalog: bool = True) -> argparse.ArgumentParser:
     group.add_argument("--bus", metavar="URL", help="'memory' (default) or kafka://host:port[,host:port]")
     group.add_argument("--lake", metavar="URL", help="file://<dir> (default file://lake) or s3://<bucket>/<prefix>")
     if catalog:
-        group.add_argument("--catalog", metavar="URL", dest="settings_catalog",
+        group.add_argument("--catalog", metavar="URL",
                            help="the lake's catalog: sqlite:<file> (default <lake>/catalog.sqlite) or "
                                 "postgresql://user@host:port/database (writers on many machines)")
     group.add_argument("--home", metavar="DIR", help="cache and stack state directory (default ~/.cache/robolake)")
@@ -84,7 +84,7 @@ def load_settings(args):
     """The settings in force: defaults, then ROBOLAKE_* variables, then the flags given."""
     from infra.settings import Settings
 
-    return Settings.load(bus=args.bus, lake=args.lake, catalog=getattr(args, "settings_catalog", None),
+    return Settings.load(bus=args.bus, lake=args.lake, catalog=getattr(args, "catalog", None),
                          home=args.home, s3_endpoint=args.s3_endpoint,
                          partitions=args.partitions, kafka_connect_timeout=args.kafka_connect_timeout,
                          torch_threads=args.torch_threads,

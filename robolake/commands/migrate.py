@@ -26,7 +26,7 @@ def register(commands, common) -> None:
     what.add_argument("--catalog", metavar="URL", dest="to_catalog",
                       help="the catalog to move to: postgresql://user@host:port/database or sqlite:<file>")
     what.add_argument("--from-v1", metavar="LAKE", help="the v1 lake: a directory or s3://bucket/prefix")
-    migrate.add_argument("--from-catalog", metavar="URL", dest="settings_catalog",
+    migrate.add_argument("--from-catalog", metavar="URL", dest="catalog",
                          help="with --catalog: the catalog to move from (default: the lake's)")
     migrate.set_defaults(run=run_migrate)
 

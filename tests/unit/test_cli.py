@@ -46,7 +46,7 @@ def test_status_runs_on_the_embedded_default(tmp_path, capsys, monkeypatch):
     assert main(["status", "--bus", "memory", "--lake", f"file://{tmp_path}/lake", "--threads", "3"]) == 0
     out = capsys.readouterr().out
     assert "bus   memory" in out and f"{tmp_path}/lake" in out and "threads 3" in out
-    assert "kafka  stopped" in out
+    assert "kafka    stopped" in out
 
 
 def test_demo_runs_end_to_end_on_the_embedded_default(tmp_path, capsys, monkeypatch):
