@@ -72,3 +72,22 @@ def check_exactly_once(settings, experiment: str = "exp", iterations: int = 2, t
                                                   "e.episode_id AND r.dataset = ?)", [experiment, f"run:{experiment}"])}
     evaluations = {d["decision_id"] for d in decisions if d["purpose"] == "eval"}
     assert evaluations <= unrelabelled <= evaluations | last_round
+
+
+def small_config_file(path, lake) -> str:
+    """The small run of tests/unit (two skills, two iterations, a few episodes and learner steps) as
+    a run config file (the flags' names with underscores), with the experiment, its lake and its
+    report beside the lake."""
+    path.write_text(f'''experiment = "exp"
+lake = "file://{lake}"
+report_dir = "{lake.parent / 'report'}"
+skills = ["reach_red", "lift_red"]
+iterations = 2
+train_steps = 8
+bootstrap_episodes = 1
+eval_episodes = 1
+episodes = 1
+tasks = 1
+workers = 1
+''')
+    return str(path)

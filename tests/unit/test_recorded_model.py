@@ -29,9 +29,11 @@ def _events(lake, kind):
 
 
 @pytest.mark.timeout(900)
-def test_recorded_replies_through_the_gemini_protocol_drive_the_same_curriculum(tmp_path, monkeypatch):
-    code, scripted = _run(tmp_path, "scripted", "scripted")
-    assert code == 0
+def test_recorded_replies_through_the_gemini_protocol_drive_the_same_curriculum(small_run, tmp_path, monkeypatch):
+    # the scripted run recorded: conftest.small_run, SMALL from a config file (read here, never written)
+    assert small_run.code == 0
+    scripted = f"file://{small_run.lake}"
+    assert {c["backend"] for c in _events(scripted, "vlm.call")} == {"scripted"}
     with serve("gemini", scripted, "exp") as (env, tape):
         for name, value in env.items():
             monkeypatch.setenv(name, value)

@@ -34,30 +34,14 @@ def _args(lake, experiment="exp", extra=()):
             "-o", str(lake.parent / "report"), *SMALL, *extra]
 
 
-def _config_file(path, lake) -> str:
-    """SMALL as a run config file (the flags' names with underscores), with the experiment and its lake."""
-    path.write_text(f'''experiment = "exp"
-lake = "file://{lake}"
-report_dir = "{lake.parent / 'report'}"
-skills = ["reach_red", "lift_red"]
-iterations = 2
-train_steps = 8
-bootstrap_episodes = 1
-eval_episodes = 1
-episodes = 1
-tasks = 1
-workers = 1
-''')
-    return str(path)
-
-
 @pytest.mark.timeout(900)
-def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
+def test_run_reaches_its_report_and_a_rerun_does_nothing(small_run, capsys):
+    """The shared small run (conftest.small_run: `robolake run --config small.toml`), then reruns."""
     import robolake
 
-    lake = tmp_path / "lake"
-    assert main(["run", "--config", _config_file(tmp_path / "small.toml", lake), "--bus", "memory"]) == 0
-    out = capsys.readouterr().out
+    tmp_path, lake = small_run.root, small_run.lake
+    assert small_run.code == 0
+    out = small_run.out
     assert "2 iterations done" in out and "report: " in out
     assert (tmp_path / "report" / "exp.html").stat().st_size > 1000
     recorded = (tmp_path / "report" / "exp.md").read_text()  # the resolved config, as a config file keys it
@@ -94,10 +78,12 @@ def test_run_reaches_its_report_and_a_rerun_does_nothing(tmp_path, capsys):
 
 @pytest.mark.timeout(1500)
 def test_killed_run_resumes_with_nothing_lost_or_twice(tmp_path):
-    """Five SIGKILLs, each at a random moment after the restarted run began a stage."""
+    """Five SIGKILLs, each at a random moment after the restarted run began a stage. One iteration:
+    the seeded waits before the kills add up to 21.5 s of the run's work, so every kill lands in the
+    first iteration (a second one ran only in the final, uninterrupted run)."""
     lake = tmp_path / "lake"
     rng = random.Random(7)
-    cmd = [sys.executable, "-m", "robolake.cli", *_args(lake)]
+    cmd = [sys.executable, "-m", "robolake.cli", *_args(lake, extra=["--iterations", "1"])]
     killed_in = []
     while len(killed_in) < 5:
         child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
@@ -117,7 +103,7 @@ def test_killed_run_resumes_with_nothing_lost_or_twice(tmp_path):
     assert final.returncode == 0, final.stderr[-2000:]
     if len(set(killed_in)) > 1:  # a stage was done before the last kill: the final run says where it takes over
         assert "resuming experiment 'exp' at iteration" in final.stdout, final.stdout[:2000]
-    check_exactly_once(_settings(lake))
+    check_exactly_once(_settings(lake), iterations=1)
 
 
 def test_a_second_run_of_the_experiment_refuses(tmp_path, capsys):
@@ -173,7 +159,7 @@ def test_a_failing_stage_is_recorded_retried_and_stops_the_run_cleanly(tmp_path,
     lake = tmp_path / "lake"
     settings = Settings.load(lake=f"file://{lake}", bus="memory")
     config = RunConfig("exp", iterations=1, base_skills=("reach_red",), bootstrap_episodes=1, eval_episodes=1,
-                       train_steps=4, workers=1, retries=2)
+                       train_steps=1, workers=1, retries=2)  # the stage under test is the curriculum
     run = Run(settings, config, vlm=FailingVLM(), say=lambda text: None, bars=False)
     with pytest.raises(StageFailed, match="curriculum of iteration 1 failed 2 times.*503"):
         run.run()
@@ -211,19 +197,19 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
 
     def fails_once(run, request):
         if not any("failed" in line for line in said):
-            raise StageFailed("training failed: loss is nan at step 3 (the test's)")
+            raise StageFailed("training failed: loss is nan at step 1 (the test's)")
         return real_train_to(run, request)
 
     monkeypatch.setattr(loop.time, "sleep", learner_turn)
     monkeypatch.setattr(stages, "train_to", fails_once)
     config = RunConfig("exp", iterations=1, base_skills=("reach_red",), bootstrap_episodes=1, eval_episodes=1,
-                       episodes_per_decision=1, max_tasks=1, train_steps=4, workers=1, external_learner=True)
+                       episodes_per_decision=1, max_tasks=1, train_steps=2, workers=1, external_learner=True)
     run = Run(settings, config, say=lambda text: None, bars=False)
     outcome = run.run()
     monkeypatch.setattr(loop.time, "sleep", real_sleep)
-    assert outcome.iterations == 1 and CheckpointStore(settings, "exp-pac").latest_step() == 4
+    assert outcome.iterations == 1 and CheckpointStore(settings, "exp-pac").latest_step() == 2
     # the failed request was not trained again by a later learner: one training, of the second request
-    trainings = [line for line in said if "training exp-pac to step 4" in line]
+    trainings = [line for line in said if "training exp-pac to step 2" in line]
     assert len(trainings) == 2 and "attempt 1" in trainings[0] and "attempt 2" in trainings[1], said
     assert sum("failed (the run is told): training failed: loss is nan" in line for line in said) == 1
     recorded = [(r["stage"], r["status"], r["attempt"]) for r in events(settings, "run.stage")]
@@ -231,12 +217,12 @@ def test_an_external_learner_serves_the_train_stage_and_its_failure_is_retried(t
         ("train", "requested", 1), ("learn", "failed", 1), ("train", "failed", 1), ("train", "requested", 2),
         ("train", "done", 2)]
     train = [r for r in events(settings, "run.stage") if (r["stage"], r["status"]) == ("train", "done")][0]
-    assert '"learner": "external"' in train["detail"] and '"step": 4' in train["detail"]
-    check_exactly_once(settings, iterations=1, train_steps=4)
+    assert '"learner": "external"' in train["detail"] and '"step": 2' in train["detail"]
+    check_exactly_once(settings, iterations=1, train_steps=2)
 
     # a run restarted while waiting asks nothing twice, and finds the checkpoint
     run.attempt = 2
-    assert external.await_learner(run, 0, stages.train_request(run, 0))["step"] == 4
+    assert external.await_learner(run, 0, stages.train_request(run, 0))["step"] == 2
     assert [r["status"] for r in events(settings, "run.stage") if r["stage"] == "train"].count("requested") == 2
     assert serve(settings, "exp", say=said.append, until_idle_s=0, bars=False) == 0  # nothing left to train
     # one trainer per experiment: a run training in-process refuses while a learner holds the experiment
