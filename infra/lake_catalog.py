@@ -115,9 +115,13 @@ def _holds_files(settings) -> bool:
     root = data_path(settings)
     if not settings.lake_is_s3:
         return Path(root).is_dir() and any(p.is_file() for p in Path(root).rglob("*"))
+    from infra.object_store import access_denied
+
     con = connect(settings)
     try:
         return con.execute(f"SELECT count(*) FROM (SELECT file FROM glob({sql_str(root + '**')}) LIMIT 1)").fetchone()[0] > 0
+    except Exception as exc:
+        raise access_denied(exc, settings, root) or exc
     finally:
         con.close()
 

@@ -40,7 +40,7 @@ def access_denied(exc: BaseException, settings: Settings, where: str | None = No
     S3Error, a DuckDB HTTP error) is S3's 403; else None (the failure may be transient)."""
     text = str(exc)
     if not (getattr(exc, "code", None) in _DENIED or getattr(exc, "status_code", None) == 403
-            or re.search(r"HTTP code 403|\b(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)\b", text)):
+            or re.search(r"HTTP (code )?403|\b(AccessDenied|InvalidAccessKeyId|SignatureDoesNotMatch)\b", text)):
         return None
     where = where or (re.findall(r"s3://[^\s]+?(?=:?\s|:?$)", text) or ["the lake"])[0]
     return AccessDenied(f"S3 at {settings.s3_endpoint} refused access to {where} (403 Forbidden): check the "
