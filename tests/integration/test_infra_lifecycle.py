@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from infra.postgres_server import PostgresServer
 from tests.integration.conftest import free_ports
 
 
@@ -46,6 +48,8 @@ def private_stack(tmp_path):
 
     yield robolake, env, str(tmp_path / "stack")
     robolake("infra", "down")
+    # Run as root, PostgreSQL keeps its cluster outside the stack directory (/var/tmp): not left behind.
+    shutil.rmtree(PostgresServer(tmp_path / "stack", postgres).data, ignore_errors=True)
 
 
 def test_up_is_idempotent_and_down_leaves_nothing_behind(private_stack):
