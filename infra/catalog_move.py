@@ -68,8 +68,9 @@ def _copy_catalog(settings, source, target, target_settings) -> tuple[int, int, 
     try:
         for where in (source, target):
             load_extension(con, where.extension, settings.home)
-        con.execute(f"ATTACH {sql_str(_raw(source))} AS src ({_type(source)}, READ_ONLY)")
-        con.execute(f"ATTACH {sql_str(_raw(target))} AS dst ({_type(target)})")
+        for alias, where, mode in (("src", source, ", READ_ONLY"), ("dst", target, "")):
+            path, kind = where.database_attach
+            con.execute(f"ATTACH {sql_str(path)} AS {alias} (TYPE {kind}{mode})")
         tables = _copy(con, settings, target_settings)
         snapshots = con.execute("SELECT count(*) FROM dst.ducklake_snapshot").fetchone()[0]
         files = con.execute("SELECT count(*) FROM dst.ducklake_data_file WHERE end_snapshot IS NULL").fetchone()[0]
@@ -164,10 +165,3 @@ def _retire(source) -> None:
                                        "AND tablename LIKE 'ducklake_%'").fetchall():
                 con.execute(f'ALTER TABLE public."{name}" SET SCHEMA {schema}')
 
-
-def _raw(where) -> str:
-    return str(where.path) if isinstance(where, SQLiteCatalog) else where.conninfo()
-
-
-def _type(where) -> str:
-    return "TYPE sqlite" if isinstance(where, SQLiteCatalog) else "TYPE postgres"

@@ -50,6 +50,11 @@ def is_postgres(url: str) -> bool:
     return "://" in url and url.split("://", 1)[0].lower() in POSTGRES_SCHEMES
 
 
+def _advisory_key(purpose: str) -> int:
+    """The 64-bit advisory lock key of `purpose` (advisory locks are per database: one lake)."""
+    return int.from_bytes(hashlib.sha256(f"robolake:{purpose}".encode()).digest()[:8], "big", signed=True)
+
+
 def check_url(url: str) -> None:
     """CatalogURLError unless `url` is a catalog URL of a kind we open."""
     if url.startswith("sqlite:") and len(url) > len("sqlite:"):
@@ -77,6 +82,11 @@ class SQLiteCatalog:
     @property
     def ducklake(self) -> str:
         return self.url
+
+    @property
+    def database_attach(self) -> tuple[str, str]:
+        """(path, TYPE) for DuckDB to attach the catalog database itself, not as a DuckLake."""
+        return str(self.path), "sqlite"
 
     def exists(self) -> bool:
         return self.path.exists()
@@ -151,6 +161,10 @@ class PostgresCatalog:
     def ducklake(self) -> str:
         return "postgres:" + self.conninfo()
 
+    @property
+    def database_attach(self) -> tuple[str, str]:
+        return self.conninfo(), "postgres"
+
     def connect(self, database: str | None = None):
         """A psycopg connection (autocommit) to the catalog's database, or to `database` on its server."""
         from infra.optional import require
@@ -213,7 +227,7 @@ class PostgresCatalog:
     @contextmanager
     def lock(self, purpose: str, waiting: str | None = None, wait: bool = True):
         """The server's advisory lock of `purpose`, held by a session of our own for the block."""
-        key = int.from_bytes(hashlib.sha256(f"robolake:{purpose}".encode()).digest()[:8], "big", signed=True)
+        key = _advisory_key(purpose)
         with self.connect() as con:
             if not con.execute("SELECT pg_try_advisory_lock(%s)", [key]).fetchone()[0]:
                 if not wait:
@@ -254,7 +268,7 @@ class _AdvisoryTurns:
     life. Past WRITER_PATIENCE_S of waiting, or with the session lost, the commit goes ahead
     without its turn (the transaction still fences it)."""
 
-    KEY = int.from_bytes(hashlib.sha256(b"robolake:writers").digest()[:8], "big", signed=True)
+    KEY = _advisory_key("writers")
 
     def __init__(self, catalog: PostgresCatalog):
         self.catalog, self._con = catalog, None

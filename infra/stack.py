@@ -50,6 +50,20 @@ def postgres_port(settings: Settings) -> int | None:
     return None
 
 
+def stack_catalog(settings: Settings):
+    """The catalog the stack's PostgreSQL serves: the settings' own when it is on that server, else
+    the server's default database; None without a PostgreSQL."""
+    from infra.catalogs import PostgresCatalog, is_postgres
+    from infra.postgres_server import DATABASE, USER
+
+    port = postgres_port(settings)
+    if not port:
+        return None
+    if settings.catalog and is_postgres(settings.catalog) and PostgresCatalog(settings.catalog).port == port:
+        return PostgresCatalog(settings.catalog)
+    return PostgresCatalog(f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}")
+
+
 def services(settings: Settings, running_too: bool = False) -> list:
     """The stack's services; with `running_too`, also a PostgreSQL no longer asked for but still running."""
     host, port = settings.s3_host_port
@@ -137,11 +151,6 @@ def _provision(settings: Settings) -> None:
     ensure_topics([f"127.0.0.1:{settings.kafka_port}"], list(topics.ALL), settings.partitions)
     bucket = settings.lake_bucket if settings.lake_is_s3 else "robolake"
     ensure_bucket(settings, bucket)
-    port = postgres_port(settings)
-    if port:
-        from infra.catalogs import PostgresCatalog, is_postgres
-        from infra.postgres_server import DATABASE, USER
-
-        PostgresCatalog(f"postgresql://{USER}@127.0.0.1:{port}/{DATABASE}").create()
-        if settings.catalog and is_postgres(settings.catalog) and PostgresCatalog(settings.catalog).port == port:
-            PostgresCatalog(settings.catalog).create()  # the database the catalog names
+    catalog = stack_catalog(settings)
+    if catalog is not None:
+        catalog.create_database()

@@ -101,15 +101,8 @@ def run_infra(args, settings: Settings) -> int:
         if args.action == "up":
             for line in stack.up(settings):
                 print(line.line())
-            catalog = ""
-            if stack.postgres_port(settings):
-                from infra.postgres_server import DATABASE, USER
-
-                from infra.catalogs import PostgresCatalog, is_postgres
-
-                url = (settings.catalog if is_postgres(settings.catalog)
-                       else f"postgresql://{USER}@127.0.0.1:{stack.postgres_port(settings)}/{DATABASE}")
-                catalog = f" --catalog {PostgresCatalog(url)}"  # never its password
+            served = stack.stack_catalog(settings)
+            catalog = f" --catalog {served}" if served is not None else ""  # never its password
             print(f"use it with: --bus kafka://127.0.0.1:{settings.kafka_port} --lake s3://robolake/lake "
                   f"--s3-endpoint {settings.s3_endpoint}{catalog}")
         elif args.action == "down":
