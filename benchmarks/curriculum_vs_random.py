@@ -130,6 +130,22 @@ def summarise(strategy: str, seed: int, curve: list[dict], final: dict) -> dict:
             "place_episodes": last["place_episodes"], "curve": curve, "seconds": last["seconds"]}
 
 
+def paired_difference(rows: list[dict], seeds) -> dict:
+    """Seeds, not episodes, are the units: the arms' runs on one seed share its bootstrap, so the
+    test is a paired t over the per-seed differences (pooling episodes would hide the between-seed
+    spread, which dominates)."""
+    import math
+
+    from scipy import stats
+
+    rate = {(r["strategy"], r["seed"]): r["rate"] for r in rows}
+    points = [round(100 * (rate["curriculum", s] - rate["random", s]), 1) for s in seeds]
+    mean, sd = sum(points) / len(points), stats.tstd(points) if len(points) > 1 else float("nan")
+    t = mean / (sd / math.sqrt(len(points))) if sd and sd == sd else float("nan")
+    p = 2 * stats.t.sf(abs(t), len(points) - 1) if t == t else float("nan")
+    return {"per_seed_points": points, "t": t, "p_two_sided": p}
+
+
 def plot(out: Path, rows: list[dict], held_out: str) -> Path:
     """Left: held-out success vs collected episodes, a line per run. Right: the final policies, a
     dot per seed with its Wilson interval, and each arm's mean."""
@@ -169,6 +185,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("curriculum-vs-random"), help="lakes, plot, results")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds run are first-seed .. first-seed+seeds-1 (fresh seeds for a confirmatory run)")
     parser.add_argument("--budget", type=int, default=300, help="collected episodes per run (evaluation excluded)")
     parser.add_argument("--iterations", type=int, default=12, help="at most (the budget usually ends a run first)")
     parser.add_argument("--bootstrap-episodes", type=int, default=30)
@@ -189,7 +207,8 @@ def main() -> int:
 
     CaptionEncoder().encode(["reach the red block"])  # torch before any GL context (robolake run does the same)
     rows = []
-    for seed in range(args.seeds):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         for strategy in args.strategies:
             rows.append(run_one(args.out, strategy, seed, args))
             (args.out / "results.json").write_text(json.dumps(rows, indent=2))  # what is done, as it is done
@@ -204,12 +223,15 @@ def main() -> int:
     if set(means) != set(STRATEGIES):
         return 0
     difference = 100 * (means["curriculum"] - means["random"])
-    print(f"curriculum - random: {difference:+.1f} points (goal: >= +15)")
+    paired = paired_difference(rows, seeds)
+    print(f"curriculum - random: {difference:+.1f} points (goal: >= +15); per seed {paired['per_seed_points']}, "
+          f"paired t {paired['t']:.2f}, two-sided p {paired['p_two_sided']:.3f}")
     print("wrote", write_result("curriculum_vs_random", {
         "held_out": args.held_out, "seeds": args.seeds, "budget_episodes": args.budget,
         "eval_episodes": args.eval_episodes,
         "curriculum": {"mean": means["curriculum"]}, "random": {"mean": means["random"]},
-        "difference_points": difference, "goal_points": 15, "runs": rows,
+        "difference_points": difference, "goal_points": 15, "seed_list": list(seeds), **paired,
+        "decisive": difference >= 15 and paired["p_two_sided"] < 0.05, "runs": rows,
         "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}))
     return 0
 
