@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import table, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -90,6 +90,11 @@ def main() -> None:
         ["plain pyarrow write of the same steps to MinIO", plain_s, total_steps / plain_s,
          lake_bytes / plain_s / 1e6, 1.0],
     ]))
+    print("wrote", write_result("lake_ingest", {
+        "episodes": args.episodes, "steps": args.steps, "catalog": type(catalog(settings)).__name__,
+        "produce_seconds": produce_s, "sink_seconds": sink_s, "plain_seconds": plain_s,
+        "producer_ratio": plain_s / produce_s, "sink_ratio": plain_s / sink_s, "end_to_end_ratio": plain_s / end_to_end,
+        "goals": {"sink_ratio": 0.5, "end_to_end_ratio": 0.3}}))
 
 
 if __name__ == "__main__":

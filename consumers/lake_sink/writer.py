@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from consumers.lake_sink.projection import project
+from consumers.lake_sink.projection import Rows, project, size, with_source
 from infra.bus.interface import Delivery
 from infra.lake_catalog import Fenced, LakeTables, OffsetKey
 from schemas import lake
@@ -40,7 +40,7 @@ class _Partition:
     next: int                 # the offset that must come next
     start: int                # where tracking began
     first_seen: float = 0.0
-    parts: dict[str, list[pa.Table]] = field(default_factory=lambda: defaultdict(list))
+    parts: dict[str, list[tuple[Rows, int, int]]] = field(default_factory=lambda: defaultdict(list))  # (rows, offset, ms)
     nbytes: int = 0
 
     @property
@@ -72,10 +72,10 @@ class LakeWriter:
         partition = self._expect(key, delivery.offset)
         if not partition.parts:
             partition.first_seen = time.monotonic()
-        for table_name, rows in project(delivery, key[0]):
-            partition.parts[table_name].append(rows)
-            partition.nbytes += rows.nbytes
-            self.stats.rows += rows.num_rows
+        for table_name, rows in project(delivery):
+            partition.parts[table_name].append((rows, delivery.offset, delivery.timestamp_ms))
+            partition.nbytes += size(rows)
+            self.stats.rows += rows.num_rows if isinstance(rows, pa.Table) else 1
         partition.next = delivery.offset + 1
         self.stats.messages += 1
 
@@ -120,9 +120,9 @@ class LakeWriter:
             if not dirty:
                 return fenced
             parts: dict[str, list[pa.Table]] = defaultdict(list)
-            for partition in dirty.values():
-                for table_name, tables in partition.parts.items():
-                    parts[table_name] += tables
+            for key, partition in dirty.items():
+                for table_name, rows in partition.parts.items():
+                    parts[table_name].append(with_source(table_name, rows, *key))
             try:
                 self.tables.commit({name: _sorted(name, tables) for name, tables in parts.items()},
                                    {k: (p.expected, p.next) for k, p in dirty.items()})
