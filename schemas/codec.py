@@ -122,8 +122,12 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
                 raise DecodeError("schema_violation", f"{label}: field {f.name!r} is {actual}, expected {f.type}")
         table = table.select(expected.names).cast(expected)
     for f in expected:
-        if not f.nullable and table.column(f.name).null_count:
+        column = table.column(f.name)
+        if not f.nullable and column.null_count:
             raise DecodeError("schema_violation", f"{label}: required field {f.name!r} has nulls")
+        inner = next((name for chunk in column.chunks for name in _nested_nulls(chunk, f.name)), None)
+        if inner is not None:  # Arrow does not enforce a nested field's nullability: the lake's cast would
+            raise DecodeError("schema_violation", f"{label}: required field {inner!r} has nulls")
     if "experiment_id" in expected.names and table.num_rows:
         for experiment_id in table.column("experiment_id").unique().to_pylist():
             if experiment_id is not None and not _EXPERIMENT_ID.fullmatch(experiment_id):
@@ -134,6 +138,26 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
         if problem:
             raise DecodeError("schema_violation", f"{label}: {problem}")
     return table
+
+
+def _nested_nulls(array: pa.Array, path: str):
+    """The paths of required fields inside `array` (struct members, list items) that hold nulls where
+    their parent holds a value."""
+    kind = array.type
+    if pa.types.is_struct(kind):
+        valid = array.is_valid() if array.null_count else None
+        for i, member in enumerate(kind):
+            child = array.field(i)  # the raw child: its own validity, not merged with the parent's
+            if valid is not None:
+                child = child.filter(valid)
+            if not member.nullable and child.null_count:
+                yield f"{path}.{member.name}"
+            yield from _nested_nulls(child, f"{path}.{member.name}")
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        values = array.flatten()  # the items of the lists that are there
+        if not kind.value_field.nullable and values.null_count:
+            yield f"{path}[]"
+        yield from _nested_nulls(values, f"{path}[]")
 
 
 # An episode's checksum is a hash over the digests of its chunks in order, so a consumer that

@@ -102,6 +102,8 @@ def _check_steps(table: pa.Table) -> str | None:
 
     if table.num_rows and pc.count_distinct(table.column("episode_id")).as_py() != 1:
         return "a steps chunk must hold steps of exactly one episode"
+    if table.num_rows and pc.count_distinct(table.column("chunk")).as_py() != 1:
+        return "a steps chunk must hold one chunk number"
     return _vectors_consistent(table, "observation", "action")
 
 

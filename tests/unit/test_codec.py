@@ -74,6 +74,7 @@ def test_unknown_version_from_a_newer_writer_is_a_decode_error_not_a_crash():
     ({"action": lambda i: [math.inf, 0.0, 0.0, 0.0]}, "NaN or infinite"),
     ({"observation": lambda i: []}, "empty"),
     ({"episode_id": lambda i: f"e{i}"}, "exactly one episode"),
+    ({"chunk": lambda i: i}, "one chunk number"),
     ({"skill_id": None}, "required field 'skill_id' has nulls"),
     ({"experiment_id": "../../etc"}, "experiment_id '../../etc' must match"),
 ])
@@ -103,3 +104,36 @@ def test_an_initial_observation_with_nan_is_refused():
     assert build(EPISODE_STARTED_V2, [dict(row, initial_observation=None)]).num_rows == 1  # optional
     with pytest.raises(DecodeError, match="initial_observation contains NaN"):
         build(EPISODE_STARTED_V2, [dict(row, initial_observation=[math.nan])])
+
+
+def _ended(skills) -> pa.Table:
+    from datetime import datetime, timezone
+
+    from schemas.events import EPISODE_ENDED
+
+    row = {"episode_id": "e", "experiment_id": "x", "length": 1, "task_return": 0.0, "task_success": False,
+           "termination": "truncated", "num_chunks": 1, "skills": None, "checksum": "c",
+           "time": datetime.now(timezone.utc)}
+    table = pa.Table.from_pylist([row], schema=EPISODE_ENDED.schema)
+    member = EPISODE_ENDED.schema.field("skills").type.value_type
+    items = pa.StructArray.from_arrays([pa.array(skills, pa.string()), pa.array([0.0] * len(skills)),
+                                        pa.array([True] * len(skills))], fields=list(member))
+    column = pa.ListArray.from_arrays(pa.array([0, len(skills)], pa.int32()), items,
+                                      type=EPISODE_ENDED.schema.field("skills").type)
+    return table.set_column(table.schema.get_field_index("skills"), EPISODE_ENDED.schema.field("skills"), column)
+
+
+def test_nulls_in_a_required_member_of_a_nested_field_are_refused_at_decode():
+    """Arrow does not enforce a struct member's nullability; the lake's cast does, at the sink's
+    commit, where one such message stalled its partition: it must be dead-lettered at decode."""
+    from schemas.events import EPISODE_ENDED
+
+    fine = _ended(["reach_red"])
+    assert fine.schema.equals(EPISODE_ENDED.schema)
+    assert decode(*encode(build(EPISODE_ENDED, fine))).table.column("skills").to_pylist()[0][0]["skill_id"] == "reach_red"
+    hostile = _ended([None])
+    assert hostile.schema.equals(EPISODE_ENDED.schema)  # the fast path's schema, exactly
+    payload, headers = encode(type("B", (), {"table": hostile, "type": "episode.ended", "version": 1})())
+    with pytest.raises(DecodeError, match=r"required field 'skills\[\].skill_id' has nulls") as error:
+        decode(payload, headers)
+    assert error.value.reason == "schema_violation"

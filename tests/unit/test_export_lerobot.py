@@ -19,6 +19,9 @@ from producers.episode_writer import EpisodeWriter
 from robolake.cli import main
 from schemas import observation
 
+# Read at import: the unit tests' conftest clears ROBOLAKE_* before each module's tests run.
+REQUIRE_LEROBOT = bool(os.environ.get("ROBOLAKE_REQUIRE_LEROBOT"))
+
 CAMERA = "observation.images.front"
 # (task, observation version, steps, frames on every step): started in this order
 EPISODES = [("reach the red block", 2, 5, True), ("lift the red block", 2, 4, True), ("reach the red block", 1, 3, False)]
@@ -173,7 +176,7 @@ def test_lerobot_loads_the_export_with_its_own_dataset_class(lake, tmp_path, mon
     """The round trip: LeRobot's LeRobotDataset reads every frame, its names, each episode's task, and
     the camera image, decoded with PyAV or with torchcodec (LeRobot's default where it loads: it needs
     FFmpeg's shared libraries, e.g. Debian's ffmpeg)."""
-    if os.environ.get("ROBOLAKE_REQUIRE_LEROBOT"):  # make test's own venv for it: lerobot must load there
+    if REQUIRE_LEROBOT:  # make test's own venv for it: lerobot must load there
         import lerobot.datasets.lerobot_dataset as lerobot
     else:
         lerobot = pytest.importorskip("lerobot.datasets.lerobot_dataset", reason=(
