@@ -16,7 +16,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import percentile, table  # noqa: E402
+from _common import percentile, table, write_result  # noqa: E402
 
 
 def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: int) -> list:
@@ -100,6 +100,11 @@ def main() -> None:
           "lake = visible in the episodes view over MinIO; bus = seen by a plain Kafka consumer\n")
     print(table(["flush_seconds", "episodes", "lake p50 s", "lake p99 s", "bus p50 s", "bus p99 s",
                  "SQL poll period s"], rows))
+    print("wrote", write_result("lake_freshness", {
+        "rate_episodes_per_s": args.rate, "steps": args.steps, "seconds": args.seconds,
+        "rows": [dict(zip(["flush_seconds", "episodes", "p50_seconds", "p99_seconds", "bus_p50_seconds",
+                           "bus_p99_seconds", "sql_poll_seconds"], r)) for r in rows],
+        "p99_seconds": {str(r[0]): r[3] for r in rows}, "goal_p99_seconds": 1.0}))
 
 
 if __name__ == "__main__":

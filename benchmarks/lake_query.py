@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table, timed  # noqa: E402
+from _common import table, timed, write_result  # noqa: E402
 
 SKILL_SUCCESS = """
     SELECT s.skill_id, avg(s.success::INT) AS success_rate, count(*) AS attempts
@@ -89,6 +89,14 @@ def main() -> None:
                      compacted_times[name] / native_times[name]])
         rows.append([name, "one DuckDB table (baseline)", native_times[name], 1.0])
     print(table(["query", "data", "seconds", "ratio to DuckDB table"], rows))
+    skill, episodes = queries
+    print("wrote", write_result("lake_query", {
+        "steps": n_steps, "episodes": len(ids), "repeat": args.repeat, "steps_files": files,
+        "steps_files_after_compact": compacted_files, "seconds": {"lake": lake_times, "lake_after_compact": compacted_times,
+                                                                  "duckdb_table": native_times},
+        "per_skill_ratio": compacted_times[skill] / native_times[skill],
+        "episodes_ratio": compacted_times[episodes] / native_times[episodes],
+        "goals": {"per_skill_ratio": 1.5, "episodes_ratio": 1.5}}))
     if args.explain:
         for name, q in queries.items():
             print(f"\nEXPLAIN ANALYZE {name} (lake after compact):")

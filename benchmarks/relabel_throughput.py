@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table  # noqa: E402
+from _common import table, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -75,6 +75,9 @@ def main() -> None:
     print(f"{steps} steps, {fns} function versions, lake {lake}")
     print(table(["path", "steps/s (all functions)", "reward rows/s", "x pure NumPy", "commits"], rows))
     print(f"vectorized over per-row: {per_row_s / numpy_s:.0f}x; relabel over per-row: {per_row_s / relabel_s:.1f}x")
+    print("wrote", write_result("relabel_throughput", {
+        "steps": steps, "functions": fns, "relabel_seconds": relabel_s, "numpy_seconds": numpy_s,
+        "commits": stats.commits, "ratio": numpy_s / relabel_s, "goal_ratio": 0.5}))
 
 
 if __name__ == "__main__":
