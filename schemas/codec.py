@@ -126,7 +126,7 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
         if not f.nullable and column.null_count:
             raise DecodeError("schema_violation", f"{label}: required field {f.name!r} has nulls")
         inner = next((name for chunk in column.chunks for name in _nested_nulls(chunk, f.name)), None)
-        if inner is not None:  # Arrow does not enforce a nested field's nullability: the lake's cast would
+        if inner is not None:  # Arrow leaves nested nullability unchecked; the lake's cast refuses it, too late
             raise DecodeError("schema_violation", f"{label}: required field {inner!r} has nulls")
     if "experiment_id" in expected.names and table.num_rows:
         for experiment_id in table.column("experiment_id").unique().to_pylist():
