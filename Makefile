@@ -35,9 +35,10 @@ test-system-deps: system-deps
 # installs torch and its CUDA libraries in seconds where pip took ~100 s. pip stays the fallback
 # (an index configured for pip only, say).
 UV_CACHE := $(HOME)/.cache/robolake/uv
-DEMO_EXTRAS := .[sim,learner,analysis]
-INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python --cache-dir $(UV_CACHE) -e '$(1)' \
-	|| $(BIN)/pip install -q -e '$(1)'
+DEMO_EXTRAS := -e '.[sim,learner,analysis]'
+# $(call INSTALL,REQUIREMENTS,VENV): into VENV (default: the project's venv).
+INSTALL = $(BIN)/uv pip install -q --python $(or $(2),$(VENV))/bin/python --cache-dir $(UV_CACHE) $(1) \
+	|| $(or $(2),$(VENV))/bin/pip install -q $(1)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +49,7 @@ $(VENV)/.demo-installed: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(call INSTALL,.[dev])
+	$(call INSTALL,-e '.[dev]')
 	touch $@
 
 # LeRobot's own LeRobotDataset loads our exports in a venv of its own (lerobot pins torch and numpy
@@ -56,8 +57,7 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 LEROBOT_VENV := .venv-lerobot
 $(LEROBOT_VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(PYTHON) -m venv $(LEROBOT_VENV)
-	$(BIN)/uv pip install -q --python $(LEROBOT_VENV)/bin/python --cache-dir $(UV_CACHE) -e '.[lerobot]' \
-		pytest pytest-timeout || $(LEROBOT_VENV)/bin/pip install -q -e '.[lerobot]' pytest pytest-timeout
+	$(call INSTALL,-e '.[lerobot]' pytest pytest-timeout,$(LEROBOT_VENV))
 	touch $@
 
 # A small experiment, start to report (a second `make demo` finds it finished; `make clean` forgets it).

@@ -134,16 +134,12 @@ def paired_difference(rows: list[dict], seeds) -> dict:
     """Seeds, not episodes, are the units: the arms' runs on one seed share its bootstrap, so the
     test is a paired t over the per-seed differences (pooling episodes would hide the between-seed
     spread, which dominates)."""
-    import math
-
     from scipy import stats
 
     rate = {(r["strategy"], r["seed"]): r["rate"] for r in rows}
     points = [round(100 * (rate["curriculum", s] - rate["random", s]), 1) for s in seeds]
-    mean, sd = sum(points) / len(points), stats.tstd(points) if len(points) > 1 else float("nan")
-    t = mean / (sd / math.sqrt(len(points))) if sd and sd == sd else float("nan")
-    p = 2 * stats.t.sf(abs(t), len(points) - 1) if t == t else float("nan")
-    return {"per_seed_points": points, "t": t, "p_two_sided": p}
+    test = stats.ttest_1samp(points, 0.0)  # NaN for a single seed
+    return {"per_seed_points": points, "t": float(test.statistic), "p_two_sided": float(test.pvalue)}
 
 
 def plot(out: Path, rows: list[dict], held_out: str) -> Path:

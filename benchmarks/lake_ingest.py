@@ -15,7 +15,7 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import table, write_result  # noqa: E402
+from _common import table, timed, write_result  # noqa: E402
 
 
 def main() -> None:
@@ -74,12 +74,9 @@ def main() -> None:
     host, port = settings.s3_host_port
     fs = pafs.S3FileSystem(access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
                            endpoint_override=f"{host}:{port}", scheme="http")
-    plain = []  # the median of 3: one write varied 0.16-0.31 s on this machine, which alone moved the ratios 2x
-    for attempt in range(3):
-        t0 = time.perf_counter()
-        pq.write_table(steps, f"robolake/bench/plain-{run}/steps-{attempt}.parquet", filesystem=fs, compression="zstd")
-        plain.append(time.perf_counter() - t0)
-    plain_s = sorted(plain)[1]
+    # The median of 3: one write varied 0.16-0.31 s on this machine, which alone moved the ratios 2x.
+    plain_s = timed(lambda: pq.write_table(steps, f"robolake/bench/plain-{run}/steps.parquet", filesystem=fs,
+                                           compression="zstd"), repeat=3)
 
     print(f"{args.episodes} episodes x {args.steps} steps = {total_steps} steps, {settings.partitions} partitions, "
           f"lake on MinIO {settings.s3_endpoint}, {lake_bytes / 1e6:.1f} MB of Parquet, "

@@ -6,6 +6,7 @@ puts on the dead-letter topic (undecodable, unknown_type, unknown_version, schem
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
         column = table.column(f.name)
         if not f.nullable and column.null_count:
             raise DecodeError("schema_violation", f"{label}: required field {f.name!r} has nulls")
-        inner = next((name for chunk in column.chunks for name in _nested_nulls(chunk, f.name)), None)
+        inner = (next((name for chunk in column.chunks for name in _nested_nulls(chunk, f.name)), None)
+                 if _holds_required(f.type) else None)
         if inner is not None:  # Arrow leaves nested nullability unchecked; the lake's cast refuses it, too late
             raise DecodeError("schema_violation", f"{label}: required field {inner!r} has nulls")
     if "experiment_id" in expected.names and table.num_rows:
@@ -140,24 +142,35 @@ def _conform(table: pa.Table, event_type: EventType) -> pa.Table:
     return table
 
 
+def _members(kind: pa.DataType) -> list[tuple[pa.Field, str]]:
+    """The fields nested one level inside `kind` (struct members, a list's item), with their path suffix."""
+    if pa.types.is_struct(kind):
+        return [(member, f".{member.name}") for member in kind]
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        return [(kind.value_field, "[]")]
+    return []
+
+
+@functools.lru_cache(maxsize=None)
+def _holds_required(kind: pa.DataType) -> bool:
+    """Whether a required field is nested anywhere inside `kind` (most columns: no, and are not walked)."""
+    return any(not member.nullable or _holds_required(member.type) for member, _ in _members(kind))
+
+
 def _nested_nulls(array: pa.Array, path: str):
     """The paths of required fields inside `array` (struct members, list items) that hold nulls where
     their parent holds a value."""
-    kind = array.type
-    if pa.types.is_struct(kind):
+    if pa.types.is_struct(array.type):
         valid = array.is_valid() if array.null_count else None
-        for i, member in enumerate(kind):
-            child = array.field(i)  # the raw child: its own validity, not merged with the parent's
-            if valid is not None:
-                child = child.filter(valid)
-            if not member.nullable and child.null_count:
-                yield f"{path}.{member.name}"
-            yield from _nested_nulls(child, f"{path}.{member.name}")
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
-        values = array.flatten()  # the items of the lists that are there
-        if not kind.value_field.nullable and values.null_count:
-            yield f"{path}[]"
-        yield from _nested_nulls(values, f"{path}[]")
+        # the raw children: their own validity, not merged with the parent's
+        children = [array.field(i) if valid is None else array.field(i).filter(valid) for i in range(array.type.num_fields)]
+    else:
+        children = [array.flatten()]  # the items of the lists that are there
+    for child, (member, suffix) in zip(children, _members(array.type)):
+        if not member.nullable and child.null_count:
+            yield path + suffix
+        if _holds_required(member.type):
+            yield from _nested_nulls(child, path + suffix)
 
 
 # An episode's checksum is a hash over the digests of its chunks in order, so a consumer that

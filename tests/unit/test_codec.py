@@ -3,7 +3,7 @@ import math
 import pyarrow as pa
 import pytest
 
-from schemas.codec import DecodeError, build, decode, encode, steps_checksum
+from schemas.codec import DecodeError, EventBatch, build, decode, encode, steps_checksum
 from schemas.events import EPISODE_STEPS, REGISTRY, EventType, Registry
 from tests.bus_contract import steps
 
@@ -133,7 +133,7 @@ def test_nulls_in_a_required_member_of_a_nested_field_are_refused_at_decode():
     assert decode(*encode(build(EPISODE_ENDED, fine))).table.column("skills").to_pylist()[0][0]["skill_id"] == "reach_red"
     hostile = _ended([None])
     assert hostile.schema.equals(EPISODE_ENDED.schema)  # the fast path's schema, exactly
-    payload, headers = encode(type("B", (), {"table": hostile, "type": "episode.ended", "version": 1})())
+    payload, headers = encode(EventBatch("episode.ended", 1, hostile))  # as a hostile producer would send it
     with pytest.raises(DecodeError, match=r"required field 'skills\[\].skill_id' has nulls") as error:
         decode(payload, headers)
     assert error.value.reason == "schema_violation"
