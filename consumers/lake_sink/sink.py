@@ -7,8 +7,10 @@ The protocol (consumers/lake_sink/writer.py, infra/lake_catalog.py):
 - Rows and the new offsets are committed in one catalog transaction, fenced: if another sink
   moved the partition meanwhile (we are a zombie after a rebalance, or were paused past the poll
   interval), nothing of ours becomes visible, and we re-read from the lake's offset.
-- Commits happen by size, by age (checked on every poll, so an idle topic still lands within
-  `flush_seconds`), and when caught up. While the lake is down, commits are retried with backoff.
+- Commits happen by size, and by age: a commit starts early enough to land about `flush_seconds`
+  after the oldest message it holds was read (the time a commit takes is learnt as it goes, and a
+  poll never waits past that start), so freshness holds whether messages trickle or pour in. While
+  the lake is down, commits are retried with backoff.
 - A message that cannot be decoded or projected, whatever the exception, goes to the dead-letter
   topic (flushed before the commit that moves past it); it never stalls the partition.
 """
@@ -76,6 +78,7 @@ class LakeSink:
         self._log_ids: dict[str, str] = {}
         self._seeking: dict[OffsetKey, int] = {}
         self._seeked_in_batch: set[OffsetKey] = set()
+        self._commit_s = 0.0  # how long a commit takes here, learnt from the last ones
 
     def run(self, stop: threading.Event | None = None, until_idle_s: float | None = None) -> SinkStats:
         """Consume until `stop` is set (or SIGTERM/SIGINT when run from the CLI), or, with
@@ -85,24 +88,23 @@ class LakeSink:
         tables = self._tables or self._open_tables()
         self.writer = LakeWriter(tables, self.stats)
         consumer = self.bus.consumer(self.group, self.topics, dead_letter=self.dead_letter)
-        last_message = last_commit = time.monotonic()
+        last_message = time.monotonic()
         try:
             while not stop.is_set():
-                records = consumer.poll_records(timeout_s=min(0.5, self.flush_seconds))
+                records = consumer.poll_records(timeout_s=max(0.005, min(0.5, self._until_due_s())))
                 if records:
                     last_message = time.monotonic()
                 self._seeked_in_batch: set[OffsetKey] = set()
                 self._adopt_assigned(consumer, records)
                 for record in records:
                     self._take(consumer, record)
-                    if self.writer.pending_bytes >= self.file_bytes and self._commit(consumer, stop):
-                        last_commit = time.monotonic()
+                    if self.writer.pending_bytes >= self.file_bytes:
+                        self._commit(consumer, stop)
                 self._drop_revoked(consumer)
                 caught_up = (until_idle_s is not None and time.monotonic() - last_message >= until_idle_s
                              and consumer.lag() == 0)
-                due = self.writer.dirty and (caught_up or time.monotonic() - last_commit >= self.flush_seconds)
-                if due and self._commit(consumer, stop):
-                    last_commit = time.monotonic()
+                if self.writer.dirty and (caught_up or self._until_due_s() <= 0):
+                    self._commit(consumer, stop)
                 if caught_up and not self.writer.dirty:
                     break
             if not self._commit(consumer, threading.Event(), attempts=3):
@@ -112,6 +114,13 @@ class LakeSink:
             if self._tables is None:
                 tables.close()
         return self.stats
+
+    def _until_due_s(self) -> float:
+        """Seconds until what is buffered must be committed to land `flush_seconds` after its oldest
+        message was read: a commit's own time (`_commit_s`, learnt) is started that much earlier."""
+        if not self.writer.dirty:
+            return self.flush_seconds
+        return self.flush_seconds - self._commit_s - self.writer.age_s
 
     def _open_tables(self) -> LakeTables:
         writer = f"{self.group}@{socket.gethostname()}:{os.getpid()}"
@@ -206,8 +215,11 @@ class LakeSink:
         limit = attempts or self.settings.lake_commit_attempts
         while True:
             try:
+                started = time.monotonic()
                 consumer.flush_dead_letters()  # durable before the commit that moves past them
                 fenced = self.writer.commit()
+                # a commit's time, smoothed: one slow commit (a rebalance, a compaction) moves it a third
+                self._commit_s += (time.monotonic() - started - self._commit_s) / 3
                 break
             except Exception as exc:  # the lake (MinIO, disk, catalog) or the bus failed
                 denied = access_denied(exc, self.settings)

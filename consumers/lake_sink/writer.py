@@ -39,7 +39,7 @@ class _Partition:
     expected: int | None      # the lake's next offset when the buffer began (None: the lake has none)
     next: int                 # the offset that must come next
     start: int                # where tracking began
-    first_seen: float = 0.0
+    dirty_since: float = 0.0  # when the first message not yet committed was read
     parts: dict[str, list[tuple[Rows, int, int]]] = field(default_factory=lambda: defaultdict(list))  # (rows, offset, ms)
     nbytes: int = 0
 
@@ -70,23 +70,27 @@ class LakeWriter:
 
     def add(self, key: OffsetKey, delivery: Delivery) -> None:
         partition = self._expect(key, delivery.offset)
-        if not partition.parts:
-            partition.first_seen = time.monotonic()
         for table_name, rows in project(delivery):
             partition.parts[table_name].append((rows, delivery.offset, delivery.timestamp_ms))
             partition.nbytes += size(rows)
             self.stats.rows += rows.num_rows if isinstance(rows, pa.Table) else 1
-        partition.next = delivery.offset + 1
+        self._move(partition, delivery.offset + 1)
         self.stats.messages += 1
 
     def skip(self, key: OffsetKey, offset: int) -> None:
         """A message that was dead-lettered: read, but nothing to write."""
-        self._expect(key, offset).next = offset + 1
+        self._move(self._expect(key, offset), offset + 1)
+
+    @staticmethod
+    def _move(partition: _Partition, next_offset: int) -> None:
+        if not partition.dirty:
+            partition.dirty_since = time.monotonic()
+        partition.next = next_offset
 
     def advance(self, key: OffsetKey, offset: int) -> None:
         """Replay: the source's offsets go on to `offset` (messages it dead-lettered, or no rows)."""
         partition = self._partitions[key]
-        partition.next = max(partition.next, offset)
+        self._move(partition, max(partition.next, offset))
 
     def drop(self, key: OffsetKey) -> None:
         """Forget `key` and its buffered rows (it is re-read from the lake's offset, or no longer ours)."""
@@ -107,9 +111,10 @@ class LakeWriter:
         return sum(p.nbytes for p in self._partitions.values())
 
     @property
-    def oldest_age_s(self) -> float:
-        seen = [p.first_seen for p in self._partitions.values() if p.parts]
-        return time.monotonic() - min(seen) if seen else 0.0
+    def age_s(self) -> float:
+        """Seconds since the oldest message not yet committed was read (0 when there is none)."""
+        since = [p.dirty_since for p in self._partitions.values() if p.dirty]
+        return time.monotonic() - min(since) if since else 0.0
 
     def commit(self) -> set[OffsetKey]:
         """Commit every dirty partition in one transaction. Returns the partitions that were

@@ -116,6 +116,22 @@ def test_an_idle_topic_still_lands_within_flush_seconds(tmp_path):
         worker.join()
 
 
+def test_a_commit_starts_early_enough_to_land_within_flush_seconds(tmp_path):
+    from consumers.lake_sink.writer import LakeWriter
+
+    sink = LakeSink(_settings(tmp_path), bus=MemoryBus(), flush_seconds=0.5)
+    sink.writer, sink._commit_s = LakeWriter(tables=None), 0.2  # commits here have taken 0.2 s
+    assert sink._until_due_s() == 0.5, "nothing buffered: nothing is due"
+    key = ("log", "topic", 0)
+    sink.writer.track(key, None, 0)
+    sink.writer.skip(key, 0)  # one message read, not yet committed
+    assert 0.25 < sink._until_due_s() <= 0.3, "due the commit's time before flush_seconds are up"
+    time.sleep(0.3)
+    assert sink._until_due_s() <= 0, "the buffered message's commit is due"
+    sink.writer.skip(key, 1)
+    assert sink._until_due_s() <= 0, "due from the oldest message not yet committed, not the newest"
+
+
 def test_episodes_without_an_end_are_kept_apart(tmp_path):
     bus, settings = MemoryBus(), _settings(tmp_path)
     produce(bus.producer(), SyntheticConfig(episodes=2, steps=10))
@@ -205,3 +221,20 @@ def test_each_lake_has_a_group_of_its_own(tmp_path):
     assert LakeSink(first, bus=MemoryBus()).group == default_group(first)
     here, there = (Settings.load(env={}, lake="s3://robolake/lake", s3_endpoint=e) for e in ("a:9000", "b:9000"))
     assert default_group(here) != default_group(there), "the same bucket on two servers is two lakes"
+
+
+def test_a_commit_of_many_partitions_keeps_their_offsets_in_the_catalog(tmp_path):
+    from infra.lake_sql import open_lake
+
+    settings = _settings(tmp_path)
+    tables = LakeTables(settings, "writer")
+    try:
+        keys = [("log", "episodes", p) for p in range(12)]  # more than DuckLake inlines by default (10)
+        tables.commit({}, {k: (None, 5) for k in keys})
+        tables.commit({}, {k: (5, 9) for k in keys})
+        assert tables.all_offsets() == {k: 9 for k in keys}
+    finally:
+        tables.close()
+    con = open_lake(settings, read_only=False)
+    assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'lake_offsets')").fetchone()[0] == 0, \
+        "offsets rows and their deletes stay in the catalog, not two small files a commit"
