@@ -41,8 +41,9 @@ def write_result(name: str, figures: dict) -> str:
     root = Path(__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True).stdout.strip())
+        dirty = bool(subprocess.run(  # the results a benchmark wrote before do not make the code uncommitted
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(exclude,top)benchmarks/results"],
+            cwd=root, capture_output=True, text=True).stdout.strip())
     except OSError:
         commit, dirty = "unknown", False
     record = {"commit": commit + ("+uncommitted changes" if dirty else ""),
