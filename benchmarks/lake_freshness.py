@@ -69,7 +69,7 @@ def measure(settings, bus, flush_s: float, seconds: float, rate: float, steps: i
     producer = threading.Thread(target=producer_loop)
     producer.start()
     polls, started = 0, time.monotonic()
-    while producer.is_alive() or len(visible) < len(ended_at):
+    while producer.is_alive() or not ended_at.keys() <= visible.keys():  # (visible has the warm-up too)
         now = time.monotonic()
         for (episode,) in con.execute("SELECT episode_id FROM episodes").fetchall():
             visible.setdefault(episode, now)

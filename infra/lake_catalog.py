@@ -199,11 +199,15 @@ class LakeTables:
                     con.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
                     con.unregister("_rows")
             if offsets:  # one statement each for all partitions: a DuckLake statement costs ~5-50 ms
-                keys = [value for key in offsets for value in key]
+                con.register("_offsets", pa.table({
+                    "_log": [k[0] for k in offsets], "_topic": [k[1] for k in offsets],
+                    "_partition": pa.array([k[2] for k in offsets], pa.int32()),
+                    "next_offset": pa.array([new for _, new in offsets.values()], pa.int64()),
+                    "writer": [self.writer] * len(offsets)}))
                 con.execute(f"DELETE FROM lake.{lake.OFFSETS} WHERE (_log, _topic, _partition) IN "
-                            f"(VALUES {', '.join(['(?, ?, ?)'] * len(offsets))})", keys)
-                con.execute(f"INSERT INTO lake.{lake.OFFSETS} VALUES {', '.join(['(?, ?, ?, ?, ?, now())'] * len(offsets))}",
-                            [v for key, (_, new) in offsets.items() for v in (*key, new, self.writer)])
+                            "(SELECT _log, _topic, _partition FROM _offsets)")
+                con.execute(f"INSERT INTO lake.{lake.OFFSETS} SELECT *, now() FROM _offsets")
+                con.unregister("_offsets")
             con.execute("UPDATE lake.lake_commits SET commits = commits + 1")  # any two commits conflict
             con.execute("COMMIT")
         except BaseException:
@@ -248,10 +252,11 @@ class LakeTables:
 
     def _inline_offsets(self) -> None:
         """A commit writes one offsets row per partition it moves, often more than DuckLake's default of
-        10 inlined rows: kept in the catalog all the same, not in two small files (rows, deletes) a commit."""
-        entry = f"main.{lake.OFFSETS}"
-        if not self.con.execute("SELECT count(*) FROM lake.options() WHERE option_name = 'data_inlining_row_limit' "
-                                "AND scope = 'TABLE' AND scope_entry = ?", [entry]).fetchone()[0]:
+        10 inlined rows: kept in the catalog all the same, not in two small files (rows, deletes) a
+        commit. Once per lake (in the writers' turn), and not where an operator set a limit of their own."""
+        chosen = self.con.execute("SELECT count(*) FROM lake.options() WHERE option_name = 'data_inlining_row_limit' "
+                                  "AND (scope = 'GLOBAL' OR scope_entry = ?)", [f"main.{lake.OFFSETS}"]).fetchone()[0]
+        if not chosen:
             self.con.execute(f"CALL lake.set_option('data_inlining_row_limit', 1000, table_name => '{lake.OFFSETS}')")
 
     def _add_new_columns(self) -> None:

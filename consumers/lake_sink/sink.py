@@ -117,10 +117,12 @@ class LakeSink:
 
     def _until_due_s(self) -> float:
         """Seconds until what is buffered must be committed to land `flush_seconds` after its oldest
-        message was read: a commit's own time (`_commit_s`, learnt) is started that much earlier."""
+        message was read: a commit's own time (`_commit_s`, learnt: waiting for the writers' turn
+        included) is started that much earlier, but never more than half of `flush_seconds`, so
+        slow turns (many sinks, a compaction) make batches larger, not commits back to back."""
         if not self.writer.dirty:
             return self.flush_seconds
-        return self.flush_seconds - self._commit_s - self.writer.age_s
+        return self.flush_seconds - min(self._commit_s, self.flush_seconds / 2) - self.writer.age_s
 
     def _open_tables(self) -> LakeTables:
         writer = f"{self.group}@{socket.gethostname()}:{os.getpid()}"

@@ -39,7 +39,7 @@ class _Partition:
     expected: int | None      # the lake's next offset when the buffer began (None: the lake has none)
     next: int                 # the offset that must come next
     start: int                # where tracking began
-    dirty_since: float = 0.0  # when the first message not yet committed was read
+    dirty_since: float = field(default_factory=time.monotonic)  # when the first message not yet committed was read
     parts: dict[str, list[tuple[Rows, int, int]]] = field(default_factory=lambda: defaultdict(list))  # (rows, offset, ms)
     nbytes: int = 0
 

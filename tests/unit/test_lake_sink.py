@@ -124,8 +124,13 @@ def test_a_commit_starts_early_enough_to_land_within_flush_seconds(tmp_path):
     assert sink._until_due_s() == 0.5, "nothing buffered: nothing is due"
     key = ("log", "topic", 0)
     sink.writer.track(key, None, 0)
+    read = time.monotonic()
     sink.writer.skip(key, 0)  # one message read, not yet committed
-    assert 0.25 < sink._until_due_s() <= 0.3, "due the commit's time before flush_seconds are up"
+    due, waited = sink._until_due_s(), time.monotonic() - read
+    assert 0.3 - waited <= due <= 0.3, "due the commit's time before flush_seconds are up"
+    sink._commit_s = 5.0  # slow turns: started at most half of flush_seconds early
+    assert 0.25 - (time.monotonic() - read) <= sink._until_due_s() <= 0.25
+    sink._commit_s = 0.2
     time.sleep(0.3)
     assert sink._until_due_s() <= 0, "the buffered message's commit is due"
     sink.writer.skip(key, 1)
@@ -236,5 +241,8 @@ def test_a_commit_of_many_partitions_keeps_their_offsets_in_the_catalog(tmp_path
     finally:
         tables.close()
     con = open_lake(settings, read_only=False)
-    assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'lake_offsets')").fetchone()[0] == 0, \
-        "offsets rows and their deletes stay in the catalog, not two small files a commit"
+    try:
+        assert con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'lake_offsets')").fetchone()[0] == 0, \
+            "offsets rows and their deletes stay in the catalog, not two small files a commit"
+    finally:
+        con.close()
