@@ -24,7 +24,7 @@ def register(commands, common) -> None:
                            "(default: episodes, curriculum, skills, learner, analysis, lineage)")
     sink.add_argument("--flush-seconds", type=positive_seconds, default=5.0, metavar="SECONDS",
                       help="commit so that what arrives is visible in SQL about this long after the sink "
-                           "read it, also when topics go idle (default 5; 0.5 for sub-second freshness)")
+                           "read it, also when topics go idle; 0.5 gives sub-second freshness (default 5)")
     sink.add_argument("--file-mb", type=positive_int, default=128, metavar="MB",
                       help="rotate files at this size (default 128)")
     sink.add_argument("--until-idle", type=positive_seconds, metavar="SECONDS",
