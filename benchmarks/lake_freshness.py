@@ -3,7 +3,7 @@ showing in `robolake sql` (the episodes view over MinIO), at a steady load (afte
 the sink's start is not measured), for two flush intervals. Baseline in the same run: the same
 episodes' latency to a plain Kafka consumer. Needs the stack (`robolake infra up`).
 
-    python benchmarks/lake_freshness.py [--seconds 30] [--rate 4] [--flush 1 5]
+    python benchmarks/lake_freshness.py [--seconds 30] [--rate 4] [--flush 1 5] [--postgres URL]
 """
 
 from __future__ import annotations
