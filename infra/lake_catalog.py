@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from infra import episode_status
 from infra.catalogs import LockHeld, open_catalog
 from infra.duck import connect, load_extension, sql_str
 from schemas import lake
@@ -198,6 +199,7 @@ class LakeTables:
                     con.register("_rows", table)
                     con.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
                     con.unregister("_rows")
+            episode_status.refresh(con, tables)
             if offsets:  # one statement each for all partitions: a DuckLake statement costs ~5-50 ms
                 con.register("_offsets", pa.table({
                     "_log": [k[0] for k in offsets], "_topic": [k[1] for k in offsets],
@@ -238,6 +240,8 @@ class LakeTables:
                     con.execute(f"CREATE TABLE lake.{name} AS SELECT * FROM _empty")
                     con.unregister("_empty")
                     con.execute(f"ALTER TABLE lake.{name} SET PARTITIONED BY ({lake.PARTITION_COLUMN})")
+            if lake.STATUS not in existing:  # a lake older than the table: what its rows say so far
+                episode_status.backfill(con)
             if lake.OFFSETS not in existing:
                 con.execute(f"CREATE TABLE lake.{lake.OFFSETS} (_log VARCHAR, _topic VARCHAR, _partition INTEGER, "
                             "next_offset BIGINT, writer VARCHAR, committed_at TIMESTAMPTZ)")

@@ -1,0 +1,109 @@
+"""Whether each episode is complete, kept as a lake table (`episode_status`) by the commits themselves.
+
+An episode is complete when it has one start, one end, and chunks that match the end's num_chunks,
+length and checksum exactly once; of a decision's episode (decision_id, seed) run more than once,
+only the first complete run (by end time) counts and the later ones are repeats (a worker that
+died or lost its partitions mid-decision has the decision run again). Proving that in
+every query, for every episode, was most of a query's time (an aggregate over every chunk and a
+SHA-256 per episode). Instead each commit that adds rows of an episode recomputes that episode's
+status with the same SQL restricted to it, in the same catalog transaction as the rows
+(infra/lake_catalog.py): at every snapshot the table says exactly what the full computation (`LIVE`)
+would. The other runs of a decision's episode are recomputed with it, since a run that ended
+earlier can arrive later.
+
+A lake made before the table gets it filled from all its rows by the first writer that opens it; a
+lake no writer has opened since is read with the full computation.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from schemas import lake
+from schemas.codec import CHECKSUM_SCHEME
+
+REPEAT = "repeat of a decision episode"
+SOURCES = (lake.EPISODE_STARTS, lake.EPISODE_ENDS, lake.CHUNKS)
+_LISTED = 1000  # episodes of a commit named in the SQL; more are joined with
+
+
+def _base(prefix: str, scope: str) -> str:
+    """Each episode's problem before the repeat rule, over the rows of `prefix`-named tables that
+    `scope` (a WHERE clause, or '') selects."""
+    return f"""
+    WITH s AS (SELECT episode_id, count(*) AS n, any_value(experiment_id) AS experiment_id,
+                      any_value(decision_id) AS decision_id, any_value(seed) AS seed
+               FROM {prefix}{lake.EPISODE_STARTS} {scope} GROUP BY ALL),
+         e AS (SELECT episode_id, count(*) AS n, any_value(experiment_id) AS experiment_id,
+                      any_value(num_chunks) AS num_chunks, any_value(length) AS length,
+                      any_value(checksum) AS checksum, min(time) AS ended_at
+               FROM {prefix}{lake.EPISODE_ENDS} {scope} GROUP BY ALL),
+         c AS (SELECT episode_id, count(*) AS n, any_value(experiment_id) AS experiment_id,
+                      count(DISTINCT chunk) AS distinct_chunks, max(chunk) AS last_chunk, sum(rows) AS rows,
+                      '{CHECKSUM_SCHEME}' || sha256(string_agg(digest, '' ORDER BY chunk)) AS checksum
+               FROM {prefix}{lake.CHUNKS} {scope} GROUP BY ALL)
+    SELECT episode_id, coalesce(s.experiment_id, e.experiment_id, c.experiment_id) AS experiment_id,
+           s.decision_id, s.seed, e.ended_at, CASE
+        WHEN s.n IS NULL THEN 'no start'
+        WHEN e.n IS NULL THEN 'no end'
+        WHEN s.n > 1 OR e.n > 1 THEN 'duplicate start or end'
+        WHEN coalesce(c.n, 0) > coalesce(c.distinct_chunks, 0) THEN 'duplicate chunks'
+        WHEN coalesce(c.distinct_chunks, 0) <> e.num_chunks OR coalesce(c.last_chunk, -1) <> e.num_chunks - 1
+            THEN 'missing chunks'
+        WHEN coalesce(c.rows, 0) <> e.length THEN 'length mismatch'
+        WHEN coalesce(c.checksum, '{CHECKSUM_SCHEME}' || sha256('')) <> e.checksum THEN 'checksum mismatch'
+    END AS problem
+    FROM s FULL JOIN e USING (episode_id) FULL JOIN c USING (episode_id)"""
+
+
+def _with_repeats(members: str) -> str:
+    """`members` (rows of _base) with the repeat rule applied: the table's rows."""
+    return f"""
+    SELECT episode_id, experiment_id, CASE
+        WHEN problem IS NULL AND decision_id IS NOT NULL AND row_number() OVER (
+            PARTITION BY decision_id, seed, problem IS NULL ORDER BY ended_at, episode_id) > 1 THEN '{REPEAT}'
+        ELSE problem END AS problem, decision_id, seed, ended_at
+    FROM ({members})"""
+
+
+# Over the views of a lake without the table (infra/lake_sql.py).
+LIVE = f"SELECT episode_id, problem FROM ({_with_repeats(_base('', ''))})"
+
+
+def backfill(con) -> None:
+    """Fill the (empty) table from every row of the lake, in the caller's transaction."""
+    con.execute(f"INSERT INTO lake.{lake.STATUS} BY NAME SELECT * FROM ({_with_repeats(_base('lake.', ''))}) "
+                "ORDER BY episode_id")
+
+
+def refresh(con, tables: dict[str, pa.Table]) -> None:
+    """In the caller's transaction, after `tables` were inserted: the status of every episode they
+    add rows to, and of the other runs of those episodes' decisions, computed again."""
+    ids = [t.column("episode_id") for name, t in tables.items() if name in SOURCES and t.num_rows]
+    if not ids:
+        return
+    ids = pa.chunked_array(ids).unique()
+    if len(ids) <= _LISTED:  # values, not a join: DuckDB pushes them into the scans
+        touched, params = f"({', '.join('?' * len(ids))})", ids.to_pylist()
+    else:
+        con.register("_touched", pa.table({"episode_id": ids}))
+        touched, params = "(SELECT episode_id FROM _touched)", []
+    con.register("_base", con.execute(_base("lake.", f"WHERE episode_id IN {touched}"), params * len(SOURCES))
+                 .to_arrow_table())
+    decisions = [d for (d,) in con.execute("SELECT DISTINCT decision_id FROM _base WHERE decision_id IS NOT NULL")
+                 .fetchall()]
+    members = "SELECT * FROM _base"
+    if decisions:  # their other runs, as they were before the repeat rule
+        members += f"""
+        UNION ALL BY NAME
+        SELECT episode_id, experiment_id, decision_id, seed, ended_at,
+               CASE WHEN problem = '{REPEAT}' THEN NULL ELSE problem END AS problem
+        FROM lake.{lake.STATUS}
+        WHERE decision_id IN ({', '.join('?' * len(decisions))}) AND episode_id NOT IN {touched}"""
+    rows = con.execute(_with_repeats(members), decisions + params if decisions else []).to_arrow_table()
+    for name in ("_base", "_touched"):
+        con.unregister(name)
+    con.register("_status", rows)
+    con.execute(f"DELETE FROM lake.{lake.STATUS} WHERE episode_id IN (SELECT episode_id FROM _status)")
+    con.execute(f"INSERT INTO lake.{lake.STATUS} BY NAME SELECT * FROM _status ORDER BY episode_id")
+    con.unregister("_status")
