@@ -12,7 +12,10 @@ would. The other runs of a decision's episode are recomputed with it, since a ru
 earlier can arrive later.
 
 A lake made before the table gets it filled from all its rows by the first writer that opens it; a
-lake no writer has opened since is read with the full computation.
+lake no writer has opened since is read with the full computation. So is a lake an older writer
+(one that does not keep the table) committed to since, until the next writer's commit, which
+finds that out and computes the whole table again. `robolake compact` computes it again too, so its
+data files do not pile up with the rows each commit replaces.
 """
 
 from __future__ import annotations
@@ -66,14 +69,29 @@ def _with_repeats(members: str) -> str:
     FROM ({members})"""
 
 
-# Over the views of a lake without the table (infra/lake_sql.py).
-LIVE = f"SELECT episode_id, problem FROM ({_with_repeats(_base('', ''))})"
+# Every episode's row computed from all the rows, over the views (infra/lake_sql.py); LIVE is what
+# the `episode_status` view shows when the table is missing or not kept up to date.
+COMPUTED = _with_repeats(_base("", ""))
+LIVE = f"SELECT episode_id, problem FROM ({COMPUTED})"
 
 
-def backfill(con) -> None:
-    """Fill the (empty) table from every row of the lake, in the caller's transaction."""
+def is_kept(con) -> bool:
+    """Whether the table says what the rows say: it exists and every commit since it was filled kept it
+    (`lake_commits.status_at`, moved with `commits` by every writer that keeps it; an older writer
+    moves only `commits`)."""
+    try:
+        return bool(con.execute("SELECT commits = status_at FROM lake.lake_commits").fetchone()[0])
+    except Exception:  # a lake from before the table: no such column
+        return False
+
+
+def rebuild(con) -> None:
+    """In the caller's transaction: the whole table computed again from every row of the lake, and
+    marked kept."""
+    con.execute(f"DELETE FROM lake.{lake.STATUS}")
     con.execute(f"INSERT INTO lake.{lake.STATUS} BY NAME SELECT * FROM ({_with_repeats(_base('lake.', ''))}) "
                 "ORDER BY episode_id")
+    con.execute("UPDATE lake.lake_commits SET status_at = commits")
 
 
 def refresh(con, tables: dict[str, pa.Table]) -> None:
@@ -90,8 +108,10 @@ def refresh(con, tables: dict[str, pa.Table]) -> None:
         touched, params = "(SELECT episode_id FROM _touched)", []
     con.register("_base", con.execute(_base("lake.", f"WHERE episode_id IN {touched}"), params * len(SOURCES))
                  .to_arrow_table())
-    decisions = [d for (d,) in con.execute("SELECT DISTINCT decision_id FROM _base WHERE decision_id IS NOT NULL")
-                 .fetchall()]
+    # The decisions they are runs of now, and those the table has them under (a second start may name another).
+    decisions = [d for (d,) in con.execute(
+        f"SELECT DISTINCT decision_id FROM (SELECT decision_id FROM _base UNION ALL SELECT decision_id "
+        f"FROM lake.{lake.STATUS} WHERE episode_id IN {touched}) WHERE decision_id IS NOT NULL", params).fetchall()]
     members = "SELECT * FROM _base"
     if decisions:  # their other runs, as they were before the repeat rule
         members += f"""

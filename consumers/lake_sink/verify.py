@@ -63,14 +63,14 @@ def _status_mismatches(con, experiment: str | None) -> list[Damage]:
     if not con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' "
                        f"AND table_name = '{lake.STATUS}'").fetchone()[0]:
         return []
-    mine = f"AND coalesce(k.experiment_id, {sql_str(experiment)}) = {sql_str(experiment)}" if experiment else ""
+    mine = f"AND coalesce(k.experiment_id, c.experiment_id) = {sql_str(experiment)}" if experiment else ""
     rows = con.execute(f"""
-        SELECT episode_id, k.experiment_id, k.problem, c.problem, k.episode_id IS NULL
+        SELECT episode_id, coalesce(k.experiment_id, c.experiment_id), k.problem, c.problem, k.episode_id IS NULL
         FROM (SELECT episode_id, experiment_id, problem FROM lake.{lake.STATUS}) k
-        FULL JOIN ({episode_status.LIVE}) c USING (episode_id)
+        FULL JOIN ({episode_status.COMPUTED}) c USING (episode_id)
         WHERE (k.episode_id IS NULL OR c.episode_id IS NULL OR k.problem IS DISTINCT FROM c.problem) {mine}
         ORDER BY episode_id""").fetchall()
-    return [Damage(episode, experiment_id or "?", f"episode_status says {'nothing' if unkept else kept or 'complete'}, "
+    return [Damage(episode, experiment_id, f"episode_status says {'nothing' if unkept else kept or 'complete'}, "
                    f"its rows say {computed or 'complete'}") for episode, experiment_id, kept, computed, unkept in rows]
 
 

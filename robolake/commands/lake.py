@@ -214,8 +214,8 @@ def run_verify(args, settings: Settings) -> int:
     print(f"{'episode':<38} {'experiment':<16} problem; files")
     for d in result.damaged:
         print(f"{d.episode_id:<38} {d.experiment_id:<16} {d.problem}; {', '.join(d.files) or '(rows in the catalog)'}")
-    raise CommandFailed(f"{len(result.damaged)} of {result.episodes} episodes do not match what was recorded "
-                        "when they arrived")
+    raise CommandFailed(f"{len({d.episode_id for d in result.damaged})} of {result.episodes} episodes do not match "
+                        "what was recorded when they arrived")
 
 
 def _check_output(path: str, settings: Settings) -> None:

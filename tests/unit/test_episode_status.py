@@ -112,3 +112,55 @@ def test_a_lake_made_before_the_table_is_read_as_computed_then_filled_by_its_fir
     assert con.execute("SELECT count(*) FROM lake.episode_status").fetchone()[0] == before
     con.close()
     assert _same_as_computed(settings) == before
+
+
+def test_rows_of_a_writer_that_does_not_keep_the_table_are_read_as_computed_until_the_next_commit(tmp_path, monkeypatch):
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
+    bus = MemoryBus(MemoryBroker(partitions=2))
+    messages = _messages()
+    for topic, key, body in messages[:8]:
+        bus.producer().send(topic, key, body)
+    LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.05)
+    with monkeypatch.context() as older:  # an older writer: rows in, the table and its mark left as they were
+        older.setattr(episode_status, "refresh", lambda con, tables: None)
+        for topic, key, body in messages[8:16]:
+            bus.producer().send(topic, key, body)
+        LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.05)
+    con = attach(settings, read_only=False)
+    con.execute("UPDATE lake.lake_commits SET status_at = status_at - 1")
+    stale = con.execute("SELECT count(*) FROM lake.episode_status").fetchone()[0]
+    con.close()
+    assert _same_as_computed(settings) > stale, "the view computes what the table does not say"
+    for topic, key, body in messages[16:]:
+        bus.producer().send(topic, key, body)
+    LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.05)  # finds the gap, computes it all again
+    con = attach(settings, read_only=True)
+    kept = con.execute("SELECT count(*) FROM lake.episode_status").fetchone()[0]
+    assert episode_status.is_kept(con)
+    con.close()
+    assert _same_as_computed(settings) == kept
+
+
+def test_compaction_writes_the_table_anew_in_few_files(tmp_path):
+    from consumers.lake_sink.compact import compact
+
+    settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
+    bus = MemoryBus(MemoryBroker(partitions=1))
+    recorder = _Recorder()
+    produce(recorder, SyntheticConfig(episodes=60, steps=4, chunk_steps=2))
+    for cut in range(0, len(recorder.sent), 50):  # mid-episode: a commit ends what the one before started
+        for topic, key, body in recorder.sent[cut:cut + 50]:
+            bus.producer().send(topic, key, body)
+        LakeSink(settings, bus=bus, flush_seconds=60).run(until_idle_s=0.05)
+
+    def files():
+        con = attach(settings, read_only=True)
+        try:
+            return con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'episode_status')").fetchone()[0]
+        finally:
+            con.close()
+
+    before = files()
+    compact(settings, keep_s=0)
+    assert files() <= 2 < before  # one per thread that wrote it
+    assert _same_as_computed(settings) == 60
