@@ -37,8 +37,9 @@ def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
         tables.execute_serialised("CALL ducklake_flush_inlined_data('lake')")
         stats.files_before = _data_files(tables)
         # Each commit replaces the rows of episode_status it recomputes (a data file and a delete file that
-        # merging leaves alone): computed again whole, the table is a file or two.
-        tables.rebuild_status()
+        # merging leaves alone): computed again whole, the table is a file or two per experiment.
+        if tables.con.execute(f"SELECT count(delete_file) FROM ducklake_list_files('lake', '{lake.STATUS}')").fetchone()[0]:
+            tables.rebuild_status()
         tables.execute_serialised("CALL ducklake_merge_adjacent_files('lake')")
         if progress is not None:
             progress(1)
