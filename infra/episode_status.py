@@ -100,30 +100,38 @@ def refresh(con, tables: dict[str, pa.Table]) -> None:
     ids = [t.column("episode_id") for name, t in tables.items() if name in SOURCES and t.num_rows]
     if not ids:
         return
-    ids = pa.chunked_array(ids).unique()
-    if len(ids) <= _LISTED:  # values, not a join: DuckDB pushes them into the scans
-        touched, params = f"({', '.join('?' * len(ids))})", ids.to_pylist()
-    else:
-        con.register("_touched", pa.table({"episode_id": ids}))
-        touched, params = "(SELECT episode_id FROM _touched)", []
-    con.register("_base", con.execute(_base("lake.", f"WHERE episode_id IN {touched}"), params * len(SOURCES))
-                 .to_arrow_table())
+    touched, params = _listed(con, "_touched", pa.chunked_array(ids).unique())
+    base = con.execute(_base("lake.", f"WHERE episode_id IN {touched}"), params * len(SOURCES)).to_arrow_table()
+    stored = con.execute(f"SELECT episode_id, decision_id FROM lake.{lake.STATUS} WHERE episode_id IN {touched}",
+                         params).fetchall()
     # The decisions they are runs of now, and those the table has them under (a second start may name another).
-    decisions = [d for (d,) in con.execute(
-        f"SELECT DISTINCT decision_id FROM (SELECT decision_id FROM _base UNION ALL SELECT decision_id "
-        f"FROM lake.{lake.STATUS} WHERE episode_id IN {touched}) WHERE decision_id IS NOT NULL", params).fetchall()]
-    members = "SELECT * FROM _base"
+    decisions = sorted({d for d in base.column("decision_id").to_pylist() if d is not None}
+                       | {d for _, d in stored if d is not None})
+    parts = [base]
     if decisions:  # their other runs, as they were before the repeat rule
-        members += f"""
-        UNION ALL BY NAME
-        SELECT episode_id, experiment_id, decision_id, seed, ended_at,
-               CASE WHEN problem = '{REPEAT}' THEN NULL ELSE problem END AS problem
-        FROM lake.{lake.STATUS}
-        WHERE decision_id IN ({', '.join('?' * len(decisions))}) AND episode_id NOT IN {touched}"""
-    rows = con.execute(_with_repeats(members), decisions + params if decisions else []).to_arrow_table()
-    for name in ("_base", "_touched"):
-        con.unregister(name)
+        parts.append(con.execute(f"""
+            SELECT episode_id, experiment_id, decision_id, seed, ended_at,
+                   CASE WHEN problem = '{REPEAT}' THEN NULL ELSE problem END AS problem
+            FROM lake.{lake.STATUS}
+            WHERE decision_id IN ({', '.join('?' * len(decisions))}) AND episode_id NOT IN {touched}""",
+                                 decisions + params).to_arrow_table().cast(base.schema))
+    con.register("_members", pa.concat_tables(parts))
+    rows = con.execute(_with_repeats("SELECT * FROM _members")).to_arrow_table()
+    con.unregister("_members")
+    replaced = [e for e, _ in stored] + (parts[1].column("episode_id").to_pylist() if decisions else [])
+    if replaced:
+        where, values = _listed(con, "_replaced", pa.array(replaced, pa.string()))
+        con.execute(f"DELETE FROM lake.{lake.STATUS} WHERE episode_id IN {where}", values)
     con.register("_status", rows)
-    con.execute(f"DELETE FROM lake.{lake.STATUS} WHERE episode_id IN (SELECT episode_id FROM _status)")
     con.execute(f"INSERT INTO lake.{lake.STATUS} BY NAME SELECT * FROM _status ORDER BY episode_id")
-    con.unregister("_status")
+    for name in ("_status", "_touched", "_replaced"):
+        con.unregister(name)
+
+
+def _listed(con, name: str, ids: pa.Array) -> tuple[str, list]:
+    """(SQL for `IN`, its parameters): the values themselves, which DuckDB pushes into the scans, or
+    for many, a table registered as `name`."""
+    if len(ids) <= _LISTED:
+        return f"({', '.join('?' * len(ids))})", ids.to_pylist()
+    con.register(name, pa.table({"episode_id": ids}))
+    return f"(SELECT episode_id FROM {name})", []
