@@ -21,6 +21,7 @@ data files do not pile up with the rows each commit replaces.
 from __future__ import annotations
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from schemas import lake
 from schemas.codec import CHECKSUM_SCHEME
@@ -95,15 +96,28 @@ def rebuild(con) -> None:
 
 
 def refresh(con, tables: dict[str, pa.Table]) -> None:
-    """In the caller's transaction, after `tables` were inserted: the status of every episode they
-    add rows to, and of the other runs of those episodes' decisions, computed again."""
+    """In the caller's transaction, after `tables` were inserted into a kept table's lake (is_kept):
+    the status of every episode they add rows to, and of the other runs of those episodes'
+    decisions, computed again."""
     ids = [t.column("episode_id") for name, t in tables.items() if name in SOURCES and t.num_rows]
     if not ids:
         return
     touched, params = _listed(con, "_touched", pa.chunked_array(ids).unique())
-    base = con.execute(_base("lake.", f"WHERE episode_id IN {touched}"), params * len(SOURCES)).to_arrow_table()
     stored = con.execute(f"SELECT episode_id, decision_id FROM lake.{lake.STATUS} WHERE episode_id IN {touched}",
                          params).fetchall()
+    # Kept, the table has a row for every episode with rows in the lake: one it lacks has no rows but
+    # these, and is computed from them alone; only the others' earlier rows are read from the lake.
+    for name in SOURCES:
+        con.register(f"_new_{name}", tables.get(name, lake.SCHEMAS[name].empty_table()))
+    base = con.execute(_base("_new_", "")).to_arrow_table()
+    for name in SOURCES:
+        con.unregister(f"_new_{name}")
+    if stored:
+        known, values = _listed(con, "_known", pa.array([e for e, _ in stored], pa.string()))
+        base = pa.concat_tables([
+            base.filter(pc.invert(pc.is_in(base["episode_id"], pa.array([e for e, _ in stored])))),
+            con.execute(_base("lake.", f"WHERE episode_id IN {known}"), values * len(SOURCES)).to_arrow_table()
+            .cast(base.schema)])
     # The decisions they are runs of now, and those the table has them under (a second start may name another).
     decisions = sorted({d for d in base.column("decision_id").to_pylist() if d is not None}
                        | {d for _, d in stored if d is not None})
@@ -124,7 +138,7 @@ def refresh(con, tables: dict[str, pa.Table]) -> None:
         con.execute(f"DELETE FROM lake.{lake.STATUS} WHERE episode_id IN {where}", values)
     con.register("_status", rows)
     con.execute(f"INSERT INTO lake.{lake.STATUS} BY NAME SELECT * FROM _status ORDER BY episode_id")
-    for name in ("_status", "_touched", "_replaced"):
+    for name in ("_status", "_touched", "_known", "_replaced"):
         con.unregister(name)
 
 
