@@ -1,21 +1,23 @@
 """Whether each episode is complete, kept as a lake table (`episode_status`) by the commits themselves.
 
 An episode is complete when it has one start, one end, and chunks that match the end's num_chunks,
-length and checksum exactly once; of a decision's episode (decision_id, seed) run more than once,
-only the first complete run (by end time) counts and the later ones are repeats (a worker that
-died or lost its partitions mid-decision has the decision run again). Proving that in
-every query, for every episode, was most of a query's time (an aggregate over every chunk and a
-SHA-256 per episode). Instead each commit that adds rows of an episode recomputes that episode's
-status with the same SQL restricted to it, in the same catalog transaction as the rows
-(infra/lake_catalog.py): at every snapshot the table says exactly what the full computation (`LIVE`)
-would. The other runs of a decision's episode are recomputed with it, since a run that ended
-earlier can arrive later.
+length and checksum exactly once. Of a decision's episode (decision_id, seed) run more than once (a
+worker that died or lost its partitions mid-decision has the decision run again), only the first
+complete run by end time counts; the later ones are repeats. Proving that in every query, for every
+episode, was most of a query's time (an aggregate over every chunk and a SHA-256 per episode).
+Instead each commit that adds rows of an episode recomputes its status with the same SQL, in the
+same catalog transaction as the rows (infra/lake_catalog.py): from the commit's own rows for an
+episode new to the lake, from the lake's rows otherwise. At every snapshot the table says exactly
+what the full computation (`LIVE`) would. The other runs of a decision's episode are recomputed
+with it, since a run that ended earlier can arrive later.
 
-A lake made before the table gets it filled from all its rows by the first writer that opens it; a
-lake no writer has opened since is read with the full computation. So is a lake an older writer
-(one that does not keep the table) committed to since, until the next writer's commit, which
-finds that out and computes the whole table again. `robolake compact` computes it again too, so its
-data files do not pile up with the rows each commit replaces.
+A lake made before the table gets it filled from all its rows by the first writer that opens it,
+and is read with the full computation until then. So is a lake that an older writer (one that
+does not keep the table) committed to, until the next commit, which finds that out and computes
+the whole table again. A reader decides which when it opens: one opened before an older writer's
+commit reads the table, without that commit's episodes, until a writer that keeps the table
+commits (or the reader opens again). `robolake compact` computes the table again where its files
+carry deletes, so they do not pile up with the rows each commit replaces.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ import random
 import pytest
 
 from consumers.lake_sink.sink import LakeSink
+from consumers.lake_sink.verify import verify
 from infra import episode_status
 from infra.bus.memory import MemoryBroker, MemoryBus
 from infra.lake_catalog import LakeTables, attach
@@ -131,6 +132,7 @@ def test_rows_of_a_writer_that_does_not_keep_the_table_are_read_as_computed_unti
     stale = con.execute("SELECT count(*) FROM lake.episode_status").fetchone()[0]
     con.close()
     assert _same_as_computed(settings) > stale, "the view computes what the table does not say"
+    assert not verify(settings).damaged, "a table not kept is no damage: the views do not read it"
     for topic, key, body in messages[16:]:
         bus.producer().send(topic, key, body)
     LakeSink(settings, bus=bus, flush_seconds=0.05).run(until_idle_s=0.05)  # finds the gap, computes it all again
