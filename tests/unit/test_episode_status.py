@@ -18,17 +18,7 @@ from infra.settings import Settings
 from producers.decisions import decision_seeds
 from producers.episode_writer import EpisodeWriter
 from producers.synthetic import SyntheticConfig, produce
-
-
-class _Recorder:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, topic, key, batch):
-        self.sent.append((topic, key, batch))
-
-    def flush(self, timeout_s=None):
-        pass
+from tests.lake_helpers import Recorder
 
 
 def _episode(writer, decision_id, seed, end=True):
@@ -47,7 +37,7 @@ _DECIDED = 6 * 4 - 1  # the first messages: six episodes of start, two chunks an
 
 
 def _messages() -> list:
-    recorder = _Recorder()
+    recorder = Recorder()
     writer = EpisodeWriter(recorder, chunk_steps=2)
     first, second = decision_seeds("d1", 2)
     for decision, seed, end in [("d1", first, True), ("d1", second, False), ("d1", first, True), ("d1", second, True),
@@ -148,7 +138,7 @@ def test_compaction_writes_the_table_anew_in_few_files(tmp_path):
 
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
     bus = MemoryBus(MemoryBroker(partitions=1))
-    recorder = _Recorder()
+    recorder = Recorder()
     produce(recorder, SyntheticConfig(episodes=60, steps=4, chunk_steps=2))
     for cut in range(0, len(recorder.sent), 50):  # mid-episode: a commit ends what the one before started
         for topic, key, body in recorder.sent[cut:cut + 50]:
