@@ -30,7 +30,7 @@ from schemas.codec import CHECKSUM_SCHEME
 
 REPEAT = "repeat of a decision episode"
 SOURCES = (lake.EPISODE_STARTS, lake.EPISODE_ENDS, lake.CHUNKS)
-_LISTED = 1000  # episodes of a commit named in the SQL; more are joined with
+_LISTED = 1000  # a commit's episodes named in the SQL itself; more are registered as a table and joined
 
 
 def _base(prefix: str, scope: str) -> str:

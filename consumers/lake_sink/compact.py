@@ -26,9 +26,9 @@ class CompactionStats:
 
 
 def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
-    """Merge adjacent small files of every table (episode_status: computed again); expire snapshots older than `keep_s` and delete
-    the files that were replaced more than `keep_s` ago, and files no snapshot lists (failed
-    commits) once they are older than `keep_s` and at least ORPHAN_MIN_AGE_S."""
+    """Merge adjacent small files of every table (episode_status: computed again); expire snapshots
+    older than `keep_s` and delete the files that were replaced more than `keep_s` ago, and files no
+    snapshot lists (failed commits) once they are older than `keep_s` and at least ORPHAN_MIN_AGE_S."""
     tables = LakeTables(settings, writer="compact")
     stats = CompactionStats()
     try:
@@ -38,7 +38,8 @@ def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
         stats.files_before = _data_files(tables)
         # Each commit replaces the rows of episode_status it recomputes (a data file and a delete file that
         # merging leaves alone): computed again whole, the table is a file or two per experiment.
-        if tables.con.execute(f"SELECT count(delete_file) FROM ducklake_list_files('lake', '{lake.STATUS}')").fetchone()[0]:
+        status_files = f"SELECT count(delete_file) FROM ducklake_list_files('lake', '{lake.STATUS}')"
+        if tables.con.execute(status_files).fetchone()[0]:
             tables.rebuild_status()
         tables.execute_serialised("CALL ducklake_merge_adjacent_files('lake')")
         if progress is not None:
