@@ -71,8 +71,9 @@ def main() -> None:
             times = []
             for _ in range(args.repeat):
                 new = episodes(10)
-                times.append(_commit_s(tables, {lake.EPISODE_STARTS: new[lake.EPISODE_STARTS],
-                                                lake.CHUNKS: started[lake.CHUNKS], lake.EPISODE_ENDS: started[lake.EPISODE_ENDS]}))
+                steady = {lake.EPISODE_STARTS: new[lake.EPISODE_STARTS], lake.CHUNKS: started[lake.CHUNKS],
+                          lake.EPISODE_ENDS: started[lake.EPISODE_ENDS]}
+                times.append(_commit_s(tables, steady))
                 started = new
             tables.commit({name: started[name] for name in (lake.CHUNKS, lake.EPISODE_ENDS)}, {})
             timings[mode] = statistics.median(times)

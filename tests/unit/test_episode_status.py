@@ -105,7 +105,7 @@ def test_a_lake_made_before_the_table_is_read_as_computed_then_filled_by_its_fir
     assert _same_as_computed(settings) == before
 
 
-def test_rows_of_a_writer_that_does_not_keep_the_table_are_read_as_computed_until_the_next_commit(tmp_path, monkeypatch):
+def test_an_older_writers_rows_are_read_as_computed_until_the_next_commit_rebuilds(tmp_path, monkeypatch):
     settings = Settings.load(env={}, lake=f"file://{tmp_path}/lake")
     bus = MemoryBus(MemoryBroker(partitions=2))
     messages = _messages()
