@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from infra import episode_status
 from infra.catalogs import LockHeld, open_catalog
 from infra.duck import connect, load_extension, sql_str
 from schemas import lake
@@ -198,6 +199,12 @@ class LakeTables:
                     con.register("_rows", table)
                     con.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
                     con.unregister("_rows")
+            commits, kept = con.execute("SELECT commits, status_at FROM lake.lake_commits").fetchone()
+            if kept == commits:
+                episode_status.refresh(con, tables)
+            else:  # a writer that does not keep the table committed since
+                log.warning("episode_status was not kept by commits %s to %s; computing it again", kept, commits)
+                episode_status.rebuild(con)
             if offsets:  # one statement each for all partitions: a DuckLake statement costs ~5-50 ms
                 con.register("_offsets", pa.table({
                     "_log": [k[0] for k in offsets], "_topic": [k[1] for k in offsets],
@@ -208,7 +215,8 @@ class LakeTables:
                             "(SELECT _log, _topic, _partition FROM _offsets)")
                 con.execute(f"INSERT INTO lake.{lake.OFFSETS} SELECT *, now() FROM _offsets")
                 con.unregister("_offsets")
-            con.execute("UPDATE lake.lake_commits SET commits = commits + 1")  # any two commits conflict
+            # Any two commits conflict; status_at: episode_status is kept up to this commit.
+            con.execute("UPDATE lake.lake_commits SET commits = commits + 1, status_at = commits + 1")
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
@@ -226,7 +234,7 @@ class LakeTables:
         con = self.con
         existing = {r[0] for r in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = 'lake'").fetchall()}
-        if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing:
+        if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing and episode_status.is_kept(con):
             self._add_new_columns()
             return
         con.execute("BEGIN TRANSACTION")
@@ -242,13 +250,30 @@ class LakeTables:
                 con.execute(f"CREATE TABLE lake.{lake.OFFSETS} (_log VARCHAR, _topic VARCHAR, _partition INTEGER, "
                             "next_offset BIGINT, writer VARCHAR, committed_at TIMESTAMPTZ)")
             if "lake_commits" not in existing:
-                con.execute("CREATE TABLE lake.lake_commits (commits BIGINT)")
-                con.execute("INSERT INTO lake.lake_commits VALUES (0)")
+                con.execute("CREATE TABLE lake.lake_commits (commits BIGINT, status_at BIGINT)")
+                con.execute("INSERT INTO lake.lake_commits VALUES (0, 0)")
+            con.execute("ALTER TABLE lake.lake_commits ADD COLUMN IF NOT EXISTS status_at BIGINT")
+            if lake.STATUS not in existing or not episode_status.is_kept(con):  # an older lake, or writer
+                episode_status.rebuild(con)
             con.execute("COMMIT")
         except BaseException:
             _rollback(con)
             raise
         log.info("created the lake's tables at %s", self.root)
+
+    def rebuild_status(self) -> None:
+        """episode_status computed again from every row (infra/episode_status.py), as a writer."""
+        def rebuild():
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                episode_status.rebuild(self.con)
+                self.con.execute("COMMIT")
+            except BaseException:
+                _rollback(self.con)
+                raise
+
+        with self._serialised():
+            self._retry(rebuild)
 
     def _inline_offsets(self) -> None:
         """A commit writes one offsets row per partition it moves, often more than DuckLake's default of

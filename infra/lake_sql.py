@@ -6,7 +6,8 @@ Views:
                       episode (decision_id, seed) run more than once, the first complete run
     steps, frames     steps / camera frames of complete episodes only; steps.obs names the
                       observation's fields (`SELECT obs.hand_xyz, obs.red_xyz[3] FROM steps`)
-    episode_status    every episode id seen, with `problem` (NULL when complete)
+    episode_status    every episode id seen, with `problem` (NULL when complete), as the commits that
+                      added its rows found it (infra/episode_status.py)
     partial_episodes  the others, with the reason: no start, no end, duplicate start or end,
                       duplicate chunks, missing chunks, length mismatch, checksum mismatch,
                       repeat of a decision episode (complete, but a run of that seed came first)
@@ -31,11 +32,11 @@ from __future__ import annotations
 
 import re
 
+from infra import episode_status
 from infra.duck import sql_str
 from infra.lake_catalog import LakeNotFound, attach, data_path
 from infra.sql_guard import QueryLimitError, ReadOnlyError, check_select, query_limits
 from schemas import lake, observation
-from schemas.codec import CHECKSUM_SCHEME
 
 __all__ = ["VIEWS", "QueryLimitError", "ReadOnlyError", "check_read_only", "limits", "open_lake", "query"]  # re-exports
 
@@ -45,42 +46,12 @@ _TABLES = {"episode_starts": lake.EPISODE_STARTS, "episode_ends": lake.EPISODE_E
            "chunks": lake.CHUNKS, "frames_all": lake.FRAMES, "events": lake.EVENTS, "lake_offsets": lake.OFFSETS,
            "rewards": lake.REWARDS}
 
-# A decision's episode is (decision, seed): a worker that died or lost its partitions mid-decision
-# has it run again, and only the first complete run counts; the later ones are repeats.
-_STATUS = f"""
-    WITH s AS (SELECT episode_id, count(*) AS n, any_value(decision_id) AS decision_id, any_value(seed) AS seed
-               FROM episode_starts GROUP BY ALL),
-         e AS (SELECT episode_id, count(*) AS n, any_value(num_chunks) AS num_chunks,
-                      any_value(length) AS length, any_value(checksum) AS checksum, min(time) AS ended_at
-               FROM episode_ends GROUP BY ALL),
-         c AS (SELECT episode_id, count(*) AS n, count(DISTINCT chunk) AS distinct_chunks,
-                      max(chunk) AS last_chunk, sum(rows) AS rows,
-                      '{CHECKSUM_SCHEME}' || sha256(string_agg(digest, '' ORDER BY chunk)) AS checksum
-               FROM chunks GROUP BY ALL),
-         st AS (SELECT episode_id, s.decision_id, s.seed, e.ended_at, CASE
-            WHEN s.n IS NULL THEN 'no start'
-            WHEN e.n IS NULL THEN 'no end'
-            WHEN s.n > 1 OR e.n > 1 THEN 'duplicate start or end'
-            WHEN coalesce(c.n, 0) > coalesce(c.distinct_chunks, 0) THEN 'duplicate chunks'
-            WHEN coalesce(c.distinct_chunks, 0) <> e.num_chunks OR coalesce(c.last_chunk, -1) <> e.num_chunks - 1
-                THEN 'missing chunks'
-            WHEN coalesce(c.rows, 0) <> e.length THEN 'length mismatch'
-            WHEN coalesce(c.checksum, '{CHECKSUM_SCHEME}' || sha256('')) <> e.checksum THEN 'checksum mismatch'
-        END AS problem
-        FROM s FULL JOIN e USING (episode_id) FULL JOIN c USING (episode_id))
-    SELECT episode_id, CASE
-        WHEN problem IS NULL AND decision_id IS NOT NULL AND row_number() OVER (
-            PARTITION BY decision_id, seed, problem IS NULL ORDER BY ended_at, episode_id) > 1
-            THEN 'repeat of a decision episode'
-        ELSE problem END AS problem
-    FROM st"""
-
 # `obs`: the observation's named fields (schemas/observation.py), e.g. obs.hand_xyz, NULL where the
 # row's version lacks one; computed only when a query reads it.
 _OBS = observation.sql_struct("observation")
 
 _DERIVED = {
-    "episode_status": _STATUS,
+    "episode_status": f"SELECT episode_id, problem FROM lake.{lake.STATUS}",  # kept by every commit
     "episodes": """
         SELECT s.experiment_id, s.episode_id, s.task, s.skill_sequence, e.task_success, e.task_return,
                e.length, e.termination, e.skills, s.worker_id, s.env_name, s.env_version, s.seed,
@@ -132,6 +103,8 @@ def open_lake(settings, read_only: bool = True):
             continue
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM lake.{table}")
     for view, query in _DERIVED.items():
+        if view == "episode_status" and not (lake.STATUS in existing and episode_status.is_kept(con)):
+            query = episode_status.LIVE  # no writer that keeps the table has committed since
         con.execute(f"CREATE VIEW {view} AS {query}")
     if read_only:
         con.execute(f"SET allowed_directories = [{sql_str(data_path(settings))}]")

@@ -19,7 +19,8 @@ EPISODE_STARTS, EPISODE_ENDS, STEPS, CHUNKS, FRAMES, EVENTS = (
     "episode_starts", "episode_ends", "steps", "chunks", "frames", "events")
 # Commit order within one transaction does not matter (it is atomic); listed in data-flow order.
 REWARDS = "rewards"  # derived by `robolake relabel` from steps (not from the log)
-TABLES = (EPISODE_STARTS, STEPS, CHUNKS, FRAMES, EPISODE_ENDS, EVENTS, REWARDS)
+STATUS = "episode_status"  # derived at each commit from starts, ends and chunks (infra/episode_status.py)
+TABLES = (EPISODE_STARTS, STEPS, CHUNKS, FRAMES, EPISODE_ENDS, EVENTS, REWARDS, STATUS)
 OFFSETS = "lake_offsets"
 NO_EXPERIMENT = "global"  # for events that belong to no experiment (skill.added)
 
@@ -75,6 +76,12 @@ SCHEMAS[REWARDS] = pa.schema([pa.field("dataset", pa.string(), nullable=False),
                               # the relabel run that wrote the row (its relabel.completed event); null in rows
                               # written before the column existed
                               pa.field("relabel_id", pa.string())])
+# One row per episode id seen: whether it is complete (problem NULL) or why not, kept by every commit
+# that adds rows of the episode, so views join a row instead of aggregating every chunk per query.
+SCHEMAS[STATUS] = pa.schema([pa.field("episode_id", pa.string(), nullable=False), _EXPERIMENT,
+                             pa.field("problem", pa.string()),
+                             pa.field("decision_id", pa.string()), pa.field("seed", pa.int64()),
+                             pa.field("ended_at", pa.timestamp("us", tz="UTC"))])
 # Data files are partitioned by experiment, so a query about one experiment reads only its files.
 PARTITION_COLUMN = "experiment_id"
 # Rows are written sorted by these, so row-group statistics prune point lookups of an episode.

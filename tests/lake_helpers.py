@@ -36,3 +36,16 @@ def rows(settings, sql: str) -> list[tuple]:
         return con.execute(sql).fetchall()
     finally:
         con.close()
+
+
+class Recorder:
+    """A producer that only records what would be sent, to replay it in a chosen (broken) order."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, topic, key, batch):
+        self.sent.append((topic, key, batch))
+
+    def flush(self, timeout_s=None):
+        pass

@@ -26,9 +26,9 @@ class CompactionStats:
 
 
 def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
-    """Merge adjacent small files of every table; expire snapshots older than `keep_s` and delete
-    the files that were replaced more than `keep_s` ago, and files no snapshot lists (failed
-    commits) once they are older than `keep_s` and at least ORPHAN_MIN_AGE_S."""
+    """Merge adjacent small files of every table (episode_status: computed again); expire snapshots
+    older than `keep_s` and delete the files that were replaced more than `keep_s` ago, and files no
+    snapshot lists (failed commits) once they are older than `keep_s` and at least ORPHAN_MIN_AGE_S."""
     tables = LakeTables(settings, writer="compact")
     stats = CompactionStats()
     try:
@@ -36,6 +36,11 @@ def compact(settings, keep_s: float = 600.0, progress=None) -> CompactionStats:
         # Parquet first, so the catalog stays small and every row is in a data file.
         tables.execute_serialised("CALL ducklake_flush_inlined_data('lake')")
         stats.files_before = _data_files(tables)
+        # Each commit replaces the rows of episode_status it recomputes (a data file and a delete file that
+        # merging leaves alone): computed again whole, the table is a file or two per experiment.
+        status_files = f"SELECT count(delete_file) FROM ducklake_list_files('lake', '{lake.STATUS}')"
+        if tables.con.execute(status_files).fetchone()[0]:
+            tables.rebuild_status()
         tables.execute_serialised("CALL ducklake_merge_adjacent_files('lake')")
         if progress is not None:
             progress(1)

@@ -5,6 +5,7 @@ Each steps message became rows of `steps` and one row of `chunks` with the diges
 The commit checked them; this checks the stored rows: every chunk's digest is computed again from
 its rows in `steps` (a chunk is one source message: same _log, _topic, _partition, _offset) and
 compared with the recorded digest, and the episode's checksum with the one over the new digests.
+Each episode's row in `episode_status` is compared with what its rows say now (infra/episode_status.py).
 A data file that does not decode fails its episodes' batch, which is then reported by file.
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
+from infra import episode_status
 from infra.duck import sql_str
 from infra.lake_files import damaged_file, data_files
 from infra.lake_sql import open_lake
@@ -49,9 +51,28 @@ def verify(settings, experiment: str | None = None, progress=None) -> VerifyResu
             result.damaged += _check(con, batch)
             if progress is not None:
                 progress(len(batch))
+        result.damaged += _status_mismatches(con, experiment)
         return result
     finally:
         con.close()
+
+
+def _status_mismatches(con, experiment: str | None) -> list[Damage]:
+    """Episodes whose row in the `episode_status` table (kept by the commits) is not what their rows
+    in the lake say now (nothing to check where the table is missing, or not kept since an older
+    writer committed)."""
+    if not con.execute(f"SELECT count(*) FROM duckdb_tables() WHERE database_name = 'lake' "
+                       f"AND table_name = '{lake.STATUS}'").fetchone()[0] or not episode_status.is_kept(con):
+        return []  # the views compute every status; the next writer's commit computes the table again
+    mine = f"AND coalesce(k.experiment_id, c.experiment_id) = {sql_str(experiment)}" if experiment else ""
+    rows = con.execute(f"""
+        SELECT episode_id, coalesce(k.experiment_id, c.experiment_id), k.problem, c.problem, k.episode_id IS NULL
+        FROM (SELECT episode_id, experiment_id, problem FROM lake.{lake.STATUS}) k
+        FULL JOIN ({episode_status.COMPUTED}) c USING (episode_id)
+        WHERE (k.episode_id IS NULL OR c.episode_id IS NULL OR k.problem IS DISTINCT FROM c.problem) {mine}
+        ORDER BY episode_id""").fetchall()
+    return [Damage(episode, experiment_id, f"episode_status says {'nothing' if unkept else kept or 'complete'}, "
+                   f"its rows say {computed or 'complete'}") for episode, experiment_id, kept, computed, unkept in rows]
 
 
 def _check(con, episodes: dict[str, str]) -> list[Damage]:

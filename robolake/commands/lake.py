@@ -91,7 +91,8 @@ def register(commands, common) -> None:
     verify = commands.add_parser(
         "verify", parents=[common], help="check the stored steps against the digests recorded when they arrived",
         description="Recompute every episode's chunk digests from the steps stored in the lake and compare them "
-                    "with the digests recorded at commit (the chunks table) and the episode's checksum. Damaged "
+                    "with the digests recorded at commit (the chunks table) and the episode's checksum, and each "
+                    "episode's kept status (episode_status) with what its rows say now. Damaged "
                     "episodes are listed with the data files that hold them; exit 1 if there is any.")
     verify.add_argument("--experiment", type=identifier, metavar="ID", help="only this experiment's episodes")
     verify.set_defaults(run=run_verify)
@@ -207,13 +208,14 @@ def run_verify(args, settings: Settings) -> int:
     with tqdm(unit="episode", desc="verifying", disable=None, file=sys.stderr) as bar:
         result = verify(settings, args.experiment, progress=bar.update)
     if not result.damaged:
-        print(f"{result.episodes} episodes verified: every chunk matches its recorded digest")
+        print(f"{result.episodes} episodes verified: every chunk matches its recorded digest, every episode's "
+              "status what its rows say")
         return 0
     print(f"{'episode':<38} {'experiment':<16} problem; files")
     for d in result.damaged:
         print(f"{d.episode_id:<38} {d.experiment_id:<16} {d.problem}; {', '.join(d.files) or '(rows in the catalog)'}")
-    raise CommandFailed(f"{len(result.damaged)} of {result.episodes} episodes do not match the digests recorded "
-                        "when they arrived")
+    raise CommandFailed(f"{len({d.episode_id for d in result.damaged})} of {result.episodes} episodes do not match "
+                        "what was recorded when they arrived")
 
 
 def _check_output(path: str, settings: Settings) -> None:

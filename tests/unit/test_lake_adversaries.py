@@ -19,7 +19,7 @@ from infra.settings import Settings
 from producers.synthetic import SyntheticConfig, produce
 from schemas import topics
 from schemas.codec import encode
-from tests.lake_helpers import count, lake_fingerprint
+from tests.lake_helpers import Recorder, count, lake_fingerprint
 
 
 def _settings(tmp_path, name="lake"):
@@ -94,21 +94,8 @@ def test_two_sinks_racing_over_every_partition_write_each_message_once(tmp_path)
                            "GROUP BY ALL HAVING count(*) > 1)") == 0
 
 
-class _Recorder:
-    """A producer that only records what would be sent, to replay it in a chosen (broken) order."""
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, topic, key, batch):
-        self.sent.append((topic, key, batch))
-
-    def flush(self, timeout_s=None):
-        pass
-
-
 def test_only_episodes_proven_complete_are_shown_the_rest_say_why(tmp_path):
-    recorder = _Recorder()
+    recorder = Recorder()
     produce(recorder, SyntheticConfig(episodes=6, steps=12, chunk_steps=4))  # start, 3 chunks, end each
     episodes = [recorder.sent[i:i + 5] for i in range(0, len(recorder.sent), 5)]
     tampered = episodes[4][2][2].table.set_column(
@@ -208,7 +195,7 @@ def test_a_replay_through_the_log_does_not_dead_letter_poison_again(tmp_path):
 
 
 def test_an_episode_started_and_ended_twice_is_one_partial_row(tmp_path):
-    recorder = _Recorder()
+    recorder = Recorder()
     produce(recorder, SyntheticConfig(episodes=1, steps=4, chunk_steps=4))
     bus = MemoryBus(MemoryBroker(partitions=1))
     producer = bus.producer()
@@ -221,7 +208,7 @@ def test_an_episode_started_and_ended_twice_is_one_partial_row(tmp_path):
 
 
 def test_invalid_utf8_in_a_string_column_is_poison_not_a_stalled_sink(tmp_path):
-    recorder = _Recorder()
+    recorder = Recorder()
     produce(recorder, SyntheticConfig(episodes=1, steps=4, chunk_steps=4))
     topic, key, started = recorder.sent[0]
     bad = started.table.set_column(started.table.schema.get_field_index("task"), "task",

@@ -59,6 +59,24 @@ def test_verify_names_the_episode_whose_stored_steps_changed(lake, capsys):
     assert main(["verify", "--experiment", "exp-b"]) == 0, "the filter checks only that experiment"
 
 
+def test_verify_names_the_episode_whose_kept_status_its_rows_do_not_bear_out(lake, capsys):
+    from infra.lake_catalog import attach
+    from tests.lake_helpers import count
+
+    con = attach(Settings.load(), read_only=False)
+    episode = con.execute("SELECT min(episode_id) FROM lake.episode_status WHERE experiment_id = 'exp-b'").fetchone()[0]
+    con.execute("UPDATE lake.episode_status SET problem = 'no end' WHERE episode_id = ?", [episode])
+    con.close()
+    assert count(Settings.load(), "SELECT count(*) FROM episodes") == 3, "the table is what the views read"
+
+    assert main(["verify"]) == 1
+    out, err = capsys.readouterr()
+    damaged = [line for line in out.splitlines()[1:] if line.strip()]
+    assert len(damaged) == 1 and episode in damaged[0]
+    assert "episode_status says no end, its rows say complete" in damaged[0]
+    assert main(["verify", "--experiment", "exp-a"]) == 0
+
+
 def test_a_read_that_hits_an_undecodable_file_is_one_line_naming_it(lake, capsys):
     import pyarrow as pa
     import pyarrow.parquet as pq
