@@ -83,7 +83,9 @@ def is_kept(con) -> bool:
     (`lake_commits.status_at`, moved with `commits` by every writer that keeps it; an older writer
     moves only `commits`)."""
     try:
-        return bool(con.execute("SELECT commits = status_at FROM lake.lake_commits").fetchone()[0])
+        return bool(con.execute("SELECT commits = status_at AND EXISTS (SELECT 1 FROM duckdb_tables() "
+                                f"WHERE database_name = 'lake' AND table_name = '{lake.STATUS}') "
+                                "FROM lake.lake_commits").fetchone()[0])
     except Exception:  # a lake from before the table: no such column
         return False
 
@@ -115,9 +117,10 @@ def refresh(con, tables: dict[str, pa.Table]) -> None:
     for name in SOURCES:
         con.unregister(f"_new_{name}")
     if stored:
-        known, values = _listed(con, "_known", pa.array([e for e, _ in stored], pa.string()))
+        seen = pa.array([e for e, _ in stored], pa.string())
+        known, values = _listed(con, "_known", seen)
         base = pa.concat_tables([
-            base.filter(pc.invert(pc.is_in(base["episode_id"], pa.array([e for e, _ in stored])))),
+            base.filter(pc.invert(pc.is_in(base["episode_id"], seen))),
             con.execute(_base("lake.", f"WHERE episode_id IN {known}"), values * len(SOURCES)).to_arrow_table()
             .cast(base.schema)])
     # The decisions they are runs of now, and those the table has them under (a second start may name another).

@@ -199,11 +199,10 @@ class LakeTables:
                     con.register("_rows", table)
                     con.execute(f"INSERT INTO lake.{name} BY NAME SELECT * FROM _rows")
                     con.unregister("_rows")
-            commits, kept = con.execute("SELECT commits, status_at FROM lake.lake_commits").fetchone()
-            if kept == commits:
+            if episode_status.is_kept(con):
                 episode_status.refresh(con, tables)
             else:  # a writer that does not keep the table committed since
-                log.warning("episode_status was not kept by commits %s to %s; computing it again", kept, commits)
+                log.warning("episode_status was not kept by every commit since it was filled; computing it again")
                 episode_status.rebuild(con)
             if offsets:  # one statement each for all partitions: a DuckLake statement costs ~5-50 ms
                 con.register("_offsets", pa.table({
@@ -253,7 +252,7 @@ class LakeTables:
                 con.execute("CREATE TABLE lake.lake_commits (commits BIGINT, status_at BIGINT)")
                 con.execute("INSERT INTO lake.lake_commits VALUES (0, 0)")
             con.execute("ALTER TABLE lake.lake_commits ADD COLUMN IF NOT EXISTS status_at BIGINT")
-            if lake.STATUS not in existing or not episode_status.is_kept(con):  # an older lake, or writer
+            if lake.STATUS not in existing or not episode_status.is_kept(con):  # just made, or an older writer
                 episode_status.rebuild(con)
             con.execute("COMMIT")
         except BaseException:

@@ -103,7 +103,7 @@ def open_lake(settings, read_only: bool = True):
             continue
         con.execute(f"CREATE VIEW {view} AS SELECT * FROM lake.{table}")
     for view, query in _DERIVED.items():
-        if view == "episode_status" and not (lake.STATUS in existing and episode_status.is_kept(con)):
+        if view == "episode_status" and not episode_status.is_kept(con):
             query = episode_status.LIVE  # no writer that keeps the table has committed since
         con.execute(f"CREATE VIEW {view} AS {query}")
     if read_only:
