@@ -228,6 +228,48 @@ def test_each_lake_has_a_group_of_its_own(tmp_path):
     assert default_group(here) != default_group(there), "the same bucket on two servers is two lakes"
 
 
+def test_compaction_sorts_the_steps_by_episode_into_small_row_groups(tmp_path):
+    """Three commits, each sorted by itself, interleave their episodes; compacted, each row group of
+    steps holds a range of episodes of its own, so reading some episodes skips the others' rows."""
+    from consumers.lake_sink.compact import compact
+    from infra.lake_catalog import attach
+
+    settings = _settings(tmp_path)
+    bus = MemoryBus(MemoryBroker(partitions=1))
+    for seed in range(3):
+        produce(bus.producer(), SyntheticConfig(episodes=30, steps=100, seed=seed))
+        LakeSink(settings, bus=bus, flush_seconds=60).run(until_idle_s=0.05)
+    compact(settings, keep_s=0)
+    con = attach(settings, read_only=True)
+    try:
+        (path,), = con.execute("SELECT data_file FROM ducklake_list_files('lake', 'steps')").fetchall()
+        groups = con.execute(
+            "SELECT row_group_num_rows, stats_min_value, stats_max_value, compression FROM parquet_metadata(?) "
+            "WHERE path_in_schema = 'episode_id' ORDER BY row_group_id", [path]).fetchall()
+    finally:
+        con.close()
+    assert sum(g[0] for g in groups) == 9000 and len(groups) >= 4 and max(g[0] for g in groups) <= 2048
+    assert all(before[2] <= after[1] for before, after in zip(groups, groups[1:])), groups
+    assert {g[3] for g in groups} == {"LZ4_RAW"}
+
+
+def test_a_layout_the_operator_chose_is_kept(tmp_path):
+    settings = _settings(tmp_path)
+    tables = LakeTables(settings, "writer")
+    tables.con.execute("CALL lake.set_option('parquet_row_group_size', 8192, table_name => 'steps')")
+    tables.con.execute("ALTER TABLE lake.steps SET SORTED BY (step DESC)")
+    tables.close()
+    tables = LakeTables(settings, "writer")
+    try:
+        assert tables.con.execute("SELECT value FROM lake.options() WHERE option_name = 'parquet_row_group_size' "
+                                  "AND scope_entry = 'main.steps'").fetchall() == [("8192",)]
+        assert tables.con.execute("SELECT expression, sort_direction FROM __ducklake_metadata_lake.ducklake_sort_info "
+                                  "JOIN __ducklake_metadata_lake.ducklake_sort_expression USING (sort_id) "
+                                  "WHERE end_snapshot IS NULL").fetchall() == [("step", "DESC")]
+    finally:
+        tables.close()
+
+
 def test_a_commit_of_many_partitions_keeps_their_offsets_in_the_catalog(tmp_path):
     from infra.lake_sql import open_lake
 
