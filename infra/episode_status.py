@@ -82,11 +82,10 @@ def is_kept(con) -> bool:
     """Whether the table says what the rows say: it exists and every commit since it was filled kept it
     (`lake_commits.status_at`, moved with `commits` by every writer that keeps it; an older writer
     moves only `commits`)."""
-    try:
-        return bool(con.execute("SELECT commits = status_at AND EXISTS (SELECT 1 FROM duckdb_tables() "
-                                f"WHERE database_name = 'lake' AND table_name = '{lake.STATUS}') "
-                                "FROM lake.lake_commits").fetchone()[0])
-    except Exception:  # a lake from before the table: no such column
+    try:  # binding fails without the table or the column (a lake from before them); ~5 ms, duckdb_tables() ~15
+        return bool(con.execute(f"SELECT commits = status_at FROM lake.lake_commits, "
+                                f"(SELECT count(*) FROM (SELECT 1 FROM lake.{lake.STATUS} LIMIT 0))").fetchone()[0])
+    except Exception:
         return False
 
 
