@@ -33,15 +33,15 @@ log = logging.getLogger(__name__)
 OffsetKey = tuple[str, str, int]  # (log, topic, partition)
 
 # How tables are stored (benchmarks/README.md, issue 26), set once per lake where the operator has not
-# chosen otherwise. Offsets: a commit writes a row per partition it moves, kept inlined in the catalog,
-# not in two small files a commit. Steps: "the steps of these episodes" is the common read (training,
-# relabelling, inspection), so compaction sorts them by episode and small row groups let a reader skip
-# all but the episodes' own rows; lz4_raw decodes ~35% faster than zstd for ~10% more bytes. The sink
-# sorts each commit itself (consumers/lake_sink/writer.py), so inserts are not sorted again.
-_COMPRESSION = "zstd"  # lake-wide
+# chosen otherwise (later, they change a table's own options: set_option(..., table_name => 'steps')).
+# Offsets: a commit writes a row per partition it moves, kept inlined in the catalog, not in two small
+# files a commit. Steps: "the steps of these episodes" is the common read (training, relabelling,
+# inspection), so DuckLake sorts them by episode whenever it writes them (inserts and compaction), and
+# small row groups let a reader skip all but the episodes' own rows; lz4_raw decodes ~35% faster than
+# zstd for ~10% more bytes.
+_COMPRESSION = "zstd"  # lake-wide, set when the lake is made
 _TABLE_OPTIONS = {lake.OFFSETS: {"data_inlining_row_limit": 1000},
-                  lake.STEPS: {"parquet_compression": "lz4_raw", "parquet_row_group_size": 2048,
-                               "sort_on_insert": False}}
+                  lake.STEPS: {"parquet_compression": "lz4_raw", "parquet_row_group_size": 2048}}
 _SORTED_BY = {lake.STEPS: lake.SORT_KEYS[lake.STEPS]}
 
 
@@ -250,7 +250,8 @@ class LakeTables:
             return
         con.execute("BEGIN TRANSACTION")
         try:
-            con.execute(f"CALL lake.set_option('parquet_compression', '{_COMPRESSION}')")
+            if not existing & set(lake.TABLES):  # a new lake: an operator's later choice is theirs
+                con.execute(f"CALL lake.set_option('parquet_compression', '{_COMPRESSION}')")
             for name in lake.TABLES:
                 if name not in existing:
                     con.register("_empty", lake.SCHEMAS[name].empty_table())
@@ -288,19 +289,20 @@ class LakeTables:
 
     def _set_layout(self) -> None:
         """_TABLE_OPTIONS and _SORTED_BY, once per lake (in the writers' turn), each where the operator set
-        nothing of their own: neither for the table nor, but for our own lake-wide compression, lake-wide."""
+        nothing of their own: for the table, or for the lake or its schema (but for our own lake-wide
+        compression); a sort order ever set for the table, even one reset since, is theirs."""
         con = self.con
         chosen = set()
         for name, value, scope, entry in con.execute(
                 "SELECT option_name, value, scope, scope_entry FROM lake.options()").fetchall():
             if scope == "TABLE":
                 chosen.add((entry, name))
-            elif scope == "GLOBAL" and not (name == "parquet_compression" and value == _COMPRESSION):
+            elif (scope == "GLOBAL" or (scope == "SCHEMA" and entry == "main")) and not (
+                    scope == "GLOBAL" and name == "parquet_compression" and value == _COMPRESSION):
                 chosen.update((f"main.{table}", name) for table in _TABLE_OPTIONS)
         sorted_tables = {r[0] for r in con.execute(
             "SELECT t.table_name FROM __ducklake_metadata_lake.ducklake_sort_info s "
-            "JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id) "
-            "WHERE s.end_snapshot IS NULL AND t.end_snapshot IS NULL").fetchall()}
+            "JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id) WHERE t.end_snapshot IS NULL").fetchall()}
         options = [(table, name, value) for table, wanted in _TABLE_OPTIONS.items()
                    for name, value in wanted.items() if (f"main.{table}", name) not in chosen]
         sorts = {table: keys for table, keys in _SORTED_BY.items() if table not in sorted_tables}

@@ -253,19 +253,46 @@ def test_compaction_sorts_the_steps_by_episode_into_small_row_groups(tmp_path):
     assert {g[3] for g in groups} == {"LZ4_RAW"}
 
 
-def test_a_layout_the_operator_chose_is_kept(tmp_path):
-    settings = _settings(tmp_path)
-    tables = LakeTables(settings, "writer")
-    tables.con.execute("CALL lake.set_option('parquet_row_group_size', 8192, table_name => 'steps')")
-    tables.con.execute("ALTER TABLE lake.steps SET SORTED BY (step DESC)")
+def _options(tables, name: str) -> set:
+    return set(tables.con.execute("SELECT value, scope, scope_entry FROM lake.options() WHERE option_name = ?",
+                                  [name]).fetchall())
+
+
+def _sort_keys(tables) -> list:
+    return tables.con.execute("SELECT expression, sort_direction FROM __ducklake_metadata_lake.ducklake_sort_info "
+                              "JOIN __ducklake_metadata_lake.ducklake_sort_expression USING (sort_id) "
+                              "WHERE end_snapshot IS NULL ORDER BY sort_key_index").fetchall()
+
+
+def test_a_layout_the_operator_chose_is_kept(tmp_path, monkeypatch):
+    # Their own options and sort order for the table, and a sort order they reset.
+    for name, change, sort in [("own", "SET SORTED BY (step DESC)", [("step", "DESC")]), ("reset", "RESET SORTED BY", [])]:
+        settings = _settings(tmp_path, name)
+        tables = LakeTables(settings, "writer")
+        assert _sort_keys(tables) == [("episode_id", "ASC"), ("step", "ASC")]
+        tables.con.execute("CALL lake.set_option('parquet_row_group_size', 8192, table_name => 'steps')")
+        tables.con.execute(f"ALTER TABLE lake.steps {change}")
+        tables.close()
+        tables = LakeTables(settings, "writer")
+        try:
+            assert _options(tables, "parquet_row_group_size") == {("8192", "TABLE", "main.steps")}
+            assert _sort_keys(tables) == sort
+        finally:
+            tables.close()
+    # Lake-wide and schema-wide choices in a lake made before the layout; the lake-wide one outlives a rebuild.
+    settings = _settings(tmp_path, "older")
+    with monkeypatch.context() as older:
+        older.setattr(LakeTables, "_set_layout", lambda self: None)
+        tables = LakeTables(settings, "writer")
+    tables.con.execute("CALL lake.set_option('parquet_compression', 'snappy')")
+    tables.con.execute("CALL lake.set_option('parquet_row_group_size', 100000, schema => 'main')")
+    tables.con.execute("UPDATE lake.lake_commits SET commits = commits + 1")  # as a writer before episode_status
     tables.close()
     tables = LakeTables(settings, "writer")
     try:
-        assert tables.con.execute("SELECT value FROM lake.options() WHERE option_name = 'parquet_row_group_size' "
-                                  "AND scope_entry = 'main.steps'").fetchall() == [("8192",)]
-        assert tables.con.execute("SELECT expression, sort_direction FROM __ducklake_metadata_lake.ducklake_sort_info "
-                                  "JOIN __ducklake_metadata_lake.ducklake_sort_expression USING (sort_id) "
-                                  "WHERE end_snapshot IS NULL").fetchall() == [("step", "DESC")]
+        assert _options(tables, "parquet_compression") == {("snappy", "GLOBAL", None)}
+        assert _options(tables, "parquet_row_group_size") == {("100000", "SCHEMA", "main")}
+        assert _sort_keys(tables) == [("episode_id", "ASC"), ("step", "ASC")], "nobody chose a sort order"
     finally:
         tables.close()
 
