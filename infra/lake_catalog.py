@@ -295,10 +295,10 @@ class LakeTables:
         chosen = set()
         for name, value, scope, entry in con.execute(
                 "SELECT option_name, value, scope, scope_entry FROM lake.options()").fetchall():
+            ours = scope == "GLOBAL" and name == "parquet_compression" and value == _COMPRESSION
             if scope == "TABLE":
                 chosen.add((entry, name))
-            elif (scope == "GLOBAL" or (scope == "SCHEMA" and entry == "main")) and not (
-                    scope == "GLOBAL" and name == "parquet_compression" and value == _COMPRESSION):
+            elif scope in ("GLOBAL", "SCHEMA") and not ours:  # the lake's one schema is `main`
                 chosen.update((f"main.{table}", name) for table in _TABLE_OPTIONS)
         sorted_tables = {r[0] for r in con.execute(
             "SELECT t.table_name FROM __ducklake_metadata_lake.ducklake_sort_info s "
