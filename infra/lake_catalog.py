@@ -200,8 +200,7 @@ class LakeTables:
 
     def _transaction(self, tables: dict[str, pa.Table], offsets: dict[OffsetKey, tuple[int | None, int]]) -> None:
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _in_transaction(con):
             stored = self._stored(list(offsets))
             stale = {key: stored.get(key) for key, (expected, _) in offsets.items() if stored.get(key) != expected}
             if stale:
@@ -228,10 +227,6 @@ class LakeTables:
                 con.unregister("_offsets")
             # Any two commits conflict; status_at: episode_status is kept up to this commit.
             con.execute("UPDATE lake.lake_commits SET commits = commits + 1, status_at = commits + 1")
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
 
     def _stored(self, keys: list[OffsetKey]) -> dict[OffsetKey, int]:
         if not keys:
@@ -248,8 +243,7 @@ class LakeTables:
         if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing and episode_status.is_kept(con):
             self._add_new_columns()
             return
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _in_transaction(con):
             if not existing & set(lake.TABLES):  # a new lake: an operator's later choice is theirs
                 con.execute(f"CALL lake.set_option('parquet_compression', '{_COMPRESSION}')")
             for name in lake.TABLES:
@@ -267,22 +261,13 @@ class LakeTables:
             con.execute("ALTER TABLE lake.lake_commits ADD COLUMN IF NOT EXISTS status_at BIGINT")
             if lake.STATUS not in existing or not episode_status.is_kept(con):  # just made, or an older writer
                 episode_status.rebuild(con)
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
         log.info("created the lake's tables at %s", self.root)
 
     def rebuild_status(self) -> None:
         """episode_status computed again from every row (infra/episode_status.py), as a writer."""
         def rebuild():
-            self.con.execute("BEGIN TRANSACTION")
-            try:
+            with _in_transaction(self.con):
                 episode_status.rebuild(self.con)
-                self.con.execute("COMMIT")
-            except BaseException:
-                _rollback(self.con)
-                raise
 
         with self._serialised():
             self._retry(rebuild)
@@ -308,16 +293,11 @@ class LakeTables:
         sorts = {table: keys for table, keys in _SORTED_BY.items() if table not in sorted_tables}
         if not options and not sorts:
             return
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _in_transaction(con):
             for table, name, value in options:
                 con.execute(f"CALL lake.set_option('{name}', ?, table_name => '{table}')", [value])
             for table, keys in sorts.items():
                 con.execute(f"ALTER TABLE lake.{table} SET SORTED BY ({', '.join(keys)})")
-            con.execute("COMMIT")
-        except BaseException:
-            _rollback(con)
-            raise
 
     def _add_new_columns(self) -> None:
         """Tables created before a (nullable) column joined their schema get it, null in the old
@@ -369,6 +349,18 @@ def only_one(settings, purpose: str, refused=None):
                 raise
             raise refused(where.lock_name(purpose)) from None
         yield
+
+
+@contextmanager
+def _in_transaction(con):
+    """BEGIN; COMMIT when the block ends, ROLLBACK when it raises (anything, Ctrl-C included)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        _rollback(con)
+        raise
 
 
 def _rollback(con) -> None:
