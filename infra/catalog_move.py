@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass
 
 from infra.catalogs import SQLiteCatalog, open_catalog
-from infra.duck import connect, load_extension, sql_str
+from infra.duck import connect, load_extension, sql_str, transaction
 from infra.lake_catalog import LakeNotFound, attach, catalog, data_path
 
 log = logging.getLogger(__name__)
@@ -129,8 +129,7 @@ def _copy(con, settings, target_settings) -> int:
     if missing:
         raise CatalogMoveError(f"the target's DuckLake lacks the catalog tables {', '.join(missing)} "
                                "(a DuckLake of another version?)")
-    con.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(con):
         for name in names:
             con.execute(f"DELETE FROM dst.{name}")
             con.execute(f"INSERT INTO dst.{name} BY NAME SELECT * FROM src.{name}")
@@ -138,10 +137,6 @@ def _copy(con, settings, target_settings) -> int:
         own = target_settings.catalog == f"sqlite:{settings.lake_root}/catalog.sqlite"
         con.execute("UPDATE dst.ducklake_metadata SET value = ? WHERE key = 'data_path'",
                     ["data/" if own else data_path(settings)])
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
     for name in names:
         counts = [con.execute(f"SELECT count(*) FROM {db}.{name}").fetchone()[0] for db in ("src", "dst")]
         if counts[0] != counts[1]:

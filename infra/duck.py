@@ -9,6 +9,7 @@ LOAD that file with auto-install turned off.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 from infra.settings import Settings
@@ -85,3 +86,18 @@ def connect(settings: Settings, database: str = ":memory:", read_only: bool = Fa
 def sql_str(value: str) -> str:
     """A SQL string literal: paths and names are data, never SQL."""
     return "'" + value.replace("'", "''") + "'"
+
+
+@contextmanager
+def transaction(con):
+    """BEGIN; COMMIT when the block ends, ROLLBACK when it raises (anything, Ctrl-C included)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        try:
+            con.execute("ROLLBACK")
+        except Exception:  # no transaction left to roll back
+            pass
+        raise

@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from infra import episode_status
 from infra.catalogs import LockHeld, open_catalog
-from infra.duck import connect, load_extension, sql_str
+from infra.duck import connect, load_extension, sql_str, transaction
 from schemas import lake
 
 log = logging.getLogger(__name__)
@@ -200,7 +200,7 @@ class LakeTables:
 
     def _transaction(self, tables: dict[str, pa.Table], offsets: dict[OffsetKey, tuple[int | None, int]]) -> None:
         con = self.con
-        with _in_transaction(con):
+        with transaction(con):
             stored = self._stored(list(offsets))
             stale = {key: stored.get(key) for key, (expected, _) in offsets.items() if stored.get(key) != expected}
             if stale:
@@ -243,7 +243,7 @@ class LakeTables:
         if {*lake.TABLES, lake.OFFSETS, "lake_commits"} <= existing and episode_status.is_kept(con):
             self._add_new_columns()
             return
-        with _in_transaction(con):
+        with transaction(con):
             if not existing & set(lake.TABLES):  # a new lake: an operator's later choice is theirs
                 con.execute(f"CALL lake.set_option('parquet_compression', '{_COMPRESSION}')")
             for name in lake.TABLES:
@@ -266,7 +266,7 @@ class LakeTables:
     def rebuild_status(self) -> None:
         """episode_status computed again from every row (infra/episode_status.py), as a writer."""
         def rebuild():
-            with _in_transaction(self.con):
+            with transaction(self.con):
                 episode_status.rebuild(self.con)
 
         with self._serialised():
@@ -293,7 +293,7 @@ class LakeTables:
         sorts = {table: keys for table, keys in _SORTED_BY.items() if table not in sorted_tables}
         if not options and not sorts:
             return
-        with _in_transaction(con):
+        with transaction(con):
             for table, name, value in options:
                 con.execute(f"CALL lake.set_option('{name}', ?, table_name => '{table}')", [value])
             for table, keys in sorts.items():
@@ -349,25 +349,6 @@ def only_one(settings, purpose: str, refused=None):
                 raise
             raise refused(where.lock_name(purpose)) from None
         yield
-
-
-@contextmanager
-def _in_transaction(con):
-    """BEGIN; COMMIT when the block ends, ROLLBACK when it raises (anything, Ctrl-C included)."""
-    con.execute("BEGIN TRANSACTION")
-    try:
-        yield
-        con.execute("COMMIT")
-    except BaseException:
-        _rollback(con)
-        raise
-
-
-def _rollback(con) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except Exception:  # no transaction left to roll back
-        pass
 
 
 def _is_conflict(exc: Exception) -> bool:
